@@ -1,0 +1,177 @@
+//! # pvops-native
+//!
+//! The bare-hardware backend of pvops: every op as the instruction itself
+//! (`cli`, `mov cr3`, `wrmsr`, ...), the local APIC (x2APIC when present,
+//! else xAPIC) for EOI, IPIs and the one-shot timer, the TSC for the
+//! scheduler clock (frequency from CPUID 0x15/0x16 or measured against the
+//! PIT), the CMOS RTC for the wall clock, a 16550 UART for the console, and
+//! QEMU's isa-debug-exit or ACPI S5 to power off.
+//!
+//! It is also what every other backend falls back to, op by op.
+//!
+//! What it needs from the kernel: ring 0; all RAM and the low 4 GiB of
+//! device memory mapped at `phys + BootContext::phys_offset` (the APIC page
+//! uncached); the IDT routing [`apic::SPURIOUS_VECTOR`] to a handler that
+//! just returns.
+#![no_std]
+#![warn(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod acpi;
+pub mod apic;
+mod cpu;
+mod irq;
+mod lock;
+mod mmu;
+pub mod pic;
+pub mod pit;
+pub mod rtc;
+pub mod serial;
+pub mod shutdown;
+mod time;
+pub mod tsc;
+
+use pvops_core::backend::{BackendError, BootContext, Candidate, Priority};
+use pvops_core::phys::DirectMap;
+use pvops_core::platform::{ConsoleOps, Features, Identity, Platform, ShutdownOps};
+use pvops_core::table::PvOps;
+use pvops_core::time::ClockScale;
+
+/// The native backend. Its op-group trait impls are the raw instructions;
+/// use it directly (`Native::disable()`) for static dispatch.
+#[derive(Debug)]
+pub enum Native {}
+
+impl ConsoleOps for Native {
+    fn write(bytes: &[u8]) {
+        serial::write(bytes)
+    }
+}
+
+impl ShutdownOps for Native {
+    fn shutdown(code: u8) -> ! {
+        shutdown::shutdown(code)
+    }
+}
+
+fn cpu_io_delay() {
+    <Native as pvops_core::cpu::CpuOps>::io_delay()
+}
+
+/// The backend's name, as `pvops.backend=` names it.
+pub const NAME: &str = "native";
+
+/// What native init found, for the kernel's boot log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NativeInfo {
+    /// TSC frequency in Hz.
+    pub tsc_hz: u64,
+    /// Where it came from.
+    pub tsc_source: tsc::TscSource,
+    /// Local APIC register interface.
+    pub apic: apic::ApicMode,
+    /// APIC timer ticks per millisecond (divide by 16).
+    pub apic_timer_per_ms: u64,
+    /// Whether a UART console answered.
+    pub serial: bool,
+    /// Whether ACPI S5 is available as a shutdown path.
+    pub acpi_s5: bool,
+    /// Whether the wall clock came from the RTC (else it starts at 0).
+    pub rtc: bool,
+}
+
+static INFO: core::sync::atomic::AtomicPtr<NativeInfo> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// What [`init`] found, once it has run.
+pub fn info() -> Option<NativeInfo> {
+    let p = INFO.load(core::sync::atomic::Ordering::Acquire);
+    // SAFETY: INFO only ever points at INFO_SLOT after init filled it.
+    (!p.is_null()).then(|| unsafe { *p })
+}
+
+struct InfoSlot(core::cell::UnsafeCell<NativeInfo>);
+// SAFETY: written once by `init` on the boot CPU before INFO publishes it.
+unsafe impl Sync for InfoSlot {}
+static INFO_SLOT: InfoSlot = InfoSlot(core::cell::UnsafeCell::new(NativeInfo {
+    tsc_hz: 0,
+    tsc_source: tsc::TscSource::Pit,
+    apic: apic::ApicMode::XApic,
+    apic_timer_per_ms: 0,
+    serial: false,
+    acpi_s5: false,
+    rtc: false,
+}));
+
+/// Native runs anywhere: it bids the fallback priority.
+pub fn detect(_ctx: &BootContext<'_>) -> Option<Priority> {
+    Some(Priority::FALLBACK)
+}
+
+fn err(reason: &'static str) -> BackendError {
+    BackendError {
+        backend: NAME,
+        reason,
+        detail: None,
+    }
+}
+
+/// Brings up the hardware the native ops use and returns the table.
+///
+/// `pvops.apic=xapic` on the command line keeps the APIC in xAPIC mode even
+/// when x2APIC is available.
+pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
+    let serial = serial::init(serial::COM1);
+    pic::disable();
+    let want_x2 = ctx.option("apic") != Some("xapic");
+    // SAFETY: the BootContext contract says device memory in the low 4 GiB
+    // is mapped at phys + phys_offset; init runs once, on the boot CPU.
+    let apic_mode = unsafe { apic::init(want_x2, ctx.phys_offset) };
+    let (tsc_hz, tsc_source) = tsc::frequency().ok_or(err("TSC frequency unknown: no CPUID 0x15/0x16 and the PIT did not count"))?;
+    time::init_clock(ClockScale::from_hz(tsc_hz).ok_or(err("TSC frequency out of range"))?);
+    let apic_timer_per_ms = time::calibrate_apic_timer().ok_or(err("local APIC timer does not count"))?;
+    let rtc = match rtc::read() {
+        Some(t) => {
+            time::init_wall(rtc::unix_seconds(&t));
+            true
+        }
+        None => false,
+    };
+    // SAFETY: the same BootContext contract: the low 4 GiB (where firmware
+    // puts ACPI tables) is mapped readable at phys + phys_offset.
+    let mem = unsafe { DirectMap::new(ctx.phys_offset, 1 << 32) };
+    let acpi_s5 = match acpi::find_s5(&mem, ctx.rsdp) {
+        Ok(s5) => {
+            shutdown::set_acpi(&s5);
+            true
+        }
+        Err(_) => false,
+    };
+    // SAFETY: init runs once on the boot CPU before INFO is published.
+    unsafe {
+        *INFO_SLOT.0.get() = NativeInfo {
+            tsc_hz,
+            tsc_source,
+            apic: apic_mode,
+            apic_timer_per_ms,
+            serial,
+            acpi_s5,
+            rtc,
+        };
+    }
+    INFO.store(INFO_SLOT.0.get(), core::sync::atomic::Ordering::Release);
+    Ok(PvOps::of::<Native>(Identity {
+        platform: Platform::Native,
+        backend: NAME,
+        features: Features::new(),
+        hypervisor: ctx.cpuid.primary().map(|l| l.kind),
+    }))
+}
+
+/// The native backend as a detection candidate.
+pub const CANDIDATE: Candidate = Candidate {
+    name: NAME,
+    detect,
+    init,
+};

@@ -1,0 +1,86 @@
+//! MMU ops as plain stores, `invlpg` and CR3 reloads.
+
+use crate::Native;
+use core::arch::asm;
+use pvops_core::irq::CpuMask;
+use pvops_core::mmu::{MmuOps, PtLevel, TlbRange};
+use x86_64::instructions::tlb;
+use x86_64::VirtAddr;
+
+impl MmuOps for Native {
+    #[inline]
+    fn read_cr2() -> u64 {
+        let v: u64;
+        // SAFETY: reading CR2 has no side effects.
+        unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }
+
+    #[inline]
+    unsafe fn write_cr2(value: u64) {
+        // SAFETY: CR2 is only a record of the last fault address; the caller
+        // guarantees no fault handler is about to read it.
+        unsafe { asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) }
+    }
+
+    #[inline]
+    fn read_cr3() -> u64 {
+        let v: u64;
+        // SAFETY: reading CR3 has no side effects.
+        unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }
+
+    #[inline]
+    unsafe fn write_cr3(value: u64) {
+        // SAFETY: the caller guarantees the new tables map everything in use.
+        unsafe { asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags)) }
+    }
+
+    #[inline]
+    unsafe fn set_entry(_level: PtLevel, entry: *mut u64, value: u64) {
+        // A volatile store: the MMU reads the table behind the compiler's back.
+        // SAFETY: the caller guarantees `entry` points into a live table.
+        unsafe { core::ptr::write_volatile(entry, value) }
+    }
+
+    #[inline]
+    unsafe fn read_entry(_level: PtLevel, entry: *const u64) -> u64 {
+        // SAFETY: the caller guarantees `entry` points into a live table.
+        unsafe { core::ptr::read_volatile(entry) }
+    }
+
+    #[inline]
+    fn flush_tlb_single(addr: VirtAddr) {
+        tlb::flush(addr)
+    }
+
+    #[inline]
+    fn flush_tlb_local() {
+        tlb::flush_all()
+    }
+
+    fn flush_tlb_others(cpus: &CpuMask, range: TlbRange) {
+        pvops_core::smp::flush_tlb_by_ipi(cpus, range)
+    }
+
+    /// Bare hardware does not care which frames hold page tables.
+    #[inline]
+    fn pt_alloc(_level: PtLevel, _pfn: u64) {}
+
+    /// Bare hardware does not care which frames hold page tables.
+    #[inline]
+    fn pt_release(_level: PtLevel, _pfn: u64) {}
+
+    /// Native stores take effect at once: there is nothing to batch.
+    #[inline]
+    fn enter_lazy() {}
+
+    /// Native stores take effect at once: there is nothing to issue.
+    #[inline]
+    fn leave_lazy() {}
+
+    /// Native stores take effect at once: there is nothing to issue.
+    #[inline]
+    fn flush_lazy() {}
+}

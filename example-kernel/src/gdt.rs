@@ -1,0 +1,44 @@
+//! The kernel's own GDT and TSS, loaded through pvops.
+
+use core::ptr::addr_of;
+use pvops::cpu::DescriptorTablePointer;
+use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
+use x86_64::registers::segmentation::SegmentSelector;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
+use x86_64::structures::tss::TaskStateSegment;
+use x86_64::VirtAddr;
+
+/// The selectors the kernel runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct Selectors {
+    pub code: SegmentSelector,
+    pub data: SegmentSelector,
+    pub tss: SegmentSelector,
+}
+
+static mut TSS: TaskStateSegment = TaskStateSegment::new();
+static mut GDT: GlobalDescriptorTable = GlobalDescriptorTable::new();
+
+/// Builds the GDT (null, code, data, TSS), loads it and the task register
+/// through pvops and reloads the segment registers.
+pub fn init() -> Selectors {
+    // SAFETY: runs once on the boot CPU before any other user of GDT/TSS;
+    // both are statics that live forever, as a loaded GDT and TSS must.
+    unsafe {
+        let gdt = &mut *core::ptr::addr_of_mut!(GDT);
+        let code = gdt.append(Descriptor::kernel_code_segment());
+        let data = gdt.append(Descriptor::kernel_data_segment());
+        let tss = gdt.append(Descriptor::tss_segment(&*addr_of!(TSS)));
+        let ptr = DescriptorTablePointer {
+            limit: gdt.limit(),
+            base: VirtAddr::new(gdt.entries().as_ptr() as u64),
+        };
+        pvops::cpu::load_gdt(&ptr);
+        CS::set_reg(code);
+        DS::set_reg(data);
+        ES::set_reg(data);
+        SS::set_reg(data);
+        pvops::cpu::load_tr(tss.0);
+        Selectors { code, data, tss }
+    }
+}

@@ -1,0 +1,145 @@
+//! The pvops example kernel: one ELF that boots on bare hardware (QEMU TCG,
+//! KVM with the PV interface hidden), tests every pvops op group and
+//! reports in the console protocol of the README, then powers off with its
+//! exit code.
+//!
+//! Everything platform-specific is below pvops: this kernel has no
+//! hypervisor branches.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+// On the host this crate is only type-checked (clippy, `cargo test
+// --workspace`); the kernel proper exists only for `target_os = "none"`.
+#![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports, unused_macros))]
+
+mod console;
+mod gdt;
+mod interrupts;
+mod paging;
+mod selftest;
+
+#[cfg(target_os = "none")]
+mod boot;
+
+use pvops::abi::start_info::{self, StartInfo};
+use pvops::phys::DirectMap;
+use pvops::{BootContext, BootEntry};
+
+/// Exit codes the kernel reports (`pvops: exit code=<n>`).
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_TESTS_FAILED: u8 = 1;
+pub const EXIT_BAD_BOOT_INFO: u8 = 2;
+pub const EXIT_EXCEPTION: u8 = 3;
+pub const EXIT_NO_MEMORY: u8 = 4;
+pub const EXIT_PANIC: u8 = 101;
+
+/// Prints the exit line and powers off.
+pub fn finish_with(code: u8) -> ! {
+    kprintln!("pvops: exit code={code}");
+    pvops::platform::shutdown(code)
+}
+
+/// Entered from `boot.rs` in 64-bit mode on the boot stack, with the first
+/// 4 GiB identity-mapped and `start_info` the PVH `hvm_start_info` address.
+#[no_mangle]
+pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
+    // SAFETY: boot.rs identity-maps the first 4 GiB; start_info and what it
+    // points to are RAM there, written by the loader and not changing.
+    let mem = unsafe { DirectMap::new(0, paging::DIRECT_MAP_END) };
+    let parsed = start_info::parse(&mem, start_info_paddr);
+    let (cmdline, rsdp) = match &parsed {
+        Ok(si) => (si.cmdline(), si.rsdp),
+        Err(_) => ("", None),
+    };
+    let ctx = BootContext {
+        phys_offset: 0,
+        rsdp,
+        cmdline,
+        entry: BootEntry::Pvh,
+        cpuid: pvops::detect::scan(&pvops::detect::HardwareCpuid),
+    };
+    let mut fallbacks = [None; 4];
+    let mut n = 0;
+    let installed = pvops::init(&ctx, |e| {
+        if n < fallbacks.len() {
+            fallbacks[n] = Some(*e);
+            n += 1;
+        }
+    });
+    let ops = match installed {
+        Ok(ops) => ops,
+        // Nothing to print with and nothing to power off with: stop here.
+        Err(_) => halt_forever(),
+    };
+    for e in fallbacks.iter().flatten() {
+        kprintln!("pvops: warning: {e}; falling back");
+    }
+    kprintln!("pvops: {}", ops.identity);
+    if let Some(i) = pvops::native::info() {
+        if ops.identity.backend == pvops::native::NAME {
+            kprintln!(
+                "pvops: info: tsc_hz={} tsc_source={} apic={:?} apic_timer_per_ms={} acpi_s5={} rtc={}",
+                i.tsc_hz,
+                i.tsc_source.as_str(),
+                i.apic,
+                i.apic_timer_per_ms,
+                i.acpi_s5,
+                i.rtc
+            );
+        }
+    }
+    let si = match parsed {
+        Ok(si) => si,
+        Err(e) => {
+            kprintln!("pvops: error: start_info: {e}");
+            finish_with(EXIT_BAD_BOOT_INFO)
+        }
+    };
+
+    let selectors = gdt::init();
+    interrupts::init(selectors.code.0);
+
+    let mut frames = paging::FrameAllocator::new(&si);
+    let Some(aspace) = paging::AddressSpace::new_kernel(&mut frames) else {
+        kprintln!("pvops: error: out of memory building page tables");
+        finish_with(EXIT_NO_MEMORY)
+    };
+    // SAFETY: the new tables identity-map the first 4 GiB, which holds the
+    // kernel image, its stack and every datum in use.
+    unsafe { aspace.activate() };
+    pvops::time::timer_setup(interrupts::TIMER_VECTOR);
+    pvops::irq::enable();
+
+    let mut ctx = selftest::Context {
+        frames: &mut frames,
+        aspace: &aspace,
+        start_info: &si,
+    };
+    let (passed, failed) = selftest::run_all(&mut ctx);
+    let verdict = if failed == 0 { "ok" } else { "FAILED" };
+    kprintln!("test result: {verdict}. {passed} passed; {failed} failed");
+    finish_with(if failed == 0 { EXIT_OK } else { EXIT_TESTS_FAILED })
+}
+
+fn halt_forever() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    kprintln!("pvops: error: panic: {info}");
+    if pvops::is_installed() {
+        finish_with(EXIT_PANIC)
+    }
+    halt_forever()
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!(
+        "example-kernel is a kernel: build it for x86_64-unknown-none, or boot it with `cargo xtask run`"
+    );
+    std::process::exit(2);
+}

@@ -1,0 +1,5 @@
+//! Shared-memory and boot ABI structures written by loaders and
+//! hypervisors, as `zerocopy` types with their sizes and offsets checked at
+//! compile time, plus validating parsers.
+
+pub mod start_info;

@@ -1,0 +1,156 @@
+//! Choosing a backend at boot: each backend offers a detector with a
+//! priority; the highest that says yes and initialises wins, and one that
+//! fails to initialise gives way to the next (in the end, native).
+
+use crate::detect::CpuidScan;
+use crate::table::{install, InstallError, PvOps};
+use core::fmt;
+
+/// How the kernel was entered, which decides what a backend may assume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootEntry {
+    /// The PVH entry: 32-bit protected mode, paging off, `hvm_start_info`
+    /// in EBX (QEMU `-kernel`, Xen PVH).
+    Pvh,
+    /// Xen's classic PV entry: 64-bit, ring 3, `start_info` in RSI.
+    XenPv,
+    /// Some other loader (multiboot, UEFI, ...).
+    Other,
+}
+
+/// What the kernel tells pvops about the machine at boot.
+#[derive(Debug, Clone, Copy)]
+pub struct BootContext<'a> {
+    /// Physical memory (all RAM and the low 4 GiB of device memory) is
+    /// mapped at virtual `paddr + phys_offset`; 0 for an identity map.
+    pub phys_offset: u64,
+    /// Physical address of the ACPI RSDP if the loader gave one.
+    pub rsdp: Option<u64>,
+    /// The kernel command line (pvops reads `pvops.*` options from it).
+    pub cmdline: &'a str,
+    /// How the kernel was entered.
+    pub entry: BootEntry,
+    /// The hypervisor leaves found by [`crate::detect::scan`].
+    pub cpuid: CpuidScan,
+}
+
+impl BootContext<'_> {
+    /// The value of `pvops.<key>=` on the command line, if present.
+    pub fn option(&self, key: &str) -> Option<&str> {
+        crate::cmdline::option(self.cmdline, key)
+    }
+}
+
+/// A detector's bid: higher wins. Native bids [`Priority::FALLBACK`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Priority(pub u8);
+
+impl Priority {
+    /// The bid of a backend that works everywhere (native).
+    pub const FALLBACK: Priority = Priority(0);
+}
+
+/// Why a backend could not be brought up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendError {
+    /// The backend that failed.
+    pub backend: &'static str,
+    /// What failed, in words.
+    pub reason: &'static str,
+    /// A number that goes with it (an errno, an MSR, a version), if any.
+    pub detail: Option<i64>,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "backend {}: {}", self.backend, self.reason)?;
+        if let Some(d) = self.detail {
+            write!(f, " ({d:#x})")?;
+        }
+        Ok(())
+    }
+}
+
+/// One backend as detection sees it.
+#[derive(Clone, Copy)]
+pub struct Candidate {
+    /// The backend's name, as `pvops.backend=` names it.
+    pub name: &'static str,
+    /// Says whether the backend can run here, and how much it wants to.
+    pub detect: fn(&BootContext<'_>) -> Option<Priority>,
+    /// Sets the backend up and returns its table.
+    pub init: fn(&BootContext<'_>) -> Result<PvOps, BackendError>,
+}
+
+impl fmt::Debug for Candidate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Candidate").field("name", &self.name).finish()
+    }
+}
+
+/// Why no backend was installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectError {
+    /// No candidate said it can run here (or `pvops.backend=` named none
+    /// that can).
+    NoBackend,
+    /// Every candidate that could run failed to initialise; the last error.
+    AllFailed(BackendError),
+    /// The table could not be installed.
+    Install(InstallError),
+}
+
+impl fmt::Display for SelectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SelectError::NoBackend => f.write_str("no pvops backend can run here"),
+            SelectError::AllFailed(e) => write!(f, "every pvops backend failed; last: {e}"),
+            SelectError::Install(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Picks the highest-bidding candidate that initialises and installs its
+/// table. `pvops.backend=<name>` on the command line restricts the choice
+/// to that backend. Each backend that bid but failed is passed to
+/// `on_fallback` before the next is tried, so the kernel can print it.
+pub fn select_and_install(
+    ctx: &BootContext<'_>,
+    candidates: &[Candidate],
+    mut on_fallback: impl FnMut(&BackendError),
+) -> Result<&'static PvOps, SelectError> {
+    let forced = ctx.option("backend");
+    let mut bids: [Option<(Priority, usize)>; 8] = [None; 8];
+    let mut n = 0;
+    for (i, c) in candidates.iter().enumerate() {
+        if forced.is_some_and(|f| f != c.name) {
+            continue;
+        }
+        if let Some(p) = (c.detect)(ctx) {
+            if n < bids.len() {
+                bids[n] = Some((p, i));
+                n += 1;
+            }
+        }
+    }
+    // Highest priority first; among equals, the earlier candidate.
+    bids[..n].sort_unstable_by(|a, b| {
+        let (pa, ia) = a.expect("filled");
+        let (pb, ib) = b.expect("filled");
+        pb.cmp(&pa).then(ia.cmp(&ib))
+    });
+    let mut last = None;
+    for (_, i) in bids[..n].iter().flatten() {
+        match (candidates[*i].init)(ctx) {
+            Ok(table) => return install(table).map_err(SelectError::Install),
+            Err(e) => {
+                on_fallback(&e);
+                last = Some(e);
+            }
+        }
+    }
+    Err(match last {
+        Some(e) => SelectError::AllFailed(e),
+        None => SelectError::NoBackend,
+    })
+}

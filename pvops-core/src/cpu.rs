@@ -1,0 +1,317 @@
+//! CPU operations: identification, control registers, MSRs, descriptor tables,
+//! I/O ports.
+//!
+//! Under a classic Xen PV guest none of these may run as raw instructions
+//! (the kernel is in ring 3), which is why they go through the table.
+
+use crate::table::ops;
+pub use x86_64::structures::DescriptorTablePointer;
+
+/// What `cpuid` returned for one leaf and subleaf.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuidResult {
+    /// EAX.
+    pub eax: u32,
+    /// EBX.
+    pub ebx: u32,
+    /// ECX.
+    pub ecx: u32,
+    /// EDX.
+    pub edx: u32,
+}
+
+/// A platform CPU number: the local APIC ID on bare hardware and KVM, the
+/// vCPU id under Xen. This is the number IPIs, TLB flushes and lock kicks
+/// take.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct CpuId(pub u32);
+
+/// Width of one I/O port access.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortWidth {
+    /// `inb`/`outb`.
+    Byte = 1,
+    /// `inw`/`outw`.
+    Word = 2,
+    /// `inl`/`outl`.
+    Dword = 4,
+}
+
+/// The CPU operations a backend provides.
+///
+/// Methods take no `self`: a backend is a set of functions over global
+/// state it set up before [`crate::table::install`]. A kernel that fixes its
+/// backend at build time calls them directly (`Native::read_cr0()`), which
+/// costs exactly the inlined instruction.
+pub trait CpuOps {
+    /// `cpuid` for `leaf`/`subleaf`.
+    fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult;
+    /// Reads CR0.
+    fn read_cr0() -> u64;
+    /// Writes CR0.
+    ///
+    /// # Safety
+    /// The new value must keep the machine in a state the kernel can run in
+    /// (paging and protection stay on, caches as the kernel expects).
+    unsafe fn write_cr0(value: u64);
+    /// Reads CR4.
+    fn read_cr4() -> u64;
+    /// Writes CR4.
+    ///
+    /// # Safety
+    /// As for [`CpuOps::write_cr0`]: the kernel must be able to run with it.
+    unsafe fn write_cr4(value: u64);
+    /// Reads a model-specific register.
+    ///
+    /// # Safety
+    /// The MSR must exist on this CPU; reading one that does not raises #GP.
+    unsafe fn read_msr(msr: u32) -> u64;
+    /// Writes a model-specific register.
+    ///
+    /// # Safety
+    /// The MSR must exist and accept the value, and the write must not break
+    /// an invariant the kernel relies on (EFER, segment bases, ...).
+    unsafe fn write_msr(msr: u32, value: u64);
+    /// Loads the GDT register.
+    ///
+    /// # Safety
+    /// The table must stay valid and mapped for as long as it is loaded, and
+    /// the selectors currently in use must stay valid in it.
+    unsafe fn load_gdt(gdt: &DescriptorTablePointer);
+    /// Loads the IDT register.
+    ///
+    /// # Safety
+    /// The table and every handler it names must stay valid while loaded.
+    unsafe fn load_idt(idt: &DescriptorTablePointer);
+    /// Loads the task register.
+    ///
+    /// # Safety
+    /// `selector` must name an available 64-bit TSS in the current GDT.
+    unsafe fn load_tr(selector: u16);
+    /// Reads an I/O port.
+    ///
+    /// # Safety
+    /// Reading a device register can change device state.
+    unsafe fn port_read(port: u16, width: PortWidth) -> u32;
+    /// Writes an I/O port.
+    ///
+    /// # Safety
+    /// The write must be valid for the device behind the port.
+    unsafe fn port_write(port: u16, width: PortWidth, value: u32);
+    /// Waits about a microsecond, as legacy devices want between accesses.
+    fn io_delay();
+    /// The platform number of the CPU this runs on.
+    fn current_cpu() -> CpuId;
+}
+
+/// The CPU group of the ops table.
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[allow(missing_docs)]
+pub struct CpuOpsTable {
+    pub cpuid: fn(u32, u32) -> CpuidResult,
+    pub read_cr0: fn() -> u64,
+    pub write_cr0: unsafe fn(u64),
+    pub read_cr4: fn() -> u64,
+    pub write_cr4: unsafe fn(u64),
+    pub read_msr: unsafe fn(u32) -> u64,
+    pub write_msr: unsafe fn(u32, u64),
+    pub load_gdt: unsafe fn(&DescriptorTablePointer),
+    pub load_idt: unsafe fn(&DescriptorTablePointer),
+    pub load_tr: unsafe fn(u16),
+    pub port_read: unsafe fn(u16, PortWidth) -> u32,
+    pub port_write: unsafe fn(u16, PortWidth, u32),
+    pub io_delay: fn(),
+    pub current_cpu: fn() -> CpuId,
+}
+
+impl CpuOpsTable {
+    /// The table that forwards every op to `T`.
+    pub const fn of<T: CpuOps>() -> Self {
+        Self {
+            cpuid: T::cpuid,
+            read_cr0: T::read_cr0,
+            write_cr0: T::write_cr0,
+            read_cr4: T::read_cr4,
+            write_cr4: T::write_cr4,
+            read_msr: T::read_msr,
+            write_msr: T::write_msr,
+            load_gdt: T::load_gdt,
+            load_idt: T::load_idt,
+            load_tr: T::load_tr,
+            port_read: T::port_read,
+            port_write: T::port_write,
+            io_delay: T::io_delay,
+            current_cpu: T::current_cpu,
+        }
+    }
+}
+
+impl core::fmt::Debug for CpuOpsTable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("CpuOpsTable { .. }")
+    }
+}
+
+/// `cpuid` through the installed backend.
+#[inline]
+pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    (ops().cpu.cpuid)(leaf, subleaf)
+}
+
+/// Reads CR0.
+#[inline]
+pub fn read_cr0() -> u64 {
+    (ops().cpu.read_cr0)()
+}
+
+/// Writes CR0.
+///
+/// # Safety
+/// See [`CpuOps::write_cr0`].
+#[inline]
+pub unsafe fn write_cr0(value: u64) {
+    // SAFETY: the caller upholds `CpuOps::write_cr0`'s contract.
+    unsafe { (ops().cpu.write_cr0)(value) }
+}
+
+/// Reads CR4.
+#[inline]
+pub fn read_cr4() -> u64 {
+    (ops().cpu.read_cr4)()
+}
+
+/// Writes CR4.
+///
+/// # Safety
+/// See [`CpuOps::write_cr4`].
+#[inline]
+pub unsafe fn write_cr4(value: u64) {
+    // SAFETY: the caller upholds `CpuOps::write_cr4`'s contract.
+    unsafe { (ops().cpu.write_cr4)(value) }
+}
+
+/// Reads an MSR.
+///
+/// # Safety
+/// See [`CpuOps::read_msr`].
+#[inline]
+pub unsafe fn read_msr(msr: u32) -> u64 {
+    // SAFETY: the caller upholds `CpuOps::read_msr`'s contract.
+    unsafe { (ops().cpu.read_msr)(msr) }
+}
+
+/// Writes an MSR.
+///
+/// # Safety
+/// See [`CpuOps::write_msr`].
+#[inline]
+pub unsafe fn write_msr(msr: u32, value: u64) {
+    // SAFETY: the caller upholds `CpuOps::write_msr`'s contract.
+    unsafe { (ops().cpu.write_msr)(msr, value) }
+}
+
+/// Loads the GDT register.
+///
+/// # Safety
+/// See [`CpuOps::load_gdt`].
+#[inline]
+pub unsafe fn load_gdt(gdt: &DescriptorTablePointer) {
+    // SAFETY: the caller upholds `CpuOps::load_gdt`'s contract.
+    unsafe { (ops().cpu.load_gdt)(gdt) }
+}
+
+/// Loads the IDT register.
+///
+/// # Safety
+/// See [`CpuOps::load_idt`].
+#[inline]
+pub unsafe fn load_idt(idt: &DescriptorTablePointer) {
+    // SAFETY: the caller upholds `CpuOps::load_idt`'s contract.
+    unsafe { (ops().cpu.load_idt)(idt) }
+}
+
+/// Loads the task register.
+///
+/// # Safety
+/// See [`CpuOps::load_tr`].
+#[inline]
+pub unsafe fn load_tr(selector: u16) {
+    // SAFETY: the caller upholds `CpuOps::load_tr`'s contract.
+    unsafe { (ops().cpu.load_tr)(selector) }
+}
+
+/// Reads a byte from an I/O port.
+///
+/// # Safety
+/// See [`CpuOps::port_read`].
+#[inline]
+pub unsafe fn inb(port: u16) -> u8 {
+    // SAFETY: the caller upholds `CpuOps::port_read`'s contract.
+    unsafe { (ops().cpu.port_read)(port, PortWidth::Byte) as u8 }
+}
+
+/// Reads a 16-bit word from an I/O port.
+///
+/// # Safety
+/// See [`CpuOps::port_read`].
+#[inline]
+pub unsafe fn inw(port: u16) -> u16 {
+    // SAFETY: the caller upholds `CpuOps::port_read`'s contract.
+    unsafe { (ops().cpu.port_read)(port, PortWidth::Word) as u16 }
+}
+
+/// Reads a 32-bit word from an I/O port.
+///
+/// # Safety
+/// See [`CpuOps::port_read`].
+#[inline]
+pub unsafe fn inl(port: u16) -> u32 {
+    // SAFETY: the caller upholds `CpuOps::port_read`'s contract.
+    unsafe { (ops().cpu.port_read)(port, PortWidth::Dword) }
+}
+
+/// Writes a byte to an I/O port.
+///
+/// # Safety
+/// See [`CpuOps::port_write`].
+#[inline]
+pub unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: the caller upholds `CpuOps::port_write`'s contract.
+    unsafe { (ops().cpu.port_write)(port, PortWidth::Byte, value.into()) }
+}
+
+/// Writes a 16-bit word to an I/O port.
+///
+/// # Safety
+/// See [`CpuOps::port_write`].
+#[inline]
+pub unsafe fn outw(port: u16, value: u16) {
+    // SAFETY: the caller upholds `CpuOps::port_write`'s contract.
+    unsafe { (ops().cpu.port_write)(port, PortWidth::Word, value.into()) }
+}
+
+/// Writes a 32-bit word to an I/O port.
+///
+/// # Safety
+/// See [`CpuOps::port_write`].
+#[inline]
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: the caller upholds `CpuOps::port_write`'s contract.
+    unsafe { (ops().cpu.port_write)(port, PortWidth::Dword, value) }
+}
+
+/// Waits about a microsecond for a legacy device.
+#[inline]
+pub fn io_delay() {
+    (ops().cpu.io_delay)()
+}
+
+/// The platform number of the CPU this runs on.
+#[inline]
+pub fn current_cpu() -> CpuId {
+    (ops().cpu.current_cpu)()
+}

@@ -1,0 +1,34 @@
+//! # pvops-core
+//!
+//! The paravirtual-operations layer of an x86_64 kernel: op groups as
+//! traits ([`cpu::CpuOps`], [`irq::IrqOps`], [`mmu::MmuOps`],
+//! [`time::TimeOps`], [`lock::LockOps`], [`platform::ConsoleOps`],
+//! [`platform::ShutdownOps`]), one installed table of function pointers
+//! ([`table::PvOps`]), the thin wrappers kernel code calls
+//! ([`irq::disable`], [`mmu::set_pte`], [`time::sched_clock`], ...), and
+//! platform detection ([`detect`], [`backend`]) kept apart from the ops.
+//!
+//! Backends live in their own crates (`pvops-native`, `pvops-kvm`,
+//! `pvops-xen`); the `pvops` crate puts them together and picks one at boot.
+//!
+//! The crate is `no_std` and builds and unit-tests on the host: only the
+//! backends execute privileged instructions.
+#![no_std]
+#![warn(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod abi;
+pub mod backend;
+pub mod cmdline;
+pub mod cpu;
+pub mod detect;
+pub mod irq;
+pub mod lock;
+pub mod mmu;
+pub mod phys;
+pub mod smp;
+pub mod platform;
+pub mod table;
+pub mod time;

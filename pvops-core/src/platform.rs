@@ -1,0 +1,262 @@
+//! Platform services: early console, shutdown with an exit code, and the
+//! identity of the installed backend (platform, name, features).
+
+use crate::detect::HypervisorKind;
+use crate::table::ops;
+use core::fmt;
+
+/// What the kernel runs on, as far as its privileged operations go.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// Bare hardware, or a hypervisor whose paravirtual interface is not used.
+    Native,
+    /// KVM with its paravirtual features.
+    Kvm,
+    /// Xen, as a PVH guest (hardware virtualisation, Xen's PV interfaces).
+    XenPvh,
+    /// Xen, as a classic PV guest (ring 3, everything through hypercalls).
+    XenPv,
+}
+
+impl Platform {
+    /// The name used on the console protocol's platform line.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Platform::Native => "native",
+            Platform::Kvm => "kvm",
+            Platform::XenPvh => "xen-pvh",
+            Platform::XenPv => "xen-pv",
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// At most this many features can be listed in one [`Features`].
+pub const MAX_FEATURES: usize = 32;
+
+/// The paravirtual features a backend turned on, by their documented names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    names: [&'static str; MAX_FEATURES],
+    len: usize,
+}
+
+impl Features {
+    /// No features.
+    pub const fn new() -> Self {
+        Self {
+            names: [""; MAX_FEATURES],
+            len: 0,
+        }
+    }
+
+    /// Adds `name`. Returns `false` when the list is full (the name is
+    /// dropped; [`MAX_FEATURES`] is far above what any backend has).
+    pub fn push(&mut self, name: &'static str) -> bool {
+        if self.len == MAX_FEATURES {
+            return false;
+        }
+        self.names[self.len] = name;
+        self.len += 1;
+        true
+    }
+
+    /// Whether `name` is on.
+    pub fn contains(&self, name: &str) -> bool {
+        self.iter().any(|n| n == name)
+    }
+
+    /// The names, in the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.names[..self.len].iter().copied()
+    }
+
+    /// How many features are on.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no feature is on.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Comma-separated names, or `-` when there are none (the console protocol's
+/// form).
+impl fmt::Display for Features {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("-");
+        }
+        for (i, n) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(n)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Features {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Who the installed backend is and what it turned on.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity {
+    /// The platform the backend drives.
+    pub platform: Platform,
+    /// The backend's name (`native`, `kvm`, `xen`, ...).
+    pub backend: &'static str,
+    /// The paravirtual features in use.
+    pub features: Features,
+    /// The hypervisor found by detection, even when no backend drives it
+    /// (`None` on bare hardware).
+    pub hypervisor: Option<HypervisorKind>,
+}
+
+/// `platform=<p> backend=<b> features=<list> hypervisor=<h>`: the body of
+/// the console protocol's platform line.
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "platform={} backend={} features={} hypervisor=",
+            self.platform, self.backend, self.features
+        )?;
+        match &self.hypervisor {
+            Some(h) => write!(f, "{h}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+/// The console operations a backend provides.
+pub trait ConsoleOps {
+    /// Writes `bytes` to the early console, synchronously. Must work with
+    /// interrupts off and from any CPU; may drop output rather than block
+    /// forever.
+    fn write(bytes: &[u8]);
+}
+
+/// The shutdown operations a backend provides.
+pub trait ShutdownOps {
+    /// Powers the machine (or domain) off, reporting `code` to whoever
+    /// started it where the platform can carry it (QEMU's debug-exit device,
+    /// Xen's shutdown reason). Never returns.
+    fn shutdown(code: u8) -> !;
+}
+
+/// The console and shutdown group of the ops table.
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[allow(missing_docs)]
+pub struct PlatformOpsTable {
+    pub console_write: fn(&[u8]),
+    pub shutdown: fn(u8) -> !,
+}
+
+impl PlatformOpsTable {
+    /// The table that forwards every op to `T`.
+    pub const fn of<T: ConsoleOps + ShutdownOps>() -> Self {
+        Self {
+            console_write: <T as ConsoleOps>::write,
+            shutdown: <T as ShutdownOps>::shutdown,
+        }
+    }
+}
+
+impl fmt::Debug for PlatformOpsTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PlatformOpsTable { .. }")
+    }
+}
+
+/// Writes `bytes` to the early console. Before install this does nothing
+/// (so a panic handler may always call it).
+#[inline]
+pub fn console_write(bytes: &[u8]) {
+    (ops().platform.console_write)(bytes)
+}
+
+/// Powers off, reporting `code`. Before install this panics.
+#[inline]
+pub fn shutdown(code: u8) -> ! {
+    (ops().platform.shutdown)(code)
+}
+
+/// The identity of the installed backend (the uninstalled table's identity
+/// says `backend=none`).
+#[inline]
+pub fn identity() -> &'static Identity {
+    &ops().identity
+}
+
+/// A [`fmt::Write`] sink over [`console_write`], for `write!`/`writeln!`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Console;
+
+impl fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        console_write(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::string::ToString;
+
+    #[test]
+    fn features_display() {
+        let mut f = Features::new();
+        assert_eq!(f.to_string(), "-");
+        f.push("kvmclock");
+        f.push("pv-eoi");
+        assert_eq!(f.to_string(), "kvmclock,pv-eoi");
+        assert!(f.contains("pv-eoi"));
+        assert!(!f.contains("pv-ipi"));
+    }
+
+    #[test]
+    fn features_full_list_drops_extra() {
+        let mut f = Features::new();
+        for _ in 0..MAX_FEATURES {
+            assert!(f.push("x"));
+        }
+        assert!(!f.push("y"));
+        assert_eq!(f.len(), MAX_FEATURES);
+    }
+
+    #[test]
+    fn identity_line() {
+        let id = Identity {
+            platform: Platform::Native,
+            backend: "native",
+            features: Features::new(),
+            hypervisor: Some(HypervisorKind::Tcg),
+        };
+        assert_eq!(
+            id.to_string(),
+            "platform=native backend=native features=- hypervisor=tcg"
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! Cross-CPU requests that pvops itself sends: remote TLB flushes by IPI.
+//!
+//! Backends without a hypervisor-side remote flush (native, and KVM when PV
+//! TLB flush is off) use [`flush_tlb_by_ipi`]. The kernel routes
+//! [`SERVICE_VECTOR`] to [`service_interrupt`] in its IDT; that is the only
+//! vector pvops claims.
+
+use crate::cpu::current_cpu;
+use crate::irq::{self, CpuMask, IpiTarget};
+use crate::mmu::{self, TlbRange};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use x86_64::VirtAddr;
+
+/// The interrupt vector pvops sends its own requests on. The kernel's IDT
+/// entry for it must call [`service_interrupt`].
+pub const SERVICE_VECTOR: u8 = 0xf1;
+
+/// Above this many pages a ranged flush becomes a full local flush.
+const FULL_FLUSH_PAGES: u64 = 32;
+
+/// One request at a time: the sender holds `BUSY` until all targets acked.
+static BUSY: AtomicBool = AtomicBool::new(false);
+static REQ_START: AtomicU64 = AtomicU64::new(0);
+/// 0 means "flush everything".
+static REQ_PAGES: AtomicU64 = AtomicU64::new(0);
+static PENDING: AtomicU32 = AtomicU32::new(0);
+/// Counts requests served, for tests and statistics.
+static SERVED: AtomicU64 = AtomicU64::new(0);
+
+fn flush_here(range: TlbRange) {
+    match range {
+        TlbRange::Pages { start, pages } if pages <= FULL_FLUSH_PAGES => {
+            for i in 0..pages {
+                mmu::flush_tlb_single(start + i * 4096);
+            }
+        }
+        _ => mmu::flush_tlb_local(),
+    }
+}
+
+/// Flushes `range` on every CPU in `cpus`: locally if this CPU is a member,
+/// by an IPI on [`SERVICE_VECTOR`] to each other member, returning once all
+/// have acknowledged. Must be called with interrupts enabled when other CPUs
+/// are targeted (two CPUs flushing each other at once would otherwise wait
+/// forever for each other's acknowledgement).
+pub fn flush_tlb_by_ipi(cpus: &CpuMask, range: TlbRange) {
+    let me = current_cpu();
+    let mut others = *cpus;
+    others.remove(me);
+    if cpus.contains(me) {
+        flush_here(range);
+    }
+    let count = others.iter().count() as u32;
+    if count == 0 {
+        return;
+    }
+    while BUSY
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+    let (start, pages) = match range {
+        TlbRange::All => (0, 0),
+        TlbRange::Pages { start, pages } => (start.as_u64(), pages),
+    };
+    REQ_START.store(start, Ordering::Relaxed);
+    REQ_PAGES.store(pages, Ordering::Relaxed);
+    PENDING.store(count, Ordering::Release);
+    irq::send_ipi(IpiTarget::Mask(others), SERVICE_VECTOR);
+    while PENDING.load(Ordering::Acquire) != 0 {
+        core::hint::spin_loop();
+    }
+    BUSY.store(false, Ordering::Release);
+}
+
+/// Serves pvops requests sent to this CPU; the kernel calls it from its
+/// [`SERVICE_VECTOR`] handler. Sends the EOI itself.
+pub fn service_interrupt() {
+    if PENDING.load(Ordering::Acquire) != 0 {
+        let start = REQ_START.load(Ordering::Relaxed);
+        let pages = REQ_PAGES.load(Ordering::Relaxed);
+        let range = if pages == 0 {
+            TlbRange::All
+        } else {
+            TlbRange::Pages {
+                start: VirtAddr::new_truncate(start),
+                pages,
+            }
+        };
+        flush_here(range);
+        SERVED.fetch_add(1, Ordering::Relaxed);
+        PENDING.fetch_sub(1, Ordering::AcqRel);
+    }
+    irq::eoi();
+}
+
+/// How many remote requests this machine has served since boot.
+pub fn served() -> u64 {
+    SERVED.load(Ordering::Relaxed)
+}

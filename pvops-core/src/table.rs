@@ -1,0 +1,322 @@
+//! The ops table: one `#[repr(C)]` record of function pointers per op
+//! group, installed once at boot and read-only afterwards.
+//!
+//! Before [`install`] the active table is [`PvOps::NOT_INSTALLED`]: every op
+//! panics with a message naming the op, except
+//! [`crate::platform::console_write`], which drops its bytes so that a panic
+//! handler can always call it, and [`crate::platform::identity`], which
+//! reports `backend=none`. A panic handler that wants to power off should
+//! check [`is_installed`] first.
+
+use crate::cpu::{CpuId, CpuOps, CpuOpsTable, CpuidResult, DescriptorTablePointer, PortWidth};
+use crate::irq::{CpuMask, IpiTarget, IrqFlags, IrqOps, IrqOpsTable};
+use crate::lock::{LockOps, LockOpsTable};
+use crate::mmu::{MmuOps, MmuOpsTable, PtLevel, TlbRange};
+use crate::platform::{
+    ConsoleOps, Features, Identity, Platform, PlatformOpsTable, ShutdownOps,
+};
+use crate::time::{TimeOps, TimeOpsTable, WallClock};
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use x86_64::VirtAddr;
+
+/// Every op group a backend implements, for code that is generic over one
+/// backend fixed at build time (static dispatch: `B::disable()` inlines to
+/// the backend's own code, no table involved).
+pub trait Backend:
+    CpuOps + IrqOps + MmuOps + TimeOps + LockOps + ConsoleOps + ShutdownOps
+{
+}
+
+impl<T: CpuOps + IrqOps + MmuOps + TimeOps + LockOps + ConsoleOps + ShutdownOps> Backend for T {}
+
+/// The ops table.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct PvOps {
+    /// Who provides these ops.
+    pub identity: Identity,
+    /// CPU ops.
+    pub cpu: CpuOpsTable,
+    /// Interrupt ops.
+    pub irq: IrqOpsTable,
+    /// MMU ops.
+    pub mmu: MmuOpsTable,
+    /// Time ops.
+    pub time: TimeOpsTable,
+    /// Lock ops.
+    pub lock: LockOpsTable,
+    /// Console and shutdown.
+    pub platform: PlatformOpsTable,
+}
+
+impl PvOps {
+    /// The table that forwards every group to `B`. Backends with per-feature
+    /// choices start from it and replace single entries.
+    pub const fn of<B: Backend>(identity: Identity) -> Self {
+        Self {
+            identity,
+            cpu: CpuOpsTable::of::<B>(),
+            irq: IrqOpsTable::of::<B>(),
+            mmu: MmuOpsTable::of::<B>(),
+            time: TimeOpsTable::of::<B>(),
+            lock: LockOpsTable::of::<B>(),
+            platform: PlatformOpsTable::of::<B>(),
+        }
+    }
+
+    /// The table in force before [`install`].
+    pub const NOT_INSTALLED: PvOps = PvOps::of::<NotInstalled>(Identity {
+        platform: Platform::Native,
+        backend: "none",
+        features: Features::new(),
+        hypervisor: None,
+    });
+}
+
+/// Why [`install`] refused a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallError {
+    /// A table is already installed; it stays in force.
+    AlreadyInstalled {
+        /// The installed backend's name.
+        backend: &'static str,
+    },
+    /// Another CPU is installing a table right now.
+    InstallInProgress,
+}
+
+impl fmt::Display for InstallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InstallError::AlreadyInstalled { backend } => {
+                write!(f, "pvops ops table already installed (backend {backend})")
+            }
+            InstallError::InstallInProgress => {
+                f.write_str("pvops ops table is being installed by another CPU")
+            }
+        }
+    }
+}
+
+const EMPTY: u8 = 0;
+const BUSY: u8 = 1;
+const READY: u8 = 2;
+
+struct Slot(UnsafeCell<MaybeUninit<PvOps>>);
+
+// SAFETY: the slot is written once, by the one caller that moved STATE from
+// EMPTY to BUSY, before ACTIVE is published with Release ordering; after that
+// it is only read.
+unsafe impl Sync for Slot {}
+
+static STATE: AtomicU8 = AtomicU8::new(EMPTY);
+static SLOT: Slot = Slot(UnsafeCell::new(MaybeUninit::uninit()));
+static ACTIVE: AtomicPtr<PvOps> = AtomicPtr::new(&PvOps::NOT_INSTALLED as *const PvOps as *mut PvOps);
+
+/// Installs `table` as the ops every wrapper calls from now on.
+///
+/// Call it once, on the boot CPU, before starting other CPUs. A second call
+/// is refused and changes nothing.
+pub fn install(table: PvOps) -> Result<&'static PvOps, InstallError> {
+    match STATE.compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Acquire) {
+        Ok(_) => {}
+        Err(BUSY) => return Err(InstallError::InstallInProgress),
+        Err(_) => {
+            return Err(InstallError::AlreadyInstalled {
+                backend: ops().identity.backend,
+            })
+        }
+    }
+    // SAFETY: winning the EMPTY->BUSY exchange makes this the only writer of
+    // SLOT, and nobody reads SLOT before ACTIVE points at it below.
+    let installed: &'static PvOps = unsafe { (*SLOT.0.get()).write(table) };
+    ACTIVE.store(installed as *const PvOps as *mut PvOps, Ordering::Release);
+    STATE.store(READY, Ordering::Release);
+    Ok(installed)
+}
+
+/// Whether a table has been installed.
+pub fn is_installed() -> bool {
+    STATE.load(Ordering::Acquire) == READY
+}
+
+/// The table in force: the installed one, or [`PvOps::NOT_INSTALLED`].
+#[inline(always)]
+pub fn ops() -> &'static PvOps {
+    // SAFETY: ACTIVE only ever points at NOT_INSTALLED (a constant promoted
+    // to a static) or at SLOT after it was fully written, and neither is
+    // written again.
+    unsafe { &*ACTIVE.load(Ordering::Acquire) }
+}
+
+/// The backend in force before install: every op panics naming itself.
+#[derive(Debug)]
+pub enum NotInstalled {}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn not_installed(op: &str) -> ! {
+    panic!("pvops: {op} called before pvops_core::table::install()")
+}
+
+impl CpuOps for NotInstalled {
+    fn cpuid(_: u32, _: u32) -> CpuidResult {
+        not_installed("cpu.cpuid")
+    }
+    fn read_cr0() -> u64 {
+        not_installed("cpu.read_cr0")
+    }
+    unsafe fn write_cr0(_: u64) {
+        not_installed("cpu.write_cr0")
+    }
+    fn read_cr4() -> u64 {
+        not_installed("cpu.read_cr4")
+    }
+    unsafe fn write_cr4(_: u64) {
+        not_installed("cpu.write_cr4")
+    }
+    unsafe fn read_msr(_: u32) -> u64 {
+        not_installed("cpu.read_msr")
+    }
+    unsafe fn write_msr(_: u32, _: u64) {
+        not_installed("cpu.write_msr")
+    }
+    unsafe fn load_gdt(_: &DescriptorTablePointer) {
+        not_installed("cpu.load_gdt")
+    }
+    unsafe fn load_idt(_: &DescriptorTablePointer) {
+        not_installed("cpu.load_idt")
+    }
+    unsafe fn load_tr(_: u16) {
+        not_installed("cpu.load_tr")
+    }
+    unsafe fn port_read(_: u16, _: PortWidth) -> u32 {
+        not_installed("cpu.port_read")
+    }
+    unsafe fn port_write(_: u16, _: PortWidth, _: u32) {
+        not_installed("cpu.port_write")
+    }
+    fn io_delay() {
+        not_installed("cpu.io_delay")
+    }
+    fn current_cpu() -> CpuId {
+        not_installed("cpu.current_cpu")
+    }
+}
+
+impl IrqOps for NotInstalled {
+    fn save_flags() -> IrqFlags {
+        not_installed("irq.save_flags")
+    }
+    fn restore_flags(_: IrqFlags) {
+        not_installed("irq.restore_flags")
+    }
+    fn disable() {
+        not_installed("irq.disable")
+    }
+    fn enable() {
+        not_installed("irq.enable")
+    }
+    fn safe_halt() {
+        not_installed("irq.safe_halt")
+    }
+    fn halt() {
+        not_installed("irq.halt")
+    }
+    fn eoi() {
+        not_installed("irq.eoi")
+    }
+    fn send_ipi(_: IpiTarget, _: u8) {
+        not_installed("irq.send_ipi")
+    }
+}
+
+impl MmuOps for NotInstalled {
+    fn read_cr2() -> u64 {
+        not_installed("mmu.read_cr2")
+    }
+    unsafe fn write_cr2(_: u64) {
+        not_installed("mmu.write_cr2")
+    }
+    fn read_cr3() -> u64 {
+        not_installed("mmu.read_cr3")
+    }
+    unsafe fn write_cr3(_: u64) {
+        not_installed("mmu.write_cr3")
+    }
+    unsafe fn set_entry(_: PtLevel, _: *mut u64, _: u64) {
+        not_installed("mmu.set_entry")
+    }
+    unsafe fn read_entry(_: PtLevel, _: *const u64) -> u64 {
+        not_installed("mmu.read_entry")
+    }
+    fn flush_tlb_single(_: VirtAddr) {
+        not_installed("mmu.flush_tlb_single")
+    }
+    fn flush_tlb_local() {
+        not_installed("mmu.flush_tlb_local")
+    }
+    fn flush_tlb_others(_: &CpuMask, _: TlbRange) {
+        not_installed("mmu.flush_tlb_others")
+    }
+    fn pt_alloc(_: PtLevel, _: u64) {
+        not_installed("mmu.pt_alloc")
+    }
+    fn pt_release(_: PtLevel, _: u64) {
+        not_installed("mmu.pt_release")
+    }
+    fn enter_lazy() {
+        not_installed("mmu.enter_lazy")
+    }
+    fn leave_lazy() {
+        not_installed("mmu.leave_lazy")
+    }
+    fn flush_lazy() {
+        not_installed("mmu.flush_lazy")
+    }
+}
+
+impl TimeOps for NotInstalled {
+    fn sched_clock() -> u64 {
+        not_installed("time.sched_clock")
+    }
+    fn wall_clock() -> WallClock {
+        not_installed("time.wall_clock")
+    }
+    fn steal_clock(_: CpuId) -> u64 {
+        not_installed("time.steal_clock")
+    }
+    fn timer_setup(_: u8) {
+        not_installed("time.timer_setup")
+    }
+    fn timer_arm(_: u64) {
+        not_installed("time.timer_arm")
+    }
+    fn timer_cancel() {
+        not_installed("time.timer_cancel")
+    }
+}
+
+impl LockOps for NotInstalled {
+    fn wait(_: &AtomicU8, _: u8) {
+        not_installed("lock.wait")
+    }
+    fn kick(_: CpuId) {
+        not_installed("lock.kick")
+    }
+}
+
+impl ConsoleOps for NotInstalled {
+    /// Drops the bytes: a panic handler must be able to print before install.
+    fn write(_: &[u8]) {}
+}
+
+impl ShutdownOps for NotInstalled {
+    fn shutdown(_: u8) -> ! {
+        not_installed("platform.shutdown")
+    }
+}

@@ -1,0 +1,218 @@
+//! Time operations: the scheduler clock, the wall clock, stolen time and a
+//! one-shot timer interrupt.
+
+use crate::cpu::CpuId;
+use crate::table::ops;
+
+/// Seconds and nanoseconds since 1970-01-01T00:00:00Z.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct WallClock {
+    /// Whole seconds since the Unix epoch.
+    pub secs: u64,
+    /// Nanoseconds past `secs` (below 1e9).
+    pub nsecs: u32,
+}
+
+/// The time operations a backend provides.
+pub trait TimeOps {
+    /// Nanoseconds since an arbitrary point at boot; never goes backwards on
+    /// one CPU, and agrees across CPUs within the backend's stated bound.
+    fn sched_clock() -> u64;
+    /// The current wall-clock time.
+    fn wall_clock() -> WallClock;
+    /// Nanoseconds `cpu` was runnable but not running because the host ran
+    /// something else (0 where the platform cannot tell).
+    fn steal_clock(cpu: CpuId) -> u64;
+    /// Prepares this CPU's one-shot timer to raise `vector` when it fires.
+    fn timer_setup(vector: u8);
+    /// Arms this CPU's one-shot timer to fire once, `delta_ns` from now.
+    /// Arming again replaces the previous deadline.
+    fn timer_arm(delta_ns: u64);
+    /// Disarms this CPU's one-shot timer.
+    fn timer_cancel();
+}
+
+/// The time group of the ops table.
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[allow(missing_docs)]
+pub struct TimeOpsTable {
+    pub sched_clock: fn() -> u64,
+    pub wall_clock: fn() -> WallClock,
+    pub steal_clock: fn(CpuId) -> u64,
+    pub timer_setup: fn(u8),
+    pub timer_arm: fn(u64),
+    pub timer_cancel: fn(),
+}
+
+impl TimeOpsTable {
+    /// The table that forwards every op to `T`.
+    pub const fn of<T: TimeOps>() -> Self {
+        Self {
+            sched_clock: T::sched_clock,
+            wall_clock: T::wall_clock,
+            steal_clock: T::steal_clock,
+            timer_setup: T::timer_setup,
+            timer_arm: T::timer_arm,
+            timer_cancel: T::timer_cancel,
+        }
+    }
+}
+
+impl core::fmt::Debug for TimeOpsTable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("TimeOpsTable { .. }")
+    }
+}
+
+/// Nanoseconds since boot, monotonic.
+#[inline]
+pub fn sched_clock() -> u64 {
+    (ops().time.sched_clock)()
+}
+
+/// The current wall-clock time.
+#[inline]
+pub fn wall_clock() -> WallClock {
+    (ops().time.wall_clock)()
+}
+
+/// Nanoseconds stolen from `cpu` by the host.
+#[inline]
+pub fn steal_clock(cpu: CpuId) -> u64 {
+    (ops().time.steal_clock)(cpu)
+}
+
+/// Prepares this CPU's one-shot timer to raise `vector`.
+#[inline]
+pub fn timer_setup(vector: u8) {
+    (ops().time.timer_setup)(vector)
+}
+
+/// Arms this CPU's one-shot timer `delta_ns` from now.
+#[inline]
+pub fn timer_arm(delta_ns: u64) {
+    (ops().time.timer_arm)(delta_ns)
+}
+
+/// Disarms this CPU's one-shot timer.
+#[inline]
+pub fn timer_cancel() {
+    (ops().time.timer_cancel)()
+}
+
+/// Turns counter ticks into nanoseconds the way pvclock does: shift the
+/// delta left (or right, for a negative shift), then multiply by a 32.32
+/// fixed-point fraction. The same math serves the TSC on bare hardware,
+/// kvmclock and Xen's vcpu_time_info, so it lives here once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockScale {
+    /// Multiplier, a fraction with 32 bits after the point.
+    pub mul_frac: u32,
+    /// Power of two applied to the delta first.
+    pub shift: i8,
+}
+
+impl ClockScale {
+    /// The scale for a counter running at `hz` ticks a second, or `None`
+    /// for 0 or a frequency too high to express (over 2^32 GHz).
+    pub fn from_hz(hz: u64) -> Option<Self> {
+        if hz == 0 {
+            return None;
+        }
+        // Want ns = delta * 1e9 / hz = ((delta << shift) * mul_frac) >> 32
+        // with mul_frac < 2^32 as large as possible for precision:
+        // mul_frac = (1e9 << 32) / (hz << shift).
+        let target: u128 = 1_000_000_000u128 << 32;
+        let mut shift: i32 = 0;
+        let mut scaled: u128 = u128::from(hz);
+        // Make 1e9/scaled < 1 (mul_frac fits 32 bits) ...
+        while scaled <= 1_000_000_000 {
+            scaled <<= 1;
+            shift -= 1;
+        }
+        // ... but keep it at least 1/2 for precision.
+        while scaled > 2_000_000_000 {
+            scaled >>= 1;
+            shift += 1;
+        }
+        // scaled = hz * 2^-shift, so delta ticks give delta * 2^shift
+        // scaled-ticks: the delta must be shifted by -shift... express in
+        // pvclock's convention where the *delta* is shifted.
+        let mul = target / scaled;
+        if mul > u128::from(u32::MAX) || !(-64..=63).contains(&shift) {
+            return None;
+        }
+        Some(Self {
+            mul_frac: mul as u32,
+            shift: (-shift) as i8,
+        })
+    }
+
+    /// Nanoseconds for `delta` ticks. Never overflows: the product is
+    /// taken in 128 bits and saturates at `u64::MAX`.
+    #[inline]
+    pub fn ticks_to_ns(self, delta: u64) -> u64 {
+        let d: u128 = if self.shift >= 0 {
+            u128::from(delta) << self.shift
+        } else {
+            u128::from(delta) >> (-i32::from(self.shift))
+        };
+        let ns = (d * u128::from(self.mul_frac)) >> 32;
+        u64::try_from(ns).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClockScale;
+
+    fn check(hz: u64) {
+        let s = ClockScale::from_hz(hz).expect("scale");
+        // One second of ticks is one second, within 1 ppm.
+        let ns = s.ticks_to_ns(hz);
+        let err = (ns as i128 - 1_000_000_000i128).abs();
+        assert!(err <= 1_000, "hz={hz} ns={ns} scale={s:?}");
+    }
+
+    #[test]
+    fn scales_common_frequencies() {
+        for hz in [
+            1_000_000,
+            14_318_180,
+            1_193_182,
+            100_000_000,
+            1_000_000_000,
+            2_100_000_000,
+            3_999_999_999,
+            5_000_000_000,
+        ] {
+            check(hz);
+        }
+    }
+
+    #[test]
+    fn pvclock_example_values() {
+        // A 1 GHz counter: shift 0 would need mul_frac = 2^32 (too big), so
+        // the scale halves the delta... either way 1e9 ticks = 1e9 ns.
+        let s = ClockScale::from_hz(1_000_000_000).unwrap();
+        assert_eq!(s.ticks_to_ns(0), 0);
+        let ns = s.ticks_to_ns(123_456_789);
+        assert!((ns as i64 - 123_456_789).abs() <= 1);
+    }
+
+    #[test]
+    fn no_overflow_and_zero() {
+        assert!(ClockScale::from_hz(0).is_none());
+        let s = ClockScale::from_hz(3_000_000_000).unwrap();
+        // 2^64 ticks at 3 GHz is ~194 years: fits; must not panic.
+        let ns = s.ticks_to_ns(u64::MAX);
+        assert!(ns > 6_000_000_000_000_000_000);
+        let neg = ClockScale {
+            mul_frac: u32::MAX,
+            shift: 5,
+        };
+        assert_eq!(neg.ticks_to_ns(u64::MAX), u64::MAX);
+    }
+}

@@ -1,0 +1,116 @@
+//! Helpers of the host-side boot tests: build the kernel once per test
+//! process, boot each environment once, and the skip policy.
+//!
+//! Skip policy: a test whose resource is missing (no QEMU, no usable
+//! /dev/kvm, no Xen) prints `SKIPPED: <why>` to stderr and passes, unless
+//! `CI=true`, where the same situation is a failure: CI must never be
+//! green for a test it did not run.
+
+pub mod fixture;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use xtask::boot::{self, Boot, BootImage, BootOptions};
+use xtask::env::Env;
+use xtask::record::{self, Record};
+use xtask::{kernel, provision};
+
+/// Whether we run under CI (`CI=true`).
+pub fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Skips the calling test with a loud notice, or panics under `CI=true`.
+pub fn skip(why: &str) {
+    if is_ci() {
+        panic!("resource missing under CI=true, which is a failure, not a skip: {why}");
+    }
+    eprintln!();
+    eprintln!("******** SKIPPED: {why} ********");
+    eprintln!("******** (under CI=true this would fail) ********");
+    eprintln!();
+}
+
+/// The kernel image, built at most once per test process: the boot tests
+/// run on parallel threads and must not race the build. (Other processes
+/// building at the same time are serialised by cargo's lock on
+/// `target/kernel`.)
+pub fn kernel_image() -> Result<&'static Path, &'static str> {
+    static KERNEL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    KERNEL
+        .get_or_init(|| kernel::build().map_err(|e| format!("{e:#}")))
+        .as_deref()
+        .map_err(String::as_str)
+}
+
+/// Result of booting one environment.
+#[derive(Debug)]
+pub enum Booted {
+    /// A resource is missing; why.
+    Skipped(String),
+    /// The harness could not boot or QEMU timed out; the error.
+    Error(String),
+    /// QEMU ran to its end; the judged boot.
+    Ran(Box<Boot>),
+}
+
+/// Boots the kernel in `env` once per test process (test mode, 1 CPU); later
+/// callers, including concurrent ones, share the result.
+pub fn boot_once(env: Env) -> &'static Booted {
+    static BOOTS: [OnceLock<Booted>; Env::ALL.len()] = [const { OnceLock::new() }; Env::ALL.len()];
+    let index = Env::ALL.iter().position(|&e| e == env).unwrap_or_default();
+    BOOTS[index].get_or_init(|| {
+        if let Some(why) = provision::unavailable(env) {
+            return Booted::Skipped(format!("environment {env}: {why}"));
+        }
+        let kernel = match kernel_image() {
+            Ok(kernel) => kernel,
+            Err(e) => return Booted::Error(format!("could not get the kernel image: {e}")),
+        };
+        match boot::boot(env, kernel, &BootOptions::default()) {
+            Ok(b) => Booted::Ran(Box::new(b)),
+            Err(e) => Booted::Error(format!("{e:#}")),
+        }
+    })
+}
+
+/// The body of a boot test: boots `env` and asserts the run passed with the
+/// expected platform and backend, printing the console if not. Records
+/// the result for `cargo xtask test`.
+pub fn assert_boots(env: Env) {
+    assert!(env.is_implemented(), "{env} is not implemented: it has no boot test yet");
+    match boot_once(env) {
+        Booted::Skipped(why) => {
+            record::write(env, &Record::Skipped(why.clone()));
+            skip(why);
+        }
+        Booted::Error(e) => {
+            record::write(env, &Record::Failed(e.clone()));
+            panic!("boot in {env} failed: {e}");
+        }
+        Booted::Ran(b) => {
+            if b.passed() {
+                record::write(env, &Record::Passed(b.verdict()));
+                eprintln!("{}", b.verdict());
+            } else {
+                record::write(env, &Record::Failed(b.verdict()));
+                eprintln!("{}", b.report());
+                panic!("{}", b.verdict());
+            }
+        }
+    }
+}
+
+/// The image every environment that booted used, checked to be one and
+/// the same file and bytes (and the same as the image on disk now).
+pub fn images_booted() -> Vec<(Env, BootImage)> {
+    Env::ALL
+        .into_iter()
+        .filter(|e| e.is_implemented())
+        .filter_map(|env| match boot_once(env) {
+            Booted::Ran(b) => Some((env, b.image().clone())),
+            Booted::Skipped(_) | Booted::Error(_) => None,
+        })
+        .collect()
+}

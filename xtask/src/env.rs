@@ -1,0 +1,444 @@
+//! The environments the example kernel boots in: how QEMU is started for
+//! each, what the kernel must report there, and how a run ends.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::protocol::{Ending, Expectation};
+
+/// Fewest `test ... ok` lines a passing run must show.
+pub const MIN_OK_TESTS: usize = 5;
+
+/// One way of running the example kernel (the names are what `--env` takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Env {
+    /// QEMU software emulation; the native backend.
+    Tcg,
+    /// QEMU with KVM and its paravirt features exposed; the kvm backend.
+    Kvm,
+    /// QEMU with KVM but the KVM signature hidden (`kvm=off`); the native backend.
+    KvmHidden,
+    /// Xen 4.17 inside QEMU (TCG), the kernel as PVH dom0.
+    XenPvh,
+    /// Xen 4.17 inside QEMU (TCG), the kernel as classic PV dom0.
+    XenPv,
+}
+
+/// Whether the kernel side of an environment exists yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Booted by `cargo xtask test`, selectable by `cargo xtask run`.
+    Implemented,
+    /// Tracked by an issue; never booted by the tests and never reported as a pass.
+    NotImplemented {
+        /// Issue number in the project's tracker.
+        issue: u32,
+    },
+}
+
+/// The accelerator QEMU uses for an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Software emulation.
+    Tcg,
+    /// Hardware-assisted virtualisation through /dev/kvm.
+    Kvm,
+}
+
+/// What [`Env::qemu_args`] needs to know about one launch.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch<'a> {
+    /// The kernel ELF (booted directly, or handed to Xen as its dom0 module).
+    pub kernel: &'a Path,
+    /// The kernel's command line.
+    pub cmdline: &'a str,
+    /// Number of virtual CPUs.
+    pub smp: u32,
+    /// The Xen binary; required by the Xen environments only.
+    pub xen: Option<&'a Path>,
+}
+
+/// Memory for the environments that boot the kernel directly.
+const MEMORY_DIRECT: &str = "256M";
+/// Xen needs room for itself and for dom0.
+const MEMORY_XEN: &str = "512M";
+/// KVM paravirt features the kvm backend is expected to use.
+const KVM_PV_CPU: &str =
+    "qemu64,+kvm-pv-ipi,+kvm-pv-tlb-flush,+kvm-pv-unhalt,+kvm-pv-sched-yield,+kvmclock-stable-bit";
+
+impl Env {
+    /// Every environment, in the order reports list them.
+    pub const ALL: [Env; 5] = [Env::Tcg, Env::Kvm, Env::KvmHidden, Env::XenPvh, Env::XenPv];
+
+    /// The name `--env` takes.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Env::Tcg => "tcg",
+            Env::Kvm => "kvm",
+            Env::KvmHidden => "kvm-hidden",
+            Env::XenPvh => "xen-pvh",
+            Env::XenPv => "xen-pv",
+        }
+    }
+
+    /// One line for humans.
+    pub const fn description(self) -> &'static str {
+        match self {
+            Env::Tcg => "QEMU software emulation",
+            Env::Kvm => "QEMU with KVM acceleration, KVM paravirt features on",
+            Env::KvmHidden => "QEMU with KVM acceleration, KVM signature hidden (kvm=off)",
+            Env::XenPvh => "Xen 4.17 inside QEMU, kernel as PVH dom0",
+            Env::XenPv => "Xen 4.17 inside QEMU, kernel as classic PV dom0",
+        }
+    }
+
+    /// Implementation status. Flipping an environment on is a one-line change here.
+    pub const fn status(self) -> Status {
+        match self {
+            Env::Tcg => Status::Implemented,
+            Env::KvmHidden => Status::Implemented,
+            Env::Kvm => Status::NotImplemented { issue: 3 },
+            Env::XenPvh => Status::NotImplemented { issue: 4 },
+            Env::XenPv => Status::NotImplemented { issue: 5 },
+        }
+    }
+
+    /// Whether [`Env::status`] is [`Status::Implemented`].
+    pub const fn is_implemented(self) -> bool {
+        matches!(self.status(), Status::Implemented)
+    }
+
+    /// The `platform=` value the kernel must report.
+    pub const fn expected_platform(self) -> &'static str {
+        match self {
+            Env::Tcg | Env::KvmHidden => "native",
+            Env::Kvm => "kvm",
+            Env::XenPvh => "xen-pvh",
+            Env::XenPv => "xen-pv",
+        }
+    }
+
+    /// The `backend=` value the kernel must report.
+    pub const fn expected_backend(self) -> &'static str {
+        match self {
+            Env::Tcg | Env::KvmHidden => "native",
+            Env::Kvm => "kvm",
+            Env::XenPvh | Env::XenPv => "xen",
+        }
+    }
+
+    /// How a run in this environment ends when the kernel finishes.
+    pub const fn ending(self) -> Ending {
+        match self {
+            Env::Tcg | Env::Kvm | Env::KvmHidden => Ending::DebugExit,
+            // Under Xen the kernel is dom0 and cannot reach QEMU's
+            // isa-debug-exit; it asks Xen to reboot, and -no-reboot turns
+            // that reset into QEMU's exit.
+            Env::XenPvh | Env::XenPv => Ending::GuestReboot,
+        }
+    }
+
+    /// What [`crate::protocol::check`] holds a run in this environment to.
+    pub fn expectation(self) -> Expectation {
+        Expectation {
+            platform: self.expected_platform().to_owned(),
+            backend: self.expected_backend().to_owned(),
+            min_ok: MIN_OK_TESTS,
+            ending: self.ending(),
+        }
+    }
+
+    /// Wall-clock bound of one test-mode run. Generous: KVM on these
+    /// machines emulates most guest instructions (~2 M/s), Xen runs under
+    /// TCG, and the two cores may be shared with another boot.
+    pub const fn timeout(self) -> Duration {
+        match self {
+            Env::Tcg => Duration::from_secs(120),
+            Env::Kvm | Env::KvmHidden => Duration::from_secs(180),
+            Env::XenPvh | Env::XenPv => Duration::from_secs(300),
+        }
+    }
+
+    /// The accelerator QEMU runs this environment with.
+    pub const fn accel(self) -> Accel {
+        match self {
+            Env::Kvm | Env::KvmHidden => Accel::Kvm,
+            // Xen inside QEMU crashed during its own boot under KVM here.
+            Env::Tcg | Env::XenPvh | Env::XenPv => Accel::Tcg,
+        }
+    }
+
+    /// Whether QEMU boots Xen, with the kernel as dom0.
+    pub const fn is_xen(self) -> bool {
+        matches!(self, Env::XenPvh | Env::XenPv)
+    }
+
+    /// Xen's own command line in the Xen environments.
+    pub const fn xen_cmdline(self) -> Option<&'static str> {
+        match self {
+            Env::XenPvh => Some("console=com1 loglvl=all dom0=pvh dom0-iommu=none"),
+            Env::XenPv => Some("console=com1 loglvl=all"),
+            Env::Tcg | Env::Kvm | Env::KvmHidden => None,
+        }
+    }
+
+    /// QEMU's arguments (not the program name) for one launch.
+    pub fn qemu_args(self, launch: &Launch<'_>) -> Result<Vec<OsString>> {
+        if launch.smp == 0 {
+            bail!("--smp must be at least 1");
+        }
+        let memory = if self.is_xen() { MEMORY_XEN } else { MEMORY_DIRECT };
+        let mut args: Vec<OsString> = Vec::new();
+        let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+        // -nodefaults also drops the default monitor, so no `-monitor none`
+        // is needed; -serial stdio is then the only character device.
+        push(&["-machine", "pc", "-m", memory]);
+        push(&["-smp", &launch.smp.to_string()]);
+        push(&["-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"]);
+        push(&["-device", "isa-debug-exit,iobase=0x501,iosize=2"]);
+        match self {
+            Env::Tcg | Env::XenPvh | Env::XenPv => push(&["-accel", "tcg", "-cpu", "max"]),
+            Env::KvmHidden => push(&["-accel", "kvm", "-cpu", "qemu64,kvm=off"]),
+            Env::Kvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
+        }
+        match self.xen_cmdline() {
+            None => {
+                args.push("-kernel".into());
+                args.push(launch.kernel.into());
+                args.push("-append".into());
+                args.push(launch.cmdline.into());
+            }
+            Some(xen_cmdline) => {
+                let Some(xen) = launch.xen else {
+                    bail!("environment {self} boots Xen, but no Xen binary was given");
+                };
+                args.push("-kernel".into());
+                args.push(xen.into());
+                args.push("-append".into());
+                args.push(xen_cmdline.into());
+                args.push("-initrd".into());
+                args.push(multiboot_module(launch.kernel, launch.cmdline)?.into());
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// The `-initrd` value that makes QEMU's multiboot loader hand `kernel` to
+/// Xen as a module whose command line is `cmdline`. QEMU splits `-initrd`
+/// into modules at commas (`,,` is a literal comma) and takes the file name
+/// up to the first space; the module's string is the whole entry, and Xen
+/// strips its first word (the file name) before giving the rest to dom0.
+pub fn multiboot_module(kernel: &Path, cmdline: &str) -> Result<String> {
+    let Some(path) = kernel.to_str() else {
+        bail!("kernel path {} is not UTF-8; QEMU's -initrd cannot carry it", kernel.display());
+    };
+    if path.chars().any(char::is_whitespace) {
+        bail!(
+            "kernel path {path:?} contains white space, which QEMU's multiboot -initrd \
+             cannot carry; move the workspace or set PVOPS_KERNEL to a path without spaces"
+        );
+    }
+    let mut module = path.replace(',', ",,");
+    let cmdline = cmdline.trim();
+    if !cmdline.is_empty() {
+        module.push(' ');
+        module.push_str(&cmdline.replace(',', ",,"));
+    }
+    Ok(module)
+}
+
+impl fmt::Display for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An `--env` value that names no environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownEnv(pub String);
+
+impl fmt::Display for UnknownEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = Env::ALL.iter().map(|e| e.name()).collect();
+        write!(f, "unknown environment `{}` (expected one of: {})", self.0, names.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownEnv {}
+
+impl FromStr for Env {
+    type Err = UnknownEnv;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Env::ALL
+            .into_iter()
+            .find(|e| e.name() == s)
+            .ok_or_else(|| UnknownEnv(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Status::Implemented => f.write_str("implemented"),
+            Status::NotImplemented { issue } => write!(f, "NOT IMPLEMENTED yet (issue #{issue})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn args_of(env: Env, xen: Option<&Path>) -> Vec<String> {
+        let kernel = PathBuf::from("/k/example-kernel");
+        let launch = Launch { kernel: &kernel, cmdline: "pvops.mode=test a=1,2", smp: 2, xen };
+        env.qemu_args(&launch)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    fn has_pair(args: &[String], flag: &str, value: &str) -> bool {
+        args.windows(2).any(|w| w[0] == flag && w[1] == value)
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for env in Env::ALL {
+            assert_eq!(env.to_string().parse::<Env>().unwrap(), env);
+        }
+        let names: Vec<String> = Env::ALL.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["tcg", "kvm", "kvm-hidden", "xen-pvh", "xen-pv"]);
+    }
+
+    #[test]
+    fn unknown_name_lists_the_valid_ones() {
+        let err = "kvm_hidden".parse::<Env>().unwrap_err().to_string();
+        assert!(err.contains("kvm_hidden"), "{err}");
+        assert!(err.contains("tcg, kvm, kvm-hidden, xen-pvh, xen-pv"), "{err}");
+    }
+
+    #[test]
+    fn statuses_match_the_issues() {
+        assert!(Env::Tcg.is_implemented());
+        assert!(Env::KvmHidden.is_implemented());
+        assert_eq!(Env::Kvm.status(), Status::NotImplemented { issue: 3 });
+        assert_eq!(Env::XenPvh.status(), Status::NotImplemented { issue: 4 });
+        assert_eq!(Env::XenPv.status(), Status::NotImplemented { issue: 5 });
+    }
+
+    #[test]
+    fn expectations() {
+        let pairs: Vec<(&str, &str)> = Env::ALL
+            .iter()
+            .map(|e| (e.expected_platform(), e.expected_backend()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("native", "native"),
+                ("kvm", "kvm"),
+                ("native", "native"),
+                ("xen-pvh", "xen"),
+                ("xen-pv", "xen")
+            ]
+        );
+        assert_eq!(Env::Tcg.expectation().min_ok, MIN_OK_TESTS);
+        assert_eq!(Env::KvmHidden.ending(), Ending::DebugExit);
+        assert_eq!(Env::XenPv.ending(), Ending::GuestReboot);
+    }
+
+    #[test]
+    fn common_arguments() {
+        for env in Env::ALL {
+            let args = args_of(env, Some(Path::new("/x/xen")));
+            assert!(has_pair(&args, "-machine", "pc"), "{env}: {args:?}");
+            assert!(has_pair(&args, "-smp", "2"), "{env}");
+            assert!(has_pair(&args, "-serial", "stdio"), "{env}");
+            assert!(has_pair(&args, "-display", "none"), "{env}");
+            assert!(args.contains(&"-nodefaults".to_owned()), "{env}");
+            assert!(args.contains(&"-no-reboot".to_owned()), "{env}");
+            assert!(
+                has_pair(&args, "-device", "isa-debug-exit,iobase=0x501,iosize=2"),
+                "{env}"
+            );
+        }
+    }
+
+    #[test]
+    fn direct_boot_arguments() {
+        let args = args_of(Env::Tcg, None);
+        assert!(has_pair(&args, "-accel", "tcg"));
+        assert!(has_pair(&args, "-cpu", "max"));
+        assert!(has_pair(&args, "-m", "256M"));
+        assert!(has_pair(&args, "-kernel", "/k/example-kernel"));
+        assert!(has_pair(&args, "-append", "pvops.mode=test a=1,2"));
+        assert!(!args.contains(&"-initrd".to_owned()));
+
+        let args = args_of(Env::KvmHidden, None);
+        assert!(has_pair(&args, "-accel", "kvm"));
+        assert!(has_pair(&args, "-cpu", "qemu64,kvm=off"));
+
+        let args = args_of(Env::Kvm, None);
+        assert!(has_pair(&args, "-accel", "kvm"));
+        assert!(has_pair(&args, "-cpu", KVM_PV_CPU));
+    }
+
+    #[test]
+    fn xen_arguments() {
+        let xen = Path::new("/x/xen");
+        let args = args_of(Env::XenPvh, Some(xen));
+        assert!(has_pair(&args, "-accel", "tcg"));
+        assert!(has_pair(&args, "-cpu", "max"));
+        assert!(has_pair(&args, "-m", "512M"));
+        assert!(has_pair(&args, "-kernel", "/x/xen"));
+        assert!(has_pair(
+            &args,
+            "-append",
+            "console=com1 loglvl=all dom0=pvh dom0-iommu=none"
+        ));
+        assert!(has_pair(
+            &args,
+            "-initrd",
+            "/k/example-kernel pvops.mode=test a=1,,2"
+        ));
+
+        let args = args_of(Env::XenPv, Some(xen));
+        assert!(has_pair(&args, "-append", "console=com1 loglvl=all"));
+    }
+
+    #[test]
+    fn xen_needs_the_binary() {
+        let kernel = PathBuf::from("/k/example-kernel");
+        let launch = Launch { kernel: &kernel, cmdline: "", smp: 1, xen: None };
+        let err = Env::XenPv.qemu_args(&launch).unwrap_err().to_string();
+        assert!(err.contains("Xen binary"), "{err}");
+    }
+
+    #[test]
+    fn zero_cpus_refused() {
+        let kernel = PathBuf::from("/k");
+        let launch = Launch { kernel: &kernel, cmdline: "", smp: 0, xen: None };
+        assert!(Env::Tcg.qemu_args(&launch).is_err());
+    }
+
+    #[test]
+    fn multiboot_module_escaping() {
+        assert_eq!(multiboot_module(Path::new("/a,b/k"), "").unwrap(), "/a,,b/k");
+        assert_eq!(
+            multiboot_module(Path::new("/k"), "  x=1,2 y ").unwrap(),
+            "/k x=1,,2 y"
+        );
+        let err = multiboot_module(Path::new("/my dir/k"), "x").unwrap_err();
+        assert!(err.to_string().contains("white space"), "{err}");
+    }
+}

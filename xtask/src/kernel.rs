@@ -1,0 +1,90 @@
+//! Building the example kernel, or taking the image named by `PVOPS_KERNEL`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// Environment variable naming a kernel ELF to boot instead of building
+/// the example kernel.
+pub const KERNEL_ENV: &str = "PVOPS_KERNEL";
+/// The package built as the kernel.
+pub const PACKAGE: &str = "example-kernel";
+/// The kernel's target.
+pub const TARGET: &str = "x86_64-unknown-none";
+
+/// The workspace root (the parent of xtask's manifest directory).
+pub fn workspace_root() -> PathBuf {
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
+}
+
+/// The kernel's own target directory, `target/kernel`: separate from the
+/// workspace's so that building it never waits for the lock an outer
+/// `cargo test` or `cargo run` holds on `target/`.
+pub fn target_dir() -> PathBuf {
+    workspace_root().join("target").join("kernel")
+}
+
+/// Where [`build`] leaves the example kernel's ELF.
+pub fn elf_path() -> PathBuf {
+    target_dir().join(TARGET).join("release").join(PACKAGE)
+}
+
+/// The kernel image to boot: the file named by `PVOPS_KERNEL` if set,
+/// otherwise the example kernel, built (release) first.
+///
+/// Concurrent callers in different processes are serialised by cargo's own
+/// lock on `target/kernel`; within one process, build once (see pvops-tests).
+pub fn build() -> Result<PathBuf> {
+    if let Some(path) = env::var_os(KERNEL_ENV) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("{KERNEL_ENV}={} does not name a file", path.display());
+        }
+        // Absolute, so that every environment boots the very same file.
+        return path
+            .canonicalize()
+            .with_context(|| format!("resolving {KERNEL_ENV}={}", path.display()));
+    }
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command
+        .current_dir(workspace_root())
+        .args(["build", "--package", PACKAGE, "--target", TARGET, "--release"])
+        .arg("--target-dir")
+        .arg(target_dir())
+        .stdin(Stdio::null());
+    let shown = format!(
+        "cargo build --package {PACKAGE} --target {TARGET} --release --target-dir {}",
+        target_dir().display()
+    );
+    eprintln!("xtask: building the kernel: {shown}");
+    let status = command
+        .status()
+        .with_context(|| format!("could not run `{shown}`"))?;
+    if !status.success() {
+        bail!("building the example kernel failed ({status}); the command was `{shown}`");
+    }
+    let elf = elf_path();
+    if !elf.is_file() {
+        bail!("`{shown}` succeeded but left no {}", elf.display());
+    }
+    Ok(elf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let root = workspace_root();
+        assert!(root.join("xtask").join("Cargo.toml").is_file(), "{}", root.display());
+        assert_eq!(
+            elf_path(),
+            root.join("target/kernel/x86_64-unknown-none/release/example-kernel")
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! Host-side harness of pvops: provisions QEMU and Xen, builds the example
+//! kernel, boots it in each environment and judges its console.
+//!
+//! The `cargo xtask` binary and the boot tests of `pvops-tests` both use it:
+//! [`kernel::build`] gives the image, [`boot::boot`] runs and judges one
+//! environment, [`provision::unavailable`] tells a test what is missing.
+//!
+//! Modules, one concern each: [`env`] (what each environment is),
+//! [`provision`] (QEMU, Xen, KVM), [`kernel`] (the image), [`qemu`]
+//! (running QEMU under a time bound), [`protocol`] (the console protocol
+//! and the verdict), [`boot`] (the three together), [`record`] (what the
+//! boot tests report to `cargo xtask test`). A QMP client for KVM exit
+//! counts will be a module of its own beside [`qemu`].
+
+pub mod boot;
+pub mod env;
+pub mod kernel;
+pub mod protocol;
+pub mod provision;
+pub mod qemu;
+pub mod record;
+
+pub use boot::{boot, Boot, BootImage, BootOptions, Mode, Plan};
+pub use env::{Env, Status};

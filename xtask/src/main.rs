@@ -1,0 +1,235 @@
+//! `cargo xtask run|test`: see `cargo xtask --help`.
+
+use std::fs;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use xtask::boot::{self, BootOptions, Mode, Plan};
+use xtask::env::{Env, Status};
+use xtask::record::{self, Record};
+use xtask::{kernel, provision};
+
+/// Host-side harness of pvops: build the example kernel, boot it, judge it.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Boot the example kernel in one environment, stream its console, and
+    /// exit 0 only if the run passed.
+    Run(RunArgs),
+    /// Provision QEMU (and Xen if needed), build the kernel, and run every
+    /// host test and boot test (`cargo test --workspace`).
+    Test,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Environment: tcg, kvm, kvm-hidden, xen-pvh or xen-pv [default: the
+    /// best one available here, and the harness says which and why]
+    #[arg(long, value_name = "ENV")]
+    env: Option<Env>,
+    /// Number of virtual CPUs.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    smp: u32,
+    /// Boot with pvops.mode=bench instead of pvops.mode=test.
+    #[arg(long)]
+    bench: bool,
+    /// Override the environment's time bound, in seconds.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
+    /// Boot an environment that is not implemented yet (to work on it).
+    #[arg(long)]
+    force: bool,
+    /// Extra words for the kernel command line.
+    #[arg(last = true, value_name = "KERNEL ARGS")]
+    extra: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run(args) => run(args),
+        Cmd::Test => test(),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("xtask: error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+/// The environment `run` uses without `--env`, and why.
+fn default_env() -> (Env, String) {
+    if !Env::Kvm.is_implemented() {
+        let Status::NotImplemented { issue } = Env::Kvm.status() else { unreachable!() };
+        return (
+            Env::Tcg,
+            format!(
+                "the kvm environment is not implemented yet (issue #{issue}); kvm-hidden is \
+                 never the default (slower than TCG on these machines)"
+            ),
+        );
+    }
+    match provision::kvm_usable() {
+        Ok(()) => (Env::Kvm, format!("{} is usable", provision::KVM_DEVICE)),
+        Err(why) => (Env::Tcg, format!("KVM is not usable: {why}")),
+    }
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let env = match args.env {
+        Some(env) => env,
+        None => {
+            let (env, why) = default_env();
+            eprintln!("xtask: no --env given; using {env}: {why}");
+            env
+        }
+    };
+    if let Status::NotImplemented { issue } = env.status() {
+        if !args.force {
+            bail!(
+                "environment {env} ({}) is not implemented yet (issue #{issue}); pass --force \
+                 to boot it anyway while working on that issue",
+                env.description()
+            );
+        }
+        eprintln!("xtask: warning: booting {env}, which is not implemented yet (issue #{issue})");
+    }
+    provision::ensure(env)?;
+    let kernel = kernel::build()?;
+    let options = BootOptions {
+        smp: args.smp,
+        mode: if args.bench { Mode::Bench } else { Mode::Test },
+        extra_cmdline: args.extra,
+        echo: true,
+        timeout: args.timeout.map(Duration::from_secs),
+    };
+    let plan = Plan::new(env, &kernel, &options)?;
+    eprintln!(
+        "xtask: booting {} (sha256 {}) in {env} ({}), cmdline `{}`, time bound {} s",
+        plan.image.path.display(),
+        &plan.image.sha256[..16],
+        env.description(),
+        plan.cmdline,
+        plan.timeout.as_secs()
+    );
+    eprintln!("xtask: {}", plan.command_line());
+    let booted = boot::run_plan(plan, true)?;
+    for note in &booted.outcome.console.notes {
+        println!("xtask: kernel {:?}: {}", note.kind, note.text);
+    }
+    println!("{}", booted.verdict());
+    for problem in &booted.problems {
+        println!("  problem: {problem}");
+    }
+    if !booted.run.stderr.is_empty() && !booted.passed() {
+        println!("  (QEMU's stderr is shown above, prefixed `qemu:`)");
+    }
+    Ok(if booted.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn test() -> Result<ExitCode> {
+    provision::ensure_qemu()?;
+    if Env::ALL.iter().any(|e| e.is_xen() && e.is_implemented()) {
+        provision::ensure_xen()?;
+    }
+    let image = kernel::build()?;
+    eprintln!("xtask: kernel image {}", image.display());
+
+    let root = kernel::workspace_root();
+    let records = root.join("target").join("boot-record");
+    if records.exists() {
+        fs::remove_dir_all(&records).with_context(|| format!("clearing {}", records.display()))?;
+    }
+    fs::create_dir_all(&records).with_context(|| format!("creating {}", records.display()))?;
+
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(&root)
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .env(record::RECORD_DIR_VAR, &records);
+    // Inherited anyway; explicit because the boot tests' skip policy hangs on it.
+    if let Some(ci) = std::env::var_os("CI") {
+        command.env("CI", ci);
+    }
+    eprintln!("xtask: cargo test --workspace --no-fail-fast");
+    let status = command.status().context("could not run `cargo test --workspace`")?;
+
+    let booted = record::read_all(&records);
+    let mut failed = !status.success();
+    println!();
+    println!("environments:");
+    for env in Env::ALL {
+        let line = match (env.status(), booted.get(&env)) {
+            (Status::NotImplemented { issue }, _) => {
+                format!("NOT IMPLEMENTED yet (issue #{issue})")
+            }
+            (Status::Implemented, Some(record)) => {
+                failed |= matches!(record, Record::Failed(_));
+                record.to_string()
+            }
+            (Status::Implemented, None) => {
+                failed = true;
+                "NOT RUN: its boot test left no record (did the tests build and run?)".to_owned()
+            }
+        };
+        println!("  {:<11} {line}", env.name());
+    }
+    if !status.success() {
+        println!("cargo test --workspace failed ({status})");
+    }
+    println!("xtask test: {}", if failed { "FAILED" } else { "ok" });
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_arguments() {
+        let cli = Cli::try_parse_from([
+            "xtask", "run", "--env", "kvm-hidden", "--smp", "2", "--bench", "--", "a=1", "b",
+        ])
+        .unwrap();
+        let Cmd::Run(args) = cli.command else { panic!() };
+        assert_eq!(args.env, Some(Env::KvmHidden));
+        assert_eq!(args.smp, 2);
+        assert!(args.bench);
+        assert_eq!(args.extra, ["a=1", "b"]);
+
+        let Cmd::Run(args) = Cli::try_parse_from(["xtask", "run"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!((args.env, args.smp, args.bench), (None, 1, false));
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        assert!(Cli::try_parse_from(["xtask", "run", "--env", "qemu"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "run", "--smp", "0"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "run", "extra"]).is_err());
+    }
+
+    #[test]
+    fn default_is_never_kvm_hidden() {
+        let (env, why) = default_env();
+        assert!(matches!(env, Env::Tcg | Env::Kvm), "{env}");
+        assert!(!why.is_empty());
+    }
+}

@@ -1,0 +1,244 @@
+//! Making the environments' tools available: QEMU (from Debian's package),
+//! Xen 4.17 (unpacked from Debian's package into the build tree, no root
+//! needed), and KVM (only checked: it cannot be installed).
+
+use std::env;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::env::{Accel, Env};
+use crate::kernel::workspace_root;
+
+/// QEMU's program name.
+pub const QEMU: &str = "qemu-system-x86_64";
+/// Debian package that ships [`QEMU`].
+pub const QEMU_PACKAGE: &str = "qemu-system-x86";
+/// Debian package that ships the Xen hypervisor.
+pub const XEN_PACKAGE: &str = "xen-hypervisor-4.17-amd64";
+/// The compressed hypervisor inside [`XEN_PACKAGE`].
+const XEN_GZ_IN_PACKAGE: &str = "boot/xen-4.17-amd64.gz";
+/// The KVM device.
+pub const KVM_DEVICE: &str = "/dev/kvm";
+
+/// `program` as found on `PATH`, if it is there.
+pub fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// QEMU's path, if installed.
+pub fn qemu() -> Option<PathBuf> {
+    find_on_path(QEMU)
+}
+
+/// QEMU's path, installing it with apt-get when we are root on Debian or
+/// Ubuntu; otherwise an error that says what to run.
+pub fn ensure_qemu() -> Result<PathBuf> {
+    if let Some(path) = qemu() {
+        return Ok(path);
+    }
+    let command = format!("apt-get update && apt-get install -y {QEMU_PACKAGE}");
+    if !is_root() || !is_debian_like() {
+        bail!(
+            "{QEMU} is not on PATH, and this harness installs it only as root on Debian/Ubuntu. \
+             Install QEMU yourself (Debian/Ubuntu: `sudo sh -c '{command}'`) and retry"
+        );
+    }
+    eprintln!("xtask: {QEMU} not found; installing: {command}");
+    run_checked(Command::new("apt-get").arg("update"), "apt-get update")?;
+    run_checked(
+        Command::new("apt-get").args(["install", "-y", QEMU_PACKAGE]),
+        &format!("apt-get install -y {QEMU_PACKAGE}"),
+    )?;
+    qemu().with_context(|| format!("{QEMU_PACKAGE} was installed but {QEMU} is still not on PATH"))
+}
+
+/// Whether /dev/kvm can be opened read-write (what QEMU's `-accel kvm` needs).
+pub fn kvm_usable() -> Result<(), String> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(KVM_DEVICE)
+        .map(drop)
+        .map_err(|e| {
+            format!(
+                "{KVM_DEVICE} cannot be opened read-write ({e}); KVM needs hardware \
+                 virtualisation exposed to this machine and access to {KVM_DEVICE} \
+                 (root, or membership of its group)"
+            )
+        })
+}
+
+/// Where the unpacked Xen hypervisor lives: `target/xen/`.
+pub fn xen_dir() -> PathBuf {
+    workspace_root().join("target").join("xen")
+}
+
+/// The Xen binary QEMU boots: `target/xen/xen`.
+pub fn xen_binary() -> PathBuf {
+    xen_dir().join("xen")
+}
+
+/// The Xen binary, downloading and unpacking Debian's package when it is
+/// not there yet (`apt-get download` needs no root, only apt's lists).
+pub fn ensure_xen() -> Result<PathBuf> {
+    let xen = xen_binary();
+    if xen.is_file() {
+        return Ok(xen);
+    }
+    let dir = xen_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    eprintln!("xtask: fetching Xen: apt-get download {XEN_PACKAGE} into {}", dir.display());
+    if find_deb(&dir)?.is_none() {
+        let download = || {
+            run_checked(
+                Command::new("apt-get").args(["download", XEN_PACKAGE]).current_dir(&dir),
+                &format!("apt-get download {XEN_PACKAGE}"),
+            )
+        };
+        if let Err(first) = download() {
+            // A fresh machine may have no package lists yet.
+            if !is_root() {
+                return Err(first.context(format!(
+                    "run `sudo apt-get update` and retry (apt-get cannot find {XEN_PACKAGE})"
+                )));
+            }
+            run_checked(Command::new("apt-get").arg("update"), "apt-get update")?;
+            download()?;
+        }
+    }
+    let deb = find_deb(&dir)?
+        .with_context(|| format!("apt-get download left no {XEN_PACKAGE}_*.deb in {}", dir.display()))?;
+    run_checked(
+        Command::new("dpkg").arg("-x").arg(&deb).arg(&dir),
+        &format!("dpkg -x {} {}", deb.display(), dir.display()),
+    )?;
+    let gz = dir.join(XEN_GZ_IN_PACKAGE);
+    let partial = dir.join("xen.partial");
+    let out = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    run_checked(
+        Command::new("zcat").arg(&gz).stdout(out),
+        &format!("zcat {} > {}", gz.display(), partial.display()),
+    )?;
+    // Renamed only when complete, so a half-written file is never taken
+    // for the hypervisor.
+    fs::rename(&partial, &xen).with_context(|| format!("renaming to {}", xen.display()))?;
+    Ok(xen)
+}
+
+fn find_deb(dir: &Path) -> Result<Option<PathBuf>> {
+    let prefix = format!("{XEN_PACKAGE}_");
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with(&prefix) && name.ends_with(".deb") {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
+/// Why `env` cannot boot on this machine as it is (nothing is installed
+/// to find out); `None` if it can.
+pub fn unavailable(env: Env) -> Option<String> {
+    if qemu().is_none() {
+        return Some(format!(
+            "{QEMU} is not installed (apt-get install -y {QEMU_PACKAGE}, or run `cargo xtask test`)"
+        ));
+    }
+    if env.accel() == Accel::Kvm {
+        if let Err(why) = kvm_usable() {
+            return Some(why);
+        }
+    }
+    if env.is_xen() && !xen_binary().is_file() {
+        return Some(format!(
+            "the Xen binary {} is missing (`cargo xtask test` or `cargo xtask run --env {env}` \
+             fetches it)",
+            xen_binary().display()
+        ));
+    }
+    None
+}
+
+/// Installs what `env` needs, then fails with the reason if it still
+/// cannot boot here (e.g. no usable /dev/kvm).
+pub fn ensure(env: Env) -> Result<()> {
+    ensure_qemu()?;
+    if env.is_xen() {
+        ensure_xen()?;
+    }
+    match unavailable(env) {
+        None => Ok(()),
+        Some(why) => bail!("environment {env} cannot run on this machine: {why}"),
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Debian, Ubuntu, or a derivative that declares itself one.
+fn is_debian_like() -> bool {
+    if Path::new("/etc/debian_version").exists() {
+        return true;
+    }
+    fs::read_to_string("/etc/os-release").is_ok_and(|text| os_release_is_debian_like(&text))
+}
+
+fn os_release_is_debian_like(text: &str) -> bool {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("ID=").or_else(|| l.strip_prefix("ID_LIKE=")))
+        .flat_map(|v| v.trim_matches('"').split_whitespace())
+        .any(|id| id == "debian" || id == "ubuntu")
+}
+
+/// Runs `command` with inherited output and a non-interactive apt.
+fn run_checked(command: &mut Command, shown: &str) -> Result<()> {
+    let status = command
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("could not run `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_release_detection() {
+        assert!(os_release_is_debian_like("NAME=\"Debian\"\nID=debian\n"));
+        assert!(os_release_is_debian_like("ID=pop\nID_LIKE=\"ubuntu debian\"\n"));
+        assert!(os_release_is_debian_like("ID=ubuntu\n"));
+        assert!(!os_release_is_debian_like("ID=fedora\nID_LIKE=\"rhel centos\"\n"));
+        assert!(!os_release_is_debian_like(""));
+    }
+
+    #[test]
+    fn path_search() {
+        assert!(find_on_path("sh").is_some());
+        assert!(find_on_path("surely-no-such-program-here").is_none());
+    }
+
+    #[test]
+    fn xen_lives_in_the_build_tree() {
+        assert!(xen_binary().starts_with(workspace_root().join("target")));
+        assert!(xen_binary().ends_with("target/xen/xen"));
+    }
+}
