@@ -17,7 +17,6 @@ pub const SERVICE_VECTOR: u8 = pvops::smp::SERVICE_VECTOR;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
 const PAGE_FAULT: u64 = 14;
-const BREAKPOINT: u64 = 3;
 
 /// What the stubs leave on the stack, lowest address first.
 #[repr(C)]
@@ -141,8 +140,6 @@ pub unsafe fn try_read(addr: u64) -> Option<u64> {
     (r.faulted == 0).then_some(r.value)
 }
 
-/// Breakpoints taken (the IDT self-test raises one).
-pub static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
 /// Timer interrupts taken.
 pub static TIMER_TICKS: AtomicU64 = AtomicU64::new(0);
 /// sched_clock at the last timer interrupt.
@@ -161,9 +158,6 @@ pub static LAST_FAULT_ADDR: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn dispatch(frame: &mut TrapFrame) {
     match frame.vector {
-        BREAKPOINT => {
-            BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
-        }
         // SAFETY (address-of only): the probe labels are code addresses.
         PAGE_FAULT if frame.rip == core::ptr::addr_of!(probe_read_insn) as u64 => {
             LAST_FAULT_ADDR.store(pvops::mmu::read_cr2(), Ordering::Relaxed);
@@ -264,12 +258,17 @@ pub fn init(code_selector: u16) {
     load();
 }
 
-/// Loads the (filled) IDT on this CPU.
-pub fn load() {
-    let ptr = DescriptorTablePointer {
+/// The IDT's descriptor-table pointer.
+pub fn idt_pointer() -> DescriptorTablePointer {
+    DescriptorTablePointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
         base: VirtAddr::new(core::ptr::addr_of!(IDT) as u64),
-    };
+    }
+}
+
+/// Loads the (filled) IDT on this CPU.
+pub fn load() {
+    let ptr = idt_pointer();
     // SAFETY: IDT is a static that lives forever, filled by `init` with
     // gates to the stubs above, which stay mapped.
     unsafe { pvops::cpu::load_idt(&ptr) }

@@ -54,7 +54,7 @@ pub fn multiboot_elf(text: &str, ending: Ending) -> Vec<u8> {
     push16(&mut image, 0); // e_shentsize
     push16(&mut image, 0); // e_shnum
     push16(&mut image, 0); // e_shstrndx
-    // One loadable segment: the whole file at BASE.
+                           // One loadable segment: the whole file at BASE.
     push32(&mut image, 1); // p_type: LOAD
     push32(&mut image, 0); // p_offset
     push32(&mut image, BASE); // p_vaddr
@@ -63,7 +63,7 @@ pub fn multiboot_elf(text: &str, ending: Ending) -> Vec<u8> {
     push32(&mut image, total as u32); // p_memsz
     push32(&mut image, 7); // p_flags: RWX
     push32(&mut image, 0x1000); // p_align
-    // Multiboot v1 header, flags 0: QEMU loads the ELF segments itself.
+                                // Multiboot v1 header, flags 0: QEMU loads the ELF segments itself.
     push32(&mut image, MULTIBOOT_MAGIC);
     push32(&mut image, 0);
     push32(&mut image, 0u32.wrapping_sub(MULTIBOOT_MAGIC));

@@ -79,7 +79,10 @@ pub fn boot_once(env: Env) -> &'static Booted {
 /// expected platform and backend, printing the console if not. Records
 /// the result for `cargo xtask test`.
 pub fn assert_boots(env: Env) {
-    assert!(env.is_implemented(), "{env} is not implemented: it has no boot test yet");
+    assert!(
+        env.is_implemented(),
+        "{env} is not implemented: it has no boot test yet"
+    );
     match boot_once(env) {
         Booted::Skipped(why) => {
             record::write(env, &Record::Skipped(why.clone()));

@@ -28,7 +28,12 @@ fn same_image_in_every_env() {
     let kernel = kernel_image().expect("the kernel image was built for the boots");
     let on_disk = BootImage::read(kernel).expect("reading the kernel image");
     for (env, image) in &images {
-        assert_eq!(image, &on_disk, "{env} booted another image than {}", kernel.display());
+        assert_eq!(
+            image,
+            &on_disk,
+            "{env} booted another image than {}",
+            kernel.display()
+        );
     }
     eprintln!(
         "{} environment(s) booted {} (sha256 {})",

@@ -30,7 +30,10 @@ fn available(env: Env) -> bool {
 }
 
 fn options(timeout_secs: u64) -> BootOptions {
-    BootOptions { timeout: Some(Duration::from_secs(timeout_secs)), ..BootOptions::default() }
+    BootOptions {
+        timeout: Some(Duration::from_secs(timeout_secs)),
+        ..BootOptions::default()
+    }
 }
 
 #[test]
@@ -63,7 +66,12 @@ fn triple_fault_fails_even_after_a_perfect_console() {
     }
     let kernel = fixture::write("triple-fault", PASSING, Ending::TripleFault);
     let b = boot::boot(Env::Tcg, &kernel, &options(60)).unwrap();
-    assert_eq!(b.outcome.termination, Termination::Exited(0), "{}", b.report());
+    assert_eq!(
+        b.outcome.termination,
+        Termination::Exited(0),
+        "{}",
+        b.report()
+    );
     assert!(
         matches!(b.problems.as_slice(), [Problem::WrongTermination { .. }]),
         "{}",
@@ -90,10 +98,15 @@ fn hang_times_out_with_the_console_tail() {
     }
     let kernel = fixture::write("hang", "pvops: about to hang\n", Ending::Hang);
     let err = boot::boot(Env::Tcg, &kernel, &options(3)).unwrap_err();
-    let killed = err.downcast_ref::<Killed>().unwrap_or_else(|| panic!("{err:#}"));
+    let killed = err
+        .downcast_ref::<Killed>()
+        .unwrap_or_else(|| panic!("{err:#}"));
     assert_eq!(killed.reason, KillReason::TimedOut(Duration::from_secs(3)));
     assert_eq!(killed.last_lines, ["pvops: about to hang"]);
-    assert!(format!("{err:#}").contains("did not finish within 3 s"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("did not finish within 3 s"),
+        "{err:#}"
+    );
 }
 
 /// Under KVM a crash must fail fast as well: on real hardware a triple
@@ -114,12 +127,18 @@ fn triple_fault_under_kvm_hidden_fails_fast() {
             b.report()
         ),
         Err(err) => {
-            let killed = err.downcast_ref::<Killed>().unwrap_or_else(|| panic!("{err:#}"));
+            let killed = err
+                .downcast_ref::<Killed>()
+                .unwrap_or_else(|| panic!("{err:#}"));
             assert!(
                 matches!(killed.reason, KillReason::GuestStopped(_)),
                 "{err:#}"
             );
         }
     }
-    assert!(start.elapsed() < Duration::from_secs(60), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
 }

@@ -55,7 +55,13 @@ pub struct BootOptions {
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { smp: 1, mode: Mode::Test, extra_cmdline: Vec::new(), echo: false, timeout: None }
+        BootOptions {
+            smp: 1,
+            mode: Mode::Test,
+            extra_cmdline: Vec::new(),
+            echo: false,
+            timeout: None,
+        }
     }
 }
 
@@ -90,7 +96,11 @@ impl BootImage {
         for byte in Sha256::digest(&bytes) {
             let _ = write!(sha256, "{byte:02x}");
         }
-        Ok(BootImage { path, sha256, len: bytes.len() as u64 })
+        Ok(BootImage {
+            path,
+            sha256,
+            len: bytes.len() as u64,
+        })
     }
 }
 
@@ -132,13 +142,24 @@ impl Plan {
         };
         let args = env.qemu_args(&launch)?;
         let qemu = provision::qemu().with_context(|| {
-            format!("{} is not on PATH (apt-get install -y {})", provision::QEMU, provision::QEMU_PACKAGE)
+            format!(
+                "{} is not on PATH (apt-get install -y {})",
+                provision::QEMU,
+                provision::QEMU_PACKAGE
+            )
         })?;
         let timeout = options.timeout.unwrap_or_else(|| match options.mode {
             Mode::Test => env.timeout(),
             Mode::Bench => env.timeout() * BENCH_TIMEOUT_FACTOR,
         });
-        Ok(Plan { env, image, cmdline, qemu, args, timeout })
+        Ok(Plan {
+            env,
+            image,
+            cmdline,
+            qemu,
+            args,
+            timeout,
+        })
     }
 
     /// The QEMU command as a shell would take it (for logs).
@@ -190,7 +211,11 @@ impl Boot {
     /// One line: PASS/FAIL, environment, and the gist.
     pub fn verdict(&self) -> String {
         let console = &self.outcome.console;
-        let ok = console.tests.iter().filter(|t| t.verdict == protocol::Verdict::Ok).count();
+        let ok = console
+            .tests
+            .iter()
+            .filter(|t| t.verdict == protocol::Verdict::Ok)
+            .count();
         let platform = console
             .platforms
             .first()
@@ -224,10 +249,22 @@ impl Boot {
         for note in &self.outcome.console.notes {
             let _ = writeln!(out, "  kernel {:?}: {}", note.kind, note.text);
         }
-        let _ = writeln!(out, "image: {} (sha256 {})", self.plan.image.path.display(), self.plan.image.sha256);
+        let _ = writeln!(
+            out,
+            "image: {} (sha256 {})",
+            self.plan.image.path.display(),
+            self.plan.image.sha256
+        );
         let _ = writeln!(out, "command: {}", self.plan.command_line());
         for line in &self.run.stderr {
             let _ = writeln!(out, "qemu stderr: {line}");
+        }
+        if self.run.dropped_lines > 0 {
+            let _ = writeln!(
+                out,
+                "({} further lines were not recorded)",
+                self.run.dropped_lines
+            );
         }
         let _ = writeln!(out, "console ({} lines):", self.run.console.len());
         for line in &self.run.console {
@@ -249,9 +286,17 @@ pub fn boot(env: Env, kernel: &Path, options: &BootOptions) -> Result<Boot> {
 pub fn run_plan(plan: Plan, echo: bool) -> Result<Boot> {
     let run = qemu::run(&plan.qemu, &plan.args, plan.timeout, echo)
         .with_context(|| format!("booting {} in {}", plan.image.path.display(), plan.env))?;
-    let outcome = Outcome { console: protocol::parse(&run.console), termination: run.termination };
+    let outcome = Outcome {
+        console: protocol::parse(&run.console),
+        termination: run.termination,
+    };
     let problems = protocol::check(&outcome, &plan.env.expectation());
-    Ok(Boot { plan, run, outcome, problems })
+    Ok(Boot {
+        plan,
+        run,
+        outcome,
+        problems,
+    })
 }
 
 #[cfg(test)]
@@ -287,7 +332,10 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(shell_quote("-m"), "-m");
-        assert_eq!(shell_quote("isa-debug-exit,iobase=0x501"), "isa-debug-exit,iobase=0x501");
+        assert_eq!(
+            shell_quote("isa-debug-exit,iobase=0x501"),
+            "isa-debug-exit,iobase=0x501"
+        );
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");

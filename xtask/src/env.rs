@@ -192,14 +192,25 @@ impl Env {
         if launch.smp == 0 {
             bail!("--smp must be at least 1");
         }
-        let memory = if self.is_xen() { MEMORY_XEN } else { MEMORY_DIRECT };
+        let memory = if self.is_xen() {
+            MEMORY_XEN
+        } else {
+            MEMORY_DIRECT
+        };
         let mut args: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
         // -nodefaults also drops the default monitor, so no `-monitor none`
         // is needed; -serial stdio is then the only character device.
         push(&["-machine", "pc", "-m", memory]);
         push(&["-smp", &launch.smp.to_string()]);
-        push(&["-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"]);
+        push(&[
+            "-nodefaults",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ]);
         push(&["-device", "isa-debug-exit,iobase=0x501,iosize=2"]);
         match self {
             Env::Tcg | Env::XenPvh | Env::XenPv => push(&["-accel", "tcg", "-cpu", "max"]),
@@ -236,7 +247,10 @@ impl Env {
 /// strips its first word (the file name) before giving the rest to dom0.
 pub fn multiboot_module(kernel: &Path, cmdline: &str) -> Result<String> {
     let Some(path) = kernel.to_str() else {
-        bail!("kernel path {} is not UTF-8; QEMU's -initrd cannot carry it", kernel.display());
+        bail!(
+            "kernel path {} is not UTF-8; QEMU's -initrd cannot carry it",
+            kernel.display()
+        );
     };
     if path.chars().any(char::is_whitespace) {
         bail!(
@@ -266,7 +280,12 @@ pub struct UnknownEnv(pub String);
 impl fmt::Display for UnknownEnv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = Env::ALL.iter().map(|e| e.name()).collect();
-        write!(f, "unknown environment `{}` (expected one of: {})", self.0, names.join(", "))
+        write!(
+            f,
+            "unknown environment `{}` (expected one of: {})",
+            self.0,
+            names.join(", ")
+        )
     }
 }
 
@@ -299,7 +318,12 @@ mod tests {
 
     fn args_of(env: Env, xen: Option<&Path>) -> Vec<String> {
         let kernel = PathBuf::from("/k/example-kernel");
-        let launch = Launch { kernel: &kernel, cmdline: "pvops.mode=test a=1,2", smp: 2, xen };
+        let launch = Launch {
+            kernel: &kernel,
+            cmdline: "pvops.mode=test a=1,2",
+            smp: 2,
+            xen,
+        };
         env.qemu_args(&launch)
             .unwrap()
             .into_iter()
@@ -324,7 +348,10 @@ mod tests {
     fn unknown_name_lists_the_valid_ones() {
         let err = "kvm_hidden".parse::<Env>().unwrap_err().to_string();
         assert!(err.contains("kvm_hidden"), "{err}");
-        assert!(err.contains("tcg, kvm, kvm-hidden, xen-pvh, xen-pv"), "{err}");
+        assert!(
+            err.contains("tcg, kvm, kvm-hidden, xen-pvh, xen-pv"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -419,7 +446,12 @@ mod tests {
     #[test]
     fn xen_needs_the_binary() {
         let kernel = PathBuf::from("/k/example-kernel");
-        let launch = Launch { kernel: &kernel, cmdline: "", smp: 1, xen: None };
+        let launch = Launch {
+            kernel: &kernel,
+            cmdline: "",
+            smp: 1,
+            xen: None,
+        };
         let err = Env::XenPv.qemu_args(&launch).unwrap_err().to_string();
         assert!(err.contains("Xen binary"), "{err}");
     }
@@ -427,13 +459,21 @@ mod tests {
     #[test]
     fn zero_cpus_refused() {
         let kernel = PathBuf::from("/k");
-        let launch = Launch { kernel: &kernel, cmdline: "", smp: 0, xen: None };
+        let launch = Launch {
+            kernel: &kernel,
+            cmdline: "",
+            smp: 0,
+            xen: None,
+        };
         assert!(Env::Tcg.qemu_args(&launch).is_err());
     }
 
     #[test]
     fn multiboot_module_escaping() {
-        assert_eq!(multiboot_module(Path::new("/a,b/k"), "").unwrap(), "/a,,b/k");
+        assert_eq!(
+            multiboot_module(Path::new("/a,b/k"), "").unwrap(),
+            "/a,,b/k"
+        );
         assert_eq!(
             multiboot_module(Path::new("/k"), "  x=1,2 y ").unwrap(),
             "/k x=1,,2 y"

@@ -52,7 +52,14 @@ pub fn build() -> Result<PathBuf> {
     let mut command = Command::new(&cargo);
     command
         .current_dir(workspace_root())
-        .args(["build", "--package", PACKAGE, "--target", TARGET, "--release"])
+        .args([
+            "build",
+            "--package",
+            PACKAGE,
+            "--target",
+            TARGET,
+            "--release",
+        ])
         .arg("--target-dir")
         .arg(target_dir())
         .stdin(Stdio::null());
@@ -81,7 +88,11 @@ mod tests {
     #[test]
     fn paths() {
         let root = workspace_root();
-        assert!(root.join("xtask").join("Cargo.toml").is_file(), "{}", root.display());
+        assert!(
+            root.join("xtask").join("Cargo.toml").is_file(),
+            "{}",
+            root.display()
+        );
         assert_eq!(
             elf_path(),
             root.join("target/kernel/x86_64-unknown-none/release/example-kernel")

@@ -1,7 +1,8 @@
 //! `cargo xtask run|test`: see `cargo xtask --help`.
 
 use std::fs;
-use std::process::{Command, ExitCode};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -69,7 +70,9 @@ fn main() -> ExitCode {
 /// The environment `run` uses without `--env`, and why.
 fn default_env() -> (Env, String) {
     if !Env::Kvm.is_implemented() {
-        let Status::NotImplemented { issue } = Env::Kvm.status() else { unreachable!() };
+        let Status::NotImplemented { issue } = Env::Kvm.status() else {
+            unreachable!()
+        };
         return (
             Env::Tcg,
             format!(
@@ -133,7 +136,11 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     if !booted.run.stderr.is_empty() && !booted.passed() {
         println!("  (QEMU's stderr is shown above, prefixed `qemu:`)");
     }
-    Ok(if booted.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if booted.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn test() -> Result<ExitCode> {
@@ -162,7 +169,23 @@ fn test() -> Result<ExitCode> {
         command.env("CI", ci);
     }
     eprintln!("xtask: cargo test --workspace --no-fail-fast");
-    let status = command.status().context("could not run `cargo test --workspace`")?;
+    // Tee its stdout to add up the `test result:` lines: the last one is
+    // only the last crate's doc-tests, not the whole story.
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("could not run `cargo test --workspace`")?;
+    let mut totals = Totals::default();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line.context("reading cargo test's output")?;
+            println!("{line}");
+            totals.add(&line);
+        }
+    }
+    let status = child
+        .wait()
+        .context("waiting for `cargo test --workspace`")?;
 
     let booted = record::read_all(&records);
     let mut failed = !status.success();
@@ -187,8 +210,55 @@ fn test() -> Result<ExitCode> {
     if !status.success() {
         println!("cargo test --workspace failed ({status})");
     }
+    if totals.runs == 0 {
+        failed = true;
+        println!("no `test result:` line seen: no test ran");
+    }
     println!("xtask test: {}", if failed { "FAILED" } else { "ok" });
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    println!(
+        "xtask: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Sums of cargo test's `test result:` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Totals {
+    runs: u64,
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    /// Adds `test result: ok. 3 passed; 1 failed; 2 ignored; ...` if `line` is one.
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        let Some((_, counts)) = rest.split_once(". ") else {
+            return;
+        };
+        self.runs += 1;
+        for part in counts.split(';') {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -204,10 +274,21 @@ mod tests {
     #[test]
     fn run_arguments() {
         let cli = Cli::try_parse_from([
-            "xtask", "run", "--env", "kvm-hidden", "--smp", "2", "--bench", "--", "a=1", "b",
+            "xtask",
+            "run",
+            "--env",
+            "kvm-hidden",
+            "--smp",
+            "2",
+            "--bench",
+            "--",
+            "a=1",
+            "b",
         ])
         .unwrap();
-        let Cmd::Run(args) = cli.command else { panic!() };
+        let Cmd::Run(args) = cli.command else {
+            panic!()
+        };
         assert_eq!(args.env, Some(Env::KvmHidden));
         assert_eq!(args.smp, 2);
         assert!(args.bench);
@@ -224,6 +305,30 @@ mod tests {
         assert!(Cli::try_parse_from(["xtask", "run", "--env", "qemu"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "run", "--smp", "0"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "run", "extra"]).is_err());
+    }
+
+    #[test]
+    fn cargo_totals() {
+        let mut t = Totals::default();
+        for line in [
+            "running 3 tests",
+            "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+            "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.00s",
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+            "test foo ... ok",
+            "test result: garbage",
+        ] {
+            t.add(line);
+        }
+        assert_eq!(
+            t,
+            Totals {
+                runs: 3,
+                passed: 5,
+                failed: 1,
+                ignored: 1
+            }
+        );
     }
 
     #[test]

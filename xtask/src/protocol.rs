@@ -264,7 +264,9 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::MissingPlatform => f.write_str("no `pvops: platform=` line"),
-            Problem::DuplicatePlatform(n) => write!(f, "{n} `pvops: platform=` lines (expected one)"),
+            Problem::DuplicatePlatform(n) => {
+                write!(f, "{n} `pvops: platform=` lines (expected one)")
+            }
             Problem::WrongPlatform { expected, found } => {
                 write!(f, "platform={found}, expected platform={expected}")
             }
@@ -278,7 +280,11 @@ impl fmt::Display for Problem {
             Problem::DuplicateTest(name) => write!(f, "test {name} reported more than once"),
             Problem::MissingSummary => f.write_str("no `test result:` summary line"),
             Problem::DuplicateSummary(n) => write!(f, "{n} `test result:` lines (expected one)"),
-            Problem::SummaryMismatch { summary, ok_seen, failed_seen } => write!(
+            Problem::SummaryMismatch {
+                summary,
+                ok_seen,
+                failed_seen,
+            } => write!(
                 f,
                 "summary says {} passed; {} failed, but the console shows {ok_seen} ok and \
                  {failed_seen} FAILED test line(s)",
@@ -296,7 +302,11 @@ impl fmt::Display for Problem {
             }
             Problem::NonZeroExitCode(code) => write!(f, "kernel exit code={code}, expected 0"),
             Problem::Malformed(m) => {
-                write!(f, "malformed protocol line {}: {} ({:?})", m.line_no, m.why, m.line)
+                write!(
+                    f,
+                    "malformed protocol line {}: {} ({:?})",
+                    m.line_no, m.why, m.line
+                )
             }
             Problem::WrongTermination { found, why } => write!(f, "QEMU ended with {found}: {why}"),
         }
@@ -393,11 +403,17 @@ fn parse_pvops(rest: &str) -> Option<Result<Item, String>> {
     }
     if let Some(text) = rest.strip_prefix("warning:") {
         let text = text.trim().to_owned();
-        return Some(Ok(Item::Note(Note { kind: NoteKind::Warning, text })));
+        return Some(Ok(Item::Note(Note {
+            kind: NoteKind::Warning,
+            text,
+        })));
     }
     if let Some(text) = rest.strip_prefix("error:") {
         let text = text.trim().to_owned();
-        return Some(Ok(Item::Note(Note { kind: NoteKind::Error, text })));
+        return Some(Ok(Item::Note(Note {
+            kind: NoteKind::Error,
+            text,
+        })));
     }
     if rest == "exit" || rest.starts_with("exit ") {
         return Some(parse_exit(&rest["exit".len()..]));
@@ -464,7 +480,12 @@ fn parse_platform(rest: &str) -> Result<Item, String> {
         }
         list
     };
-    Ok(Item::Platform(Platform { platform, backend, features, extra: pairs }))
+    Ok(Item::Platform(Platform {
+        platform,
+        backend,
+        features,
+        extra: pairs,
+    }))
 }
 
 fn parse_test(rest: &str) -> Result<Item, String> {
@@ -484,9 +505,14 @@ fn parse_test(rest: &str) -> Result<Item, String> {
         let reason = after.strip_prefix(':').unwrap_or(after).trim().to_owned();
         Verdict::Failed { reason }
     } else {
-        return Err(format!("verdict `{verdict}` is neither `ok` nor `FAILED: <reason>`"));
+        return Err(format!(
+            "verdict `{verdict}` is neither `ok` nor `FAILED: <reason>`"
+        ));
     };
-    Ok(Item::Test(TestCase { name: name.to_owned(), verdict }))
+    Ok(Item::Test(TestCase {
+        name: name.to_owned(),
+        verdict,
+    }))
 }
 
 fn parse_bench(rest: &str) -> Result<Item, String> {
@@ -504,7 +530,11 @@ fn parse_summary(rest: &str) -> Result<Item, String> {
     let ok = match verdict {
         "ok" => true,
         "FAILED" => false,
-        _ => return Err(format!("verdict `{verdict}` is neither `ok` nor `FAILED`; {SHAPE}")),
+        _ => {
+            return Err(format!(
+                "verdict `{verdict}` is neither `ok` nor `FAILED`; {SHAPE}"
+            ))
+        }
     };
     // Anything after `<M> failed` (`; 2 ignored`, ...) is tolerated.
     let mut parts = counts.split(';').map(str::trim);
@@ -569,7 +599,10 @@ pub fn check(outcome: &Outcome, expect: &Expectation) -> Vec<Problem> {
         }
     }
     if ok_seen < expect.min_ok {
-        problems.push(Problem::TooFewTests { min: expect.min_ok, found: ok_seen });
+        problems.push(Problem::TooFewTests {
+            min: expect.min_ok,
+            found: ok_seen,
+        });
     }
 
     match console.summaries.as_slice() {
@@ -579,7 +612,11 @@ pub fn check(outcome: &Outcome, expect: &Expectation) -> Vec<Problem> {
                 problems.push(Problem::DuplicateSummary(console.summaries.len()));
             }
             if summary.passed != ok_seen as u64 || summary.failed != failed_seen as u64 {
-                problems.push(Problem::SummaryMismatch { summary: *summary, ok_seen, failed_seen });
+                problems.push(Problem::SummaryMismatch {
+                    summary: *summary,
+                    ok_seen,
+                    failed_seen,
+                });
             }
             if summary.ok != (summary.failed == 0) {
                 problems.push(Problem::SummaryVerdictInconsistent(*summary));
@@ -605,7 +642,10 @@ pub fn check(outcome: &Outcome, expect: &Expectation) -> Vec<Problem> {
     problems.extend(console.malformed.iter().cloned().map(Problem::Malformed));
 
     if let Some(why) = termination_problem(outcome.termination, expect.ending, code) {
-        problems.push(Problem::WrongTermination { found: outcome.termination, why });
+        problems.push(Problem::WrongTermination {
+            found: outcome.termination,
+            why,
+        });
     }
     problems
 }
@@ -693,12 +733,21 @@ mod tests {
     }
 
     fn outcome(lines: &[&str], status: i32) -> Outcome {
-        Outcome { console: parse(lines), termination: Termination::Exited(status) }
+        Outcome {
+            console: parse(lines),
+            termination: Termination::Exited(status),
+        }
     }
 
     fn replaced(from: &str, to: &str) -> Vec<&'static str> {
         GOOD.iter()
-            .map(|l| if *l == from { Box::leak(to.to_owned().into_boxed_str()) as &str } else { l })
+            .map(|l| {
+                if *l == from {
+                    Box::leak(to.to_owned().into_boxed_str()) as &str
+                } else {
+                    l
+                }
+            })
             .collect()
     }
 
@@ -721,7 +770,14 @@ mod tests {
         assert_eq!(c.tests.len(), 5);
         assert!(c.tests.iter().all(|t| t.verdict == Verdict::Ok));
         assert_eq!(c.tests[0].name, "cpuid");
-        assert_eq!(c.summaries, [Summary { ok: true, passed: 5, failed: 0 }]);
+        assert_eq!(
+            c.summaries,
+            [Summary {
+                ok: true,
+                passed: 5,
+                failed: 0
+            }]
+        );
         assert_eq!(c.exit_codes, [0]);
         assert_eq!(c.benches.len(), 1);
         let b = &c.benches[0];
@@ -762,7 +818,10 @@ mod tests {
         ] {
             assert_eq!(parse_line(line), Some(Ok(Item::Exit(0))), "{line:?}");
         }
-        assert!(matches!(parse_line("(d0) test a ... ok"), Some(Ok(Item::Test(_)))));
+        assert!(matches!(
+            parse_line("(d0) test a ... ok"),
+            Some(Ok(Item::Test(_)))
+        ));
         assert!(matches!(
             parse_line("(XEN) test result: ok. 1 passed; 0 failed"),
             Some(Ok(Item::Summary(_)))
@@ -834,14 +893,18 @@ mod tests {
             parse_line("test a ... FAILED"),
             Some(Ok(Item::Test(TestCase {
                 name: "a".into(),
-                verdict: Verdict::Failed { reason: String::new() }
+                verdict: Verdict::Failed {
+                    reason: String::new()
+                }
             })))
         );
         assert_eq!(
             parse_line("test a ... FAILED: cr3 mismatch: 0x1000 != 0x2000"),
             Some(Ok(Item::Test(TestCase {
                 name: "a".into(),
-                verdict: Verdict::Failed { reason: "cr3 mismatch: 0x1000 != 0x2000".into() }
+                verdict: Verdict::Failed {
+                    reason: "cr3 mismatch: 0x1000 != 0x2000".into()
+                }
             })))
         );
     }
@@ -850,18 +913,31 @@ mod tests {
     fn summary_tolerates_trailing_counts() {
         assert_eq!(
             parse_line("test result: FAILED. 3 passed; 2 failed; 1 ignored"),
-            Some(Ok(Item::Summary(Summary { ok: false, passed: 3, failed: 2 })))
+            Some(Ok(Item::Summary(Summary {
+                ok: false,
+                passed: 3,
+                failed: 2
+            })))
         );
     }
 
     #[test]
     fn notes_are_kept() {
-        let c = parse(&["pvops: warning: no x2apic", "(XEN) pvops: error: bad thing: 3"]);
+        let c = parse(&[
+            "pvops: warning: no x2apic",
+            "(XEN) pvops: error: bad thing: 3",
+        ]);
         assert_eq!(
             c.notes,
             [
-                Note { kind: NoteKind::Warning, text: "no x2apic".into() },
-                Note { kind: NoteKind::Error, text: "bad thing: 3".into() },
+                Note {
+                    kind: NoteKind::Warning,
+                    text: "no x2apic".into()
+                },
+                Note {
+                    kind: NoteKind::Error,
+                    text: "bad thing: 3".into()
+                },
             ]
         );
     }
@@ -872,7 +948,9 @@ mod tests {
         lines.insert(4, "test weird ... maybe");
         let problems = check(&outcome(&lines, 1), &native());
         assert_eq!(problems.len(), 1, "{problems:?}");
-        let Problem::Malformed(m) = &problems[0] else { panic!("{problems:?}") };
+        let Problem::Malformed(m) = &problems[0] else {
+            panic!("{problems:?}")
+        };
         assert_eq!(m.line_no, 5);
         assert_eq!(m.line, "test weird ... maybe");
     }
@@ -887,8 +965,14 @@ mod tests {
         assert_eq!(
             problems,
             [
-                Problem::WrongPlatform { expected: "native".into(), found: "kvm".into() },
-                Problem::WrongBackend { expected: "native".into(), found: "kvm".into() },
+                Problem::WrongPlatform {
+                    expected: "native".into(),
+                    found: "kvm".into()
+                },
+                Problem::WrongBackend {
+                    expected: "native".into(),
+                    found: "kvm".into()
+                },
             ]
         );
     }
@@ -896,14 +980,20 @@ mod tests {
     #[test]
     fn missing_platform() {
         let lines = without("pvops: platform=native backend=native features=- cpus=1");
-        assert_eq!(check(&outcome(&lines, 1), &native()), [Problem::MissingPlatform]);
+        assert_eq!(
+            check(&outcome(&lines, 1), &native()),
+            [Problem::MissingPlatform]
+        );
     }
 
     #[test]
     fn duplicate_platform() {
         let mut lines = GOOD.to_vec();
         lines.insert(3, "pvops: platform=native backend=native features=-");
-        assert_eq!(check(&outcome(&lines, 1), &native()), [Problem::DuplicatePlatform(2)]);
+        assert_eq!(
+            check(&outcome(&lines, 1), &native()),
+            [Problem::DuplicatePlatform(2)]
+        );
     }
 
     #[test]
@@ -913,10 +1003,17 @@ mod tests {
         assert_eq!(
             problems,
             [
-                Problem::TestFailed { name: "cr3".into(), reason: "wrong value".into() },
+                Problem::TestFailed {
+                    name: "cr3".into(),
+                    reason: "wrong value".into()
+                },
                 Problem::TooFewTests { min: 5, found: 4 },
                 Problem::SummaryMismatch {
-                    summary: Summary { ok: true, passed: 5, failed: 0 },
+                    summary: Summary {
+                        ok: true,
+                        passed: 5,
+                        failed: 0
+                    },
                     ok_seen: 4,
                     failed_seen: 1
                 },
@@ -937,7 +1034,10 @@ mod tests {
         assert_eq!(
             problems,
             [
-                Problem::TestFailed { name: "b".into(), reason: "no".into() },
+                Problem::TestFailed {
+                    name: "b".into(),
+                    reason: "no".into()
+                },
                 Problem::TooFewTests { min: 5, found: 1 },
                 Problem::NonZeroExitCode(1),
             ]
@@ -947,15 +1047,25 @@ mod tests {
     #[test]
     fn missing_summary() {
         let lines = without("test result: ok. 5 passed; 0 failed");
-        assert_eq!(check(&outcome(&lines, 1), &native()), [Problem::MissingSummary]);
+        assert_eq!(
+            check(&outcome(&lines, 1), &native()),
+            [Problem::MissingSummary]
+        );
     }
 
     #[test]
     fn summary_count_mismatch() {
-        let lines = replaced("test result: ok. 5 passed; 0 failed", "test result: ok. 6 passed; 0 failed");
+        let lines = replaced(
+            "test result: ok. 5 passed; 0 failed",
+            "test result: ok. 6 passed; 0 failed",
+        );
         assert!(matches!(
             check(&outcome(&lines, 1), &native()).as_slice(),
-            [Problem::SummaryMismatch { ok_seen: 5, failed_seen: 0, .. }]
+            [Problem::SummaryMismatch {
+                ok_seen: 5,
+                failed_seen: 0,
+                ..
+            }]
         ));
     }
 
@@ -967,7 +1077,10 @@ mod tests {
         );
         assert!(matches!(
             check(&outcome(&lines, 1), &native()).as_slice(),
-            [Problem::SummaryVerdictInconsistent(Summary { ok: false, .. })]
+            [Problem::SummaryVerdictInconsistent(Summary {
+                ok: false,
+                ..
+            })]
         ));
     }
 
@@ -983,7 +1096,11 @@ mod tests {
                 Problem::DuplicateTest("cpuid".into()),
                 Problem::DuplicateSummary(2),
                 Problem::SummaryMismatch {
-                    summary: Summary { ok: true, passed: 5, failed: 0 },
+                    summary: Summary {
+                        ok: true,
+                        passed: 5,
+                        failed: 0
+                    },
                     ok_seen: 6,
                     failed_seen: 0
                 },
@@ -1008,7 +1125,10 @@ mod tests {
     #[test]
     fn missing_exit_code() {
         let lines = without("pvops: exit code=0");
-        assert_eq!(check(&outcome(&lines, 1), &native()), [Problem::MissingExitCode]);
+        assert_eq!(
+            check(&outcome(&lines, 1), &native()),
+            [Problem::MissingExitCode]
+        );
     }
 
     #[test]
@@ -1024,7 +1144,10 @@ mod tests {
     #[test]
     fn nonzero_exit_code_with_matching_status() {
         let lines = replaced("pvops: exit code=0", "pvops: exit code=3");
-        assert_eq!(check(&outcome(&lines, 7), &native()), [Problem::NonZeroExitCode(3)]);
+        assert_eq!(
+            check(&outcome(&lines, 7), &native()),
+            [Problem::NonZeroExitCode(3)]
+        );
     }
 
     #[test]
@@ -1056,8 +1179,14 @@ mod tests {
 
     #[test]
     fn killed_qemu_fails() {
-        let o = Outcome { console: parse(GOOD), termination: Termination::Signaled(9) };
-        assert!(matches!(check(&o, &native()).as_slice(), [Problem::WrongTermination { .. }]));
+        let o = Outcome {
+            console: parse(GOOD),
+            termination: Termination::Signaled(9),
+        };
+        assert!(matches!(
+            check(&o, &native()).as_slice(),
+            [Problem::WrongTermination { .. }]
+        ));
     }
 
     #[test]
@@ -1074,7 +1203,12 @@ mod tests {
         let mut lines = vec!["(XEN) Xen version 4.17.7", "(XEN) *** LOADING DOMAIN 0 ***"];
         lines.extend(
             GOOD.iter()
-                .map(|l| l.replace("platform=native backend=native", "platform=xen-pv backend=xen"))
+                .map(|l| {
+                    l.replace(
+                        "platform=native backend=native",
+                        "platform=xen-pv backend=xen",
+                    )
+                })
                 .map(|l| &*Box::leak(l.into_boxed_str())),
         );
         lines.push("(XEN) Hardware Dom0 shutdown: rebooting machine");
@@ -1090,14 +1224,25 @@ mod tests {
     fn xen_exit_code_is_the_verdict() {
         let lines: Vec<String> = GOOD
             .iter()
-            .map(|l| l.replace("platform=native backend=native", "platform=xen-pv backend=xen"))
+            .map(|l| {
+                l.replace(
+                    "platform=native backend=native",
+                    "platform=xen-pv backend=xen",
+                )
+            })
             .map(|l| l.replace("exit code=0", "exit code=1"))
             .collect();
-        assert_eq!(check(&outcome_owned(&lines, 0), &xen()), [Problem::NonZeroExitCode(1)]);
+        assert_eq!(
+            check(&outcome_owned(&lines, 0), &xen()),
+            [Problem::NonZeroExitCode(1)]
+        );
     }
 
     fn outcome_owned(lines: &[String], status: i32) -> Outcome {
-        Outcome { console: parse(lines), termination: Termination::Exited(status) }
+        Outcome {
+            console: parse(lines),
+            termination: Termination::Exited(status),
+        }
     }
 
     #[test]
@@ -1118,6 +1263,9 @@ mod tests {
             assert!(!p.to_string().is_empty());
         }
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        assert!(text.iter().any(|t| t.contains("malformed protocol line 1")), "{text:?}");
+        assert!(
+            text.iter().any(|t| t.contains("malformed protocol line 1")),
+            "{text:?}"
+        );
     }
 }

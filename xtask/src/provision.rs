@@ -98,11 +98,16 @@ pub fn ensure_xen() -> Result<PathBuf> {
     }
     let dir = xen_dir();
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    eprintln!("xtask: fetching Xen: apt-get download {XEN_PACKAGE} into {}", dir.display());
+    eprintln!(
+        "xtask: fetching Xen: apt-get download {XEN_PACKAGE} into {}",
+        dir.display()
+    );
     if find_deb(&dir)?.is_none() {
         let download = || {
             run_checked(
-                Command::new("apt-get").args(["download", XEN_PACKAGE]).current_dir(&dir),
+                Command::new("apt-get")
+                    .args(["download", XEN_PACKAGE])
+                    .current_dir(&dir),
                 &format!("apt-get download {XEN_PACKAGE}"),
             )
         };
@@ -117,8 +122,12 @@ pub fn ensure_xen() -> Result<PathBuf> {
             download()?;
         }
     }
-    let deb = find_deb(&dir)?
-        .with_context(|| format!("apt-get download left no {XEN_PACKAGE}_*.deb in {}", dir.display()))?;
+    let deb = find_deb(&dir)?.with_context(|| {
+        format!(
+            "apt-get download left no {XEN_PACKAGE}_*.deb in {}",
+            dir.display()
+        )
+    })?;
     run_checked(
         Command::new("dpkg").arg("-x").arg(&deb).arg(&dir),
         &format!("dpkg -x {} {}", deb.display(), dir.display()),
@@ -140,7 +149,10 @@ fn find_deb(dir: &Path) -> Result<Option<PathBuf>> {
     let prefix = format!("{XEN_PACKAGE}_");
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with(&prefix) && name.ends_with(".deb") {
             return Ok(Some(path));
         }
@@ -224,9 +236,13 @@ mod tests {
     #[test]
     fn os_release_detection() {
         assert!(os_release_is_debian_like("NAME=\"Debian\"\nID=debian\n"));
-        assert!(os_release_is_debian_like("ID=pop\nID_LIKE=\"ubuntu debian\"\n"));
+        assert!(os_release_is_debian_like(
+            "ID=pop\nID_LIKE=\"ubuntu debian\"\n"
+        ));
         assert!(os_release_is_debian_like("ID=ubuntu\n"));
-        assert!(!os_release_is_debian_like("ID=fedora\nID_LIKE=\"rhel centos\"\n"));
+        assert!(!os_release_is_debian_like(
+            "ID=fedora\nID_LIKE=\"rhel centos\"\n"
+        ));
         assert!(!os_release_is_debian_like(""));
     }
 

@@ -26,6 +26,13 @@ pub const TAIL_LINES: usize = 40;
 /// is still held open by someone else.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
+/// Longest console line kept whole; longer ones are split.
+pub const MAX_LINE_BYTES: u64 = 16 * 1024;
+
+/// Most lines recorded per stream; later ones are counted, not kept (a
+/// passing kernel prints a few hundred).
+pub const MAX_LINES: usize = 200_000;
+
 /// A finished QEMU run.
 #[derive(Debug, Clone)]
 pub struct QemuRun {
@@ -37,6 +44,8 @@ pub struct QemuRun {
     pub termination: Termination,
     /// Wall-clock time from spawn to exit.
     pub elapsed: Duration,
+    /// Lines not recorded because a stream passed [`MAX_LINES`].
+    pub dropped_lines: usize,
 }
 
 /// QEMU stderr lines after which QEMU keeps running with the guest
@@ -166,7 +175,13 @@ pub fn run(program: &Path, args: &[OsString], timeout: Duration, echo: bool) -> 
     }
 
     let deadline = start + timeout;
-    let mut recorder = Recorder { echo, console: Vec::new(), stderr: Vec::new(), stopped: None };
+    let mut recorder = Recorder {
+        echo,
+        console: Vec::new(),
+        stderr: Vec::new(),
+        stopped: None,
+        dropped: 0,
+    };
     let status = match wait(&mut child.0, &rx, deadline, &mut recorder)? {
         Some(status) => status,
         None => {
@@ -182,7 +197,10 @@ pub fn run(program: &Path, args: &[OsString], timeout: Duration, echo: bool) -> 
             };
             return Err(Killed {
                 reason,
-                last_lines: tail(&recorder.console, TAIL_LINES).iter().map(|l| l.to_string()).collect(),
+                last_lines: tail(&recorder.console, TAIL_LINES)
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect(),
                 stderr: recorder.stderr,
             }
             .into());
@@ -193,6 +211,7 @@ pub fn run(program: &Path, args: &[OsString], timeout: Duration, echo: bool) -> 
         stderr: recorder.stderr,
         termination: termination(status),
         elapsed: start.elapsed(),
+        dropped_lines: recorder.dropped,
     })
 }
 
@@ -204,7 +223,13 @@ fn die_with_parent(parent: u32) -> impl FnMut() -> io::Result<()> + Send + Sync 
         // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and no
         // pointers, so no memory is touched.
         let rc = unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0)
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
@@ -224,6 +249,8 @@ struct Recorder {
     stderr: Vec<String>,
     /// The first [`STOPPED_FOR_GOOD`] line, and when it came.
     stopped: Option<(String, Instant)>,
+    /// Lines past [`MAX_LINES`].
+    dropped: usize,
 }
 
 impl Recorder {
@@ -235,7 +262,11 @@ impl Recorder {
                     let _ = writeln!(out, "{line}");
                     let _ = out.flush();
                 }
-                self.console.push(line);
+                if self.console.len() < MAX_LINES {
+                    self.console.push(line);
+                } else {
+                    self.dropped += 1;
+                }
             }
             Stream::Stderr => {
                 if self.echo {
@@ -244,7 +275,11 @@ impl Recorder {
                 if self.stopped.is_none() && STOPPED_FOR_GOOD.iter().any(|p| line.contains(p)) {
                     self.stopped = Some((line.clone(), Instant::now()));
                 }
-                self.stderr.push(line);
+                if self.stderr.len() < MAX_LINES {
+                    self.stderr.push(line);
+                } else {
+                    self.dropped += 1;
+                }
             }
         }
     }
@@ -272,10 +307,14 @@ fn wait(
             if open == 0 || now >= at + DRAIN_GRACE {
                 return Ok(Some(status));
             }
-        } else if now >= deadline {
-            return Ok(None);
-        } else if recorder.stopped.as_ref().is_some_and(|(_, at)| now >= *at + STOPPED_GRACE) {
-            return Ok(None);
+        } else {
+            let stopped = recorder
+                .stopped
+                .as_ref()
+                .is_some_and(|(_, at)| now >= *at + STOPPED_GRACE);
+            if stopped || now >= deadline {
+                return Ok(None);
+            }
         }
         // Wake up now and then to notice the exit even while pipes stay open.
         let tick = Duration::from_millis(50).min(deadline.saturating_duration_since(now));
@@ -307,14 +346,20 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Result<Option<ExitStatus>
     }
 }
 
-/// Reads `pipe` line by line (lossy UTF-8, without `\r\n`) into `tx`.
+/// Reads `pipe` line by line (lossy UTF-8, without `\r\n`) into `tx`. A
+/// line longer than [`MAX_LINE_BYTES`] is split, so a kernel spewing
+/// without newlines cannot make one line eat the memory.
 fn spawn_reader(pipe: impl Read + Send + 'static, stream: Stream, tx: Sender<Event>) {
     thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
+            match reader
+                .by_ref()
+                .take(MAX_LINE_BYTES)
+                .read_until(b'\n', &mut buf)
+            {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     let line = String::from_utf8_lossy(&buf);
@@ -349,15 +394,35 @@ mod tests {
     use super::*;
 
     fn sh(script: &str, timeout: Duration) -> Result<QemuRun> {
-        run(Path::new("/bin/sh"), &["-c".into(), script.into()], timeout, false)
+        run(
+            Path::new("/bin/sh"),
+            &["-c".into(), script.into()],
+            timeout,
+            false,
+        )
     }
 
     #[test]
     fn records_lines_and_status() {
-        let r = sh("printf 'a\\r\\nb\\nlast'; echo oops >&2; exit 3", Duration::from_secs(10)).unwrap();
+        let r = sh(
+            "printf 'a\\r\\nb\\nlast'; echo oops >&2; exit 3",
+            Duration::from_secs(10),
+        )
+        .unwrap();
         assert_eq!(r.console, ["a", "b", "last"]);
         assert_eq!(r.stderr, ["oops"]);
         assert_eq!(r.termination, Termination::Exited(3));
+    }
+
+    #[test]
+    fn long_lines_are_split() {
+        let r = sh(
+            "head -c 40000 /dev/zero | tr '\\0' x; echo; echo end",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let lens: Vec<usize> = r.console.iter().map(String::len).collect();
+        assert_eq!(lens, [16384, 16384, 40000 - 2 * 16384, 3]);
     }
 
     #[test]
@@ -403,7 +468,10 @@ mod tests {
         .unwrap_err();
         assert!(start.elapsed() < Duration::from_secs(10));
         let k = err.downcast_ref::<Killed>().expect("a Killed error");
-        assert_eq!(k.reason, KillReason::GuestStopped("KVM internal error. Suberror: 1".into()));
+        assert_eq!(
+            k.reason,
+            KillReason::GuestStopped("KVM internal error. Suberror: 1".into())
+        );
         assert_eq!(k.last_lines, ["booting"]);
         assert_eq!(k.stderr, ["KVM internal error. Suberror: 1", "EAX=0"]);
     }
@@ -416,8 +484,13 @@ mod tests {
 
     #[test]
     fn missing_program_is_a_clear_error() {
-        let err = run(Path::new("/nonexistent/qemu"), &[], Duration::from_secs(1), false)
-            .unwrap_err();
+        let err = run(
+            Path::new("/nonexistent/qemu"),
+            &[],
+            Duration::from_secs(1),
+            false,
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("/nonexistent/qemu"), "{err:#}");
     }
 

@@ -586,11 +586,11 @@ impl fmt::Display for AcpiError {
 /// then 0xE0000..0x100000 are searched on 16-byte boundaries.
 pub fn find_s5(mem: &impl PhysRead, rsdp_hint: Option<u64>) -> Result<AcpiShutdown, AcpiError> {
     let rsdp = match rsdp_hint {
-        Some(paddr) if paddr != 0 => read_rsdp(mem, paddr)?,
+        Some(paddr) if paddr != 0 => read_rsdp(mem, paddr, &[])?,
         _ => scan_rsdp(mem)?,
     };
-    let fadt_paddr = find_fadt(mem, &rsdp)?;
-    let fadt = read_fadt(mem, fadt_paddr)?;
+    let (fadt_paddr, fadt_hdr) = find_fadt(mem, &rsdp)?;
+    let fadt = read_fadt(mem, fadt_paddr, &fadt_hdr)?;
     let (slp_typ_a, slp_typ_b) = find_s5_in_dsdt(mem, fadt.dsdt)?;
     Ok(AcpiShutdown {
         pm1a_cnt: fadt.pm1a_cnt,
@@ -615,14 +615,34 @@ struct RootPointer {
     xsdt: u64,
 }
 
+/// Fills `buf[from..to]`, the bytes at `paddr + from..paddr + to`: those
+/// below `have.len()` from `have` (bytes of the same place already copied
+/// out), the rest from memory. Nothing is read twice.
+fn fill(
+    mem: &impl PhysRead,
+    paddr: u64,
+    buf: &mut [u8],
+    (from, to): (usize, usize),
+    have: &[u8],
+) -> Result<(), PhysReadError> {
+    let split = have.len().clamp(from, to);
+    if let Some(known) = have.get(from..split) {
+        buf[from..split].copy_from_slice(known);
+    }
+    if split < to {
+        let at = add(paddr, split).ok_or(PhysReadError::OutOfRange { paddr, len: to })?;
+        mem.read_phys(at, &mut buf[split..to])?;
+    }
+    Ok(())
+}
+
 /// Reads and checks the RSDP at `paddr`: 20 bytes first, and for revision
-/// 2+ the rest, each byte once.
-fn read_rsdp(mem: &impl PhysRead, paddr: u64) -> Result<RootPointer, AcpiError> {
+/// 2+ the rest. `have` holds its first bytes if the caller already copied
+/// them out (a search); only what is missing is read.
+fn read_rsdp(mem: &impl PhysRead, paddr: u64, have: &[u8]) -> Result<RootPointer, AcpiError> {
     let unreadable = |err| AcpiError::RsdpUnreadable { paddr, err };
-    let out_of_range = |len| unreadable(PhysReadError::OutOfRange { paddr, len });
     let mut buf = [0u8; MAX_RSDP_LEN];
-    mem.read_phys(paddr, &mut buf[..RSDP_V1_LEN])
-        .map_err(unreadable)?;
+    fill(mem, paddr, &mut buf, (0, RSDP_V1_LEN), have).map_err(unreadable)?;
     if buf[..8] != RSDP_SIGNATURE {
         return Err(AcpiError::RsdpBadSignature { paddr });
     }
@@ -632,20 +652,14 @@ fn read_rsdp(mem: &impl PhysRead, paddr: u64) -> Result<RootPointer, AcpiError> 
     let mut rsdp = Rsdp::new_zeroed();
     rsdp.as_mut_bytes()[..RSDP_V1_LEN].copy_from_slice(&buf[..RSDP_V1_LEN]);
     if rsdp.revision >= 2 {
-        let at = add(paddr, RSDP_V1_LEN).ok_or(out_of_range(RSDP_V2_LEN))?;
-        mem.read_phys(at, &mut buf[RSDP_V1_LEN..RSDP_V2_LEN])
-            .map_err(unreadable)?;
+        fill(mem, paddr, &mut buf, (RSDP_V1_LEN, RSDP_V2_LEN), have).map_err(unreadable)?;
         rsdp.as_mut_bytes()[RSDP_V1_LEN..].copy_from_slice(&buf[RSDP_V1_LEN..RSDP_V2_LEN]);
         let length = rsdp.length.get();
         let len = match usize::try_from(length) {
             Ok(l) if (RSDP_V2_LEN..=MAX_RSDP_LEN).contains(&l) => l,
             _ => return Err(AcpiError::RsdpBadLength { paddr, length }),
         };
-        if len > RSDP_V2_LEN {
-            let at = add(paddr, RSDP_V2_LEN).ok_or(out_of_range(len))?;
-            mem.read_phys(at, &mut buf[RSDP_V2_LEN..len])
-                .map_err(unreadable)?;
-        }
+        fill(mem, paddr, &mut buf, (RSDP_V2_LEN, len), have).map_err(unreadable)?;
         if sum(&buf[..len]) != 0 {
             return Err(AcpiError::RsdpBadExtendedChecksum { paddr });
         }
@@ -677,10 +691,11 @@ fn scan_area(
         let at = add(start, off).ok_or(AcpiError::RsdpNotFound)?;
         mem.read_phys(at, &mut chunk[..n])
             .map_err(|err| AcpiError::RsdpUnreadable { paddr: at, err })?;
-        for (i, slot) in chunk[..n].chunks(16).enumerate() {
-            if slot.starts_with(&RSDP_SIGNATURE) {
-                let cand = at + (i * 16) as u64;
-                match read_rsdp(mem, cand) {
+        for i in (0..n).step_by(16) {
+            let have = &chunk[i..n];
+            if have.starts_with(&RSDP_SIGNATURE) {
+                let cand = at + i as u64;
+                match read_rsdp(mem, cand, have) {
                     Ok(r) => return Ok(Some(r)),
                     Err(e) => *rejected = Some(e),
                 }
@@ -781,9 +796,9 @@ fn read_body(
     Ok(len)
 }
 
-/// Reads the root table and returns the address of the first `FACP` it
-/// lists.
-fn find_fadt(mem: &impl PhysRead, rsdp: &RootPointer) -> Result<u64, AcpiError> {
+/// Reads the root table and returns the address and header of the first
+/// `FACP` it lists.
+fn find_fadt(mem: &impl PhysRead, rsdp: &RootPointer) -> Result<(u64, SdtHeader), AcpiError> {
     let (root, paddr, entry_len) = if rsdp.revision >= 2 && rsdp.xsdt != 0 {
         (Signature::XSDT, rsdp.xsdt, 8)
     } else if rsdp.rsdt != 0 {
@@ -821,7 +836,7 @@ fn find_fadt(mem: &impl PhysRead, rsdp: &RootPointer) -> Result<u64, AcpiError> 
             continue;
         }
         match read_header(mem, Signature::FACP, addr) {
-            Ok(h) if h.signature == Signature::FACP.0 => return Ok(addr),
+            Ok(h) if h.signature == Signature::FACP.0 => return Ok((addr, h)),
             Ok(_) => {}
             Err(_) => unreadable += 1,
         }
@@ -852,25 +867,19 @@ fn port(field: &'static str, value: u32) -> Result<Option<u16>, AcpiError> {
         })
 }
 
-fn read_fadt(mem: &impl PhysRead, paddr: u64) -> Result<FadtInfo, AcpiError> {
-    let hdr = read_header(mem, Signature::FACP, paddr)?;
-    if hdr.signature != Signature::FACP.0 {
-        return Err(AcpiError::TableBadSignature {
-            expected: Signature::FACP,
-            found: Signature(hdr.signature),
-            paddr,
-        });
-    }
+/// Reads the rest of the FADT whose header `hdr` (signature already
+/// matched) was read from `paddr`.
+fn read_fadt(mem: &impl PhysRead, paddr: u64, hdr: &SdtHeader) -> Result<FadtInfo, AcpiError> {
     let mut fadt = Fadt::new_zeroed();
     let len = read_body(
         mem,
         paddr,
-        &hdr,
+        hdr,
         (MIN_FADT_LEN, MAX_FADT_LEN),
         &mut fadt.as_mut_bytes()[SDT_HEADER_LEN..],
         |_, _| {},
     )?;
-    fadt.header = hdr;
+    fadt.header = *hdr;
     if fadt.flags.get() & FADT_HW_REDUCED_ACPI != 0 {
         return Err(AcpiError::HardwareReduced);
     }
@@ -1844,6 +1853,55 @@ mod tests {
         }
         assert_eq!(std::format!("{s}"), "A\\x00=\\x0a");
         assert_eq!(std::format!("{:?}", Signature::FACP), "\"FACP\"");
+    }
+
+    /// A reader that logs every range it is asked for.
+    struct Logged<'a> {
+        mem: &'a FakeMem,
+        log: std::cell::RefCell<Vec<(u64, u64)>>,
+    }
+
+    impl PhysRead for Logged<'_> {
+        fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), PhysReadError> {
+            self.log
+                .borrow_mut()
+                .push((paddr, paddr + buf.len() as u64));
+            self.mem.read_phys(paddr, buf)
+        }
+    }
+
+    fn assert_each_byte_read_once(m: &FakeMem, hint: Option<u64>) {
+        let logged = Logged {
+            mem: m,
+            log: Default::default(),
+        };
+        assert_eq!(find_s5(&logged, hint), Ok(QEMU_LIKE));
+        let mut log = logged.log.into_inner();
+        log.sort();
+        for w in log.windows(2) {
+            assert!(w[0].1 <= w[1].0, "{:#x?} overlaps {:#x?}", w[0], w[1]);
+        }
+    }
+
+    #[test]
+    fn no_byte_is_read_twice() {
+        // A DSDT of several pieces with the object across a boundary.
+        let mut aml = vec![0xa3; 3 * CHUNK];
+        aml[CHUNK - 40..CHUNK - 40 + S5_PLAIN.len()].copy_from_slice(S5_PLAIN);
+        let mut m = machine(S5_PLAIN);
+        m.write(DSDT_AT, &dsdt(&aml));
+        assert_each_byte_read_once(&m, Some(RSDP_AT));
+        assert_each_byte_read_once(&m, None);
+        // A v2 RSDP straddling a search piece: its first 16 bytes come from
+        // the piece, the rest from a read of its own.
+        m.write(RSDP_AT, &[0; 36]);
+        m.write(0xe_03f0, &rsdp_v2(RSDT_AT as u32, XSDT_AT));
+        assert_each_byte_read_once(&m, None);
+        // And one in the EBDA.
+        m.write(0xe_03f0, &[0; 36]);
+        m.write(EBDA_SEGMENT_PTR, &0x9fc0u16.to_le_bytes());
+        m.write(0x9_fc00 + 0x3f0, &rsdp_v2(RSDT_AT as u32, XSDT_AT));
+        assert_each_byte_read_once(&m, None);
     }
 
     /// xorshift64*: a fixed-seed generator, good enough to pick bytes.

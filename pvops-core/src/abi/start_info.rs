@@ -1237,6 +1237,43 @@ mod tests {
         assert_eq!(std::format!("{:?}", MemmapType::NVS), "nvs");
     }
 
+    /// A reader that logs every range it is asked for.
+    struct Logged<'a> {
+        mem: &'a FakeMem,
+        log: std::cell::RefCell<Vec<(u64, u64)>>,
+    }
+
+    impl PhysRead for Logged<'_> {
+        fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), PhysReadError> {
+            self.log
+                .borrow_mut()
+                .push((paddr, paddr + buf.len() as u64));
+            self.mem.read_phys(paddr, buf)
+        }
+    }
+
+    #[test]
+    fn no_byte_is_read_twice() {
+        let mut hdr = header(1);
+        hdr.nr_modules = 1;
+        hdr.modlist_paddr = MODS;
+        let mut long = vec![b'x'; 300];
+        long.push(0);
+        let mut m = image(&hdr, &good_map(), &long);
+        m.write(MODS, &[0x22; 32]);
+        let logged = Logged {
+            mem: &m,
+            log: Default::default(),
+        };
+        let info = parse(&logged, SI).unwrap();
+        assert_eq!(info.cmdline().len(), 300);
+        let mut log = logged.log.into_inner();
+        log.sort();
+        for w in log.windows(2) {
+            assert!(w[0].1 <= w[1].0, "{:#x?} overlaps {:#x?}", w[0], w[1]);
+        }
+    }
+
     /// xorshift64*: a fixed-seed generator, good enough to pick bytes.
     struct Rng(u64);
 
