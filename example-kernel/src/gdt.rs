@@ -12,12 +12,31 @@ use x86_64::VirtAddr;
 #[derive(Debug, Clone, Copy)]
 pub struct Selectors {
     pub code: SegmentSelector,
-    pub data: SegmentSelector,
-    pub tss: SegmentSelector,
 }
 
 static mut TSS: TaskStateSegment = TaskStateSegment::new();
 static mut GDT: GlobalDescriptorTable = GlobalDescriptorTable::new();
+
+/// Loads the GDT built by [`init`] on a secondary CPU and reloads its
+/// segment registers. Secondary CPUs run without a task register: the
+/// kernel never changes privilege level or uses IST stacks, so the CPU never
+/// consults a TSS.
+pub fn load_shared() {
+    // SAFETY: GDT was filled once by `init` on the boot CPU before any
+    // secondary CPU started, and is never changed again.
+    unsafe {
+        let gdt = &*addr_of!(GDT);
+        let ptr = DescriptorTablePointer {
+            limit: gdt.limit(),
+            base: VirtAddr::new(gdt.entries().as_ptr() as u64),
+        };
+        pvops::cpu::load_gdt(&ptr);
+        CS::set_reg(SegmentSelector(0x08));
+        DS::set_reg(SegmentSelector(0x10));
+        ES::set_reg(SegmentSelector(0x10));
+        SS::set_reg(SegmentSelector(0x10));
+    }
+}
 
 /// Builds the GDT (null, code, data, TSS), loads it and the task register
 /// through pvops and reloads the segment registers.
@@ -39,6 +58,8 @@ pub fn init() -> Selectors {
         ES::set_reg(data);
         SS::set_reg(data);
         pvops::cpu::load_tr(tss.0);
-        Selectors { code, data, tss }
+        // load_shared relies on this layout.
+        debug_assert!(code.0 == 0x08 && data.0 == 0x10);
+        Selectors { code }
     }
 }

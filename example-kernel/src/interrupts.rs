@@ -178,6 +178,7 @@ extern "C" fn dispatch(frame: &mut TrapFrame) {
         }
         v if v == u64::from(TEST_IPI_VECTOR) => {
             TEST_IPIS.fetch_add(1, Ordering::Relaxed);
+            crate::smp::count_ipi();
             pvops::irq::eoi();
         }
         v if v == u64::from(SERVICE_VECTOR) => pvops::smp::service_interrupt(),

@@ -15,11 +15,12 @@ mod gdt;
 mod interrupts;
 mod paging;
 mod selftest;
+mod smp;
 
 #[cfg(target_os = "none")]
 mod boot;
 
-use pvops::abi::start_info::{self, StartInfo};
+use pvops::abi::start_info;
 use pvops::phys::DirectMap;
 use pvops::{BootContext, BootEntry};
 
@@ -51,6 +52,7 @@ pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
     };
     let ctx = BootContext {
         phys_offset: 0,
+        image_offset: 0,
         rsdp,
         cmdline,
         entry: BootEntry::Pvh,
@@ -76,14 +78,20 @@ pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
     if let Some(i) = pvops::native::info() {
         if ops.identity.backend == pvops::native::NAME {
             kprintln!(
-                "pvops: info: tsc_hz={} tsc_source={} apic={:?} apic_timer_per_ms={} acpi_s5={} rtc={}",
+                "pvops: info: tsc_hz={} tsc_source={} apic={:?} apic_timer_per_ms={} cpus={} rtc={}",
                 i.tsc_hz,
                 i.tsc_source.as_str(),
                 i.apic,
                 i.apic_timer_per_ms,
-                i.acpi_s5,
+                i.cpus,
                 i.rtc
             );
+            if let Err(e) = i.acpi_s5 {
+                kprintln!("pvops: warning: no ACPI S5 power-off: {e}");
+            }
+            if let Err(e) = i.madt {
+                kprintln!("pvops: warning: no ACPI MADT, assuming one CPU: {e}");
+            }
         }
     }
     let si = match parsed {
@@ -107,6 +115,8 @@ pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
     unsafe { aspace.activate() };
     pvops::time::timer_setup(interrupts::TIMER_VECTOR);
     pvops::irq::enable();
+    let online = smp::start_all(aspace.pml4);
+    kprintln!("pvops: info: cpus online={online}");
 
     let mut ctx = selftest::Context {
         frames: &mut frames,

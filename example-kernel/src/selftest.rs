@@ -7,6 +7,7 @@
 use crate::console::Message;
 use crate::interrupts::{self, TEST_IPI_VECTOR};
 use crate::paging::{AddressSpace, FrameAllocator, PAGE, TEST_VA};
+use crate::smp;
 use core::sync::atomic::{AtomicU8, Ordering};
 use pvops::abi::start_info::StartInfo;
 use pvops::cpu;
@@ -66,8 +67,20 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
         ("install_twice_refused", install_twice_refused),
         ("start_info_parsed", start_info_parsed),
     ];
+    let smp_tests: &[(&str, fn(&mut Context<'_>) -> TestResult)] = &[
+        ("smp_all_cpus_online", smp_all_cpus_online),
+        ("smp_ipi_every_cpu", smp_ipi_every_cpu),
+        ("smp_remote_tlb_flush", smp_remote_tlb_flush),
+        ("smp_contended_spinlock", smp_contended_spinlock),
+    ];
     let (mut passed, mut failed) = (0, 0);
-    for (name, test) in tests {
+    let smp = if smp::online() > 1 {
+        smp_tests
+    } else {
+        crate::kprintln!("pvops: info: one CPU online: the smp_* tests need two or more (--smp 2)");
+        &[]
+    };
+    for (name, test) in tests.iter().chain(smp) {
         match test(ctx) {
             Ok(()) => {
                 passed += 1;
@@ -532,5 +545,124 @@ fn start_info_parsed(ctx: &mut Context<'_>) -> TestResult {
     ensure!(ram >= 16 << 20, "only {ram} bytes of RAM in the memory map");
     ensure!(si.cmdline().contains("pvops.mode="), "cmdline {:?} lacks pvops.mode", si.cmdline());
     ensure!(ctx.frames.allocated() > 0, "no frames allocated");
+    Ok(())
+}
+
+/// How long another CPU may take to answer (emulated CPUs are slow).
+const REMOTE_LIMIT_NS: u64 = 2_000_000_000;
+
+fn smp_all_cpus_online(_: &mut Context<'_>) -> TestResult {
+    let possible = cpu::possible_cpus().iter().count().min(smp::MAX_SMP);
+    ensure!(smp::online() == possible, "{} of {possible} CPUs online", smp::online());
+    for i in 0..smp::online() {
+        let r = if i == 0 { Some(cpu::current_cpu().0.into()) } else { smp::run_on(i, |_| cpu::current_cpu().0.into(), 0, REMOTE_LIMIT_NS) };
+        ensure!(r == Some(smp::cpu_id(i).0.into()), "cpu index {i} says it is {r:?}, expected {}", smp::cpu_id(i).0);
+    }
+    Ok(())
+}
+
+fn wait_ipis(before: &[u64; smp::MAX_SMP], what: &str) -> TestResult {
+    for i in 1..smp::online() {
+        let t = time::sched_clock();
+        while smp::IPIS[i].load(Ordering::Relaxed) <= before[i] {
+            ensure!(time::sched_clock() - t < REMOTE_LIMIT_NS, "{what}: cpu index {i} got no IPI");
+            core::hint::spin_loop();
+        }
+    }
+    Ok(())
+}
+
+fn snapshot() -> [u64; smp::MAX_SMP] {
+    core::array::from_fn(|i| smp::IPIS[i].load(Ordering::Relaxed))
+}
+
+fn smp_ipi_every_cpu(_: &mut Context<'_>) -> TestResult {
+    for i in 1..smp::online() {
+        let before = smp::IPIS[i].load(Ordering::Relaxed);
+        irq::send_ipi(IpiTarget::Cpu(smp::cpu_id(i)), TEST_IPI_VECTOR);
+        let t = time::sched_clock();
+        while smp::IPIS[i].load(Ordering::Relaxed) == before {
+            ensure!(time::sched_clock() - t < REMOTE_LIMIT_NS, "cpu index {i}: directed IPI lost");
+            core::hint::spin_loop();
+        }
+    }
+    let mut others = CpuMask::new();
+    for i in 1..smp::online() {
+        others.insert(smp::cpu_id(i));
+    }
+    let before = snapshot();
+    irq::send_ipi(IpiTarget::Mask(others), TEST_IPI_VECTOR);
+    wait_ipis(&before, "mask IPI")?;
+    let before = snapshot();
+    irq::send_ipi(IpiTarget::AllButSelf, TEST_IPI_VECTOR);
+    wait_ipis(&before, "all-but-self IPI")?;
+    Ok(())
+}
+
+fn read_u64(va: u64) -> u64 {
+    // SAFETY: only called on TEST_VA pages the boot CPU keeps mapped to
+    // test frames while the remote read runs.
+    unsafe { core::ptr::read_volatile(va as *const u64) }
+}
+
+fn smp_remote_tlb_flush(ctx: &mut Context<'_>) -> TestResult {
+    let a = alloc(ctx)?;
+    let b = alloc(ctx)?;
+    fill(a, 0xa0a0_0000_0000_0000);
+    fill(b, 0xb0b0_0000_0000_0000);
+    let va = TEST_VA + 5 * PAGE;
+    if let Some(f) = ctx.aspace.map(ctx.frames, va, a) {
+        f.flush();
+    }
+    // Every other CPU reads the page: its TLB now caches the old frame.
+    for i in 1..smp::online() {
+        let r = smp::run_on(i, read_u64, va, REMOTE_LIMIT_NS);
+        ensure!(r == Some(0xa0a0_0000_0000_0000), "cpu index {i} read {r:x?} before remap");
+    }
+    // Remap; flush here, then on every other CPU through the op.
+    if let Some(f) = ctx.aspace.map(ctx.frames, va, b) {
+        f.flush();
+    }
+    let mut others = CpuMask::new();
+    for i in 1..smp::online() {
+        others.insert(smp::cpu_id(i));
+    }
+    mmu::flush_tlb_others(&others, TlbRange::Pages { start: VirtAddr::new(va), pages: 1 });
+    for i in 1..smp::online() {
+        let r = smp::run_on(i, read_u64, va, REMOTE_LIMIT_NS);
+        ensure!(r == Some(0xb0b0_0000_0000_0000), "cpu index {i} read {r:x?} after remote flush (stale TLB)");
+    }
+    Ok(())
+}
+
+static SHARED: pvops::lock::SpinLock<u64> = pvops::lock::SpinLock::new(0);
+const ROUNDS: u64 = 200;
+
+fn hammer(rounds: u64) -> u64 {
+    for _ in 0..rounds {
+        let mut g = SHARED.lock();
+        let v = *g;
+        // Hold the lock a little so others contend and sleep.
+        for _ in 0..50 {
+            core::hint::spin_loop();
+        }
+        *g = v + 1;
+    }
+    0
+}
+
+fn smp_contended_spinlock(_: &mut Context<'_>) -> TestResult {
+    let start = *SHARED.lock();
+    for i in 1..smp::online() {
+        smp::post(i, hammer, ROUNDS);
+    }
+    hammer(ROUNDS);
+    for i in 1..smp::online() {
+        ensure!(smp::wait_done(i, 10 * REMOTE_LIMIT_NS).is_some(), "cpu index {i} never finished (lost wake-up?)");
+    }
+    let total = *SHARED.lock() - start;
+    let want = ROUNDS * smp::online() as u64;
+    ensure!(total == want, "counter {total}, want {want}: the lock let two CPUs in");
+    crate::kprintln!("pvops: info: spinlock slow waits={} over {want} acquisitions", SHARED.raw().slow_waits());
     Ok(())
 }

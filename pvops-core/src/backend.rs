@@ -24,6 +24,10 @@ pub struct BootContext<'a> {
     /// Physical memory (all RAM and the low 4 GiB of device memory) is
     /// mapped at virtual `paddr + phys_offset`; 0 for an identity map.
     pub phys_offset: u64,
+    /// The kernel image (where pvops' own statics live) is mapped at virtual
+    /// `paddr + image_offset`; backends use it to hand the hypervisor the
+    /// physical address of per-CPU areas. 0 for an identity-mapped image.
+    pub image_offset: u64,
     /// Physical address of the ACPI RSDP if the loader gave one.
     pub rsdp: Option<u64>,
     /// The kernel command line (pvops reads `pvops.*` options from it).

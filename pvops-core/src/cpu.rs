@@ -40,6 +40,55 @@ pub enum PortWidth {
     Dword = 4,
 }
 
+/// How a secondary CPU should start: the backend gets it from reset (or
+/// from the hypervisor's idea of a fresh vCPU) into 64-bit mode on the
+/// kernel's page tables and stack, then calls `entry(arg)`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct SecondaryStart {
+    /// Called on the new CPU in 64-bit mode, interrupts off, with the GDT,
+    /// IDT and TSS not yet loaded (the kernel loads its own first thing).
+    pub entry: extern "C" fn(arg: u64) -> !,
+    /// Passed to `entry`.
+    pub arg: u64,
+    /// Top of the stack `entry` runs on (16-byte aligned).
+    pub stack_top: u64,
+    /// CR3 the new CPU runs with; must identity-map the page at
+    /// `trampoline` and map `entry` and the stack.
+    pub cr3: u64,
+    /// Physical address of one free 4 KiB page below 1 MiB that the backend
+    /// may overwrite with start-up code (native/KVM start CPUs in real mode
+    /// there). It must stay untouched until `entry` runs.
+    pub trampoline: u64,
+}
+
+/// Why a secondary CPU did not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartCpuError {
+    /// The trampoline page is not a page-aligned address below 1 MiB.
+    BadTrampoline(u64),
+    /// The CPU did not reach the kernel's entry within the backend's time
+    /// bound.
+    Timeout(CpuId),
+    /// The platform refused (hypervisor error code attached).
+    Refused(CpuId, i64),
+    /// The CPU is not one the platform has.
+    NoSuchCpu(CpuId),
+}
+
+impl core::fmt::Display for StartCpuError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StartCpuError::BadTrampoline(a) => {
+                write!(f, "trampoline {a:#x} is not a page below 1 MiB")
+            }
+            StartCpuError::Timeout(c) => write!(f, "cpu {} did not start in time", c.0),
+            StartCpuError::Refused(c, e) => write!(f, "cpu {} start refused (error {e})", c.0),
+            StartCpuError::NoSuchCpu(c) => write!(f, "cpu {} does not exist", c.0),
+        }
+    }
+}
+
 /// The CPU operations a backend provides.
 ///
 /// Methods take no `self`: a backend is a set of functions over global
@@ -105,6 +154,15 @@ pub trait CpuOps {
     fn io_delay();
     /// The platform number of the CPU this runs on.
     fn current_cpu() -> CpuId;
+    /// The CPUs the platform has (started or not), by platform number.
+    fn possible_cpus() -> crate::irq::CpuMask;
+    /// Starts secondary CPU `cpu` as `how` says; returns once it runs the
+    /// backend's start-up code (the kernel waits for its own entry itself).
+    fn start_cpu(cpu: CpuId, how: &SecondaryStart) -> Result<(), StartCpuError>;
+    /// Sets up the backend's per-CPU state on a secondary CPU (local APIC,
+    /// per-CPU shared pages, ...). The kernel calls it first thing on every
+    /// CPU but the boot CPU, before it enables interrupts there.
+    fn init_secondary();
 }
 
 /// The CPU group of the ops table.
@@ -126,6 +184,9 @@ pub struct CpuOpsTable {
     pub port_write: unsafe fn(u16, PortWidth, u32),
     pub io_delay: fn(),
     pub current_cpu: fn() -> CpuId,
+    pub possible_cpus: fn() -> crate::irq::CpuMask,
+    pub start_cpu: fn(CpuId, &SecondaryStart) -> Result<(), StartCpuError>,
+    pub init_secondary: fn(),
 }
 
 impl CpuOpsTable {
@@ -146,6 +207,9 @@ impl CpuOpsTable {
             port_write: T::port_write,
             io_delay: T::io_delay,
             current_cpu: T::current_cpu,
+            possible_cpus: T::possible_cpus,
+            start_cpu: T::start_cpu,
+            init_secondary: T::init_secondary,
         }
     }
 }
@@ -314,4 +378,23 @@ pub fn io_delay() {
 #[inline]
 pub fn current_cpu() -> CpuId {
     (ops().cpu.current_cpu)()
+}
+
+/// The CPUs the platform has.
+#[inline]
+pub fn possible_cpus() -> crate::irq::CpuMask {
+    (ops().cpu.possible_cpus)()
+}
+
+/// Starts secondary CPU `cpu`.
+#[inline]
+pub fn start_cpu(cpu: CpuId, how: &SecondaryStart) -> Result<(), StartCpuError> {
+    (ops().cpu.start_cpu)(cpu, how)
+}
+
+/// Sets up the backend's per-CPU state; call first thing on each
+/// secondary CPU.
+#[inline]
+pub fn init_secondary() {
+    (ops().cpu.init_secondary)()
 }

@@ -166,7 +166,11 @@ pub struct HypervisorLeaf {
 impl HypervisorLeaf {
     /// Whether leaf `base + offset` is within what this hypervisor reports.
     pub fn has_leaf(&self, offset: u32) -> bool {
-        offset < HYPERVISOR_LEAF_STEP && self.base + offset <= self.max_leaf
+        offset < HYPERVISOR_LEAF_STEP
+            && self
+                .base
+                .checked_add(offset)
+                .is_some_and(|leaf| leaf <= self.max_leaf)
     }
 }
 
@@ -245,11 +249,20 @@ pub fn scan(src: &impl CpuidSource) -> CpuidScan {
     while base <= HYPERVISOR_LEAF_LAST {
         let r = src.cpuid(base, 0);
         let sig = signature_of(&r);
+        let kind = HypervisorKind::from_signature(sig);
         if plausible(base, &r, &sig) {
             out.push(HypervisorLeaf {
                 base,
                 max_leaf: r.eax,
-                kind: HypervisorKind::from_signature(sig),
+                kind,
+            });
+        } else if kind == HypervisorKind::Kvm && r.eax == 0 {
+            // Old KVM hosts report EAX = 0 at the base; KVM's CPUID
+            // documentation says to read that as "features leaf only".
+            out.push(HypervisorLeaf {
+                base,
+                max_leaf: base + 1,
+                kind,
             });
         }
         base += HYPERVISOR_LEAF_STEP;

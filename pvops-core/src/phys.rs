@@ -65,11 +65,11 @@ impl PhysRead for DirectMap {
             return Err(PhysReadError::OutOfRange { paddr, len });
         }
         let src = paddr.wrapping_add(self.offset) as *const u8;
-        // SAFETY: `new`'s contract says the whole range below `limit` is mapped
-        // readable at `paddr + offset`; we checked `end <= limit`. Volatile
-        // byte reads keep the compiler from re-reading memory another agent
-        // may change.
         for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: `new`'s contract says the whole range below `limit` is
+            // mapped readable at `paddr + offset`; we checked `end <= limit`.
+            // Volatile byte reads keep the compiler from re-reading memory
+            // another agent may change.
             *b = unsafe { core::ptr::read_volatile(src.add(i)) };
         }
         Ok(())

@@ -8,7 +8,10 @@
 //! reports `backend=none`. A panic handler that wants to power off should
 //! check [`is_installed`] first.
 
-use crate::cpu::{CpuId, CpuOps, CpuOpsTable, CpuidResult, DescriptorTablePointer, PortWidth};
+use crate::cpu::{
+    CpuId, CpuOps, CpuOpsTable, CpuidResult, DescriptorTablePointer, PortWidth, SecondaryStart,
+    StartCpuError,
+};
 use crate::irq::{CpuMask, IpiTarget, IrqFlags, IrqOps, IrqOpsTable};
 use crate::lock::{LockOps, LockOpsTable};
 use crate::mmu::{MmuOps, MmuOpsTable, PtLevel, TlbRange};
@@ -205,6 +208,15 @@ impl CpuOps for NotInstalled {
     }
     fn current_cpu() -> CpuId {
         not_installed("cpu.current_cpu")
+    }
+    fn possible_cpus() -> CpuMask {
+        not_installed("cpu.possible_cpus")
+    }
+    fn start_cpu(_: CpuId, _: &SecondaryStart) -> Result<(), StartCpuError> {
+        not_installed("cpu.start_cpu")
+    }
+    fn init_secondary() {
+        not_installed("cpu.init_secondary")
     }
 }
 

@@ -18,6 +18,7 @@
 //! fn early_boot(cmdline: &str, rsdp: Option<u64>) {
 //!     let ctx = BootContext {
 //!         phys_offset: 0, // identity-mapped physical memory
+//!         image_offset: 0, // and an identity-mapped kernel image
 //!         rsdp,
 //!         cmdline,
 //!         entry: BootEntry::Pvh,

@@ -15,7 +15,7 @@ use xtask::{kernel, provision};
 
 /// Host-side harness of pvops: build the example kernel, boot it, judge it.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", version, about)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

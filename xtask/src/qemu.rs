@@ -48,10 +48,16 @@ pub struct QemuRun {
     pub dropped_lines: usize,
 }
 
-/// QEMU stderr lines after which QEMU keeps running with the guest
-/// stopped for good (`vm_stop`), instead of exiting: waiting for the time
-/// bound would only waste it.
-const STOPPED_FOR_GOOD: &[&str] = &["KVM internal error", "KVM: entry failed"];
+/// Output after which QEMU keeps running with the machine stopped for
+/// good instead of exiting, so waiting for the time bound would only waste
+/// it: KVM failures make QEMU pause the VM (stderr), and Xen halts the
+/// machine when dom0 powers off or halts instead of asking for a reboot
+/// (console).
+const STOPPED_FOR_GOOD: &[(Stream, &str)] = &[
+    (Stream::Stderr, "KVM internal error"),
+    (Stream::Stderr, "KVM: entry failed"),
+    (Stream::Stdout, "Hardware Dom0 halted: halting machine"),
+];
 
 /// How long to keep collecting QEMU's report (a register dump) after one of
 /// [`STOPPED_FOR_GOOD`] before killing it.
@@ -62,7 +68,7 @@ const STOPPED_GRACE: Duration = Duration::from_secs(1);
 pub enum KillReason {
     /// It did not finish within this bound.
     TimedOut(Duration),
-    /// It stopped the guest for good and said so in this stderr line.
+    /// The machine stopped for good, as this output line said.
     GuestStopped(String),
 }
 
@@ -88,8 +94,10 @@ impl fmt::Display for Killed {
             )?,
             KillReason::GuestStopped(line) => writeln!(
                 f,
-                "QEMU stopped the guest for good ({line:?}) and was killed: the guest did \
-                 something KVM could not run or emulate (a crash, often a fault with no usable IDT)"
+                "the machine stopped for good without QEMU exiting ({line:?}), so QEMU was \
+                 killed. Under KVM: the guest did something KVM could not run or emulate (here \
+                 KVM emulates guest instructions, and e.g. int3 fails). Under Xen: dom0 halted \
+                 or powered off instead of asking for a reboot"
             )?,
         }
         writeln!(f, "last {} console line(s):", self.last_lines.len())?;
@@ -121,7 +129,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stream {
     Stdout,
     Stderr,
@@ -255,6 +263,13 @@ struct Recorder {
 
 impl Recorder {
     fn record(&mut self, stream: Stream, line: String) {
+        if self.stopped.is_none()
+            && STOPPED_FOR_GOOD
+                .iter()
+                .any(|&(s, p)| s == stream && line.contains(p))
+        {
+            self.stopped = Some((line.clone(), Instant::now()));
+        }
         match stream {
             Stream::Stdout => {
                 if self.echo {
@@ -271,9 +286,6 @@ impl Recorder {
             Stream::Stderr => {
                 if self.echo {
                     eprintln!("qemu: {line}");
-                }
-                if self.stopped.is_none() && STOPPED_FOR_GOOD.iter().any(|p| line.contains(p)) {
-                    self.stopped = Some((line.clone(), Instant::now()));
                 }
                 if self.stderr.len() < MAX_LINES {
                     self.stderr.push(line);
@@ -474,6 +486,25 @@ mod tests {
         );
         assert_eq!(k.last_lines, ["booting"]);
         assert_eq!(k.stderr, ["KVM internal error. Suberror: 1", "EAX=0"]);
+    }
+
+    #[test]
+    fn xen_halting_the_machine_is_killed_early() {
+        let start = Instant::now();
+        let err = sh(
+            "echo '(XEN) Hardware Dom0 halted: halting machine'; exec sleep 30",
+            Duration::from_secs(20),
+        )
+        .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(10));
+        let k = err.downcast_ref::<Killed>().expect("a Killed error");
+        assert!(matches!(&k.reason, KillReason::GuestStopped(l) if l.contains("Dom0 halted")));
+        // The same text on stderr is not Xen's console.
+        let r = sh(
+            "echo 'Hardware Dom0 halted: halting machine' >&2",
+            Duration::from_secs(20),
+        );
+        assert!(r.is_ok());
     }
 
     #[test]

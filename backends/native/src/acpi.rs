@@ -21,6 +21,8 @@
 
 use core::fmt;
 
+use pvops_core::cpu::CpuId;
+use pvops_core::irq::CpuMask;
 use pvops_core::phys::{PhysRead, PhysReadError};
 use static_assertions::const_assert_eq;
 use zerocopy::little_endian::{U16, U32, U64};
@@ -333,6 +335,7 @@ impl Signature {
     const XSDT: Self = Self(*b"XSDT");
     const FACP: Self = Self(*b"FACP");
     const DSDT: Self = Self(*b"DSDT");
+    const MADT: Self = Self(*b"APIC");
 }
 
 impl fmt::Display for Signature {
@@ -433,8 +436,10 @@ pub enum AcpiError {
         /// What it sums to.
         sum: u8,
     },
-    /// No entry of the RSDT/XSDT is a FADT.
-    FadtNotFound {
+    /// No entry of the RSDT/XSDT has the signature looked for.
+    TableNotFound {
+        /// The signature looked for.
+        table: Signature,
         /// The root table searched.
         root: Signature,
         /// Its number of entries.
@@ -540,13 +545,14 @@ impl fmt::Display for AcpiError {
                 f,
                 "{table} at {paddr:#x}: bad checksum (sums to {sum:#04x})"
             ),
-            E::FadtNotFound {
+            E::TableNotFound {
+                table,
                 root,
                 entries,
                 unreadable,
             } => write!(
                 f,
-                "no FACP among the {entries} {root} entries ({unreadable} unreadable)"
+                "no {table} among the {entries} {root} entries ({unreadable} unreadable)"
             ),
             E::HardwareReduced => f.write_str("hardware-reduced ACPI: no PM1 control block for S5"),
             E::NoPm1aCnt => f.write_str("FADT names no PM1a control block"),
@@ -589,7 +595,7 @@ pub fn find_s5(mem: &impl PhysRead, rsdp_hint: Option<u64>) -> Result<AcpiShutdo
         Some(paddr) if paddr != 0 => read_rsdp(mem, paddr, &[])?,
         _ => scan_rsdp(mem)?,
     };
-    let (fadt_paddr, fadt_hdr) = find_fadt(mem, &rsdp)?;
+    let (fadt_paddr, fadt_hdr) = find_table(mem, &rsdp, Signature::FACP)?;
     let fadt = read_fadt(mem, fadt_paddr, &fadt_hdr)?;
     let (slp_typ_a, slp_typ_b) = find_s5_in_dsdt(mem, fadt.dsdt)?;
     Ok(AcpiShutdown {
@@ -598,6 +604,71 @@ pub fn find_s5(mem: &impl PhysRead, rsdp_hint: Option<u64>) -> Result<AcpiShutdo
         slp_typ_a,
         slp_typ_b,
     })
+}
+
+/// Largest MADT read (a few thousand CPUs' worth of entries).
+pub const MAX_MADT_LEN: usize = 64 * 1024;
+/// MADT entry: processor local APIC.
+const MADT_LOCAL_APIC: u8 = 0;
+/// MADT entry: processor local x2APIC.
+const MADT_LOCAL_X2APIC: u8 = 9;
+/// Local APIC flags: enabled, or online-capable (may be hot-added).
+const MADT_CPU_ENABLED: u32 = 1;
+const MADT_CPU_ONLINE_CAPABLE: u32 = 2;
+
+/// The CPUs the MADT lists as enabled or online-capable, by APIC ID. IDs at
+/// or above [`pvops_core::irq::MAX_CPUS`] are counted in the second value, not stored.
+pub fn find_cpus(mem: &impl PhysRead, rsdp_hint: Option<u64>) -> Result<(CpuMask, usize), AcpiError> {
+    let rsdp = match rsdp_hint {
+        Some(paddr) if paddr != 0 => read_rsdp(mem, paddr, &[])?,
+        _ => scan_rsdp(mem)?,
+    };
+    let (paddr, hdr) = find_table(mem, &rsdp, Signature::MADT)?;
+    let mut cpus = CpuMask::new();
+    let mut too_high = 0;
+    // Entries are (type, length, ...) records after the 8-byte MADT fields;
+    // they may straddle read chunks, so carry a partial record over.
+    let mut carry = [0u8; 256];
+    let mut carried = 0usize;
+    let mut fixed = [0u8; 8];
+    let mut malformed = false;
+    read_body(mem, paddr, &hdr, (SDT_HEADER_LEN + 8, MAX_MADT_LEN), &mut fixed, |_, piece| {
+        for &b in piece {
+            if malformed {
+                // A record shorter than its own header: the rest cannot
+                // be framed; keep what was found before it.
+                return;
+            }
+            carry[carried] = b;
+            carried += 1;
+            if carried >= 2 {
+                let len = usize::from(carry[1]);
+                if len < 2 {
+                    malformed = true;
+                    continue;
+                }
+                if carried == len {
+                    let rec = &carry[..len];
+                    let (id, flags) = match (rec[0], len) {
+                        (MADT_LOCAL_APIC, 8..) => (
+                            u32::from(rec[3]),
+                            u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]),
+                        ),
+                        (MADT_LOCAL_X2APIC, 16..) => (
+                            u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]),
+                            u32::from_le_bytes([rec[8], rec[9], rec[10], rec[11]]),
+                        ),
+                        _ => (u32::MAX, 0),
+                    };
+                    if flags & (MADT_CPU_ENABLED | MADT_CPU_ONLINE_CAPABLE) != 0 && !cpus.insert(CpuId(id)) {
+                        too_high += 1;
+                    }
+                    carried = 0;
+                }
+            }
+        }
+    })?;
+    Ok((cpus, too_high))
 }
 
 fn sum(bytes: &[u8]) -> u8 {
@@ -797,8 +868,12 @@ fn read_body(
 }
 
 /// Reads the root table and returns the address and header of the first
-/// `FACP` it lists.
-fn find_fadt(mem: &impl PhysRead, rsdp: &RootPointer) -> Result<(u64, SdtHeader), AcpiError> {
+/// table with signature `want` it lists.
+fn find_table(
+    mem: &impl PhysRead,
+    rsdp: &RootPointer,
+    want: Signature,
+) -> Result<(u64, SdtHeader), AcpiError> {
     let (root, paddr, entry_len) = if rsdp.revision >= 2 && rsdp.xsdt != 0 {
         (Signature::XSDT, rsdp.xsdt, 8)
     } else if rsdp.rsdt != 0 {
@@ -835,13 +910,14 @@ fn find_fadt(mem: &impl PhysRead, rsdp: &RootPointer) -> Result<(u64, SdtHeader)
         if addr == 0 {
             continue;
         }
-        match read_header(mem, Signature::FACP, addr) {
-            Ok(h) if h.signature == Signature::FACP.0 => return Ok((addr, h)),
+        match read_header(mem, want, addr) {
+            Ok(h) if h.signature == want.0 => return Ok((addr, h)),
             Ok(_) => {}
             Err(_) => unreadable += 1,
         }
     }
-    Err(AcpiError::FadtNotFound {
+    Err(AcpiError::TableNotFound {
+        table: want,
         root,
         entries: count,
         unreadable,
@@ -1658,7 +1734,8 @@ mod tests {
         m.write(XSDT_AT, &xsdt(&[OTHER_AT, 0, 0x1_0000_0000]));
         assert_eq!(
             find_s5(&m, None),
-            Err(AcpiError::FadtNotFound {
+            Err(AcpiError::TableNotFound {
+                table: Signature::FACP,
                 root: Signature::XSDT,
                 entries: 3,
                 unreadable: 1
@@ -1819,7 +1896,8 @@ mod tests {
                 paddr: 1,
                 sum: 2,
             },
-            AcpiError::FadtNotFound {
+            AcpiError::TableNotFound {
+                table: s,
                 root: s,
                 entries: 1,
                 unreadable: 0,

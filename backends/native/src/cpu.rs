@@ -2,7 +2,10 @@
 
 use crate::{apic, Native};
 use core::arch::asm;
-use pvops_core::cpu::{CpuId, CpuOps, CpuidResult, DescriptorTablePointer, PortWidth};
+use pvops_core::cpu::{
+    CpuId, CpuOps, CpuidResult, DescriptorTablePointer, PortWidth, SecondaryStart, StartCpuError,
+};
+use pvops_core::irq::CpuMask;
 use pvops_core::detect::{CpuidSource, HardwareCpuid};
 use x86_64::instructions::port::Port;
 use x86_64::registers::model_specific::Msr;
@@ -102,5 +105,20 @@ impl CpuOps for Native {
     #[inline]
     fn current_cpu() -> CpuId {
         CpuId(apic::id())
+    }
+
+    fn possible_cpus() -> CpuMask {
+        crate::smp::possible()
+    }
+
+    fn start_cpu(cpu: CpuId, how: &SecondaryStart) -> Result<(), StartCpuError> {
+        crate::smp::start(cpu, how)
+    }
+
+    fn init_secondary() {
+        // SAFETY: the APIC page stays mapped as at boot (the kernel's
+        // contract); this runs once on the new CPU before interrupts.
+        unsafe { apic::init_secondary(crate::PHYS_OFFSET.load(core::sync::atomic::Ordering::Relaxed)) };
+        crate::smp::ONLINE.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     }
 }

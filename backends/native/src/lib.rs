@@ -30,6 +30,7 @@ pub mod pit;
 pub mod rtc;
 pub mod serial;
 pub mod shutdown;
+pub mod smp;
 mod time;
 pub mod tsc;
 
@@ -60,6 +61,9 @@ fn cpu_io_delay() {
     <Native as pvops_core::cpu::CpuOps>::io_delay()
 }
 
+/// `BootContext::phys_offset`, kept for secondary CPUs.
+static PHYS_OFFSET: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// The backend's name, as `pvops.backend=` names it.
 pub const NAME: &str = "native";
 
@@ -76,8 +80,13 @@ pub struct NativeInfo {
     pub apic_timer_per_ms: u64,
     /// Whether a UART console answered.
     pub serial: bool,
-    /// Whether ACPI S5 is available as a shutdown path.
-    pub acpi_s5: bool,
+    /// ACPI S5 as a shutdown path, or why it is not available.
+    pub acpi_s5: Result<(), acpi::AcpiError>,
+    /// The MADT's CPU list, or why it could not be read (then only the
+    /// boot CPU is known).
+    pub madt: Result<(), acpi::AcpiError>,
+    /// How many CPUs the platform has.
+    pub cpus: u32,
     /// Whether the wall clock came from the RTC (else it starts at 0).
     pub rtc: bool,
 }
@@ -100,7 +109,9 @@ static INFO_SLOT: InfoSlot = InfoSlot(core::cell::UnsafeCell::new(NativeInfo {
     apic: apic::ApicMode::XApic,
     apic_timer_per_ms: 0,
     serial: false,
-    acpi_s5: false,
+    acpi_s5: Ok(()),
+    madt: Ok(()),
+    cpus: 0,
     rtc: false,
 }));
 
@@ -122,6 +133,7 @@ fn err(reason: &'static str) -> BackendError {
 /// `pvops.apic=xapic` on the command line keeps the APIC in xAPIC mode even
 /// when x2APIC is available.
 pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
+    PHYS_OFFSET.store(ctx.phys_offset, core::sync::atomic::Ordering::Relaxed);
     let serial = serial::init(serial::COM1);
     pic::disable();
     let want_x2 = ctx.option("apic") != Some("xapic");
@@ -144,10 +156,23 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     let acpi_s5 = match acpi::find_s5(&mem, ctx.rsdp) {
         Ok(s5) => {
             shutdown::set_acpi(&s5);
-            true
+            Ok(())
         }
-        Err(_) => false,
+        Err(e) => Err(e),
     };
+    // Without a MADT the platform is taken to have just this CPU.
+    let mut cpus = pvops_core::irq::CpuMask::new();
+    cpus.insert(pvops_core::cpu::CpuId(apic::id()));
+    let madt = match acpi::find_cpus(&mem, ctx.rsdp) {
+        Ok((found, _)) if !found.is_empty() => {
+            cpus = found;
+            cpus.insert(pvops_core::cpu::CpuId(apic::id()));
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    smp::set_possible(&cpus);
     // SAFETY: init runs once on the boot CPU before INFO is published.
     unsafe {
         *INFO_SLOT.0.get() = NativeInfo {
@@ -157,6 +182,8 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
             apic_timer_per_ms,
             serial,
             acpi_s5,
+            madt,
+            cpus: cpus.iter().count() as u32,
             rtc,
         };
     }
