@@ -27,7 +27,10 @@ pub struct Message {
 
 impl Message {
     pub const fn new() -> Self {
-        Self { buf: [0; 160], len: 0 }
+        Self {
+            buf: [0; 160],
+            len: 0,
+        }
     }
 
     pub fn as_str(&self) -> &str {

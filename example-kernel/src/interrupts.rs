@@ -184,7 +184,10 @@ extern "C" fn dispatch(frame: &mut TrapFrame) {
         v if v == u64::from(SERVICE_VECTOR) => pvops::smp::service_interrupt(),
         v if v == u64::from(SPURIOUS_VECTOR) => {}
         _ => {
-            crate::kprintln!("pvops: warning: unexpected interrupt vector {}", frame.vector);
+            crate::kprintln!(
+                "pvops: warning: unexpected interrupt vector {}",
+                frame.vector
+            );
             pvops::irq::eoi();
         }
     }

@@ -8,7 +8,10 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 // On the host this crate is only type-checked (clippy, `cargo test
 // --workspace`); the kernel proper exists only for `target_os = "none"`.
-#![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports, unused_macros))]
+#![cfg_attr(
+    not(target_os = "none"),
+    allow(dead_code, unused_imports, unused_macros)
+)]
 
 mod console;
 mod gdt;
@@ -126,7 +129,11 @@ pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
     let (passed, failed) = selftest::run_all(&mut ctx);
     let verdict = if failed == 0 { "ok" } else { "FAILED" };
     kprintln!("test result: {verdict}. {passed} passed; {failed} failed");
-    finish_with(if failed == 0 { EXIT_OK } else { EXIT_TESTS_FAILED })
+    finish_with(if failed == 0 {
+        EXIT_OK
+    } else {
+        EXIT_TESTS_FAILED
+    })
 }
 
 fn halt_forever() -> ! {

@@ -120,7 +120,12 @@ impl AddressSpace {
                 unsafe { mmu::set_pmd((pd as *mut u64).add(i as usize), pa | flags) };
             }
             // SAFETY: `pdpt` is a live table of this address space.
-            unsafe { mmu::set_pud((pdpt as *mut u64).add(gib as usize), pd | PRESENT | WRITABLE) };
+            unsafe {
+                mmu::set_pud(
+                    (pdpt as *mut u64).add(gib as usize),
+                    pd | PRESENT | WRITABLE,
+                )
+            };
         }
         Some(aspace)
     }

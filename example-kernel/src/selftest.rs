@@ -4,6 +4,10 @@
 //! Nothing here knows which platform it runs on: every test talks to pvops
 //! only, and must pass on all of them.
 
+// Failure reasons are fixed-size buffers (there is no heap in this
+// kernel), so the error variant is large by design; tests are cold code.
+#![allow(clippy::result_large_err)]
+
 use crate::console::Message;
 use crate::interrupts::{self, TEST_IPI_VECTOR};
 use crate::paging::{AddressSpace, FrameAllocator, PAGE, TEST_VA};
@@ -24,6 +28,8 @@ pub struct Context<'a> {
 }
 
 type TestResult = Result<(), Message>;
+/// A named self-test.
+type Test = (&'static str, fn(&mut Context<'_>) -> TestResult);
 
 macro_rules! ensure {
     ($cond:expr, $($arg:tt)*) => {
@@ -44,7 +50,7 @@ const TIMER_EARLY_PERCENT: u64 = 90;
 
 /// Runs every test; returns (passed, failed).
 pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
-    let tests: &[(&str, fn(&mut Context<'_>) -> TestResult)] = &[
+    let tests: &[Test] = &[
         ("cpuid_identity", cpuid_identity),
         ("irq_save_restore", irq_save_restore),
         ("control_registers", control_registers),
@@ -67,7 +73,7 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
         ("install_twice_refused", install_twice_refused),
         ("start_info_parsed", start_info_parsed),
     ];
-    let smp_tests: &[(&str, fn(&mut Context<'_>) -> TestResult)] = &[
+    let smp_tests: &[Test] = &[
         ("smp_all_cpus_online", smp_all_cpus_online),
         ("smp_ipi_every_cpu", smp_ipi_every_cpu),
         ("smp_remote_tlb_flush", smp_remote_tlb_flush),
@@ -104,7 +110,11 @@ fn cpuid_identity(_: &mut Context<'_>) -> TestResult {
     vendor[0..4].copy_from_slice(&leaf0.ebx.to_le_bytes());
     vendor[4..8].copy_from_slice(&leaf0.edx.to_le_bytes());
     vendor[8..12].copy_from_slice(&leaf0.ecx.to_le_bytes());
-    ensure!(vendor.iter().all(u8::is_ascii_graphic), "vendor {:?} not printable", vendor);
+    ensure!(
+        vendor.iter().all(u8::is_ascii_graphic),
+        "vendor {:?} not printable",
+        vendor
+    );
     // Detection through the op must agree with what was installed.
     let scan = pvops::detect::scan(&OpsCpuid);
     let id = pvops::platform::identity();
@@ -127,16 +137,28 @@ impl pvops::detect::CpuidSource for OpsCpuid {
 
 fn irq_save_restore(_: &mut Context<'_>) -> TestResult {
     irq::enable();
-    ensure!(irq::save_flags().interrupts_enabled(), "enable() left IF clear");
+    ensure!(
+        irq::save_flags().interrupts_enabled(),
+        "enable() left IF clear"
+    );
     let outer = irq::save_and_disable();
     ensure!(outer.interrupts_enabled(), "saved flags lost IF");
-    ensure!(!irq::save_flags().interrupts_enabled(), "disable() left IF set");
+    ensure!(
+        !irq::save_flags().interrupts_enabled(),
+        "disable() left IF set"
+    );
     let inner = irq::save_and_disable();
     ensure!(!inner.interrupts_enabled(), "nested save saw IF set");
     irq::restore_flags(inner);
-    ensure!(!irq::save_flags().interrupts_enabled(), "inner restore enabled interrupts");
+    ensure!(
+        !irq::save_flags().interrupts_enabled(),
+        "inner restore enabled interrupts"
+    );
     irq::restore_flags(outer);
-    ensure!(irq::save_flags().interrupts_enabled(), "outer restore left IF clear");
+    ensure!(
+        irq::save_flags().interrupts_enabled(),
+        "outer restore left IF clear"
+    );
     let r = irq::without_interrupts(|| irq::save_flags().interrupts_enabled());
     ensure!(!r, "without_interrupts ran with IF set");
     Ok(())
@@ -144,7 +166,10 @@ fn irq_save_restore(_: &mut Context<'_>) -> TestResult {
 
 fn control_registers(_: &mut Context<'_>) -> TestResult {
     let cr0 = cpu::read_cr0();
-    ensure!(cr0 & 1 != 0 && cr0 & (1 << 31) != 0, "CR0 {cr0:#x} lacks PE|PG");
+    ensure!(
+        cr0 & 1 != 0 && cr0 & (1 << 31) != 0,
+        "CR0 {cr0:#x} lacks PE|PG"
+    );
     let cr4 = cpu::read_cr4();
     ensure!(cr4 & (1 << 5) != 0, "CR4 {cr4:#x} lacks PAE");
     // SAFETY: writing back the value just read changes nothing.
@@ -159,7 +184,10 @@ fn control_registers(_: &mut Context<'_>) -> TestResult {
     let got = mmu::read_cr2();
     // SAFETY: as above.
     unsafe { mmu::write_cr2(old) };
-    ensure!(got == 0xdead_b000, "CR2 read {got:#x} after writing 0xdeadb000");
+    ensure!(
+        got == 0xdead_b000,
+        "CR2 read {got:#x} after writing 0xdeadb000"
+    );
     Ok(())
 }
 
@@ -169,7 +197,10 @@ const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 fn msr_roundtrip(_: &mut Context<'_>) -> TestResult {
     // SAFETY: EFER exists on every x86_64 CPU.
     let efer = unsafe { cpu::read_msr(MSR_EFER) };
-    ensure!(efer & (1 << 8) != 0 && efer & (1 << 10) != 0, "EFER {efer:#x} lacks LME|LMA");
+    ensure!(
+        efer & (1 << 8) != 0 && efer & (1 << 10) != 0,
+        "EFER {efer:#x} lacks LME|LMA"
+    );
     // SAFETY: KERNEL_GS_BASE exists on x86_64 and nothing uses swapgs here.
     let old = unsafe { cpu::read_msr(MSR_KERNEL_GS_BASE) };
     let probe = 0xffff_8000_1234_5000u64;
@@ -179,7 +210,10 @@ fn msr_roundtrip(_: &mut Context<'_>) -> TestResult {
     let got = unsafe { cpu::read_msr(MSR_KERNEL_GS_BASE) };
     // SAFETY: as above.
     unsafe { cpu::write_msr(MSR_KERNEL_GS_BASE, old) };
-    ensure!(got == probe, "KERNEL_GS_BASE read {got:#x}, wrote {probe:#x}");
+    ensure!(
+        got == probe,
+        "KERNEL_GS_BASE read {got:#x}, wrote {probe:#x}"
+    );
     Ok(())
 }
 
@@ -224,7 +258,11 @@ fn io_port_roundtrip(_: &mut Context<'_>) -> TestResult {
         let b = cpu::inb(0x71);
         cpu::outb(0x70, 0x0f);
         cpu::outb(0x71, a);
-        ensure!(b == a ^ 0x5a, "CMOS 0x0f read {b:#x}, wrote {:#x}", a ^ 0x5a);
+        ensure!(
+            b == a ^ 0x5a,
+            "CMOS 0x0f read {b:#x}, wrote {:#x}",
+            a ^ 0x5a
+        );
     }
     Ok(())
 }
@@ -233,11 +271,18 @@ static MARKER: AtomicU8 = AtomicU8::new(0x42);
 
 fn cr3_reload_keeps_mappings(ctx: &mut Context<'_>) -> TestResult {
     let cr3 = mmu::read_cr3();
-    ensure!(cr3 & !0xfff == ctx.aspace.pml4, "CR3 {cr3:#x} is not the kernel's table {:#x}", ctx.aspace.pml4);
+    ensure!(
+        cr3 & !0xfff == ctx.aspace.pml4,
+        "CR3 {cr3:#x} is not the kernel's table {:#x}",
+        ctx.aspace.pml4
+    );
     // SAFETY: reloading the current CR3 keeps every mapping.
     unsafe { mmu::write_cr3(cr3) };
     ensure!(mmu::read_cr3() == cr3, "CR3 changed on reload");
-    ensure!(MARKER.load(Ordering::Relaxed) == 0x42, "static data unreadable after reload");
+    ensure!(
+        MARKER.load(Ordering::Relaxed) == 0x42,
+        "static data unreadable after reload"
+    );
     Ok(())
 }
 
@@ -255,7 +300,10 @@ fn check_va(va: u64, pattern: u64) -> Result<(), Message> {
         // SAFETY: `va` is mapped by the test to a frame it owns.
         let got = unsafe { interrupts::try_read(va + i as u64 * 8) };
         let want = pattern ^ i as u64;
-        ensure!(got == Some(want), "word {i} at {va:#x}: {got:x?}, want {want:#x}");
+        ensure!(
+            got == Some(want),
+            "word {i} at {va:#x}: {got:x?}, want {want:#x}"
+        );
     }
     Ok(())
 }
@@ -280,7 +328,10 @@ fn map_fresh_page(ctx: &mut Context<'_>) -> TestResult {
     unsafe { core::ptr::write_volatile(TEST_VA as *mut u64, 0xabcd) };
     // SAFETY: `a` is reached through the direct map.
     let seen = unsafe { core::ptr::read_volatile(a as *const u64) };
-    ensure!(seen == 0xabcd, "write through mapping not seen in frame ({seen:#x})");
+    ensure!(
+        seen == 0xabcd,
+        "write through mapping not seen in frame ({seen:#x})"
+    );
     Ok(())
 }
 
@@ -378,7 +429,13 @@ fn flush_tlb_others_self(ctx: &mut Context<'_>) -> TestResult {
     }
     let mut cpus = CpuMask::new();
     cpus.insert(cpu::current_cpu());
-    mmu::flush_tlb_others(&cpus, TlbRange::Pages { start: VirtAddr::new(va), pages: 1 });
+    mmu::flush_tlb_others(
+        &cpus,
+        TlbRange::Pages {
+            start: VirtAddr::new(va),
+            pages: 1,
+        },
+    );
     check_va(va, 0x07e5_0000_0000_0000)
 }
 
@@ -387,7 +444,10 @@ fn sched_clock_monotonic(_: &mut Context<'_>) -> TestResult {
     let mut prev = first;
     for i in 0..2000 {
         let now = time::sched_clock();
-        ensure!(now >= prev, "sched_clock went back at read {i}: {prev} -> {now}");
+        ensure!(
+            now >= prev,
+            "sched_clock went back at read {i}: {prev} -> {now}"
+        );
         prev = now;
     }
     ensure!(prev > first, "sched_clock did not advance over 2000 reads");
@@ -425,7 +485,10 @@ fn timer_oneshot_window(_: &mut Context<'_>) -> TestResult {
         elapsed >= DELAY * TIMER_EARLY_PERCENT / 100,
         "fired after {elapsed} ns, asked {DELAY}"
     );
-    ensure!(elapsed <= DELAY + TIMER_LATE_NS, "fired after {elapsed} ns, asked {DELAY}");
+    ensure!(
+        elapsed <= DELAY + TIMER_LATE_NS,
+        "fired after {elapsed} ns, asked {DELAY}"
+    );
     // One-shot: no second tick.
     let t = time::sched_clock();
     while time::sched_clock() - t < 2 * DELAY {
@@ -461,7 +524,11 @@ fn timer_ticks_agree_with_clock(_: &mut Context<'_>) -> TestResult {
     time::timer_arm(PERIOD);
     let last = wait_ticks(base + TICKS, nominal + TICKS * TIMER_LATE_NS);
     interrupts::TIMER_REARMS.store(0, Ordering::Relaxed);
-    ensure!(last.is_some(), "only {} of {TICKS} ticks", interrupts::TIMER_TICKS.load(Ordering::Relaxed) - base);
+    ensure!(
+        last.is_some(),
+        "only {} of {TICKS} ticks",
+        interrupts::TIMER_TICKS.load(Ordering::Relaxed) - base
+    );
     let elapsed = last.unwrap_or(0) - t0;
     // Ticks are never early, so the clock must show at least the nominal
     // time (less calibration error), and at most the nominal time plus the
@@ -480,7 +547,11 @@ fn timer_ticks_agree_with_clock(_: &mut Context<'_>) -> TestResult {
 fn wall_clock_sane(_: &mut Context<'_>) -> TestResult {
     let a = time::wall_clock();
     // 2024-01-01: a wall clock before that is not the host's clock.
-    ensure!(a.secs >= 1_704_067_200, "wall clock {} s is before 2024", a.secs);
+    ensure!(
+        a.secs >= 1_704_067_200,
+        "wall clock {} s is before 2024",
+        a.secs
+    );
     ensure!(a.nsecs < 1_000_000_000, "nsecs {} out of range", a.nsecs);
     let t = time::sched_clock();
     while time::sched_clock() - t < 5_000_000 {
@@ -500,12 +571,18 @@ fn steal_clock_monotonic(_: &mut Context<'_>) -> TestResult {
 }
 
 fn ipi_to_self(_: &mut Context<'_>) -> TestResult {
-    for (n, target) in [IpiTarget::ThisCpu, IpiTarget::Cpu(cpu::current_cpu())].into_iter().enumerate() {
+    for (n, target) in [IpiTarget::ThisCpu, IpiTarget::Cpu(cpu::current_cpu())]
+        .into_iter()
+        .enumerate()
+    {
         let before = interrupts::TEST_IPIS.load(Ordering::Relaxed);
         irq::send_ipi(target, TEST_IPI_VECTOR);
         let t = time::sched_clock();
         while interrupts::TEST_IPIS.load(Ordering::Relaxed) == before {
-            ensure!(time::sched_clock() - t < TIMER_LATE_NS, "IPI {n} ({target:?}) not delivered");
+            ensure!(
+                time::sched_clock() - t < TIMER_LATE_NS,
+                "IPI {n} ({target:?}) not delivered"
+            );
             core::hint::spin_loop();
         }
     }
@@ -543,7 +620,11 @@ fn start_info_parsed(ctx: &mut Context<'_>) -> TestResult {
     let si = ctx.start_info;
     let ram: u64 = si.ram_regions().map(|(_, size)| size).sum();
     ensure!(ram >= 16 << 20, "only {ram} bytes of RAM in the memory map");
-    ensure!(si.cmdline().contains("pvops.mode="), "cmdline {:?} lacks pvops.mode", si.cmdline());
+    ensure!(
+        si.cmdline().contains("pvops.mode="),
+        "cmdline {:?} lacks pvops.mode",
+        si.cmdline()
+    );
     ensure!(ctx.frames.allocated() > 0, "no frames allocated");
     Ok(())
 }
@@ -553,19 +634,41 @@ const REMOTE_LIMIT_NS: u64 = 2_000_000_000;
 
 fn smp_all_cpus_online(_: &mut Context<'_>) -> TestResult {
     let possible = cpu::possible_cpus().iter().count().min(smp::MAX_SMP);
-    ensure!(smp::online() == possible, "{} of {possible} CPUs online", smp::online());
+    ensure!(
+        smp::online() == possible,
+        "{} of {possible} CPUs online",
+        smp::online()
+    );
     for i in 0..smp::online() {
-        let r = if i == 0 { Some(cpu::current_cpu().0.into()) } else { smp::run_on(i, |_| cpu::current_cpu().0.into(), 0, REMOTE_LIMIT_NS) };
-        ensure!(r == Some(smp::cpu_id(i).0.into()), "cpu index {i} says it is {r:?}, expected {}", smp::cpu_id(i).0);
+        let r = if i == 0 {
+            Some(cpu::current_cpu().0.into())
+        } else {
+            smp::run_on(i, |_| cpu::current_cpu().0.into(), 0, REMOTE_LIMIT_NS)
+        };
+        ensure!(
+            r == Some(smp::cpu_id(i).0.into()),
+            "cpu index {i} says it is {r:?}, expected {}",
+            smp::cpu_id(i).0
+        );
     }
     Ok(())
 }
 
 fn wait_ipis(before: &[u64; smp::MAX_SMP], what: &str) -> TestResult {
-    for i in 1..smp::online() {
+    let online = smp::online();
+    for (i, (count, seen)) in smp::IPIS
+        .iter()
+        .zip(before)
+        .enumerate()
+        .take(online)
+        .skip(1)
+    {
         let t = time::sched_clock();
-        while smp::IPIS[i].load(Ordering::Relaxed) <= before[i] {
-            ensure!(time::sched_clock() - t < REMOTE_LIMIT_NS, "{what}: cpu index {i} got no IPI");
+        while count.load(Ordering::Relaxed) <= *seen {
+            ensure!(
+                time::sched_clock() - t < REMOTE_LIMIT_NS,
+                "{what}: cpu index {i} got no IPI"
+            );
             core::hint::spin_loop();
         }
     }
@@ -582,7 +685,10 @@ fn smp_ipi_every_cpu(_: &mut Context<'_>) -> TestResult {
         irq::send_ipi(IpiTarget::Cpu(smp::cpu_id(i)), TEST_IPI_VECTOR);
         let t = time::sched_clock();
         while smp::IPIS[i].load(Ordering::Relaxed) == before {
-            ensure!(time::sched_clock() - t < REMOTE_LIMIT_NS, "cpu index {i}: directed IPI lost");
+            ensure!(
+                time::sched_clock() - t < REMOTE_LIMIT_NS,
+                "cpu index {i}: directed IPI lost"
+            );
             core::hint::spin_loop();
         }
     }
@@ -617,7 +723,10 @@ fn smp_remote_tlb_flush(ctx: &mut Context<'_>) -> TestResult {
     // Every other CPU reads the page: its TLB now caches the old frame.
     for i in 1..smp::online() {
         let r = smp::run_on(i, read_u64, va, REMOTE_LIMIT_NS);
-        ensure!(r == Some(0xa0a0_0000_0000_0000), "cpu index {i} read {r:x?} before remap");
+        ensure!(
+            r == Some(0xa0a0_0000_0000_0000),
+            "cpu index {i} read {r:x?} before remap"
+        );
     }
     // Remap; flush here, then on every other CPU through the op.
     if let Some(f) = ctx.aspace.map(ctx.frames, va, b) {
@@ -627,10 +736,19 @@ fn smp_remote_tlb_flush(ctx: &mut Context<'_>) -> TestResult {
     for i in 1..smp::online() {
         others.insert(smp::cpu_id(i));
     }
-    mmu::flush_tlb_others(&others, TlbRange::Pages { start: VirtAddr::new(va), pages: 1 });
+    mmu::flush_tlb_others(
+        &others,
+        TlbRange::Pages {
+            start: VirtAddr::new(va),
+            pages: 1,
+        },
+    );
     for i in 1..smp::online() {
         let r = smp::run_on(i, read_u64, va, REMOTE_LIMIT_NS);
-        ensure!(r == Some(0xb0b0_0000_0000_0000), "cpu index {i} read {r:x?} after remote flush (stale TLB)");
+        ensure!(
+            r == Some(0xb0b0_0000_0000_0000),
+            "cpu index {i} read {r:x?} after remote flush (stale TLB)"
+        );
     }
     Ok(())
 }
@@ -658,11 +776,20 @@ fn smp_contended_spinlock(_: &mut Context<'_>) -> TestResult {
     }
     hammer(ROUNDS);
     for i in 1..smp::online() {
-        ensure!(smp::wait_done(i, 10 * REMOTE_LIMIT_NS).is_some(), "cpu index {i} never finished (lost wake-up?)");
+        ensure!(
+            smp::wait_done(i, 10 * REMOTE_LIMIT_NS).is_some(),
+            "cpu index {i} never finished (lost wake-up?)"
+        );
     }
     let total = *SHARED.lock() - start;
     let want = ROUNDS * smp::online() as u64;
-    ensure!(total == want, "counter {total}, want {want}: the lock let two CPUs in");
-    crate::kprintln!("pvops: info: spinlock slow waits={} over {want} acquisitions", SHARED.raw().slow_waits());
+    ensure!(
+        total == want,
+        "counter {total}, want {want}: the lock let two CPUs in"
+    );
+    crate::kprintln!(
+        "pvops: info: spinlock slow waits={} over {want} acquisitions",
+        SHARED.raw().slow_waits()
+    );
     Ok(())
 }

@@ -45,7 +45,9 @@ pub fn cpu_id(index: usize) -> CpuId {
 /// The kernel index of the running CPU.
 pub fn this_index() -> usize {
     let me = cpu::current_cpu().0;
-    (0..online()).find(|i| CPU_IDS[*i].load(Ordering::Relaxed) == me).unwrap_or(0)
+    (0..online())
+        .find(|i| CPU_IDS[*i].load(Ordering::Relaxed) == me)
+        .unwrap_or(0)
 }
 
 /// Starts every possible CPU (up to [`MAX_SMP`]); returns how many started
@@ -56,7 +58,10 @@ pub fn start_all(cr3: u64) -> usize {
     for cpu in cpu::possible_cpus().iter().filter(|c| *c != me) {
         let index = ONLINE.load(Ordering::Acquire);
         if index >= MAX_SMP {
-            crate::kprintln!("pvops: warning: cpu {} not started: only {MAX_SMP} supported", cpu.0);
+            crate::kprintln!(
+                "pvops: warning: cpu {} not started: only {MAX_SMP} supported",
+                cpu.0
+            );
             continue;
         }
         // SAFETY: each index's stack is handed to exactly one CPU, once.
@@ -76,7 +81,10 @@ pub fn start_all(cr3: u64) -> usize {
         let t = pvops::time::sched_clock();
         while ONLINE.load(Ordering::Acquire) == index {
             if pvops::time::sched_clock() - t > 5_000_000_000 {
-                crate::kprintln!("pvops: warning: cpu {} started but never reported in", cpu.0);
+                crate::kprintln!(
+                    "pvops: warning: cpu {} started but never reported in",
+                    cpu.0
+                );
                 break;
             }
             core::hint::spin_loop();

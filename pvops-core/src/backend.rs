@@ -88,7 +88,9 @@ pub struct Candidate {
 
 impl fmt::Debug for Candidate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Candidate").field("name", &self.name).finish()
+        f.debug_struct("Candidate")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

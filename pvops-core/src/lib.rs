@@ -28,7 +28,7 @@ pub mod irq;
 pub mod lock;
 pub mod mmu;
 pub mod phys;
-pub mod smp;
 pub mod platform;
+pub mod smp;
 pub mod table;
 pub mod time;

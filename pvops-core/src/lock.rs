@@ -113,16 +113,15 @@ impl PvSpinLock {
             self.waiters.fetch_or(bit, Ordering::SeqCst);
             // From here on the holder's unlock sees our bit and kicks us.
             match self.state.load(Ordering::SeqCst) {
-                FREE => {
-                    // Take it as contended: others may have registered too.
-                    if self
-                        .state
-                        .compare_exchange(FREE, CONTENDED, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        self.waiters.fetch_and(!bit, Ordering::SeqCst);
-                        return;
-                    }
+                // Free again: take it as contended, since others may have
+                // registered too and must be kicked at unlock.
+                FREE if self
+                    .state
+                    .compare_exchange(FREE, CONTENDED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok() =>
+                {
+                    self.waiters.fetch_and(!bit, Ordering::SeqCst);
+                    return;
                 }
                 LOCKED => {
                     let _ = self.state.compare_exchange(

@@ -15,9 +15,7 @@ use crate::cpu::{
 use crate::irq::{CpuMask, IpiTarget, IrqFlags, IrqOps, IrqOpsTable};
 use crate::lock::{LockOps, LockOpsTable};
 use crate::mmu::{MmuOps, MmuOpsTable, PtLevel, TlbRange};
-use crate::platform::{
-    ConsoleOps, Features, Identity, Platform, PlatformOpsTable, ShutdownOps,
-};
+use crate::platform::{ConsoleOps, Features, Identity, Platform, PlatformOpsTable, ShutdownOps};
 use crate::time::{TimeOps, TimeOpsTable, WallClock};
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -28,10 +26,7 @@ use x86_64::VirtAddr;
 /// Every op group a backend implements, for code that is generic over one
 /// backend fixed at build time (static dispatch: `B::disable()` inlines to
 /// the backend's own code, no table involved).
-pub trait Backend:
-    CpuOps + IrqOps + MmuOps + TimeOps + LockOps + ConsoleOps + ShutdownOps
-{
-}
+pub trait Backend: CpuOps + IrqOps + MmuOps + TimeOps + LockOps + ConsoleOps + ShutdownOps {}
 
 impl<T: CpuOps + IrqOps + MmuOps + TimeOps + LockOps + ConsoleOps + ShutdownOps> Backend for T {}
 
@@ -117,7 +112,8 @@ unsafe impl Sync for Slot {}
 
 static STATE: AtomicU8 = AtomicU8::new(EMPTY);
 static SLOT: Slot = Slot(UnsafeCell::new(MaybeUninit::uninit()));
-static ACTIVE: AtomicPtr<PvOps> = AtomicPtr::new(&PvOps::NOT_INSTALLED as *const PvOps as *mut PvOps);
+static ACTIVE: AtomicPtr<PvOps> =
+    AtomicPtr::new(&PvOps::NOT_INSTALLED as *const PvOps as *mut PvOps);
 
 /// Installs `table` as the ops every wrapper calls from now on.
 ///

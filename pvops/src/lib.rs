@@ -40,7 +40,9 @@
 
 pub use pvops_core::backend::{BackendError, BootContext, BootEntry, SelectError};
 pub use pvops_core::table::{install, is_installed, InstallError, PvOps};
-pub use pvops_core::{abi, backend, cmdline, cpu, detect, irq, lock, mmu, phys, platform, smp, table, time};
+pub use pvops_core::{
+    abi, backend, cmdline, cpu, detect, irq, lock, mmu, phys, platform, smp, table, time,
+};
 
 #[cfg(feature = "native")]
 pub use pvops_native as native;

@@ -68,7 +68,11 @@ pub fn boot_once(env: Env) -> &'static Booted {
             Ok(kernel) => kernel,
             Err(e) => return Booted::Error(format!("could not get the kernel image: {e}")),
         };
-        match boot::boot(env, kernel, &BootOptions::default()) {
+        let options = BootOptions {
+            smp: env.test_smp(),
+            ..BootOptions::default()
+        };
+        match boot::boot(env, kernel, &options) {
             Ok(b) => Booted::Ran(Box::new(b)),
             Err(e) => Booted::Error(format!("{e:#}")),
         }

@@ -164,6 +164,12 @@ impl Env {
         }
     }
 
+    /// How many vCPUs the boot tests give this environment: two, so the
+    /// kernel's SMP self-tests (IPIs, remote TLB flush, contended lock) run.
+    pub const fn test_smp(self) -> u32 {
+        2
+    }
+
     /// The accelerator QEMU runs this environment with.
     pub const fn accel(self) -> Accel {
         match self {

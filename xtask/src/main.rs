@@ -37,10 +37,10 @@ struct RunArgs {
     /// best one available here, and the harness says which and why]
     #[arg(long, value_name = "ENV")]
     env: Option<Env>,
-    /// Number of virtual CPUs.
-    #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=64))]
-    smp: u32,
+    /// Number of virtual CPUs [default: what the tests boot the environment
+    /// with, 2, so the SMP self-tests run].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    smp: Option<u32>,
     /// Boot with pvops.mode=bench instead of pvops.mode=test.
     #[arg(long)]
     bench: bool,
@@ -109,7 +109,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     provision::ensure(env)?;
     let kernel = kernel::build()?;
     let options = BootOptions {
-        smp: args.smp,
+        smp: args.smp.unwrap_or(env.test_smp()),
         mode: if args.bench { Mode::Bench } else { Mode::Test },
         extra_cmdline: args.extra,
         echo: true,
@@ -143,7 +143,51 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     })
 }
 
+/// The static checks `test` runs first: formatting, and clippy with
+/// warnings denied on the host and on the kernel target (the kernel's asm
+/// and `no_std` paths only exist there).
+const LINTS: &[&[&str]] = &[
+    &["fmt", "--all", "--", "--check"],
+    &[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ],
+    &[
+        "clippy",
+        "-p",
+        "example-kernel",
+        "--target",
+        "x86_64-unknown-none",
+        "--",
+        "-D",
+        "warnings",
+    ],
+];
+
+fn lint(root: &std::path::Path) -> Result<bool> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut ok = true;
+    for args in LINTS {
+        eprintln!("xtask: cargo {}", args.join(" "));
+        let status = Command::new(&cargo)
+            .current_dir(root)
+            .args(*args)
+            .status()
+            .with_context(|| format!("could not run `cargo {}`", args.join(" ")))?;
+        if !status.success() {
+            eprintln!("xtask: FAILED: cargo {}", args.join(" "));
+            ok = false;
+        }
+    }
+    Ok(ok)
+}
+
 fn test() -> Result<ExitCode> {
+    let lints_ok = lint(&kernel::workspace_root())?;
     provision::ensure_qemu()?;
     if Env::ALL.iter().any(|e| e.is_xen() && e.is_implemented()) {
         provision::ensure_xen()?;
@@ -188,7 +232,7 @@ fn test() -> Result<ExitCode> {
         .context("waiting for `cargo test --workspace`")?;
 
     let booted = record::read_all(&records);
-    let mut failed = !status.success();
+    let mut failed = !status.success() || !lints_ok;
     println!();
     println!("environments:");
     for env in Env::ALL {
@@ -209,6 +253,9 @@ fn test() -> Result<ExitCode> {
     }
     if !status.success() {
         println!("cargo test --workspace failed ({status})");
+    }
+    if !lints_ok {
+        println!("fmt/clippy failed (see `xtask: FAILED:` above)");
     }
     if totals.runs == 0 {
         failed = true;
@@ -290,14 +337,14 @@ mod tests {
             panic!()
         };
         assert_eq!(args.env, Some(Env::KvmHidden));
-        assert_eq!(args.smp, 2);
+        assert_eq!(args.smp, Some(2));
         assert!(args.bench);
         assert_eq!(args.extra, ["a=1", "b"]);
 
         let Cmd::Run(args) = Cli::try_parse_from(["xtask", "run"]).unwrap().command else {
             panic!()
         };
-        assert_eq!((args.env, args.smp, args.bench), (None, 1, false));
+        assert_eq!((args.env, args.smp, args.bench), (None, None, false));
     }
 
     #[test]

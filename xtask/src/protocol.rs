@@ -887,6 +887,76 @@ mod tests {
         }
     }
 
+    /// Lines glued from protocol fragments and awkward characters, from a
+    /// fixed pseudo-random sequence: the parser must never panic.
+    #[test]
+    fn never_panics_on_glued_fragments() {
+        const PIECES: &[&str] = &[
+            "pvops:",
+            " ",
+            "platform=",
+            "backend=",
+            "features=",
+            "-",
+            ",",
+            "=",
+            "test ",
+            " ... ",
+            "ok",
+            "FAILED",
+            ":",
+            "test result:",
+            ".",
+            ";",
+            " passed",
+            " failed",
+            "bench ",
+            "op=",
+            "path=",
+            "exit",
+            " code=",
+            "(XEN) ",
+            "(d0)",
+            "[ 1.0]",
+            "(",
+            ")",
+            "[",
+            "]",
+            "é",
+            "\u{fffd}",
+            "\0",
+            "\r",
+            "\t",
+            "99999999999999999999",
+            "0",
+            "-1",
+            "warning:",
+            "error:",
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut lines = Vec::new();
+        for _ in 0..20_000 {
+            let n = next() % 12;
+            let line: String = (0..n)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            let _ = parse_line(&line);
+            lines.push(line);
+        }
+        let console = parse(&lines);
+        let outcome = Outcome {
+            console,
+            termination: Termination::Exited(1),
+        };
+        let _ = check(&outcome, &native());
+    }
+
     #[test]
     fn failed_without_reason_still_fails() {
         assert_eq!(

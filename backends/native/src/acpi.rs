@@ -618,7 +618,10 @@ const MADT_CPU_ONLINE_CAPABLE: u32 = 2;
 
 /// The CPUs the MADT lists as enabled or online-capable, by APIC ID. IDs at
 /// or above [`pvops_core::irq::MAX_CPUS`] are counted in the second value, not stored.
-pub fn find_cpus(mem: &impl PhysRead, rsdp_hint: Option<u64>) -> Result<(CpuMask, usize), AcpiError> {
+pub fn find_cpus(
+    mem: &impl PhysRead,
+    rsdp_hint: Option<u64>,
+) -> Result<(CpuMask, usize), AcpiError> {
     let rsdp = match rsdp_hint {
         Some(paddr) if paddr != 0 => read_rsdp(mem, paddr, &[])?,
         _ => scan_rsdp(mem)?,
@@ -632,42 +635,51 @@ pub fn find_cpus(mem: &impl PhysRead, rsdp_hint: Option<u64>) -> Result<(CpuMask
     let mut carried = 0usize;
     let mut fixed = [0u8; 8];
     let mut malformed = false;
-    read_body(mem, paddr, &hdr, (SDT_HEADER_LEN + 8, MAX_MADT_LEN), &mut fixed, |_, piece| {
-        for &b in piece {
-            if malformed {
-                // A record shorter than its own header: the rest cannot
-                // be framed; keep what was found before it.
-                return;
-            }
-            carry[carried] = b;
-            carried += 1;
-            if carried >= 2 {
-                let len = usize::from(carry[1]);
-                if len < 2 {
-                    malformed = true;
-                    continue;
+    read_body(
+        mem,
+        paddr,
+        &hdr,
+        (SDT_HEADER_LEN + 8, MAX_MADT_LEN),
+        &mut fixed,
+        |_, piece| {
+            for &b in piece {
+                if malformed {
+                    // A record shorter than its own header: the rest cannot
+                    // be framed; keep what was found before it.
+                    return;
                 }
-                if carried == len {
-                    let rec = &carry[..len];
-                    let (id, flags) = match (rec[0], len) {
-                        (MADT_LOCAL_APIC, 8..) => (
-                            u32::from(rec[3]),
-                            u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]),
-                        ),
-                        (MADT_LOCAL_X2APIC, 16..) => (
-                            u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]),
-                            u32::from_le_bytes([rec[8], rec[9], rec[10], rec[11]]),
-                        ),
-                        _ => (u32::MAX, 0),
-                    };
-                    if flags & (MADT_CPU_ENABLED | MADT_CPU_ONLINE_CAPABLE) != 0 && !cpus.insert(CpuId(id)) {
-                        too_high += 1;
+                carry[carried] = b;
+                carried += 1;
+                if carried >= 2 {
+                    let len = usize::from(carry[1]);
+                    if len < 2 {
+                        malformed = true;
+                        continue;
                     }
-                    carried = 0;
+                    if carried == len {
+                        let rec = &carry[..len];
+                        let (id, flags) = match (rec[0], len) {
+                            (MADT_LOCAL_APIC, 8..) => (
+                                u32::from(rec[3]),
+                                u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]),
+                            ),
+                            (MADT_LOCAL_X2APIC, 16..) => (
+                                u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]),
+                                u32::from_le_bytes([rec[8], rec[9], rec[10], rec[11]]),
+                            ),
+                            _ => (u32::MAX, 0),
+                        };
+                        if flags & (MADT_CPU_ENABLED | MADT_CPU_ONLINE_CAPABLE) != 0
+                            && !cpus.insert(CpuId(id))
+                        {
+                            too_high += 1;
+                        }
+                        carried = 0;
+                    }
                 }
             }
-        }
-    })?;
+        },
+    )?;
     Ok((cpus, too_high))
 }
 

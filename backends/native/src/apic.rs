@@ -94,7 +94,10 @@ pub unsafe fn init(want_x2apic: bool, phys_offset: u64) -> ApicMode {
             // SAFETY: enabling the APIC in xAPIC mode keeps its base address.
             unsafe { base_msr.write(base | APIC_BASE_ENABLE) };
         }
-        XAPIC_VIRT.store((base & APIC_BASE_ADDR_MASK) + phys_offset, Ordering::Relaxed);
+        XAPIC_VIRT.store(
+            (base & APIC_BASE_ADDR_MASK) + phys_offset,
+            Ordering::Relaxed,
+        );
         MODE.store(MODE_XAPIC, Ordering::Relaxed);
         ApicMode::XApic
     };

@@ -5,11 +5,11 @@ use core::arch::asm;
 use pvops_core::cpu::{
     CpuId, CpuOps, CpuidResult, DescriptorTablePointer, PortWidth, SecondaryStart, StartCpuError,
 };
-use pvops_core::irq::CpuMask;
 use pvops_core::detect::{CpuidSource, HardwareCpuid};
+use pvops_core::irq::CpuMask;
 use x86_64::instructions::port::Port;
-use x86_64::registers::model_specific::Msr;
 use x86_64::registers::control::{Cr0, Cr4};
+use x86_64::registers::model_specific::Msr;
 
 impl CpuOps for Native {
     #[inline]
@@ -118,7 +118,9 @@ impl CpuOps for Native {
     fn init_secondary() {
         // SAFETY: the APIC page stays mapped as at boot (the kernel's
         // contract); this runs once on the new CPU before interrupts.
-        unsafe { apic::init_secondary(crate::PHYS_OFFSET.load(core::sync::atomic::Ordering::Relaxed)) };
+        unsafe {
+            apic::init_secondary(crate::PHYS_OFFSET.load(core::sync::atomic::Ordering::Relaxed))
+        };
         crate::smp::ONLINE.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     }
 }

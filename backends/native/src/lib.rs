@@ -91,7 +91,8 @@ pub struct NativeInfo {
     pub rtc: bool,
 }
 
-static INFO: core::sync::atomic::AtomicPtr<NativeInfo> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+static INFO: core::sync::atomic::AtomicPtr<NativeInfo> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 /// What [`init`] found, once it has run.
 pub fn info() -> Option<NativeInfo> {
@@ -140,9 +141,12 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     // SAFETY: the BootContext contract says device memory in the low 4 GiB
     // is mapped at phys + phys_offset; init runs once, on the boot CPU.
     let apic_mode = unsafe { apic::init(want_x2, ctx.phys_offset) };
-    let (tsc_hz, tsc_source) = tsc::frequency().ok_or(err("TSC frequency unknown: no CPUID 0x15/0x16 and the PIT did not count"))?;
+    let (tsc_hz, tsc_source) = tsc::frequency().ok_or(err(
+        "TSC frequency unknown: no CPUID 0x15/0x16 and the PIT did not count",
+    ))?;
     time::init_clock(ClockScale::from_hz(tsc_hz).ok_or(err("TSC frequency out of range"))?);
-    let apic_timer_per_ms = time::calibrate_apic_timer().ok_or(err("local APIC timer does not count"))?;
+    let apic_timer_per_ms =
+        time::calibrate_apic_timer().ok_or(err("local APIC timer does not count"))?;
     let rtc = match rtc::read() {
         Some(t) => {
             time::init_wall(rtc::unix_seconds(&t));

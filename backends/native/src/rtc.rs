@@ -44,7 +44,15 @@ fn bcd(v: u8) -> u32 {
 }
 
 fn read_raw() -> [u8; 7] {
-    [cmos(0x00), cmos(0x02), cmos(0x04), cmos(0x07), cmos(0x08), cmos(0x09), cmos(CENTURY)]
+    [
+        cmos(0x00),
+        cmos(0x02),
+        cmos(0x04),
+        cmos(0x07),
+        cmos(0x08),
+        cmos(0x09),
+        cmos(CENTURY),
+    ]
 }
 
 /// Reads the RTC, twice until two reads agree (an update can land between
@@ -73,7 +81,13 @@ pub fn read() -> Option<RtcTime> {
 /// Decodes raw registers (seconds, minutes, hours, day, month, year,
 /// century) under status register B's format bits.
 pub fn decode(raw: [u8; 7], status_b: u8) -> Option<RtcTime> {
-    let conv = |v: u8| if status_b & B_BINARY != 0 { u32::from(v) } else { bcd(v) };
+    let conv = |v: u8| {
+        if status_b & B_BINARY != 0 {
+            u32::from(v)
+        } else {
+            bcd(v)
+        }
+    };
     let pm = raw[2] & 0x80 != 0;
     let mut hour = conv(raw[2] & 0x7f);
     if status_b & B_24_HOUR == 0 {
@@ -84,7 +98,11 @@ pub fn decode(raw: [u8; 7], status_b: u8) -> Option<RtcTime> {
     }
     let century = conv(raw[6]);
     let yy = conv(raw[5]);
-    let year = if (19..=99).contains(&century) { century * 100 + yy } else { 2000 + yy };
+    let year = if (19..=99).contains(&century) {
+        century * 100 + yy
+    } else {
+        2000 + yy
+    };
     let t = RtcTime {
         year,
         month: conv(raw[4]),
@@ -111,7 +129,8 @@ pub fn unix_seconds(t: &RtcTime) -> u64 {
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(t.day) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + i64::from(t.hour) * 3600 + i64::from(t.minute) * 60 + i64::from(t.second);
+    let secs =
+        days * 86_400 + i64::from(t.hour) * 3600 + i64::from(t.minute) * 60 + i64::from(t.second);
     secs.max(0) as u64
 }
 
@@ -123,7 +142,10 @@ mod tests {
     fn decodes_bcd_12_hour() {
         // 11:59:58 PM on 2026-11-21, BCD, 12-hour clock, century 20.
         let t = decode([0x58, 0x59, 0x91, 0x21, 0x11, 0x26, 0x20], 0).unwrap();
-        assert_eq!((t.year, t.month, t.day, t.hour, t.minute, t.second), (2026, 11, 21, 23, 59, 58));
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.minute, t.second),
+            (2026, 11, 21, 23, 59, 58)
+        );
     }
 
     #[test]
@@ -135,7 +157,14 @@ mod tests {
 
     #[test]
     fn unix_time_known_dates() {
-        let t = |year, month, day, hour, minute, second| RtcTime { year, month, day, hour, minute, second };
+        let t = |year, month, day, hour, minute, second| RtcTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+        };
         assert_eq!(unix_seconds(&t(1970, 1, 1, 0, 0, 0)), 0);
         assert_eq!(unix_seconds(&t(2000, 3, 1, 0, 0, 0)), 951_868_800);
         assert_eq!(unix_seconds(&t(2026, 11, 21, 23, 29, 7)), 1_795_303_747);

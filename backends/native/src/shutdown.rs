@@ -53,7 +53,9 @@ pub fn shutdown(code: u8) -> ! {
             }
         }
     }
-    crate::serial::write(b"pvops: error: shutdown failed (no isa-debug-exit, ACPI S5 did not power off); halting\n");
+    crate::serial::write(
+        b"pvops: error: shutdown failed (no isa-debug-exit, ACPI S5 did not power off); halting\n",
+    );
     loop {
         x86_64::instructions::interrupts::disable();
         x86_64::instructions::hlt();

@@ -162,7 +162,7 @@ fn delay_ns(ns: u64) {
 /// Starts `cpu` through the trampoline; see [`pvops_core::cpu::CpuOps::start_cpu`].
 pub fn start(cpu: CpuId, how: &SecondaryStart) -> Result<(), StartCpuError> {
     let page = how.trampoline;
-    if page % 4096 != 0 || page >= 0x10_0000 || page == 0 {
+    if !page.is_multiple_of(4096) || page >= 0x10_0000 || page == 0 {
         return Err(StartCpuError::BadTrampoline(page));
     }
     if !possible().contains(cpu) {
@@ -212,16 +212,29 @@ fn start_locked(cpu: CpuId, how: &SecondaryStart, page: u64) -> Result<(), Start
         // SAFETY: as for patch32.
         unsafe { core::ptr::write_unaligned(dst.add(offset_of(sym)) as *mut u64, v) }
     };
-    patch32(core::ptr::addr_of!(pvops_tramp_gdt_base), (page + gdt_off) as u32);
-    patch32(core::ptr::addr_of!(pvops_tramp_far), (page + long_off) as u32);
+    patch32(
+        core::ptr::addr_of!(pvops_tramp_gdt_base),
+        (page + gdt_off) as u32,
+    );
+    patch32(
+        core::ptr::addr_of!(pvops_tramp_far),
+        (page + long_off) as u32,
+    );
     patch32(core::ptr::addr_of!(pvops_tramp_cr3), how.cr3 as u32);
     // LMA is set by hardware; keep LME, NXE and SCE as the boot CPU has them.
-    patch32(core::ptr::addr_of!(pvops_tramp_efer), (efer & !(1 << 10)) as u32);
+    patch32(
+        core::ptr::addr_of!(pvops_tramp_efer),
+        (efer & !(1 << 10)) as u32,
+    );
     patch64(core::ptr::addr_of!(pvops_tramp_stack), how.stack_top);
-    patch64(core::ptr::addr_of!(pvops_tramp_entry), how.entry as usize as u64);
+    patch64(
+        core::ptr::addr_of!(pvops_tramp_entry),
+        how.entry as usize as u64,
+    );
     patch64(core::ptr::addr_of!(pvops_tramp_arg), how.arg);
     patch32(core::ptr::addr_of!(pvops_tramp_started), 0);
-    let started = dst.wrapping_add(offset_of(core::ptr::addr_of!(pvops_tramp_started))) as *const AtomicU32;
+    let started =
+        dst.wrapping_add(offset_of(core::ptr::addr_of!(pvops_tramp_started))) as *const AtomicU32;
     let vector = (page >> 12) as u32;
     apic::write_icr(cpu.0, ICR_INIT | ICR_LEVEL_ASSERT);
     delay_ns(10_000_000);

@@ -100,13 +100,20 @@ impl TimeOps for Native {
 
     fn timer_arm(delta_ns: u64) {
         let per_ms = APIC_TICKS_PER_MS.load(Ordering::Relaxed);
-        let ticks = (u128::from(delta_ns) * u128::from(per_ms) / 1_000_000).clamp(1, u128::from(u32::MAX));
-        apic::write(reg::LVT_TIMER, u32::from(TIMER_VECTOR.load(Ordering::Relaxed)));
+        let ticks =
+            (u128::from(delta_ns) * u128::from(per_ms) / 1_000_000).clamp(1, u128::from(u32::MAX));
+        apic::write(
+            reg::LVT_TIMER,
+            u32::from(TIMER_VECTOR.load(Ordering::Relaxed)),
+        );
         apic::write(reg::TIMER_INITIAL, ticks as u32);
     }
 
     fn timer_cancel() {
         apic::write(reg::TIMER_INITIAL, 0);
-        apic::write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR.load(Ordering::Relaxed)));
+        apic::write(
+            reg::LVT_TIMER,
+            LVT_MASKED | u32::from(TIMER_VECTOR.load(Ordering::Relaxed)),
+        );
     }
 }

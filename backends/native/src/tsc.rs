@@ -65,7 +65,9 @@ pub fn hz_from_cpuid(src: &impl CpuidSource) -> Option<(u64, TscSource)> {
 pub fn hz_from_pit() -> Option<u64> {
     const WINDOW_MS: u64 = 10;
     let pit_ticks = (pit::PIT_HZ * WINDOW_MS / 1000) as u16;
-    let best = (0..3).filter_map(|_| pit::tsc_ticks_during(pit_ticks)).min()?;
+    let best = (0..3)
+        .filter_map(|_| pit::tsc_ticks_during(pit_ticks))
+        .min()?;
     let hz = best * pit::PIT_HZ / u64::from(pit_ticks);
     PLAUSIBLE_HZ.contains(&hz).then_some(hz)
 }
@@ -91,7 +93,12 @@ mod tests {
         }
     }
     const fn r(eax: u32, ebx: u32, ecx: u32) -> CpuidResult {
-        CpuidResult { eax, ebx, ecx, edx: 0 }
+        CpuidResult {
+            eax,
+            ebx,
+            ecx,
+            edx: 0,
+        }
     }
 
     #[test]
@@ -102,7 +109,11 @@ mod tests {
 
     #[test]
     fn leaf_16_when_15_lacks_crystal() {
-        let f = Fake(&[(0, r(0x16, 0, 0)), (0x15, r(2, 176, 0)), (0x16, r(2400, 0, 0))]);
+        let f = Fake(&[
+            (0, r(0x16, 0, 0)),
+            (0x15, r(2, 176, 0)),
+            (0x16, r(2400, 0, 0)),
+        ]);
         assert_eq!(hz_from_cpuid(&f), Some((2_400_000_000, TscSource::Cpuid16)));
     }
 

@@ -2,4 +2,5 @@
 //! hypervisors, as `zerocopy` types with their sizes and offsets checked at
 //! compile time, plus validating parsers.
 
+pub mod pvclock;
 pub mod start_info;
