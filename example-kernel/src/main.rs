@@ -13,6 +13,7 @@
     allow(dead_code, unused_imports, unused_macros)
 )]
 
+mod bench;
 mod console;
 mod gdt;
 mod interrupts;
@@ -127,6 +128,9 @@ pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
         start_info: &si,
     };
     let (passed, failed) = selftest::run_all(&mut ctx);
+    if pvops::cmdline::option(si.cmdline(), "mode") == Some("bench") {
+        bench::run_all(si.cmdline(), &mut frames, &aspace);
+    }
     let verdict = if failed == 0 { "ok" } else { "FAILED" };
     kprintln!("test result: {verdict}. {passed} passed; {failed} failed");
     finish_with(if failed == 0 {

@@ -42,3 +42,52 @@ fn same_image_in_every_env() {
         on_disk.sha256
     );
 }
+
+/// Bench mode under KVM: every op gets a bench line, the QMP counters are
+/// read around each loop, and an IPI to this CPU (send + interrupt + EOI)
+/// costs at least one VM exit on the native path — a count that only a real
+/// hypervisor can produce.
+#[test]
+fn bench_mode_counts_exits_under_kvm() {
+    if let Some(why) = xtask::provision::unavailable(Env::KvmHidden) {
+        skip(&why);
+        return;
+    }
+    let kernel = kernel_image().expect("kernel image");
+    let (run, boot) = xtask::bench::run_guest(
+        Env::KvmHidden,
+        kernel,
+        2,
+        &xtask::bench::Variant::default_variant(),
+    )
+    .unwrap_or_else(|e| panic!("bench boot failed: {e:#}"));
+    assert!(boot.passed(), "{}", boot.report());
+    let row = |op: &str, path: &str| {
+        run.rows
+            .iter()
+            .find(|r| r.op == op && r.path == path)
+            .unwrap_or_else(|| panic!("no bench line for {op} {path}: {:?}", run.rows))
+    };
+    for (op, path) in [
+        ("irq_save_restore", "native"),
+        ("irq_save_restore", "pvops"),
+        ("sched_clock", "pvops"),
+        ("set_pte", "pvops"),
+        ("flush_tlb_single", "pvops"),
+        ("send_ipi_one", "pvops"),
+    ] {
+        let r = row(op, path);
+        assert!(r.emulated, "{op} {path} not labelled timing=emulated");
+        assert!(r.cycles_median > 0, "{op} {path}: no cycles");
+    }
+    let exits = row("ipi_self_eoi", "pvops").per_op["exits"];
+    assert!(
+        exits >= 0.9,
+        "IPI to self cost {exits} exits per op under KVM"
+    );
+    let quiet = row("irq_disable_enable", "native").per_op["exits"];
+    assert!(
+        quiet < 0.2,
+        "cli/sti cost {quiet} exits per op: counters are noisy"
+    );
+}

@@ -284,7 +284,12 @@ pub fn boot(env: Env, kernel: &Path, options: &BootOptions) -> Result<Boot> {
 
 /// Runs a prepared [`Plan`] and judges it.
 pub fn run_plan(plan: Plan, echo: bool) -> Result<Boot> {
-    let run = qemu::run(&plan.qemu, &plan.args, plan.timeout, echo)
+    run_plan_observed(plan, echo, &mut |_| {})
+}
+
+/// [`run_plan`], showing `observer` every console line as it arrives.
+pub fn run_plan_observed(plan: Plan, echo: bool, observer: &mut dyn FnMut(&str)) -> Result<Boot> {
+    let run = qemu::run_observed(&plan.qemu, &plan.args, plan.timeout, echo, observer)
         .with_context(|| format!("booting {} in {}", plan.image.path.display(), plan.env))?;
     let outcome = Outcome {
         console: protocol::parse(&run.console),

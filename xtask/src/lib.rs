@@ -12,13 +12,16 @@
 //! boot tests report to `cargo xtask test`). A QMP client for KVM exit
 //! counts will be a module of its own beside [`qemu`].
 
+pub mod bench;
 pub mod boot;
 pub mod env;
 pub mod kernel;
 pub mod protocol;
 pub mod provision;
 pub mod qemu;
+pub mod qmp;
 pub mod record;
+pub mod report;
 
 pub use boot::{boot, Boot, BootImage, BootOptions, Mode, Plan};
 pub use env::{Env, Status};

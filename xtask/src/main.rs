@@ -29,6 +29,25 @@ enum Cmd {
     /// Provision QEMU (and Xen if needed), build the kernel, and run every
     /// host test and boot test (`cargo test --workspace`).
     Test,
+    /// Benchmarks: boot the kernel in bench mode per environment (VM exits
+    /// per op from QEMU under KVM) and/or run the host-process benchmark;
+    /// write target/bench/report.{md,json,svg} and print the table.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Environments to boot in bench mode [default: every implemented one].
+    #[arg(long = "env", value_name = "ENV")]
+    envs: Vec<Env>,
+    /// Also run the hardware-speed host benchmark (`cargo bench -p pvops-bench`).
+    /// Alone (without --env), only the host benchmark runs.
+    #[arg(long)]
+    host: bool,
+    /// Virtual CPUs for the guest boots.
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    smp: u32,
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +79,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Run(args) => run(args),
         Cmd::Test => test(),
+        Cmd::Bench(args) => bench(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("xtask: error: {e:#}");
@@ -85,6 +105,72 @@ fn default_env() -> (Env, String) {
         Ok(()) => (Env::Kvm, format!("{} is usable", provision::KVM_DEVICE)),
         Err(why) => (Env::Tcg, format!("KVM is not usable: {why}")),
     }
+}
+
+fn bench(args: BenchArgs) -> Result<ExitCode> {
+    use xtask::bench::{run_guest, Variant};
+    let root = kernel::workspace_root();
+    let envs: Vec<Env> = if !args.envs.is_empty() {
+        args.envs.clone()
+    } else if args.host {
+        Vec::new()
+    } else {
+        Env::ALL
+            .iter()
+            .copied()
+            .filter(|e| e.is_implemented())
+            .collect()
+    };
+    let mut host = None;
+    if args.host {
+        let manifest = root.join("bench").join("Cargo.toml");
+        if !manifest.is_file() {
+            bail!("the host benchmark (bench/, package pvops-bench) is not in this tree yet");
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        eprintln!("xtask: cargo bench -p pvops-bench");
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args(["bench", "-p", "pvops-bench"])
+            .status()
+            .context("could not run cargo bench")?;
+        if !status.success() {
+            bail!("cargo bench -p pvops-bench failed ({status})");
+        }
+        let path = xtask::report::bench_dir(&root).join("host.json");
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("the host benchmark did not write {}", path.display()))?;
+        host = Some(
+            serde_json::from_str::<serde_json::Value>(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?,
+        );
+    }
+    let mut guests = Vec::new();
+    if !envs.is_empty() {
+        provision::ensure_qemu()?;
+        let kernel = kernel::build()?;
+        for env in envs {
+            if !env.is_implemented() {
+                bail!("environment {env} is not implemented yet");
+            }
+            provision::ensure(env)?;
+            for variant in std::iter::once(Variant::default_variant()).chain(env.bench_variants()) {
+                eprintln!("xtask: bench {env} ({})", variant.name);
+                let (run, _) = run_guest(env, &kernel, args.smp, &variant)?;
+                for line in xtask::report::bench_lines(&run) {
+                    println!("{line}");
+                }
+                guests.push(run);
+            }
+        }
+    }
+    let md = xtask::report::write(&root, &guests, host.as_ref())?;
+    println!("\n{md}");
+    eprintln!(
+        "xtask: wrote {}/report.{{md,json,svg}}",
+        xtask::report::bench_dir(&root).display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {

@@ -151,6 +151,18 @@ enum Event {
 /// how `PR_SET_PDEATHSIG` works), which is why this function spawns and
 /// waits on the caller's thread.
 pub fn run(program: &Path, args: &[OsString], timeout: Duration, echo: bool) -> Result<QemuRun> {
+    run_observed(program, args, timeout, echo, &mut |_| {})
+}
+
+/// [`run`], calling `observer` with every console line as it arrives (on
+/// this thread), e.g. to read QEMU's counters at a line the guest prints.
+pub fn run_observed(
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+    echo: bool,
+    observer: &mut dyn FnMut(&str),
+) -> Result<QemuRun> {
     let mut command = Command::new(program);
     command
         .args(args)
@@ -184,6 +196,7 @@ pub fn run(program: &Path, args: &[OsString], timeout: Duration, echo: bool) -> 
 
     let deadline = start + timeout;
     let mut recorder = Recorder {
+        observer,
         echo,
         console: Vec::new(),
         stderr: Vec::new(),
@@ -251,7 +264,8 @@ fn die_with_parent(parent: u32) -> impl FnMut() -> io::Result<()> + Send + Sync 
     }
 }
 
-struct Recorder {
+struct Recorder<'a> {
+    observer: &'a mut dyn FnMut(&str),
     echo: bool,
     console: Vec<String>,
     stderr: Vec<String>,
@@ -261,7 +275,7 @@ struct Recorder {
     dropped: usize,
 }
 
-impl Recorder {
+impl Recorder<'_> {
     fn record(&mut self, stream: Stream, line: String) {
         if self.stopped.is_none()
             && STOPPED_FOR_GOOD
@@ -272,6 +286,7 @@ impl Recorder {
         }
         match stream {
             Stream::Stdout => {
+                (self.observer)(&line);
                 if self.echo {
                     let mut out = io::stdout().lock();
                     let _ = writeln!(out, "{line}");
@@ -304,7 +319,7 @@ fn wait(
     child: &mut Child,
     rx: &Receiver<Event>,
     deadline: Instant,
-    recorder: &mut Recorder,
+    recorder: &mut Recorder<'_>,
 ) -> Result<Option<ExitStatus>> {
     let mut open = 2;
     let mut exited: Option<(ExitStatus, Instant)> = None;

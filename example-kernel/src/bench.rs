@@ -1,0 +1,237 @@
+//! Bench mode (`pvops.mode=bench`): each op in a loop, through pvops and,
+//! where one exists, as the raw instruction, printed as
+//! `bench op=<op> path=<native|pvops> cycles_median=.. cycles_min=.. iters=..`.
+//!
+//! Cycles inside a virtual machine are not hardware timings (the
+//! environments here all emulate), so lines are labelled `timing=emulated`
+//! whenever CPUID says a hypervisor is present. What a hypervisor costs is
+//! counted by the host instead: with `pvops.bench.sync=<ms>` the kernel
+//! brackets every loop with `bench-sync <n>` and `bench-sync <n>.end` lines
+//! and idles `<ms>` after each, so the harness can read QEMU's per-vCPU exit
+//! counters around exactly that loop (see `xtask`).
+
+use crate::interrupts;
+use crate::paging::{AddressSpace, FrameAllocator, TEST_VA};
+use crate::smp;
+use core::sync::atomic::{AtomicU64, Ordering};
+use pvops::irq::{self, CpuMask, IpiTarget};
+use pvops::mmu::{self, TlbRange};
+use pvops::{cpu, lock, time};
+use x86_64::VirtAddr;
+
+/// Iterations of every op, unless `pvops.bench.iters=<n>` says otherwise.
+const DEFAULT_ITERS: u64 = 512;
+/// Iterations per timed batch (cycles are per op, median over batches).
+const BATCH: u64 = 32;
+/// Most batches kept (so `iters` is capped at `MAX_BATCHES * BATCH`).
+const MAX_BATCHES: usize = 256;
+
+struct Bench<'a> {
+    sync_ns: u64,
+    iters: u64,
+    emulated: bool,
+    seq: u32,
+    frames: &'a mut FrameAllocator,
+    aspace: &'a AddressSpace,
+}
+
+#[inline(always)]
+fn rdtsc() -> u64 {
+    // SAFETY: rdtsc only reads the time-stamp counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+fn idle(ns: u64) {
+    let t = time::sched_clock();
+    while time::sched_clock() - t < ns {
+        core::hint::spin_loop();
+    }
+}
+
+impl Bench<'_> {
+    /// Runs `op` ITERS times in batches and prints its line.
+    fn run(&mut self, op: &str, path: &str, mut f: impl FnMut()) {
+        self.seq += 1;
+        let n = self.seq;
+        if self.sync_ns > 0 {
+            crate::kprintln!("bench-sync {n}");
+            idle(self.sync_ns);
+        }
+        let mut all = [0u64; MAX_BATCHES];
+        let samples = &mut all[..(self.iters / BATCH) as usize];
+        for s in samples.iter_mut() {
+            let t0 = rdtsc();
+            for _ in 0..BATCH {
+                f();
+            }
+            *s = (rdtsc() - t0) / BATCH;
+        }
+        if self.sync_ns > 0 {
+            idle(self.sync_ns);
+            crate::kprintln!("bench-sync {n}.end");
+        }
+        samples.sort_unstable();
+        let median = samples[samples.len() / 2];
+        let min = samples[0];
+        let timing = if self.emulated {
+            " timing=emulated"
+        } else {
+            ""
+        };
+        let iters = self.iters;
+        crate::kprintln!(
+            "bench op={op} path={path} cycles_median={median} cycles_min={min} iters={iters}{timing} seq={n}"
+        );
+    }
+}
+
+/// Parses `pvops.bench.<key>=<n>`.
+fn number(cmdline: &str, key: &str) -> Option<u64> {
+    pvops::cmdline::option(cmdline, key).and_then(|v| v.parse().ok())
+}
+
+static IPI_ACKS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs the bench suite.
+pub fn run_all(cmdline: &str, frames: &mut FrameAllocator, aspace: &AddressSpace) {
+    let emulated = pvops::detect::scan(&pvops::detect::HardwareCpuid).hypervisor_bit;
+    let mut b = Bench {
+        sync_ns: number(cmdline, "bench.sync").unwrap_or(0) * 1_000_000,
+        iters: number(cmdline, "bench.iters")
+            .unwrap_or(DEFAULT_ITERS)
+            .clamp(BATCH, MAX_BATCHES as u64 * BATCH)
+            / BATCH
+            * BATCH,
+        emulated,
+        seq: 0,
+        frames,
+        aspace,
+    };
+    // The baseline: what the bracketing itself costs (the harness subtracts it).
+    b.run("noop", "native", || core::hint::black_box(()));
+
+    b.run("irq_save_restore", "native", || {
+        let f = x86_64::registers::rflags::read_raw();
+        x86_64::instructions::interrupts::disable();
+        if f & (1 << 9) != 0 {
+            x86_64::instructions::interrupts::enable();
+        }
+    });
+    b.run("irq_save_restore", "pvops", || {
+        let f = irq::save_and_disable();
+        irq::restore_flags(f);
+    });
+    b.run("irq_disable_enable", "native", || {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::interrupts::enable();
+    });
+    b.run("irq_disable_enable", "pvops", || {
+        irq::disable();
+        irq::enable();
+    });
+    b.run("read_cr2", "native", || {
+        core::hint::black_box(x86_64::registers::control::Cr2::read_raw());
+    });
+    b.run("read_cr2", "pvops", || {
+        core::hint::black_box(mmu::read_cr2());
+    });
+    b.run("read_cr3", "native", || {
+        core::hint::black_box(x86_64::registers::control::Cr3::read_raw());
+    });
+    b.run("read_cr3", "pvops", || {
+        core::hint::black_box(mmu::read_cr3());
+    });
+    let cr3 = mmu::read_cr3();
+    b.run("write_cr3", "pvops", || {
+        // SAFETY: reloading the current CR3 keeps every mapping.
+        unsafe { mmu::write_cr3(cr3) }
+    });
+    b.run("sched_clock", "native", || {
+        core::hint::black_box(rdtsc());
+    });
+    b.run("sched_clock", "pvops", || {
+        core::hint::black_box(time::sched_clock());
+    });
+
+    // Page-table ops on a test page.
+    let va = TEST_VA + 64 * 4096;
+    if let (Some(frame), Some(pte)) = (b.frames.alloc(), b.aspace.pte(b.frames, va)) {
+        let value = frame | 0x3;
+        b.run("set_pte", "native", || {
+            // SAFETY: `pte` is the live PTE for the test page `va`, which
+            // nothing else uses; the value maps a test frame.
+            unsafe { core::ptr::write_volatile(pte, value) }
+        });
+        b.run("set_pte", "pvops", || {
+            // SAFETY: as above.
+            unsafe { mmu::set_pte(pte, value, VirtAddr::new(va)) }.ignore()
+        });
+        b.run("flush_tlb_single", "native", || {
+            x86_64::instructions::tlb::flush(VirtAddr::new(va))
+        });
+        b.run("flush_tlb_single", "pvops", || {
+            mmu::flush_tlb_single(VirtAddr::new(va))
+        });
+        {
+            let batch = mmu::lazy();
+            b.run("set_pte_lazy", "pvops", || {
+                // SAFETY: as above.
+                unsafe { mmu::set_pte(pte, value, VirtAddr::new(va)) }.ignore()
+            });
+            batch.commit();
+        }
+    } else {
+        crate::kprintln!("pvops: warning: bench: no frame for the page-table ops");
+    }
+
+    // Interrupt round trip on this CPU: IPI to self, handler EOIs.
+    b.run("ipi_self_eoi", "pvops", || {
+        let before = interrupts::TEST_IPIS.load(Ordering::Relaxed);
+        irq::send_ipi(IpiTarget::ThisCpu, interrupts::TEST_IPI_VECTOR);
+        while interrupts::TEST_IPIS.load(Ordering::Relaxed) == before {
+            core::hint::spin_loop();
+        }
+    });
+    b.run("timer_arm_cancel", "pvops", || {
+        time::timer_arm(1_000_000_000);
+        time::timer_cancel();
+    });
+    b.run("lock_kick", "pvops", || lock::kick(cpu::current_cpu()));
+
+    if smp::online() > 1 {
+        let other = smp::cpu_id(1);
+        b.run("send_ipi_one", "pvops", || {
+            let before = smp::IPIS[1].load(Ordering::Relaxed);
+            irq::send_ipi(IpiTarget::Cpu(other), interrupts::TEST_IPI_VECTOR);
+            while smp::IPIS[1].load(Ordering::Relaxed) == before {
+                core::hint::spin_loop();
+            }
+            IPI_ACKS.fetch_add(1, Ordering::Relaxed);
+        });
+        b.run("send_ipi_all", "pvops", || {
+            let before: [u64; smp::MAX_SMP] =
+                core::array::from_fn(|i| smp::IPIS[i].load(Ordering::Relaxed));
+            irq::send_ipi(IpiTarget::AllButSelf, interrupts::TEST_IPI_VECTOR);
+            for (i, seen) in before.iter().enumerate().take(smp::online()).skip(1) {
+                while smp::IPIS[i].load(Ordering::Relaxed) == *seen {
+                    core::hint::spin_loop();
+                }
+            }
+        });
+        let mut others = CpuMask::new();
+        for i in 1..smp::online() {
+            others.insert(smp::cpu_id(i));
+        }
+        b.run("flush_tlb_others", "pvops", || {
+            mmu::flush_tlb_others(
+                &others,
+                TlbRange::Pages {
+                    start: VirtAddr::new(va),
+                    pages: 1,
+                },
+            )
+        });
+    } else {
+        crate::kprintln!("pvops: info: bench: one CPU online, cross-CPU ops not measured");
+    }
+}
