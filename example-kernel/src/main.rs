@@ -21,12 +21,12 @@ mod paging;
 mod selftest;
 mod smp;
 
+// The PVH entry: from the loader's 32-bit protected mode to
+// `kernel_main_pvh` in 64-bit mode with the first 4 GiB identity-mapped.
 #[cfg(target_os = "none")]
-mod boot;
+pvops::pvh_entry!(kernel_main_pvh);
 
-use pvops::abi::start_info;
-use pvops::phys::DirectMap;
-use pvops::{BootContext, BootEntry};
+use pvops::entry::PvhError;
 
 /// Exit codes the kernel reports (`pvops: exit code=<n>`).
 pub const EXIT_OK: u8 = 0;
@@ -42,36 +42,26 @@ pub fn finish_with(code: u8) -> ! {
     pvops::platform::shutdown(code)
 }
 
-/// Entered from `boot.rs` in 64-bit mode on the boot stack, with the first
-/// 4 GiB identity-mapped and `start_info` the PVH `hvm_start_info` address.
+/// Entered from the PVH entry in 64-bit mode on the boot stack, with the
+/// first 4 GiB identity-mapped; `start_info_paddr` is the PVH
+/// `hvm_start_info` address.
 #[no_mangle]
 pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
-    // SAFETY: boot.rs identity-maps the first 4 GiB; start_info and what it
-    // points to are RAM there, written by the loader and not changing.
-    let mem = unsafe { DirectMap::new(0, paging::DIRECT_MAP_END) };
-    let parsed = start_info::parse(&mem, start_info_paddr);
-    let (cmdline, rsdp) = match &parsed {
-        Ok(si) => (si.cmdline(), si.rsdp),
-        Err(_) => ("", None),
-    };
-    let ctx = BootContext {
-        phys_offset: 0,
-        image_offset: 0,
-        rsdp,
-        cmdline,
-        entry: BootEntry::Pvh,
-        cpuid: pvops::detect::scan(&pvops::detect::HardwareCpuid),
-    };
     let mut fallbacks = [None; 4];
     let mut n = 0;
-    let installed = pvops::init(&ctx, |e| {
+    let booted = pvops::entry::init_pvh(start_info_paddr, |e| {
         if n < fallbacks.len() {
             fallbacks[n] = Some(*e);
             n += 1;
         }
     });
-    let ops = match installed {
-        Ok(ops) => ops,
+    let (si, ops) = match booted {
+        Ok(b) => (b.start_info, b.ops),
+        Err(PvhError::BadStartInfo { error, installed: true }) => {
+            kprintln!("pvops: {}", pvops::platform::identity());
+            kprintln!("pvops: error: start_info: {error}");
+            finish_with(EXIT_BAD_BOOT_INFO)
+        }
         // Nothing to print with and nothing to power off with: stop here.
         Err(_) => halt_forever(),
     };
@@ -98,13 +88,6 @@ pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
             }
         }
     }
-    let si = match parsed {
-        Ok(si) => si,
-        Err(e) => {
-            kprintln!("pvops: error: start_info: {e}");
-            finish_with(EXIT_BAD_BOOT_INFO)
-        }
-    };
 
     let selectors = gdt::init();
     interrupts::init(selectors.code.0);

@@ -47,11 +47,18 @@ pub use pvops_core::{
 #[cfg(feature = "native")]
 pub use pvops_native as native;
 
+pub mod entry;
+
+#[cfg(feature = "kvm")]
+pub use pvops_kvm as kvm;
+
 use pvops_core::backend::Candidate;
 
 /// Every backend compiled into this build, best first in source order
 /// (detection priorities decide, not this order).
 pub const CANDIDATES: &[Candidate] = &[
+    #[cfg(feature = "kvm")]
+    pvops_kvm::CANDIDATE,
     #[cfg(feature = "native")]
     pvops_native::CANDIDATE,
 ];
