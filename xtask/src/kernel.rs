@@ -48,6 +48,12 @@ pub fn build() -> Result<PathBuf> {
             .canonicalize()
             .with_context(|| format!("resolving {KERNEL_ENV}={}", path.display()));
     }
+    build_package(PACKAGE)
+}
+
+/// Builds kernel package `package` of this workspace for the kernel target
+/// (release, in [`target_dir`]) and returns its ELF.
+pub fn build_package(package: &str) -> Result<PathBuf> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(&cargo);
     command
@@ -55,7 +61,7 @@ pub fn build() -> Result<PathBuf> {
         .args([
             "build",
             "--package",
-            PACKAGE,
+            package,
             "--target",
             TARGET,
             "--release",
@@ -64,17 +70,17 @@ pub fn build() -> Result<PathBuf> {
         .arg(target_dir())
         .stdin(Stdio::null());
     let shown = format!(
-        "cargo build --package {PACKAGE} --target {TARGET} --release --target-dir {}",
+        "cargo build --package {package} --target {TARGET} --release --target-dir {}",
         target_dir().display()
     );
-    eprintln!("xtask: building the kernel: {shown}");
+    eprintln!("xtask: building a kernel: {shown}");
     let status = command
         .status()
         .with_context(|| format!("could not run `{shown}`"))?;
     if !status.success() {
-        bail!("building the example kernel failed ({status}); the command was `{shown}`");
+        bail!("building {package} failed ({status}); the command was `{shown}`");
     }
-    let elf = elf_path();
+    let elf = target_dir().join(TARGET).join("release").join(package);
     if !elf.is_file() {
         bail!("`{shown}` succeeded but left no {}", elf.display());
     }

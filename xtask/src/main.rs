@@ -200,6 +200,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         extra_cmdline: args.extra,
         echo: true,
         timeout: args.timeout.map(Duration::from_secs),
+        min_ok: None,
     };
     let plan = Plan::new(env, &kernel, &options)?;
     eprintln!(
@@ -246,6 +247,8 @@ const LINTS: &[&[&str]] = &[
         "clippy",
         "-p",
         "example-kernel",
+        "-p",
+        "minimal-kernel",
         "--target",
         "x86_64-unknown-none",
         "--",

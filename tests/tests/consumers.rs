@@ -1,0 +1,30 @@
+//! Kernels other than the example kernel, built only against pvops' public
+//! API, boot and report in the console protocol: proof that the public API
+//! is enough for a stranger's kernel.
+
+use pvops_tests::skip;
+use xtask::boot::{self, BootOptions};
+use xtask::env::Env;
+
+/// The minimal Rust kernel (`examples/minimal-kernel`) in `env`.
+fn boot_minimal(env: Env) {
+    if let Some(why) = xtask::provision::unavailable(env) {
+        skip(&why);
+        return;
+    }
+    let kernel = xtask::kernel::build_package("minimal-kernel")
+        .unwrap_or_else(|e| panic!("building minimal-kernel: {e:#}"));
+    let options = BootOptions {
+        smp: 1,
+        min_ok: Some(4),
+        ..BootOptions::default()
+    };
+    let b = boot::boot(env, &kernel, &options)
+        .unwrap_or_else(|e| panic!("booting minimal-kernel in {env}: {e:#}"));
+    assert!(b.passed(), "{}", b.report());
+}
+
+#[test]
+fn minimal_rust_kernel_tcg() {
+    boot_minimal(Env::Tcg);
+}
