@@ -57,7 +57,10 @@ pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
     });
     let (si, ops) = match booted {
         Ok(b) => (b.start_info, b.ops),
-        Err(PvhError::BadStartInfo { error, installed: true }) => {
+        Err(PvhError::BadStartInfo {
+            error,
+            installed: true,
+        }) => {
             kprintln!("pvops: {}", pvops::platform::identity());
             kprintln!("pvops: error: start_info: {error}");
             finish_with(EXIT_BAD_BOOT_INFO)

@@ -28,3 +28,37 @@ fn boot_minimal(env: Env) {
 fn minimal_rust_kernel_tcg() {
     boot_minimal(Env::Tcg);
 }
+
+/// The C kernel (`examples/c-kernel`, gcc + libpvops_ffi.a) in `env`.
+fn boot_c(env: Env) {
+    if let Some(why) = xtask::provision::unavailable(env) {
+        skip(&why);
+        return;
+    }
+    let kernel =
+        xtask::kernel::build_c_kernel().unwrap_or_else(|e| panic!("building the C kernel: {e:#}"));
+    let options = BootOptions {
+        smp: 1,
+        min_ok: Some(6),
+        ..BootOptions::default()
+    };
+    let b = boot::boot(env, &kernel, &options)
+        .unwrap_or_else(|e| panic!("booting the C kernel in {env}: {e:#}"));
+    assert!(b.passed(), "{}", b.report());
+}
+
+#[test]
+fn c_kernel_tcg() {
+    boot_c(Env::Tcg);
+}
+
+/// Under KVM: the `kvm` environment once its backend exists, else KVM with
+/// the PV interface hidden (still a real KVM boot of the C kernel).
+#[test]
+fn c_kernel_kvm() {
+    boot_c(if Env::Kvm.is_implemented() {
+        Env::Kvm
+    } else {
+        Env::KvmHidden
+    });
+}

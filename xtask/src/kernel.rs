@@ -87,6 +87,78 @@ pub fn build_package(package: &str) -> Result<PathBuf> {
     Ok(elf)
 }
 
+/// Where the C example kernel's sources are.
+pub fn c_kernel_dir() -> PathBuf {
+    workspace_root().join("examples").join("c-kernel")
+}
+
+/// Builds the C example kernel: the `pvops-ffi` static library for the
+/// kernel target, then `examples/c-kernel/kernel.c` with the system's gcc,
+/// linked against it. Returns the ELF.
+pub fn build_c_kernel() -> Result<PathBuf> {
+    // The library is a staticlib: build_package would look for a binary.
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--package",
+            "pvops-ffi",
+            "--target",
+            TARGET,
+            "--release",
+        ])
+        .arg("--target-dir")
+        .arg(target_dir())
+        .stdin(Stdio::null())
+        .status()
+        .context("could not run cargo to build pvops-ffi")?;
+    if !status.success() {
+        bail!("building pvops-ffi for {TARGET} failed ({status})");
+    }
+    let lib = target_dir()
+        .join(TARGET)
+        .join("release")
+        .join("libpvops_ffi.a");
+    let dir = c_kernel_dir();
+    let out = target_dir().join("c-kernel");
+    let mut gcc = Command::new("gcc");
+    gcc.args([
+        // Freestanding, no SSE (the CPU's SSE state is not set up), no red
+        // zone (interrupts use the kernel stack), fixed addresses.
+        "-ffreestanding",
+        "-fno-pic",
+        "-fno-pie",
+        "-no-pie",
+        "-nostdlib",
+        "-static",
+        "-mno-red-zone",
+        "-mgeneral-regs-only",
+        "-fno-stack-protector",
+        "-O2",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-Wl,--build-id=none",
+    ])
+    .arg("-I")
+    .arg(workspace_root().join("ffi").join("include"))
+    .arg("-T")
+    .arg(dir.join("linker.ld"))
+    .arg(dir.join("kernel.c"))
+    .arg(&lib)
+    .arg("-o")
+    .arg(&out)
+    .stdin(Stdio::null());
+    let status = gcc
+        .status()
+        .context("could not run gcc (apt-get install -y gcc)")?;
+    if !status.success() {
+        bail!("gcc failed to build the C kernel ({status})");
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

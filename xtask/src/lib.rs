@@ -5,10 +5,10 @@
 //! [`kernel::build`] gives the image, [`boot::boot`] runs and judges one
 //! environment, [`provision::unavailable`] tells a test what is missing.
 //!
-//! Modules, one concern each: [`env`] (what each environment is),
+//! Modules, one concern each: [`env`](mod@env) (what each environment is),
 //! [`provision`] (QEMU, Xen, KVM), [`kernel`] (the image), [`qemu`]
 //! (running QEMU under a time bound), [`protocol`] (the console protocol
-//! and the verdict), [`boot`] (the three together), [`record`] (what the
+//! and the verdict), [`boot`](mod@boot) (the three together), [`record`] (what the
 //! boot tests report to `cargo xtask test`). A QMP client for KVM exit
 //! counts will be a module of its own beside [`qemu`].
 

@@ -249,6 +249,8 @@ const LINTS: &[&[&str]] = &[
         "example-kernel",
         "-p",
         "minimal-kernel",
+        "-p",
+        "pvops-ffi",
         "--target",
         "x86_64-unknown-none",
         "--",
@@ -271,6 +273,19 @@ fn lint(root: &std::path::Path) -> Result<bool> {
             eprintln!("xtask: FAILED: cargo {}", args.join(" "));
             ok = false;
         }
+    }
+    // Public docs must build without a warning (broken links, private
+    // items named in public docs).
+    eprintln!("xtask: RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps");
+    let status = Command::new(&cargo)
+        .current_dir(root)
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .args(["doc", "--workspace", "--no-deps"])
+        .status()
+        .context("could not run `cargo doc`")?;
+    if !status.success() {
+        eprintln!("xtask: FAILED: cargo doc --workspace --no-deps");
+        ok = false;
     }
     Ok(ok)
 }

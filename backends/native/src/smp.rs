@@ -138,7 +138,7 @@ pub(crate) fn set_possible(mask: &CpuMask) {
     }
 }
 
-/// The CPUs recorded by [`set_possible`].
+/// The CPUs the platform has, as recorded at init.
 pub fn possible() -> CpuMask {
     let mut m = CpuMask::new();
     for (i, slot) in POSSIBLE.iter().enumerate() {
