@@ -150,17 +150,30 @@ impl ClockScale {
         })
     }
 
-    /// Nanoseconds for `delta` ticks. Never overflows: the product is
-    /// taken in 128 bits and saturates at `u64::MAX`.
+    /// Nanoseconds for `delta` ticks. Never overflows and never wraps: any
+    /// intermediate that does not fit saturates the result at `u64::MAX`,
+    /// so the result is monotonic in `delta` for every scale, including the
+    /// nonsense a misbehaving hypervisor may write (found by fuzzing: a
+    /// shift of 127 used to wrap).
     #[inline]
     pub fn ticks_to_ns(self, delta: u64) -> u64 {
-        let d: u128 = if self.shift >= 0 {
-            u128::from(delta) << self.shift
+        let d = u128::from(delta);
+        let shifted = if self.shift >= 0 {
+            let s = self.shift as u32;
+            // Lossless only while no set bit is shifted out.
+            if d == 0 || s <= d.leading_zeros() {
+                Some(d << s)
+            } else {
+                None
+            }
         } else {
-            u128::from(delta) >> (-i32::from(self.shift))
+            let s = (-i32::from(self.shift)) as u32;
+            Some(if s >= 128 { 0 } else { d >> s })
         };
-        let ns = (d * u128::from(self.mul_frac)) >> 32;
-        u64::try_from(ns).unwrap_or(u64::MAX)
+        shifted
+            .and_then(|x| x.checked_mul(u128::from(self.mul_frac)))
+            .and_then(|p| u64::try_from(p >> 32).ok())
+            .unwrap_or(u64::MAX)
     }
 }
 
@@ -214,5 +227,18 @@ mod tests {
             shift: 5,
         };
         assert_eq!(neg.ticks_to_ns(u64::MAX), u64::MAX);
+        // Extreme shifts saturate or vanish instead of wrapping (fuzzing
+        // regression).
+        let big = ClockScale {
+            mul_frac: 1,
+            shift: 127,
+        };
+        assert!(big.ticks_to_ns(1) <= big.ticks_to_ns(2));
+        assert_eq!(big.ticks_to_ns(2), u64::MAX);
+        let tiny = ClockScale {
+            mul_frac: u32::MAX,
+            shift: -128,
+        };
+        assert_eq!(tiny.ticks_to_ns(u64::MAX), 0);
     }
 }

@@ -17,6 +17,11 @@ fn boot_kvm_hidden() {
     assert_boots(Env::KvmHidden);
 }
 
+#[test]
+fn boot_xen_pvh() {
+    assert_boots(Env::XenPvh);
+}
+
 /// Every environment boots the very same ELF: same path, same bytes.
 #[test]
 fn same_image_in_every_env() {
@@ -90,4 +95,41 @@ fn bench_mode_counts_exits_under_kvm() {
         quiet < 0.2,
         "cli/sti cost {quiet} exits per op: counters are noisy"
     );
+}
+
+#[test]
+fn boot_kvm() {
+    assert_boots(Env::Kvm);
+}
+
+/// Each KVM feature switched off in QEMU in turn: the backend falls back to
+/// the native path for just that feature (the features line says so) and
+/// every self-test still passes.
+#[test]
+fn kvm_feature_off_matrix() {
+    use xtask::boot::{BootOptions, Plan};
+    use xtask::env::KVM_FEATURES_OFF;
+    if let Some(why) = xtask::provision::unavailable(Env::Kvm) {
+        skip(&why);
+        return;
+    }
+    let kernel = kernel_image().expect("kernel image");
+    let mut failures = Vec::new();
+    for off in KVM_FEATURES_OFF {
+        let options = BootOptions {
+            smp: Env::Kvm.test_smp(),
+            ..BootOptions::default()
+        };
+        let mut plan = Plan::new(Env::Kvm, kernel, &options).expect("plan");
+        let cpu = plan.args.iter().position(|a| a == "-cpu").expect("-cpu") + 1;
+        plan.args[cpu] = off.cpu().into();
+        plan.expectation.features_present.retain(|f| !off.absent.contains(&f.as_str()));
+        plan.expectation.features_absent = off.absent.iter().map(|f| f.to_string()).collect();
+        match xtask::boot::run_plan(plan, false) {
+            Ok(b) if b.passed() => eprintln!("-{}: {}", off.qemu_flag, b.verdict()),
+            Ok(b) => failures.push(format!("-{}:\n{}", off.qemu_flag, b.report())),
+            Err(e) => failures.push(format!("-{}: {e:#}", off.qemu_flag)),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -178,6 +178,10 @@ pub struct Expectation {
     pub backend: String,
     /// Fewest `ok` tests.
     pub min_ok: usize,
+    /// Features the platform line must name.
+    pub features_present: Vec<String>,
+    /// Features the platform line must not name (switched off on purpose).
+    pub features_absent: Vec<String>,
     /// How the run must end.
     pub ending: Ending,
 }
@@ -212,6 +216,10 @@ pub enum Problem {
         /// Reported value.
         found: String,
     },
+    /// A feature that must be on is not named.
+    MissingFeature(String),
+    /// A feature that was switched off is named anyway.
+    UnexpectedFeature(String),
     /// Fewer ok tests than required.
     TooFewTests {
         /// Required.
@@ -272,6 +280,12 @@ impl fmt::Display for Problem {
             }
             Problem::WrongBackend { expected, found } => {
                 write!(f, "backend={found}, expected backend={expected}")
+            }
+            Problem::MissingFeature(name) => {
+                write!(f, "feature {name} is not on (features= does not name it)")
+            }
+            Problem::UnexpectedFeature(name) => {
+                write!(f, "feature {name} is on although the platform was told to hide it")
             }
             Problem::TooFewTests { min, found } => {
                 write!(f, "only {found} test(s) ok, at least {min} required")
@@ -573,6 +587,16 @@ pub fn check(outcome: &Outcome, expect: &Expectation) -> Vec<Problem> {
                     found: first.backend.clone(),
                 });
             }
+            for f in &expect.features_present {
+                if !first.features.contains(f) {
+                    problems.push(Problem::MissingFeature(f.clone()));
+                }
+            }
+            for f in &expect.features_absent {
+                if first.features.contains(f) {
+                    problems.push(Problem::UnexpectedFeature(f.clone()));
+                }
+            }
         }
     }
 
@@ -716,6 +740,8 @@ mod tests {
 
     fn native() -> Expectation {
         Expectation {
+            features_present: Vec::new(),
+            features_absent: Vec::new(),
             platform: "native".into(),
             backend: "native".into(),
             min_ok: 5,
@@ -725,6 +751,8 @@ mod tests {
 
     fn xen() -> Expectation {
         Expectation {
+            features_present: Vec::new(),
+            features_absent: Vec::new(),
             platform: "xen-pv".into(),
             backend: "xen".into(),
             min_ok: 5,

@@ -94,7 +94,9 @@ pub mod errno {
 /// `struct kvm_steal_time`: one vCPU's stolen-time record, 64 bytes,
 /// 64-byte aligned, zeroed by the guest before registration.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct KvmStealTime {
     /// Nanoseconds this vCPU was runnable but not running.
     pub steal: u64,

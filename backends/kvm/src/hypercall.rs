@@ -213,6 +213,72 @@ impl Hypervisor for Real {
     }
 }
 
+/// Whether hypercalls may be used, from `pvops.kvm.hypercalls=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HypercallPolicy {
+    /// Use them unless the vCPU's instructions are being emulated (the
+    /// default; see [`emulated`]).
+    Auto,
+    /// Use them without checking.
+    On,
+    /// Never use them: the hypercall features stay off.
+    Off,
+}
+
+impl HypercallPolicy {
+    /// Reads the option's value (`auto`, `on`, `off`; anything else and
+    /// no option mean `auto`).
+    pub fn parse(value: Option<&str>) -> Self {
+        match value {
+            Some("on") => HypercallPolicy::On,
+            Some("off") => HypercallPolicy::Off,
+            _ => HypercallPolicy::Auto,
+        }
+    }
+}
+
+/// TSC cycles per iteration of a two-instruction loop above which the
+/// vCPU is taken to be emulated instruction by instruction. Hardware (bare
+/// or VMX/SVM guest) takes about 1; KVM's instruction emulator thousands.
+pub const EMULATED_CYCLES_PER_ITER: u64 = 200;
+
+/// TSC cycles per iteration of a `dec; jnz` loop of `iters` iterations.
+pub fn loop_cycles(iters: u32) -> u64 {
+    let n = iters.max(1);
+    let t0 = crate::kvmclock::rdtsc_ordered();
+    // SAFETY: a register-only countdown loop; touches no memory.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "dec {n:e}",
+            "jnz 2b",
+            n = inout(reg) n => _,
+            options(nomem, nostack),
+        )
+    };
+    let t1 = crate::kvmclock::rdtsc_ordered();
+    t1.wrapping_sub(t0) / u64::from(n)
+}
+
+/// Whether this vCPU's instructions are being emulated one by one, as a
+/// KVM host without hardware virtualisation (PVM running a guest that is
+/// not PVM-aware) does. KVM executes a hypercall only on the VM exit of
+/// `vmcall`/`vmmcall`; its instruction emulator never does (it only
+/// rewrites the instruction and retries it), so on such a vCPU a hypercall
+/// never completes. `cycles` measures one trial; the least of a few is
+/// used (being interrupted only lengthens a trial). Returns the verdict
+/// and the cycles per iteration seen.
+pub fn emulated(mut cycles: impl FnMut() -> u64) -> (bool, u64) {
+    let mut best = u64::MAX;
+    for _ in 0..5 {
+        best = best.min(cycles());
+        if best < EMULATED_CYCLES_PER_ITER {
+            break;
+        }
+    }
+    (best >= EMULATED_CYCLES_PER_ITER, best)
+}
+
 /// The instructions themselves.
 pub mod raw {
     use core::arch::asm;
@@ -300,10 +366,22 @@ pub(crate) mod tests {
 
     #[test]
     fn instruction_by_vendor() {
-        assert_eq!(HypercallInsn::for_vendor(b"GenuineIntel"), HypercallInsn::Vmcall);
-        assert_eq!(HypercallInsn::for_vendor(b"AuthenticAMD"), HypercallInsn::Vmmcall);
-        assert_eq!(HypercallInsn::for_vendor(b"HygonGenuine"), HypercallInsn::Vmmcall);
-        assert_eq!(HypercallInsn::for_vendor(b"CentaurHauls"), HypercallInsn::Vmcall);
+        assert_eq!(
+            HypercallInsn::for_vendor(b"GenuineIntel"),
+            HypercallInsn::Vmcall
+        );
+        assert_eq!(
+            HypercallInsn::for_vendor(b"AuthenticAMD"),
+            HypercallInsn::Vmmcall
+        );
+        assert_eq!(
+            HypercallInsn::for_vendor(b"HygonGenuine"),
+            HypercallInsn::Vmmcall
+        );
+        assert_eq!(
+            HypercallInsn::for_vendor(b"CentaurHauls"),
+            HypercallInsn::Vmcall
+        );
         let f = FakeCpuid {
             max: 0x4000_0001,
             eax: 0,
@@ -343,6 +421,47 @@ pub(crate) mod tests {
                 other => panic!("not a hypercall error: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn policy_parsing() {
+        assert_eq!(HypercallPolicy::parse(None), HypercallPolicy::Auto);
+        assert_eq!(HypercallPolicy::parse(Some("on")), HypercallPolicy::On);
+        assert_eq!(HypercallPolicy::parse(Some("off")), HypercallPolicy::Off);
+        assert_eq!(HypercallPolicy::parse(Some("x")), HypercallPolicy::Auto);
+    }
+
+    #[test]
+    fn emulation_verdict_uses_the_fastest_trial() {
+        // Hardware: the first trial decides.
+        let mut calls = 0;
+        assert_eq!(
+            emulated(|| {
+                calls += 1;
+                2
+            }),
+            (false, 2)
+        );
+        assert_eq!(calls, 1);
+        // One trial interrupted, then a clean one.
+        let mut v = [90_000, 3].into_iter();
+        assert_eq!(emulated(|| v.next().unwrap()), (false, 3));
+        // Emulated: every trial slow.
+        let mut calls = 0;
+        assert_eq!(
+            emulated(|| {
+                calls += 1;
+                4400 - calls
+            }),
+            (true, 4395)
+        );
+        assert_eq!(calls, 5);
+    }
+
+    #[test]
+    fn this_host_process_is_not_emulated() {
+        let (slow, cycles) = emulated(|| loop_cycles(256));
+        assert!(!slow, "{cycles} cycles per iteration");
     }
 
     #[test]

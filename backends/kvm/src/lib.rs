@@ -1,1 +1,349 @@
+//! # pvops-kvm
+//!
+//! The KVM backend of pvops: the native table ([`pvops_native`]) with
+//! single entries replaced by KVM's paravirtual features, each chosen on
+//! its own from CPUID leaf `base + 1` and the command line. A feature the
+//! host does not offer, or that fails to come up, leaves the native op in
+//! place.
+//!
+//! | feature (features line) | KVM interface | table entries |
+//! |---|---|---|
+//! | `kvmclock` | `MSR_KVM_SYSTEM_TIME_NEW`, `MSR_KVM_WALL_CLOCK_NEW` | `time.sched_clock`, `time.wall_clock` |
+//! | `steal-time` | `MSR_KVM_STEAL_TIME` | `time.steal_clock` |
+//! | `pv-eoi` | `MSR_KVM_PV_EOI_EN` | `irq.eoi` |
+//! | `pv-ipi` | `KVM_HC_SEND_IPI` | `irq.send_ipi` |
+//! | `pv-tlb-flush` | steal-time `preempted` byte | `mmu.flush_tlb_others` |
+//! | `pv-unhalt` | `KVM_HC_KICK_CPU` | `lock.wait`, `lock.kick` |
+//! | `pv-sched-yield` | `KVM_HC_SCHED_YIELD` | used inside `irq.send_ipi` |
+//! | `poll-control` | `MSR_KVM_POLL_CONTROL` | none (per-CPU MSR) |
+//! | `nop-io-delay` | CPUID bit only | `cpu.io_delay` |
+//!
+//! Per-CPU features (kvmclock, steal time, PV EOI, poll control) are set
+//! up on the boot CPU by [`init`] and on every other CPU by the
+//! `cpu.init_secondary` op this backend installs (native's, then this
+//! CPU's MSR registrations). See [`plan::plan`] for the rules, [`percpu`] for
+//! how per-CPU areas are laid out and bounded.
+//!
+//! ## Command line
+//! `pvops.kvm.off=<names>` switches features off, by the names above,
+//! comma-separated (`all` for every one), e.g.
+//! `pvops.kvm.off=pv-eoi,pv-ipi`. Unknown names are reported in a warning
+//! line and otherwise ignored. The ops of a feature switched off are the
+//! native ones, exactly as when the host does not offer it.
+//!
+//! `pvops.kvm.hypercalls=auto|on|off` decides whether the features that
+//! make hypercalls (`pv-ipi`, `pv-unhalt`, `pv-sched-yield`) may be used.
+//! KVM executes a hypercall only on the VM exit of `vmcall`/`vmmcall`; a
+//! host that runs the guest through its instruction emulator (a KVM
+//! without hardware virtualisation, such as PVM with a guest that is not
+//! PVM-aware) never completes one, and the vCPU would spin on the
+//! instruction forever. `auto` (the default) times a short loop first and
+//! leaves those features off when instructions take hundreds of cycles
+//! each ([`hypercall::emulated`]); `on` skips the check, `off` never uses
+//! hypercalls.
+//!
+//! ## Warnings
+//! Problems that do not stop the kernel print one line each,
+//! `pvops: warning: <what>`, on the native UART: a pvclock record that
+//! never settles (`pvops: warning: kvmclock ...`, then the native TSC
+//! clock for good), a steal-time area the host never fills (steal clock 0),
+//! an APIC ID beyond [`pvops_core::irq::MAX_CPUS`] (no per-CPU features on
+//! that CPU), unknown CPUID feature bits, a refused hypercall.
+//!
+//! ## Not implemented: asynchronous page faults
+//! `KVM_FEATURE_ASYNC_PF`/`ASYNC_PF_INT` let the host tell the guest "this
+//! page is being swapped in, run something else" through a special #PF
+//! (token in CR2, flags in a shared area) and a "page ready" interrupt.
+//! Using them needs hooks pvops-core does not have yet: a way into the
+//! kernel's #PF handler to recognise and swallow those faults, an
+//! interrupt vector of its own with an acknowledge MSR, and a scheduler to
+//! run something else meanwhile. Without those, enabling the MSR would
+//! inject faults the kernel would treat as real. The feature bits are
+//! still parsed and reported.
 #![no_std]
+#![warn(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod abi;
+pub mod features;
+pub mod hypercall;
+pub mod io_delay;
+pub mod kvmclock;
+mod native;
+pub mod percpu;
+pub mod plan;
+pub mod poll_control;
+pub mod pv_eoi;
+pub mod pv_ipi;
+pub mod pv_sched_yield;
+pub mod pv_tlb;
+pub mod pv_unhalt;
+pub mod steal_time;
+mod warn;
+
+use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use pvops_core::backend::{BackendError, BootContext, Candidate, Priority};
+use pvops_core::cpu::CpuId;
+use pvops_core::detect::{HardwareCpuid, HypervisorKind};
+use pvops_core::irq::MAX_CPUS;
+use pvops_core::platform::{Identity, Platform};
+use pvops_core::table::PvOps;
+
+use crate::features::KvmCpuid;
+use crate::hypercall::{HypercallInsn, HypercallPolicy, Hypervisor, Real};
+use crate::percpu::IdSource;
+use crate::plan::{build_table, plan, Feature, FeatureSet, OffList};
+use crate::warn::warn;
+
+pub use crate::pv_sched_yield::yield_to;
+
+/// The backend's name, as `pvops.backend=` names it.
+pub const NAME: &str = "kvm";
+
+/// KVM's detection priority (native bids 0).
+pub const PRIORITY: Priority = Priority(100);
+
+/// The features in force (a [`FeatureSet`]).
+static ACTIVE: AtomicU16 = AtomicU16::new(0);
+static CPUID_EAX: AtomicU32 = AtomicU32::new(0);
+static CPUID_EDX: AtomicU32 = AtomicU32::new(0);
+
+/// The features [`init`] turned on (empty before).
+pub fn active() -> FeatureSet {
+    FeatureSet::from_bits_retain(ACTIVE.load(Ordering::Relaxed))
+}
+
+/// Raw EAX (features) and EDX (hints) of the features leaf as [`init`]
+/// read them, unknown bits included.
+pub fn cpuid_bits() -> (u32, u32) {
+    (
+        CPUID_EAX.load(Ordering::Relaxed),
+        CPUID_EDX.load(Ordering::Relaxed),
+    )
+}
+
+/// Bids [`PRIORITY`] when CPUID shows the KVM signature.
+pub fn detect(ctx: &BootContext<'_>) -> Option<Priority> {
+    ctx.cpuid.find(HypervisorKind::Kvm).map(|_| PRIORITY)
+}
+
+fn err(reason: &'static str) -> BackendError {
+    BackendError {
+        backend: NAME,
+        reason,
+        detail: None,
+    }
+}
+
+/// Sets up the per-CPU features of `want` on `cpu`, the CPU this runs on;
+/// returns those that work. On the boot CPU a failure turns the feature
+/// off; on another CPU it only affects that CPU (its ops fall back).
+fn setup_cpu<H: Hypervisor + ?Sized>(
+    h: &H,
+    cpu: CpuId,
+    want: FeatureSet,
+    boot: bool,
+    stable_clock: bool,
+) -> FeatureSet {
+    let mut ok = want;
+    let areas = FeatureSet::KVMCLOCK | FeatureSet::STEAL_TIME | FeatureSet::PV_EOI;
+    if !percpu::in_range(cpu) && want.intersects(areas) {
+        warn(format_args!(
+            "kvm: APIC ID {} is not below {MAX_CPUS}: kvmclock, steal-time and pv-eoi off on that CPU",
+            cpu.0
+        ));
+        ok -= areas;
+    }
+    if want.intersects(FeatureSet::PER_CPU) {
+        percpu::register_this_cpu(h, cpu);
+    }
+    if ok.has(Feature::Kvmclock) {
+        if boot {
+            if let Err(e) = kvmclock::setup_boot(h, cpu, stable_clock) {
+                warn(format_args!("kvmclock {e}: using the TSC clock"));
+                ok -= FeatureSet::KVMCLOCK;
+            }
+        } else {
+            kvmclock::setup_secondary(h, cpu);
+        }
+    }
+    if ok.has(Feature::StealTime) {
+        if let Err(e) = steal_time::register(h, cpu) {
+            warn(format_args!(
+                "kvm steal-time on cpu {}: {e}: steal clock reads 0",
+                cpu.0
+            ));
+            ok -= FeatureSet::STEAL_TIME;
+        }
+    }
+    if ok.has(Feature::PvEoi) {
+        if let Err(e) = pv_eoi::register(h, cpu) {
+            warn(format_args!("kvm pv-eoi on cpu {}: {e}: APIC EOI", cpu.0));
+            ok -= FeatureSet::PV_EOI;
+        }
+    }
+    if ok.has(Feature::PollControl) {
+        poll_control::setup(h);
+    }
+    ok
+}
+
+/// Whether the hypercall features in `wanted` may be used under `policy`
+/// (probing only when one is wanted and the policy is `auto`).
+fn hypercalls_usable(policy: HypercallPolicy, wanted: FeatureSet) -> bool {
+    match policy {
+        HypercallPolicy::On => true,
+        HypercallPolicy::Off => false,
+        HypercallPolicy::Auto if !wanted.intersects(FeatureSet::HYPERCALL) => true,
+        HypercallPolicy::Auto => {
+            let (slow, cycles) = hypercall::emulated(|| hypercall::loop_cycles(64));
+            if slow {
+                warn(format_args!(
+                    "kvm: instructions are emulated ({cycles} TSC cycles per loop iteration): \
+                     hypercalls cannot complete, pv-ipi, pv-unhalt and pv-sched-yield off"
+                ));
+            }
+            !slow
+        }
+    }
+}
+
+/// Brings up the native backend, then every KVM feature the host offers
+/// and the command line allows, on the boot CPU; returns the table.
+pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
+    let leaf = *ctx
+        .cpuid
+        .find(HypervisorKind::Kvm)
+        .ok_or(err("no KVM signature in CPUID"))?;
+    let cpuid = KvmCpuid::read(&HardwareCpuid, &leaf);
+    let off = OffList::parse(ctx.option("kvm.off").unwrap_or(""));
+    let native = pvops_native::init(ctx).map_err(|e| BackendError { backend: NAME, ..e })?;
+    native::save(&native);
+    CPUID_EAX.store(cpuid.features.bits(), Ordering::Relaxed);
+    CPUID_EDX.store(cpuid.hints.bits(), Ordering::Relaxed);
+    if cpuid.has_unknown() {
+        warn(format_args!(
+            "kvm: unknown CPUID feature bits eax={:#x} edx={:#x} (kept, unused)",
+            cpuid.features.unknown(),
+            cpuid.hints.unknown()
+        ));
+    }
+    if let Some(u) = off.unknown {
+        warn(format_args!(
+            "kvm: pvops.kvm.off names no feature: {}",
+            u.as_str()
+        ));
+    }
+    hypercall::select(HypercallInsn::detect(&HardwareCpuid));
+    percpu::set_image_offset(ctx.image_offset);
+    let hypercalls = hypercalls_usable(
+        HypercallPolicy::parse(ctx.option("kvm.hypercalls")),
+        plan(&cpuid, &off, true).on,
+    );
+    let p = plan(&cpuid, &off, hypercalls);
+    if p.on.intersects(FeatureSet::PER_CPU) {
+        percpu::use_source(IdSource::probe(&HardwareCpuid));
+    }
+    let cpu = (native.cpu.current_cpu)();
+    let on = setup_cpu(&Real, cpu, p.on, true, p.stable_clock).with_dependencies();
+    ACTIVE.store(on.bits(), Ordering::Relaxed);
+    Ok(build_table(
+        on,
+        &native,
+        Identity {
+            platform: Platform::Kvm,
+            backend: NAME,
+            features: on.names(),
+            hypervisor: Some(HypervisorKind::Kvm),
+        },
+    ))
+}
+
+/// The `cpu.init_secondary` op: native's, then this CPU's registrations.
+pub fn init_secondary() {
+    let n = native::ops();
+    (n.cpu.init_secondary)();
+    let cpu = (n.cpu.current_cpu)();
+    setup_cpu(&Real, cpu, active() & FeatureSet::PER_CPU, false, false);
+}
+
+/// The KVM backend as a detection candidate.
+pub const CANDIDATE: Candidate = Candidate {
+    name: NAME,
+    detect,
+    init,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypercall::tests::FakeHv;
+    use pvops_core::detect::scan;
+
+    #[test]
+    fn detect_bids_only_with_signature() {
+        let kvm = crate::features::tests::FakeCpuid {
+            max: 0x4000_0001,
+            eax: 0,
+            edx: 0,
+            vendor: b"GenuineIntel",
+        };
+        let ctx = |cpuid| BootContext {
+            phys_offset: 0,
+            image_offset: 0,
+            rsdp: None,
+            cmdline: "",
+            entry: pvops_core::backend::BootEntry::Pvh,
+            cpuid,
+        };
+        assert_eq!(detect(&ctx(scan(&kvm))), Some(Priority(100)));
+        assert_eq!(detect(&ctx(pvops_core::detect::CpuidScan::empty())), None);
+    }
+
+    #[test]
+    fn host_that_fills_nothing_degrades_per_feature() {
+        // The fake host accepts MSR writes but never writes the areas:
+        // kvmclock and steal time are withdrawn with warnings, PV EOI and
+        // poll control (which need no host write to start) stay.
+        let h = FakeHv::default();
+        warn::take_log();
+        let want = FeatureSet::PER_CPU;
+        let ok = setup_cpu(&h, CpuId(7), want, true, true);
+        assert_eq!(ok, FeatureSet::PV_EOI | FeatureSet::POLL_CONTROL);
+        let log = warn::take_log();
+        assert!(log[0].starts_with("pvops: warning: kvmclock "), "{log:?}");
+        assert!(log[1].contains("steal-time"), "{log:?}");
+        let msrs = h.msrs.borrow();
+        let writes = |msr| {
+            msrs.iter()
+                .filter(|(m, _)| *m == msr)
+                .map(|(_, v)| *v)
+                .collect::<std::vec::Vec<_>>()
+        };
+        // Registered, then withdrawn with 0.
+        let st = writes(abi::MSR_KVM_SYSTEM_TIME_NEW);
+        assert_eq!(st.len(), 2);
+        assert_eq!(st[0] & 1, 1);
+        assert_eq!(st[1], 0);
+        assert_eq!(writes(abi::MSR_KVM_STEAL_TIME)[1], 0);
+        assert_eq!(writes(abi::MSR_KVM_POLL_CONTROL), [1]);
+        // Without steal time the preemption features go too.
+        assert_eq!(
+            (ok | FeatureSet::PV_TLB_FLUSH).with_dependencies(),
+            FeatureSet::PV_EOI | FeatureSet::POLL_CONTROL
+        );
+    }
+
+    #[test]
+    fn apic_id_beyond_arrays_disables_per_cpu_areas() {
+        let h = FakeHv::default();
+        warn::take_log();
+        let ok = setup_cpu(&h, CpuId(300), FeatureSet::PER_CPU, false, false);
+        assert_eq!(ok, FeatureSet::POLL_CONTROL);
+        assert!(warn::take_log()[0].contains("APIC ID 300"));
+        // Only the poll-control MSR was written: no area registered.
+        assert_eq!(*h.msrs.borrow(), [(abi::MSR_KVM_POLL_CONTROL, 1)]);
+    }
+}

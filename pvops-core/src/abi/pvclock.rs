@@ -136,11 +136,16 @@ impl VcpuTimeInfo {
     }
 
     /// The time in nanoseconds at TSC value `tsc`:
-    /// `system_time + scale(tsc - tsc_timestamp)`. A `tsc` before the
-    /// record's timestamp (read on another CPU, or out of order) counts as
-    /// no time elapsed rather than a huge wrapped delta; the sum saturates.
+    /// `system_time + scale(tsc - tsc_timestamp)`, the difference taken
+    /// modulo 2^64 as the TSC counts: Xen stamps an HVM guest's record in
+    /// the guest's TSC, which may have wrapped below zero at the stamp (a
+    /// guest TSC that started at 0 after the stamp). A `tsc` just before
+    /// the timestamp (read on another CPU, or out of order), i.e. a
+    /// difference that is negative as a signed number, counts as no time
+    /// elapsed rather than a huge wrapped delta; the sum saturates.
     pub fn time_at(&self, tsc: u64) -> u64 {
-        let delta = tsc.saturating_sub(self.tsc_timestamp);
+        let delta = tsc.wrapping_sub(self.tsc_timestamp);
+        let delta = if (delta as i64) < 0 { 0 } else { delta };
         self.system_time.saturating_add(self.scale_delta(delta))
     }
 }
@@ -509,6 +514,14 @@ mod tests {
         assert_eq!(r.time_at(1500), 1_000_500);
         // A TSC before the timestamp is no time elapsed, not 2^64 ticks.
         assert_eq!(r.time_at(10), 1_000_000);
+        // A timestamp below zero in the TSC's own modulo-2^64 count (Xen
+        // stamps HVM records in guest TSC, which may start after the
+        // stamp): the delta crosses zero.
+        let wrapped = VcpuTimeInfo {
+            tsc_timestamp: 0u64.wrapping_sub(500),
+            ..rec(2, 1_000_000)
+        };
+        assert_eq!(wrapped.time_at(1000), 1_001_500);
         // Negative shift: halve the delta, then multiply by 1.0 (2^32 - 1
         // is the closest 32.32 gets).
         let r = VcpuTimeInfo {
@@ -538,7 +551,10 @@ mod tests {
         r.tsc_shift = i8::MAX;
         assert_eq!(r.scale_delta(u64::MAX), u64::MAX);
         assert_eq!(r.scale_delta(0), 0);
-        assert_eq!(r.time_at(u64::MAX), u64::MAX);
+        // The largest forward delta (2^63 - 1 ticks) saturates; one more
+        // reads as a TSC before the stamp.
+        assert_eq!(r.time_at(u64::MAX / 2), u64::MAX);
+        assert_eq!(r.time_at(u64::MAX), u64::MAX - 5);
         r.tsc_shift = i8::MIN;
         assert_eq!(r.scale_delta(u64::MAX), 0);
         r.tsc_shift = 33;

@@ -1,0 +1,249 @@
+//! Per-CPU storage shared with the host, and finding out cheaply which CPU
+//! this is.
+//!
+//! Per-CPU arrays are indexed by APIC ID ([`CpuId`]) and hold
+//! [`MAX_CPUS`] entries; a CPU whose APIC ID is beyond that gets no
+//! per-CPU features (a warning says so), and nothing outside an array is
+//! ever touched. The host is given physical addresses: virtual minus
+//! `BootContext::image_offset`.
+//!
+//! ## Which CPU am I?
+//! The native answer reads the local APIC ID, which under KVM without
+//! APIC virtualisation is a VM exit, as costly as the EOI write PV EOI
+//! saves. When the CPU has `rdpid` or `rdtscp`, this backend writes
+//! `IA32_TSC_AUX = 0x8000_0000 | APIC ID` on each CPU as it registers it and
+//! reads it back with that instruction, which does not exit. A value
+//! without the top bit (a CPU not registered yet, or a kernel that wrote
+//! TSC_AUX itself) falls back to the APIC. Kernels that want TSC_AUX for
+//! themselves should turn `pv-eoi` off or not expose `rdtscp`/`rdpid`.
+
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use pvops_core::cpu::CpuId;
+use pvops_core::detect::CpuidSource;
+use pvops_core::irq::MAX_CPUS;
+
+use crate::hypercall::Hypervisor;
+use crate::warn::warn;
+
+/// One `T` per possible APIC ID below [`MAX_CPUS`].
+#[derive(Debug)]
+pub struct PerCpu<T>([T; MAX_CPUS]);
+
+impl<T> PerCpu<T> {
+    /// Wraps the array.
+    pub const fn new(slots: [T; MAX_CPUS]) -> Self {
+        Self(slots)
+    }
+
+    /// The entry of `cpu`, or `None` beyond the array.
+    #[inline]
+    pub fn get(&self, cpu: CpuId) -> Option<&T> {
+        self.0.get(usize::try_from(cpu.0).ok()?)
+    }
+}
+
+/// Whether `cpu` has per-CPU slots.
+pub fn in_range(cpu: CpuId) -> bool {
+    (cpu.0 as usize) < MAX_CPUS
+}
+
+static IMAGE_OFFSET: AtomicU64 = AtomicU64::new(0);
+
+/// Records where the kernel image is mapped (`BootContext::image_offset`).
+pub(crate) fn set_image_offset(offset: u64) {
+    IMAGE_OFFSET.store(offset, Ordering::Relaxed);
+}
+
+/// The physical address of a `static` of this crate.
+pub(crate) fn phys_of<T>(p: *const T) -> u64 {
+    (p as u64).wrapping_sub(IMAGE_OFFSET.load(Ordering::Relaxed))
+}
+
+/// `IA32_TSC_AUX`.
+pub const MSR_TSC_AUX: u32 = 0xc000_0103;
+/// Marks a TSC_AUX value written by this backend.
+const AUX_MARK: u32 = 1 << 31;
+
+/// How [`this_cpu`] learns the CPU number.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdSource {
+    /// Read the local APIC ID (the native op).
+    Apic = 0,
+    /// `rdpid` of TSC_AUX.
+    Rdpid = 1,
+    /// `rdtscp`'s TSC_AUX.
+    Rdtscp = 2,
+}
+
+static SOURCE: AtomicU8 = AtomicU8::new(IdSource::Apic as u8);
+
+impl IdSource {
+    /// The cheapest source the CPU `src` describes offers.
+    pub fn probe(src: &impl CpuidSource) -> Self {
+        if src.cpuid(0, 0).eax >= 7 && src.cpuid(7, 0).ecx & (1 << 22) != 0 {
+            return IdSource::Rdpid;
+        }
+        if src.cpuid(0x8000_0000, 0).eax >= 0x8000_0001
+            && src.cpuid(0x8000_0001, 0).edx & (1 << 27) != 0
+        {
+            return IdSource::Rdtscp;
+        }
+        IdSource::Apic
+    }
+
+    /// The source in use.
+    pub fn current() -> Self {
+        match SOURCE.load(Ordering::Relaxed) {
+            1 => IdSource::Rdpid,
+            2 => IdSource::Rdtscp,
+            _ => IdSource::Apic,
+        }
+    }
+
+    fn set(self) {
+        SOURCE.store(self as u8, Ordering::Relaxed);
+    }
+}
+
+/// Chooses the source for [`this_cpu`] (once, at init).
+pub(crate) fn use_source(s: IdSource) {
+    s.set();
+}
+
+/// The TSC_AUX value that names `cpu`.
+pub fn aux_value(cpu: CpuId) -> u32 {
+    AUX_MARK | (cpu.0 & !AUX_MARK)
+}
+
+/// The CPU a TSC_AUX value names, if this backend wrote it.
+pub fn decode_aux(aux: u32) -> Option<CpuId> {
+    (aux & AUX_MARK != 0).then_some(CpuId(aux & !AUX_MARK))
+}
+
+fn read_aux(s: IdSource) -> Option<u32> {
+    match s {
+        IdSource::Apic => None,
+        IdSource::Rdpid => {
+            let v: u64;
+            // SAFETY: CPUID said the CPU has rdpid; it only reads TSC_AUX.
+            unsafe {
+                core::arch::asm!("rdpid {}", out(reg) v, options(nomem, nostack, preserves_flags))
+            };
+            Some(v as u32)
+        }
+        IdSource::Rdtscp => {
+            let aux: u32;
+            // SAFETY: CPUID said the CPU has rdtscp; it reads the TSC and
+            // TSC_AUX and changes nothing else.
+            unsafe {
+                core::arch::asm!(
+                    "rdtscp",
+                    out("eax") _,
+                    out("edx") _,
+                    out("ecx") aux,
+                    options(nomem, nostack, preserves_flags)
+                )
+            };
+            Some(aux)
+        }
+    }
+}
+
+/// Names this CPU in TSC_AUX (when a fast source is in use) and checks it
+/// reads back; if not, every CPU goes back to the APIC.
+pub(crate) fn register_this_cpu<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) {
+    let s = IdSource::current();
+    if s == IdSource::Apic {
+        return;
+    }
+    // SAFETY: TSC_AUX exists when rdtscp or rdpid does (what `probe` saw);
+    // it holds no address, and this backend owns its value.
+    unsafe { h.write_msr(MSR_TSC_AUX, u64::from(aux_value(cpu))) };
+    if read_aux(s).and_then(decode_aux) != Some(cpu) {
+        IdSource::Apic.set();
+        warn(format_args!(
+            "kvm: TSC_AUX does not read back on cpu {}: CPU number from the APIC",
+            cpu.0
+        ));
+    }
+}
+
+/// The platform number (APIC ID) of the CPU this runs on.
+#[inline]
+pub fn this_cpu() -> CpuId {
+    match read_aux(IdSource::current()).and_then(decode_aux) {
+        Some(cpu) => cpu,
+        None => (crate::native::ops().cpu.current_cpu)(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvops_core::cpu::CpuidResult;
+
+    struct Leaves {
+        max: u32,
+        l7_ecx: u32,
+        ext_max: u32,
+        ext_edx: u32,
+    }
+    impl CpuidSource for Leaves {
+        fn cpuid(&self, leaf: u32, _: u32) -> CpuidResult {
+            let mut r = CpuidResult::default();
+            match leaf {
+                0 => r.eax = self.max,
+                7 => r.ecx = self.l7_ecx,
+                0x8000_0000 => r.eax = self.ext_max,
+                0x8000_0001 => r.edx = self.ext_edx,
+                _ => {}
+            }
+            r
+        }
+    }
+
+    #[test]
+    fn probe_prefers_rdpid_then_rdtscp() {
+        let l = |max, l7_ecx, ext_max, ext_edx| Leaves {
+            max,
+            l7_ecx,
+            ext_max,
+            ext_edx,
+        };
+        assert_eq!(
+            IdSource::probe(&l(0xd, 1 << 22, 0x8000_0008, 1 << 27)),
+            IdSource::Rdpid
+        );
+        assert_eq!(
+            IdSource::probe(&l(0xd, 0, 0x8000_0008, 1 << 27)),
+            IdSource::Rdtscp
+        );
+        // Leaf 7 reported but beyond max: ignored.
+        assert_eq!(
+            IdSource::probe(&l(6, 1 << 22, 0x8000_0000, 1 << 27)),
+            IdSource::Apic
+        );
+        assert_eq!(IdSource::probe(&l(0xd, 0, 0x8000_0008, 0)), IdSource::Apic);
+    }
+
+    #[test]
+    fn aux_round_trip() {
+        for id in [0, 1, 255, 4096] {
+            assert_eq!(decode_aux(aux_value(CpuId(id))), Some(CpuId(id)));
+        }
+        // A TSC_AUX someone else wrote (or the reset value) is not ours.
+        assert_eq!(decode_aux(0), None);
+        assert_eq!(decode_aux(3), None);
+    }
+
+    #[test]
+    fn per_cpu_bounds() {
+        static A: PerCpu<u8> = PerCpu::new([7; MAX_CPUS]);
+        assert_eq!(A.get(CpuId(0)), Some(&7));
+        assert_eq!(A.get(CpuId(255)), Some(&7));
+        assert_eq!(A.get(CpuId(256)), None);
+        assert_eq!(A.get(CpuId(u32::MAX)), None);
+        assert!(in_range(CpuId(255)) && !in_range(CpuId(256)));
+    }
+}
