@@ -1,6 +1,8 @@
-//! Bench mode (`pvops.mode=bench`): each op in a loop, through pvops and,
-//! where one exists, as the raw instruction, printed as
-//! `bench op=<op> path=<native|pvops> cycles_median=.. cycles_min=.. iters=..`.
+//! Bench mode (`pvops.mode=bench`): each op in a loop, printed as
+//! `bench op=<op> path=<path> cycles_median=.. cycles_min=.. iters=..`, where
+//! path is `native` (the raw instruction, where one exists), `patched` (the
+//! pvops wrapper, whose call site `pvops::patch::apply` rewrote) or `pvops`
+//! (a call through the installed table, as an unpatched kernel pays).
 //!
 //! Cycles inside a virtual machine are not hardware timings (the
 //! environments here all emulate), so lines are labelled `timing=emulated`
@@ -117,29 +119,46 @@ pub fn run_all(cmdline: &str, frames: &mut FrameAllocator, aspace: &AddressSpace
             x86_64::instructions::interrupts::enable();
         }
     });
-    b.run("irq_save_restore", "pvops", || {
+    b.run("irq_save_restore", "patched", || {
         let f = irq::save_and_disable();
         irq::restore_flags(f);
+    });
+    b.run("irq_save_restore", "pvops", || {
+        let t = &pvops::table::ops().irq;
+        let f = (t.save_flags)();
+        (t.disable)();
+        (t.restore_flags)(f);
     });
     b.run("irq_disable_enable", "native", || {
         x86_64::instructions::interrupts::disable();
         x86_64::instructions::interrupts::enable();
     });
-    b.run("irq_disable_enable", "pvops", || {
+    b.run("irq_disable_enable", "patched", || {
         irq::disable();
         irq::enable();
+    });
+    b.run("irq_disable_enable", "pvops", || {
+        let t = &pvops::table::ops().irq;
+        (t.disable)();
+        (t.enable)();
     });
     b.run("read_cr2", "native", || {
         core::hint::black_box(x86_64::registers::control::Cr2::read_raw());
     });
-    b.run("read_cr2", "pvops", || {
+    b.run("read_cr2", "patched", || {
         core::hint::black_box(mmu::read_cr2());
+    });
+    b.run("read_cr2", "pvops", || {
+        core::hint::black_box((pvops::table::ops().mmu.read_cr2)());
     });
     b.run("read_cr3", "native", || {
         core::hint::black_box(x86_64::registers::control::Cr3::read_raw());
     });
-    b.run("read_cr3", "pvops", || {
+    b.run("read_cr3", "patched", || {
         core::hint::black_box(mmu::read_cr3());
+    });
+    b.run("read_cr3", "pvops", || {
+        core::hint::black_box((pvops::table::ops().mmu.read_cr3)());
     });
     let cr3 = mmu::read_cr3();
     b.run("write_cr3", "pvops", || {
@@ -149,8 +168,11 @@ pub fn run_all(cmdline: &str, frames: &mut FrameAllocator, aspace: &AddressSpace
     b.run("sched_clock", "native", || {
         core::hint::black_box(rdtsc());
     });
-    b.run("sched_clock", "pvops", || {
+    b.run("sched_clock", "patched", || {
         core::hint::black_box(time::sched_clock());
+    });
+    b.run("sched_clock", "pvops", || {
+        core::hint::black_box((pvops::table::ops().time.sched_clock)());
     });
 
     // Page-table ops on a test page.
@@ -162,19 +184,27 @@ pub fn run_all(cmdline: &str, frames: &mut FrameAllocator, aspace: &AddressSpace
             // nothing else uses; the value maps a test frame.
             unsafe { core::ptr::write_volatile(pte, value) }
         });
-        b.run("set_pte", "pvops", || {
+        b.run("set_pte", "patched", || {
             // SAFETY: as above.
             unsafe { mmu::set_pte(pte, value, VirtAddr::new(va)) }.ignore()
+        });
+        b.run("set_pte", "pvops", || {
+            let set = pvops::table::ops().mmu.set_entry;
+            // SAFETY: as above.
+            unsafe { set(mmu::PtLevel::Pte, pte, value) }
         });
         b.run("flush_tlb_single", "native", || {
             x86_64::instructions::tlb::flush(VirtAddr::new(va))
         });
-        b.run("flush_tlb_single", "pvops", || {
+        b.run("flush_tlb_single", "patched", || {
             mmu::flush_tlb_single(VirtAddr::new(va))
+        });
+        b.run("flush_tlb_single", "pvops", || {
+            (pvops::table::ops().mmu.flush_tlb_single)(VirtAddr::new(va))
         });
         {
             let batch = mmu::lazy();
-            b.run("set_pte_lazy", "pvops", || {
+            b.run("set_pte_lazy", "patched", || {
                 // SAFETY: as above.
                 unsafe { mmu::set_pte(pte, value, VirtAddr::new(va)) }.ignore()
             });

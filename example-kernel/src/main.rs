@@ -92,6 +92,14 @@ pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
         }
     }
 
+    // Rewrite pvops' call sites for the installed backend: one CPU,
+    // interrupts still off, no other CPU started yet.
+    // SAFETY: as just said; ClearWp lets ring 0 write read-only text.
+    match unsafe { pvops::patch::apply(&mut pvops::patch::ClearWp::new()) } {
+        Ok(s) => kprintln!("pvops: info: patch {s}"),
+        Err(e) => kprintln!("pvops: warning: call sites not patched: {e}"),
+    }
+
     let selectors = gdt::init();
     interrupts::init(selectors.code.0);
 

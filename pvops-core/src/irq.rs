@@ -6,6 +6,7 @@
 //! see `docs/ARCHITECTURE.md` for how pvops keeps them cheap.
 
 use crate::cpu::CpuId;
+use crate::patch::Op;
 use crate::table::ops;
 
 /// A saved interrupt state, as `pushf` gives it. Only bit 9 (IF) means
@@ -160,28 +161,58 @@ impl core::fmt::Debug for IrqOpsTable {
     }
 }
 
+/// Flags [`restore_flags`] never passes on: a site patched into `popf`
+/// must not set single-step (TF), the direction flag (the asm rules want
+/// it clear), nested task (NT) or the I/O privilege level. No backend
+/// looks at them.
+const RESTORE_IGNORED: u64 = (1 << 8) | (1 << 10) | (3 << 12) | (1 << 14);
+
 /// Returns the current interrupt state.
+///
+/// A patchable call site ([`crate::patch`]): `pushf; pop %rax` natively.
 #[inline]
 pub fn save_flags() -> IrqFlags {
-    (ops().irq.save_flags)()
+    let flags: u64;
+    // SAFETY: a call site: it calls the C-ABI `irq.save_flags` of the
+    // installed table (or the not-installed one) through its slot (via the
+    // register-saving stub), or runs bytes with that function's effect once
+    // patched; the operands declare its signature and the clobbers of the
+    // sites' callee-saved convention (`patch::site`).
+    unsafe { crate::patch::site::site!(saved Op::SaveFlags, lateout("rax") flags) };
+    IrqFlags(flags)
 }
 
 /// Restores a state from [`save_flags`].
+///
+/// A patchable call site ([`crate::patch`]): `push %rdi; popf` natively.
 #[inline]
 pub fn restore_flags(flags: IrqFlags) {
-    (ops().irq.restore_flags)(flags)
+    // SAFETY: as in `save_flags`, for `irq.restore_flags(rdi)`.
+    unsafe {
+        crate::patch::site::site!(
+            saved Op::RestoreFlags,
+            in("rdi") flags.0 & !RESTORE_IGNORED,
+            out("rax") _
+        )
+    }
 }
 
 /// Masks interrupts on this CPU.
+///
+/// A patchable call site ([`crate::patch`]): `cli` natively.
 #[inline]
 pub fn disable() {
-    (ops().irq.disable)()
+    // SAFETY: as in `save_flags`, for `irq.disable()`.
+    unsafe { crate::patch::site::site!(saved Op::Disable, out("rax") _) }
 }
 
 /// Unmasks interrupts on this CPU.
+///
+/// A patchable call site ([`crate::patch`]): `sti` natively.
 #[inline]
 pub fn enable() {
-    (ops().irq.enable)()
+    // SAFETY: as in `save_flags`, for `irq.enable()`.
+    unsafe { crate::patch::site::site!(saved Op::Enable, out("rax") _) }
 }
 
 /// Saves the interrupt state and masks interrupts; give the result to

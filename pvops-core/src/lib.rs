@@ -27,6 +27,7 @@ pub mod detect;
 pub mod irq;
 pub mod lock;
 pub mod mmu;
+pub mod patch;
 pub mod phys;
 pub mod platform;
 pub mod smp;

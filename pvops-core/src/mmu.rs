@@ -12,6 +12,7 @@
 
 use crate::cpu::CpuId;
 use crate::irq::CpuMask;
+use crate::patch::Op;
 use crate::table::ops;
 use x86_64::VirtAddr;
 
@@ -144,9 +145,18 @@ impl core::fmt::Debug for MmuOpsTable {
 }
 
 /// Reads CR2.
+///
+/// A patchable call site ([`crate::patch`]): `mov %cr2, %rax` natively.
 #[inline]
 pub fn read_cr2() -> u64 {
-    (ops().mmu.read_cr2)()
+    let v: u64;
+    // SAFETY: a call site: it calls the C-ABI `mmu.read_cr2` of the
+    // installed table (or the not-installed one) through its slot (via the
+    // register-saving stub), or runs bytes with that function's effect once
+    // patched; the operands declare its signature and the clobbers of the
+    // sites' callee-saved convention (`patch::site`).
+    unsafe { crate::patch::site::site!(saved Op::ReadCr2, lateout("rax") v) };
+    v
 }
 
 /// Writes CR2.
@@ -160,9 +170,14 @@ pub unsafe fn write_cr2(value: u64) {
 }
 
 /// Reads CR3.
+///
+/// A patchable call site ([`crate::patch`]): `mov %cr3, %rax` natively.
 #[inline]
 pub fn read_cr3() -> u64 {
-    (ops().mmu.read_cr3)()
+    let v: u64;
+    // SAFETY: as in `read_cr2`, for `mmu.read_cr3`.
+    unsafe { crate::patch::site::site!(saved Op::ReadCr3, lateout("rax") v) };
+    v
 }
 
 /// Switches address space.
@@ -206,12 +221,23 @@ impl TlbFlush {
 
 /// Writes a level-`level` entry.
 ///
+/// A patchable call site ([`crate::patch`]): `mov %rdx, (%rsi)` natively.
+///
 /// # Safety
 /// See [`MmuOps::set_entry`].
 #[inline]
 pub unsafe fn set_entry(level: PtLevel, entry: *mut u64, value: u64) {
-    // SAFETY: the caller upholds `MmuOps::set_entry`'s contract.
-    unsafe { (ops().mmu.set_entry)(level, entry, value) }
+    // SAFETY: the caller upholds `MmuOps::set_entry`'s contract; the site
+    // is as in `read_cr2`, for `mmu.set_entry(dil, rsi, rdx)`.
+    unsafe {
+        crate::patch::site::site!(
+            saved Op::SetEntry,
+            in("rdi") level as u64,
+            in("rsi") entry,
+            in("rdx") value,
+            out("rax") _
+        )
+    }
 }
 
 /// Reads a level-`level` entry, in the kernel's frame numbers.
@@ -306,9 +332,18 @@ pub unsafe fn clear_p4d(entry: *mut u64) {
 }
 
 /// Invalidates one page on this CPU.
+///
+/// A patchable call site ([`crate::patch`]): `invlpg (%rdi)` natively.
 #[inline]
 pub fn flush_tlb_single(addr: VirtAddr) {
-    (ops().mmu.flush_tlb_single)(addr)
+    // SAFETY: as in `read_cr2`, for `mmu.flush_tlb_single(rdi)`.
+    unsafe {
+        crate::patch::site::site!(
+            saved Op::FlushTlbSingle,
+            in("rdi") addr.as_u64(),
+            out("rax") _
+        )
+    }
 }
 
 /// Invalidates every non-global entry on this CPU.

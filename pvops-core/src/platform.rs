@@ -1,6 +1,7 @@
 //! Platform services: early console, shutdown with an exit code, and the
 //! identity of the installed backend (platform, name, features).
 
+use crate::abi::start_info::HvmMemmapEntry;
 use crate::detect::HypervisorKind;
 use crate::table::ops;
 use core::fmt;
@@ -163,21 +164,33 @@ pub trait ShutdownOps {
     fn shutdown(code: u8) -> !;
 }
 
-/// The console and shutdown group of the ops table.
+/// Where the platform itself (rather than the boot loader) says what
+/// physical memory the kernel has.
+pub trait MemoryMapOps {
+    /// Writes the platform's memory map into `out` and returns how many
+    /// entries it wrote; 0 when the platform has no map of its own (bare
+    /// hardware: the loader's map is the one). Xen gives a PVH dom0 its map
+    /// only this way (`XENMEM_memory_map`), not in the start info.
+    fn memory_map(out: &mut [HvmMemmapEntry]) -> usize;
+}
+
+/// The console, shutdown and memory-map group of the ops table.
 #[repr(C)]
 #[derive(Clone, Copy)]
 #[allow(missing_docs)]
 pub struct PlatformOpsTable {
     pub console_write: fn(&[u8]),
     pub shutdown: fn(u8) -> !,
+    pub memory_map: fn(&mut [HvmMemmapEntry]) -> usize,
 }
 
 impl PlatformOpsTable {
     /// The table that forwards every op to `T`.
-    pub const fn of<T: ConsoleOps + ShutdownOps>() -> Self {
+    pub const fn of<T: ConsoleOps + ShutdownOps + MemoryMapOps>() -> Self {
         Self {
             console_write: <T as ConsoleOps>::write,
             shutdown: <T as ShutdownOps>::shutdown,
+            memory_map: <T as MemoryMapOps>::memory_map,
         }
     }
 }
@@ -199,6 +212,12 @@ pub fn console_write(bytes: &[u8]) {
 #[inline]
 pub fn shutdown(code: u8) -> ! {
     (ops().platform.shutdown)(code)
+}
+
+/// The platform's own memory map (see [`MemoryMapOps::memory_map`]).
+#[inline]
+pub fn memory_map(out: &mut [HvmMemmapEntry]) -> usize {
+    (ops().platform.memory_map)(out)
 }
 
 /// The identity of the installed backend (the uninstalled table's identity

@@ -3,12 +3,14 @@
 //! Backends without a hypervisor-side remote flush (native, and KVM when PV
 //! TLB flush is off) use [`flush_tlb_by_ipi`]. The kernel routes
 //! [`SERVICE_VECTOR`] to [`service_interrupt`] in its IDT; that is the only
-//! vector pvops claims.
+//! vector pvops claims. A backend whose hypervisor signals the guest
+//! through an interrupt vector of its choosing (Xen's event upcall) uses
+//! this vector too, and registers its handler with [`set_upcall_handler`].
 
 use crate::cpu::current_cpu;
-use crate::irq::{self, CpuMask, IpiTarget};
+use crate::irq::{self, CpuMask, IpiTarget, MAX_CPUS};
 use crate::mmu::{self, TlbRange};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use x86_64::VirtAddr;
 
 /// The interrupt vector pvops sends its own requests on. The kernel's IDT
@@ -24,6 +26,12 @@ static REQ_START: AtomicU64 = AtomicU64::new(0);
 /// 0 means "flush everything".
 static REQ_PAGES: AtomicU64 = AtomicU64::new(0);
 static PENDING: AtomicU32 = AtomicU32::new(0);
+/// The CPUs (bit = platform CPU number) that have yet to serve the
+/// current request: [`service_interrupt`] may also run for other reasons
+/// (a backend's upcall), and must then not count as a target's answer.
+static TARGETS: [AtomicU64; MAX_CPUS / 64] = [const { AtomicU64::new(0) }; MAX_CPUS / 64];
+/// A backend's upcall handler (a `fn()`), or null.
+static UPCALL: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 /// Counts requests served, for tests and statistics.
 static SERVED: AtomicU64 = AtomicU64::new(0);
 
@@ -66,6 +74,9 @@ pub fn flush_tlb_by_ipi(cpus: &CpuMask, range: TlbRange) {
     };
     REQ_START.store(start, Ordering::Relaxed);
     REQ_PAGES.store(pages, Ordering::Relaxed);
+    for (t, w) in TARGETS.iter().zip(others.words()) {
+        t.store(*w, Ordering::Relaxed);
+    }
     PENDING.store(count, Ordering::Release);
     irq::send_ipi(IpiTarget::Mask(others), SERVICE_VECTOR);
     while PENDING.load(Ordering::Acquire) != 0 {
@@ -74,10 +85,38 @@ pub fn flush_tlb_by_ipi(cpus: &CpuMask, range: TlbRange) {
     BUSY.store(false, Ordering::Release);
 }
 
+/// Registers `handler` to run first in every [`service_interrupt`]: for a
+/// backend whose hypervisor delivers its upcall on [`SERVICE_VECTOR`]
+/// (Xen's event channels), which demultiplexes its events there. One
+/// handler at a time; a later call replaces it.
+pub fn set_upcall_handler(handler: fn()) {
+    UPCALL.store(handler as *mut (), Ordering::Release);
+}
+
+/// Takes this CPU's bit out of the current request's targets; whether it
+/// was there.
+fn take_target() -> bool {
+    let me = current_cpu().0 as usize;
+    if me >= MAX_CPUS {
+        return false;
+    }
+    let bit = 1u64 << (me % 64);
+    TARGETS[me / 64].fetch_and(!bit, Ordering::AcqRel) & bit != 0
+}
+
 /// Serves pvops requests sent to this CPU; the kernel calls it from its
-/// [`SERVICE_VECTOR`] handler. Sends the EOI itself.
+/// [`SERVICE_VECTOR`] handler. Runs the backend's upcall handler first, if
+/// one is registered. Sends the EOI itself.
 pub fn service_interrupt() {
-    if PENDING.load(Ordering::Acquire) != 0 {
+    let upcall = UPCALL.load(Ordering::Acquire);
+    if !upcall.is_null() {
+        // SAFETY: UPCALL only ever holds null or a `fn()` stored by
+        // `set_upcall_handler`; function and data pointers have the same
+        // size and representation on x86_64.
+        let f: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(upcall) };
+        f();
+    }
+    if PENDING.load(Ordering::Acquire) != 0 && take_target() {
         let start = REQ_START.load(Ordering::Relaxed);
         let pages = REQ_PAGES.load(Ordering::Relaxed);
         let range = if pages == 0 {

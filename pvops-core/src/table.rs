@@ -15,7 +15,10 @@ use crate::cpu::{
 use crate::irq::{CpuMask, IpiTarget, IrqFlags, IrqOps, IrqOpsTable};
 use crate::lock::{LockOps, LockOpsTable};
 use crate::mmu::{MmuOps, MmuOpsTable, PtLevel, TlbRange};
-use crate::platform::{ConsoleOps, Features, Identity, Platform, PlatformOpsTable, ShutdownOps};
+use crate::patch::{InlineOps, PatchTable};
+use crate::platform::{
+    ConsoleOps, Features, Identity, MemoryMapOps, Platform, PlatformOpsTable, ShutdownOps,
+};
 use crate::time::{TimeOps, TimeOpsTable, WallClock};
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -26,9 +29,15 @@ use x86_64::VirtAddr;
 /// Every op group a backend implements, for code that is generic over one
 /// backend fixed at build time (static dispatch: `B::disable()` inlines to
 /// the backend's own code, no table involved).
-pub trait Backend: CpuOps + IrqOps + MmuOps + TimeOps + LockOps + ConsoleOps + ShutdownOps {}
+pub trait Backend:
+    CpuOps + IrqOps + MmuOps + TimeOps + LockOps + ConsoleOps + ShutdownOps + MemoryMapOps
+{
+}
 
-impl<T: CpuOps + IrqOps + MmuOps + TimeOps + LockOps + ConsoleOps + ShutdownOps> Backend for T {}
+impl<T> Backend for T where
+    T: CpuOps + IrqOps + MmuOps + TimeOps + LockOps + ConsoleOps + ShutdownOps + MemoryMapOps
+{
+}
 
 /// The ops table.
 #[repr(C)]
@@ -48,21 +57,43 @@ pub struct PvOps {
     pub lock: LockOpsTable,
     /// Console and shutdown.
     pub platform: PlatformOpsTable,
+    /// What call-site patching needs to know about the patchable entries
+    /// above (see [`crate::patch`]); kept right by [`PvOps::of`] and
+    /// [`PvOps::of_inline`], and by replacing entries as usual.
+    pub patch: PatchTable,
 }
 
 impl PvOps {
     /// The table that forwards every group to `B`. Backends with per-feature
     /// choices start from it and replace single entries.
+    ///
+    /// Call sites of patchable ops are later patched into direct calls to
+    /// `B`'s functions (as long as their entries are not replaced).
     pub const fn of<B: Backend>(identity: Identity) -> Self {
+        let irq = IrqOpsTable::of::<B>();
+        let mmu = MmuOpsTable::of::<B>();
+        let time = TimeOpsTable::of::<B>();
         Self {
             identity,
             cpu: CpuOpsTable::of::<B>(),
-            irq: IrqOpsTable::of::<B>(),
-            mmu: MmuOpsTable::of::<B>(),
-            time: TimeOpsTable::of::<B>(),
+            irq,
+            mmu,
+            time,
             lock: LockOpsTable::of::<B>(),
             platform: PlatformOpsTable::of::<B>(),
+            // Copies the pointers just stored, so untouched entries match.
+            patch: PatchTable::of::<B>(&irq, &mmu, &time),
         }
+    }
+
+    /// [`PvOps::of`], plus `B`'s inline bytes for call sites
+    /// ([`crate::patch::InlineOps`]): a site of an op whose entry is still
+    /// `B`'s is patched into those bytes. Replacing an entry afterwards
+    /// drops that op's bytes (see [`crate::patch`]).
+    pub const fn of_inline<B: Backend + InlineOps>(identity: Identity) -> Self {
+        let mut t = Self::of::<B>(identity);
+        t.patch = t.patch.with_inline(&B::INLINE);
+        t
     }
 
     /// The table in force before [`install`].
@@ -119,6 +150,9 @@ static ACTIVE: AtomicPtr<PvOps> =
 ///
 /// Call it once, on the boot CPU, before starting other CPUs. A second call
 /// is refused and changes nothing.
+///
+/// It also points the call-site slots at the new table's functions (no code
+/// is written: [`crate::patch::apply`] does that, when the kernel asks).
 pub fn install(table: PvOps) -> Result<&'static PvOps, InstallError> {
     match STATE.compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Acquire) {
         Ok(_) => {}
@@ -133,6 +167,8 @@ pub fn install(table: PvOps) -> Result<&'static PvOps, InstallError> {
     // SLOT, and nobody reads SLOT before ACTIVE points at it below.
     let installed: &'static PvOps = unsafe { (*SLOT.0.get()).write(table) };
     ACTIVE.store(installed as *const PvOps as *mut PvOps, Ordering::Release);
+    // After ACTIVE: a slot may point at a thunk that reads the table.
+    crate::patch::bind_slots(installed);
     STATE.store(READY, Ordering::Release);
     Ok(installed)
 }
@@ -326,5 +362,11 @@ impl ConsoleOps for NotInstalled {
 impl ShutdownOps for NotInstalled {
     fn shutdown(_: u8) -> ! {
         not_installed("platform.shutdown")
+    }
+}
+
+impl MemoryMapOps for NotInstalled {
+    fn memory_map(_: &mut [crate::abi::start_info::HvmMemmapEntry]) -> usize {
+        not_installed("platform.memory_map")
     }
 }

@@ -2,6 +2,7 @@
 //! one-shot timer interrupt.
 
 use crate::cpu::CpuId;
+use crate::patch::Op;
 use crate::table::ops;
 
 /// Seconds and nanoseconds since 1970-01-01T00:00:00Z.
@@ -67,9 +68,17 @@ impl core::fmt::Debug for TimeOpsTable {
 }
 
 /// Nanoseconds since boot, monotonic.
+///
+/// A patchable call site ([`crate::patch`]), patched into a direct call.
 #[inline]
 pub fn sched_clock() -> u64 {
-    (ops().time.sched_clock)()
+    let ns: u64;
+    // SAFETY: a call site: it calls the C-ABI `time.sched_clock` of the
+    // installed table (or the not-installed one) through its slot, or
+    // directly once patched; the operands and `clobber_abi("C")` declare
+    // that function's signature and clobbers.
+    unsafe { crate::patch::site::site!(c Op::SchedClock, lateout("rax") ns) };
+    ns
 }
 
 /// The current wall-clock time.

@@ -16,7 +16,9 @@
 //! `example-kernel/linker.ld` and `examples/minimal-kernel/linker.ld` are
 //! two such scripts.
 
-use crate::abi::start_info::{self, StartInfo, StartInfoError};
+use crate::abi::start_info::{
+    self, HvmMemmapEntry, MemmapType, StartInfo, StartInfoError, MAX_MEMMAP_ENTRIES,
+};
 use crate::backend::{BackendError, BootContext, BootEntry, SelectError};
 use crate::phys::DirectMap;
 use crate::table::PvOps;
@@ -35,7 +37,7 @@ pub const IDENTITY_MAPPED: u64 = 4 << 30;
 /// `$main` must be an `extern "C" fn(u64) -> !`. The boot stack is 64 KiB
 /// unless `stack_size = N` says otherwise. Use it once per kernel.
 ///
-/// ```ignore
+/// ```text
 /// pvops::pvh_entry!(kernel_main);
 ///
 /// extern "C" fn kernel_main(start_info: u64) -> ! {
@@ -210,11 +212,31 @@ pub fn init_pvh(
     };
     let installed = crate::init(&ctx, on_fallback);
     match (parsed, installed) {
-        (Ok(start_info), Ok(ops)) => Ok(PvhBoot { start_info, ops }),
+        (Ok(mut start_info), Ok(ops)) => {
+            complete_memmap(&mut start_info, ops);
+            Ok(PvhBoot { start_info, ops })
+        }
         (Err(error), installed) => Err(PvhError::BadStartInfo {
             error,
             installed: installed.is_ok(),
         }),
         (Ok(_), Err(e)) => Err(PvhError::NoBackend(e)),
     }
+}
+
+/// Supplies the memory map when the loader passed none, from the platform
+/// itself (the `platform.memory_map` op: Xen gives a PVH dom0 a version 0
+/// start info and the map through `XENMEM_memory_map`).
+fn complete_memmap(start_info: &mut StartInfo, ops: &PvOps) {
+    if start_info.has_memmap() {
+        return;
+    }
+    let mut map = [HvmMemmapEntry {
+        addr: 0,
+        size: 0,
+        kind: MemmapType::RESERVED,
+        reserved: 0,
+    }; MAX_MEMMAP_ENTRIES];
+    let n = (ops.platform.memory_map)(&mut map);
+    start_info.set_memmap(&map[..n.min(MAX_MEMMAP_ENTRIES)]);
 }

@@ -41,7 +41,7 @@
 pub use pvops_core::backend::{BackendError, BootContext, BootEntry, SelectError};
 pub use pvops_core::table::{install, is_installed, InstallError, PvOps};
 pub use pvops_core::{
-    abi, backend, cmdline, cpu, detect, irq, lock, mmu, phys, platform, smp, table, time,
+    abi, backend, cmdline, cpu, detect, irq, lock, mmu, patch, phys, platform, smp, table, time,
 };
 
 #[cfg(feature = "native")]
@@ -52,11 +52,16 @@ pub mod entry;
 #[cfg(feature = "kvm")]
 pub use pvops_kvm as kvm;
 
+#[cfg(feature = "xen")]
+pub use pvops_xen as xen;
+
 use pvops_core::backend::Candidate;
 
 /// Every backend compiled into this build, best first in source order
 /// (detection priorities decide, not this order).
 pub const CANDIDATES: &[Candidate] = &[
+    #[cfg(feature = "xen")]
+    pvops_xen::CANDIDATE,
     #[cfg(feature = "kvm")]
     pvops_kvm::CANDIDATE,
     #[cfg(feature = "native")]

@@ -70,7 +70,7 @@ const MEMORY_XEN: &str = "512M";
 /// KVM paravirt features the kvm backend is expected to use.
 const KVM_PV_CPU: &str = "qemu64,+kvm-pv-ipi,+kvm-pv-tlb-flush,+kvm-pv-unhalt,+kvm-pv-sched-yield,+kvmclock-stable-bit,+kvm-poll-control";
 
-/// KVM features the kvm backend must turn on with [`KVM_PV_CPU`] on any
+/// KVM features the kvm backend must turn on with the kvm CPU model on any
 /// KVM host. (pv-ipi, pv-unhalt and pv-sched-yield need hypercalls, which
 /// hosts that emulate guest instructions cannot complete; the backend
 /// detects that and leaves them off, so they are not required here.)
@@ -96,18 +96,48 @@ pub struct KvmFeatureOff {
 
 /// Every KVM feature the backend uses, switched off one at a time.
 pub const KVM_FEATURES_OFF: &[KvmFeatureOff] = &[
-    KvmFeatureOff { qemu_flag: "kvmclock", absent: &["kvmclock"] },
+    KvmFeatureOff {
+        qemu_flag: "kvmclock",
+        absent: &["kvmclock"],
+    },
     // Steal time also carries the preempted flag PV TLB flush needs.
-    KvmFeatureOff { qemu_flag: "kvm-steal-time", absent: &["steal-time", "pv-tlb-flush"] },
-    KvmFeatureOff { qemu_flag: "kvm-pv-eoi", absent: &["pv-eoi"] },
-    KvmFeatureOff { qemu_flag: "kvm-pv-tlb-flush", absent: &["pv-tlb-flush"] },
-    KvmFeatureOff { qemu_flag: "kvm-pv-ipi", absent: &["pv-ipi"] },
-    KvmFeatureOff { qemu_flag: "kvm-pv-unhalt", absent: &["pv-unhalt"] },
-    KvmFeatureOff { qemu_flag: "kvm-pv-sched-yield", absent: &["pv-sched-yield"] },
-    KvmFeatureOff { qemu_flag: "kvm-poll-control", absent: &["poll-control"] },
-    KvmFeatureOff { qemu_flag: "kvm-nopiodelay", absent: &["nop-io-delay"] },
+    KvmFeatureOff {
+        qemu_flag: "kvm-steal-time",
+        absent: &["steal-time", "pv-tlb-flush"],
+    },
+    KvmFeatureOff {
+        qemu_flag: "kvm-pv-eoi",
+        absent: &["pv-eoi"],
+    },
+    KvmFeatureOff {
+        qemu_flag: "kvm-pv-tlb-flush",
+        absent: &["pv-tlb-flush"],
+    },
+    KvmFeatureOff {
+        qemu_flag: "kvm-pv-ipi",
+        absent: &["pv-ipi"],
+    },
+    KvmFeatureOff {
+        qemu_flag: "kvm-pv-unhalt",
+        absent: &["pv-unhalt"],
+    },
+    KvmFeatureOff {
+        qemu_flag: "kvm-pv-sched-yield",
+        absent: &["pv-sched-yield"],
+    },
+    KvmFeatureOff {
+        qemu_flag: "kvm-poll-control",
+        absent: &["poll-control"],
+    },
+    KvmFeatureOff {
+        qemu_flag: "kvm-nopiodelay",
+        absent: &["nop-io-delay"],
+    },
     // The clock stays, on its cross-vCPU monotonic guard.
-    KvmFeatureOff { qemu_flag: "kvmclock-stable-bit", absent: &[] },
+    KvmFeatureOff {
+        qemu_flag: "kvmclock-stable-bit",
+        absent: &[],
+    },
 ];
 
 impl KvmFeatureOff {
@@ -196,7 +226,10 @@ impl Env {
             backend: self.expected_backend().to_owned(),
             min_ok: MIN_OK_TESTS,
             features_present: match self {
-                Env::Kvm => KVM_REQUIRED_FEATURES.iter().map(|f| f.to_string()).collect(),
+                Env::Kvm => KVM_REQUIRED_FEATURES
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect(),
                 _ => Vec::new(),
             },
             features_absent: Vec::new(),

@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod boot;
 pub mod env;
+pub mod fuzz;
 pub mod kernel;
 pub mod protocol;
 pub mod provision;

@@ -230,6 +230,95 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     })
 }
 
+/// Crates whose host tests also run under Miri (undefined behaviour,
+/// leaks, aliasing): the table, parsers, pvclock math, event-channel and
+/// console-ring handling.
+const MIRI_CRATES: &[&str] = &["pvops-core", "pvops-kvm", "pvops-xen"];
+
+/// What Miri and the fuzzers found.
+struct Hardening {
+    ok: bool,
+    lines: Vec<String>,
+}
+
+/// Runs the Miri tests and a short fuzzing run of every parser. A missing
+/// tool is a loud skip, and a failure under `CI=true`.
+fn hardening(root: &std::path::Path) -> Hardening {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let mut h = Hardening {
+        ok: true,
+        lines: Vec::new(),
+    };
+    let missing = |h: &mut Hardening, what: &str, why: &str| {
+        eprintln!("xtask: SKIPPED: {what}: {why}");
+        h.lines.push(format!("{what}: SKIPPED ({why})"));
+        if ci {
+            h.ok = false;
+        }
+    };
+    let miri = Command::new("cargo")
+        .current_dir(root)
+        .args(["+nightly", "miri", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if miri {
+        let mut args = vec!["+nightly", "miri", "test"];
+        for c in MIRI_CRATES {
+            args.extend(["-p", c]);
+        }
+        args.push("--lib");
+        eprintln!("xtask: cargo {}", args.join(" "));
+        // Hypercall arguments are pointers passed as integers by the ABI;
+        // permissive provenance says so instead of warning at every fake.
+        let status = Command::new("cargo")
+            .current_dir(root)
+            .env("MIRIFLAGS", "-Zmiri-permissive-provenance")
+            .args(&args)
+            .status();
+        match status {
+            Ok(s) if s.success() => h
+                .lines
+                .push(format!("miri: passed ({})", MIRI_CRATES.join(", "))),
+            Ok(s) => {
+                h.ok = false;
+                h.lines.push(format!("miri: FAILED ({s})"));
+            }
+            Err(e) => missing(&mut h, "miri", &e.to_string()),
+        }
+    } else {
+        missing(
+            &mut h,
+            "miri",
+            "no Miri on a nightly toolchain (rustup component add miri rust-src --toolchain nightly)",
+        );
+    }
+    match xtask::fuzz::unavailable(root) {
+        Some(why) => missing(&mut h, "fuzz", &why),
+        None => {
+            for target in xtask::fuzz::TARGETS {
+                eprintln!(
+                    "xtask: fuzzing {target} for {} s",
+                    xtask::fuzz::SHORT_RUN_SECS
+                );
+                match xtask::fuzz::run(root, target, xtask::fuzz::SHORT_RUN_SECS) {
+                    Ok(r) => h.lines.push(format!(
+                        "fuzz {target}: {} runs in {} s, no crash",
+                        r.runs,
+                        xtask::fuzz::SHORT_RUN_SECS
+                    )),
+                    Err(e) => {
+                        h.ok = false;
+                        h.lines.push(format!("fuzz {target}: FAILED: {e:#}"));
+                    }
+                }
+            }
+        }
+    }
+    h
+}
+
 /// The static checks `test` runs first: formatting, and clippy with
 /// warnings denied on the host and on the kernel target (the kernel's asm
 /// and `no_std` paths only exist there).
@@ -335,6 +424,7 @@ fn test() -> Result<ExitCode> {
         .wait()
         .context("waiting for `cargo test --workspace`")?;
 
+    let hardening = hardening(&root);
     let booted = record::read_all(&records);
     let mut failed = !status.success() || !lints_ok;
     println!();
@@ -361,6 +451,11 @@ fn test() -> Result<ExitCode> {
     if !lints_ok {
         println!("fmt/clippy failed (see `xtask: FAILED:` above)");
     }
+    println!("hardening:");
+    for line in &hardening.lines {
+        println!("  {line}");
+    }
+    failed |= !hardening.ok;
     if totals.runs == 0 {
         failed = true;
         println!("no `test result:` line seen: no test ran");

@@ -285,7 +285,10 @@ impl fmt::Display for Problem {
                 write!(f, "feature {name} is not on (features= does not name it)")
             }
             Problem::UnexpectedFeature(name) => {
-                write!(f, "feature {name} is on although the platform was told to hide it")
+                write!(
+                    f,
+                    "feature {name} is on although the platform was told to hide it"
+                )
             }
             Problem::TooFewTests { min, found } => {
                 write!(f, "only {found} test(s) ok, at least {min} required")

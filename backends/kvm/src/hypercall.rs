@@ -459,6 +459,7 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "times real instructions; Miri interprets them")]
     fn this_host_process_is_not_emulated() {
         let (slow, cycles) = emulated(|| loop_cycles(256));
         assert!(!slow, "{cycles} cycles per iteration");

@@ -22,6 +22,7 @@ extern crate std;
 pub mod acpi;
 pub mod apic;
 mod cpu;
+mod inline;
 mod irq;
 mod lock;
 mod mmu;
@@ -48,6 +49,14 @@ pub enum Native {}
 impl ConsoleOps for Native {
     fn write(bytes: &[u8]) {
         serial::write(bytes)
+    }
+}
+
+/// Bare hardware has no memory map of its own to offer: the loader's (or
+/// firmware's) is the one.
+impl pvops_core::platform::MemoryMapOps for Native {
+    fn memory_map(_out: &mut [pvops_core::abi::start_info::HvmMemmapEntry]) -> usize {
+        0
     }
 }
 
@@ -192,7 +201,7 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
         };
     }
     INFO.store(INFO_SLOT.0.get(), core::sync::atomic::Ordering::Release);
-    Ok(PvOps::of::<Native>(Identity {
+    Ok(PvOps::of_inline::<Native>(Identity {
         platform: Platform::Native,
         backend: NAME,
         features: Features::new(),

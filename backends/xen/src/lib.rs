@@ -1,1 +1,310 @@
+//! # pvops-xen
+//!
+//! The Xen backend of pvops for PVH guests (dom0 or domU): hardware
+//! virtualisation for the CPU and MMU, Xen's paravirtual interfaces for
+//! everything a PVH guest has no hardware for. A PVH guest has no PIT, PIC,
+//! IO-APIC, UART or RTC (only an emulated local APIC), and nothing here
+//! leans on them.
+//!
+//! | op group | how |
+//! |---|---|
+//! | CPU, MMU, interrupt flag | the instructions ([`pvops_native`]); `io_delay` is nothing |
+//! | console | `CONSOLEIO_write` (dom0) or the PV console ring (domU) — [`console`], [`ring`] |
+//! | events | 2-level event channels ([`evtchn`]); upcalls on [`pvops_core::smp::SERVICE_VECTOR`] through `HVM_PARAM_CALLBACK_IRQ` ([`upcall`]) |
+//! | IPIs | one IPI port per vCPU, vectors re-raised by local-APIC self-IPI ([`ipi`]) |
+//! | time | pvclock in `vcpu_info` (shared math: [`pvops_core::abi::pvclock`]), wall clock in shared info, `VCPUOP_set_singleshot_timer` + `VIRQ_TIMER`, runstate steal time ([`time`], [`runstate`]) |
+//! | halt | `sti; hlt` (see [`irq`] for why not `SCHEDOP_block`) |
+//! | locks | `SCHEDOP_poll` on a masked per-vCPU port, kicked with `EVTCHNOP_send` ([`lock`]) |
+//! | SMP | `VCPUOP_is_up` to count vCPUs, `VCPUOP_initialise` (64-bit HVM context) + `VCPUOP_up` ([`smp`]) |
+//! | shutdown | `SCHEDOP_shutdown(SHUTDOWN_reboot)`; the exit code is in the kernel's `pvops: exit code=<n>` line ([`shutdown`]) |
+//!
+//! Hypercalls are issued with `vmcall`/`vmmcall` chosen by CPU vendor, not
+//! through a hypercall page ([`hypercall`] says why), behind the
+//! [`hypercall::Hypercall`] trait so host tests fake Xen; [`xen::Xen`]
+//! gives them types and `Result<_, XenError>`. The raw ABI is in [`abi`].
+//!
+//! ## Detection and requirements
+//! The backend bids [`detect::PRIORITY`] (above KVM's) when CPUID shows
+//! `XenVMMXenVMM` at 0x40000000 or 0x40000100 and the kernel came in
+//! through the PVH entry. It needs Xen 4.10 or later,
+//! `XENFEAT_hvm_safe_pvclock`, and either `XENFEAT_hvm_callback_vector` or
+//! the per-vCPU upcall vector (CPUID `XEN_HVM_CPUID_UPCALL_VECTOR`). What it
+//! lacks is reported as `pvops: error: xen: ...` on Xen's console and the
+//! backend gives way to the next one.
+//!
+//! ## Command line
+//! `pvops.xen.upcall=percpu` prefers the per-vCPU upcall vector
+//! (`HVMOP_set_evtchn_upcall_vector`, a local-APIC vector with an EOI) to
+//! the domain-wide callback vector when Xen offers both;
+//! `pvops.xen.upcall=callback` is the default. `pvops.apic=xapic` keeps
+//! the local APIC in xAPIC mode, as for the native backend.
+//!
+//! ## Memory map
+//! Xen 4.17 gives a PVH *dom0* a version 0 `hvm_start_info`, without a
+//! memory map. The backend's `platform.memory_map` op
+//! ([`memmap::platform_map`]) reads it with `XENMEM_memory_map`;
+//! `pvops::entry::init_pvh` asks that op whenever a start info has no map.
+//!
+//! ## Exit codes
+//! `SCHEDOP_shutdown` carries no exit code: the kernel's
+//! `pvops: exit code=<n>` line, printed before the shutdown op, is the
+//! only record of it. The domain ends with `SHUTDOWN_reboot`, which for
+//! dom0 resets the machine (QEMU's `-no-reboot` then exits) where a
+//! power-off would leave the machine halted and QEMU running.
+//!
+//! ## Machine state this backend owns
+//! `IA32_TSC_AUX` (the vCPU id, see [`percpu`]), the page of `.bss` that
+//! shared info is mapped over and the other shared areas ([`shared`],
+//! [`runstate`]), and [`pvops_core::smp::SERVICE_VECTOR`] as the upcall
+//! vector.
+//!
+//! ## What the kernel must provide
+//! Ring 0; the IDT routing [`pvops_core::smp::SERVICE_VECTOR`] to
+//! `pvops_core::smp::service_interrupt` and the APIC's spurious vector
+//! ([`pvops_native::apic::SPURIOUS_VECTOR`]) to a handler that returns;
+//! the kernel image mapped at `paddr + image_offset` in every address
+//! space it uses (Xen writes the runstate areas by virtual address).
 #![no_std]
+#![warn(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod abi;
+pub mod console;
+mod cpu;
+pub mod detect;
+pub mod error;
+pub mod evtchn;
+pub mod hypercall;
+pub mod ipi;
+pub mod irq;
+pub mod lock;
+pub mod memmap;
+mod mmu;
+pub mod percpu;
+pub mod ports;
+pub mod require;
+pub mod ring;
+pub mod runstate;
+pub mod setup;
+pub mod shared;
+pub mod shutdown;
+pub mod smp;
+pub mod time;
+pub mod upcall;
+mod warn;
+pub mod xen;
+
+pub use error::XenError;
+
+use crate::abi::hvm::{callback_via_vector, HVM_PARAM_CALLBACK_IRQ};
+use crate::abi::version::XenFeatures;
+use crate::detect::XenCpuid;
+use crate::hypercall::Instruction;
+use crate::setup::UpcallVia;
+use crate::xen::XEN;
+use core::sync::atomic::{AtomicU64, Ordering};
+use pvops_core::backend::{BackendError, BootContext, BootEntry, Candidate};
+use pvops_core::detect::{HardwareCpuid, HypervisorKind};
+use pvops_core::platform::{ConsoleOps, Features, Identity, Platform, ShutdownOps};
+use pvops_core::smp::SERVICE_VECTOR;
+use pvops_core::table::PvOps;
+
+/// The backend's name, as `pvops.backend=` names it.
+pub const NAME: &str = "xen";
+
+/// The Xen PVH backend. Its op-group trait impls are the ops; use it
+/// directly (`XenPvh::sched_clock()`) for static dispatch once [`init`]
+/// ran.
+#[derive(Debug)]
+pub enum XenPvh {}
+
+impl ConsoleOps for XenPvh {
+    fn write(bytes: &[u8]) {
+        console::write(bytes)
+    }
+}
+
+impl pvops_core::platform::MemoryMapOps for XenPvh {
+    fn memory_map(out: &mut [pvops_core::abi::start_info::HvmMemmapEntry]) -> usize {
+        memmap::platform_map(out)
+    }
+}
+
+impl ShutdownOps for XenPvh {
+    fn shutdown(code: u8) -> ! {
+        shutdown::shutdown(code)
+    }
+}
+
+/// `BootContext::phys_offset`, kept for secondary vCPUs.
+static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
+
+/// Where physical memory is mapped (see
+/// [`pvops_core::backend::BootContext::phys_offset`]).
+pub fn phys_offset() -> u64 {
+    PHYS_OFFSET.load(Ordering::Relaxed)
+}
+
+/// Bids [`detect::PRIORITY`] under Xen, entered through PVH.
+pub fn detect(ctx: &BootContext<'_>) -> Option<pvops_core::backend::Priority> {
+    detect::detect(ctx)
+}
+
+/// Prints `pvops: error: xen: <reason>[: <error>]` and builds the error.
+fn fail(reason: &'static str, e: Option<XenError>) -> BackendError {
+    match e {
+        Some(e) => warn::error(format_args!("xen: {reason}: {e}")),
+        None => warn::error(format_args!("xen: {reason}")),
+    }
+    BackendError {
+        backend: NAME,
+        reason,
+        detail: e.map(XenError::detail),
+    }
+}
+
+/// Chooses the console: the hypercall for dom0, the ring for a domU that
+/// has one (else the hypercall, which Xen may drop).
+fn choose_console(features: XenFeatures, phys_offset: u64) {
+    if features.contains(XenFeatures::DOM0) || console::use_ring(phys_offset).is_err() {
+        console::use_hypercall();
+    }
+}
+
+/// `pvops.xen.upcall=callback|percpu`: which upcall delivery to prefer.
+fn preferred_via(ctx: &BootContext<'_>) -> Option<UpcallVia> {
+    match ctx.option("xen.upcall") {
+        None => None,
+        Some("callback") => Some(UpcallVia::CallbackVector),
+        Some("percpu") => Some(UpcallVia::PerVcpuVector),
+        Some(other) => {
+            warn::warn(format_args!(
+                "xen: pvops.xen.upcall={other} is neither callback nor percpu: ignored"
+            ));
+            None
+        }
+    }
+}
+
+/// Brings the backend up on the boot vCPU and returns its table.
+pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
+    let leaf = *ctx.cpuid.find(HypervisorKind::Xen).ok_or(BackendError {
+        backend: NAME,
+        reason: "no Xen signature in CPUID",
+        detail: None,
+    })?;
+    if ctx.entry != BootEntry::Pvh {
+        return Err(BackendError {
+            backend: NAME,
+            reason: "not entered through the PVH entry",
+            detail: None,
+        });
+    }
+    let cpuid = XenCpuid::read(&HardwareCpuid, &leaf);
+    let insn = Instruction::for_cpu(&HardwareCpuid);
+    hypercall::select(insn);
+    PHYS_OFFSET.store(ctx.phys_offset, Ordering::Relaxed);
+    shared::set_image_offset(ctx.image_offset);
+    percpu::configure(cpuid.vcpu_id_leaf(), cpuid.tsc_native());
+
+    // The first hypercalls: nothing can be printed before they answer.
+    let version = XEN.version().map_err(|e| BackendError {
+        backend: NAME,
+        reason: "XENVER_version failed: Xen does not answer hypercalls",
+        detail: Some(e.detail()),
+    })?;
+    let features = XEN.features().map_err(|e| BackendError {
+        backend: NAME,
+        reason: "XENVER_get_features failed",
+        detail: Some(e.detail()),
+    })?;
+    choose_console(features, ctx.phys_offset);
+
+    let prefer = preferred_via(ctx);
+    let via = require::check(version, features, &cpuid, prefer).map_err(|u| {
+        warn::error(format_args!("xen: {u}"));
+        BackendError {
+            backend: NAME,
+            reason: u.reason(),
+            detail: u.detail(),
+        }
+    })?;
+    if prefer.is_some_and(|p| p != via) {
+        warn::warn(format_args!(
+            "xen: pvops.xen.upcall: Xen does not offer that delivery; using {}",
+            via.feature()
+        ));
+    }
+    setup::set_via(via);
+
+    let gpfn = shared::paddr_of(shared::SHARED_INFO.as_ptr()) >> 12;
+    XEN.map_shared_info(gpfn)
+        .map_err(|e| fail("XENMEM_add_to_physmap(shared_info) failed", Some(e)))?;
+    shared::set_mapped();
+    if let Some(si) = shared::shared_info() {
+        // SAFETY: shared info was just mapped over SHARED_INFO, for good.
+        unsafe { evtchn::SharedEvents::new(si) }.mask_all();
+    }
+
+    // SAFETY: the BootContext contract maps the APIC page at phys +
+    // phys_offset (used in xAPIC mode only); this runs once, on the boot
+    // vCPU, before anything else uses the APIC.
+    unsafe { pvops_native::apic::init(ctx.option("apic") != Some("xapic"), ctx.phys_offset) };
+    let me = percpu::current_slow();
+    runstate::enable_update_flag();
+    setup::setup_vcpu(me).map_err(|e| {
+        warn::error(format_args!("xen: boot cpu {me}: {e}"));
+        BackendError {
+            backend: NAME,
+            reason: "setting up the boot vCPU failed",
+            detail: Some(e.error.detail()),
+        }
+    })?;
+    if via == UpcallVia::CallbackVector {
+        XEN.hvm_set_param(HVM_PARAM_CALLBACK_IRQ, callback_via_vector(SERVICE_VECTOR))
+            .map_err(|e| fail("HVMOP_set_param(HVM_PARAM_CALLBACK_IRQ) failed", Some(e)))?;
+    }
+    // Interrupts are still off: no upcall can arrive before this.
+    pvops_core::smp::set_upcall_handler(upcall::handle);
+
+    let (vcpus, probe_err) = smp::probe(&XEN, me);
+    smp::set_possible(vcpus);
+    if let Some(e) = probe_err {
+        warn::warn(format_args!(
+            "xen: VCPUOP_is_up failed ({e}): only the boot vCPU is used"
+        ));
+    }
+
+    let mut names = Features::new();
+    names.push(insn.name());
+    names.push(via.feature());
+    names.push("evtchn-2l");
+    names.push("pvclock");
+    names.push("singleshot-timer");
+    names.push("evtchn-ipi");
+    names.push("poll-kick");
+    if runstate::is_registered(me) {
+        names.push("runstate");
+    }
+    if percpu::uses_rdtscp() {
+        names.push("rdtscp-cpu-id");
+    }
+    if let Some(c) = console::kind().feature() {
+        names.push(c);
+    }
+    Ok(PvOps::of::<XenPvh>(Identity {
+        platform: Platform::XenPvh,
+        backend: NAME,
+        features: names,
+        hypervisor: ctx.cpuid.primary().map(|l| l.kind),
+    }))
+}
+
+/// The Xen PVH backend as a detection candidate.
+pub const CANDIDATE: Candidate = Candidate {
+    name: NAME,
+    detect,
+    init,
+};

@@ -442,6 +442,27 @@ impl StartInfo {
         self.memmap_len != 0
     }
 
+    /// Supplies the memory map from another source when the loader passed
+    /// none (Xen gives a PVH dom0 a version 0 structure and the map through
+    /// `XENMEM_memory_map`). Keeps the first [`MAX_MEMMAP_ENTRIES`] entries
+    /// whose end does not overflow; returns how many were kept. Does
+    /// nothing and returns 0 when the structure already has a map.
+    pub fn set_memmap(&mut self, entries: &[HvmMemmapEntry]) -> usize {
+        if self.has_memmap() {
+            return 0;
+        }
+        let mut n = 0;
+        for e in entries.iter().filter(|e| e.end().is_some()) {
+            if n == MAX_MEMMAP_ENTRIES {
+                break;
+            }
+            self.memmap[n] = *e;
+            n += 1;
+        }
+        self.memmap_len = n;
+        n
+    }
+
     /// The memory map, in the loader's order; empty if there is none.
     pub fn memmap(&self) -> &[HvmMemmapEntry] {
         &self.memmap[..self.memmap_len.min(MAX_MEMMAP_ENTRIES)]
@@ -849,6 +870,32 @@ mod tests {
         assert_eq!(info.memmap_paddr, None);
         assert_eq!(info.rsdp, None);
         assert_eq!(info.cmdline(), "quiet");
+    }
+
+    #[test]
+    fn memmap_from_elsewhere_fills_only_an_empty_map() {
+        let mut hdr = header(1);
+        hdr.memmap_entries = 0;
+        hdr.memmap_paddr = 0;
+        let mut info = parse(&image(&hdr, &[], b"x\0"), SI).unwrap();
+        let mut map = good_map().to_vec();
+        // An entry whose end overflows is dropped.
+        map.push(HvmMemmapEntry {
+            addr: u64::MAX,
+            size: 2,
+            kind: MemmapType::RAM,
+            reserved: 0,
+        });
+        assert_eq!(info.set_memmap(&map), good_map().len());
+        assert_eq!(info.memmap(), &good_map()[..]);
+        assert_eq!(info.ram_regions().count(), 2);
+        // A map already there is kept.
+        assert_eq!(info.set_memmap(&[]), 0);
+        assert_eq!(info.memmap(), &good_map()[..]);
+        // At most MAX_MEMMAP_ENTRIES are kept.
+        let mut info = parse(&image(&hdr, &[], b"x\0"), SI).unwrap();
+        let many = std::vec![good_map()[0]; MAX_MEMMAP_ENTRIES + 5];
+        assert_eq!(info.set_memmap(&many), MAX_MEMMAP_ENTRIES);
     }
 
     #[test]
@@ -1301,7 +1348,9 @@ mod tests {
         let spans: [(u64, usize); 4] = [(SI, 56), (MAP, 4 * 24), (CMD, 32), (MODS, 32)];
         let mut rng = Rng(0x5eed_1234_abcd_0001);
         let (mut ok, mut err) = (0, 0);
-        for _ in 0..4000 {
+        // Miri interprets every step: fewer rounds there, same coverage kind.
+        let rounds = if cfg!(miri) { 200 } else { 4000 };
+        for _ in 0..rounds {
             let mut m = FakeMem {
                 regions: base.regions.clone(),
             };
@@ -1332,6 +1381,7 @@ mod tests {
             }
         }
         // Both outcomes are exercised.
-        assert!(ok > 100 && err > 100, "ok={ok} err={err}");
+        let enough = rounds / 40;
+        assert!(ok > enough && err > enough, "ok={ok} err={err}");
     }
 }

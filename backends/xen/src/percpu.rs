@@ -1,0 +1,135 @@
+//! Which vCPU this is, and the bound on vCPU numbers.
+//!
+//! Per-vCPU state is kept in arrays indexed by Xen's vCPU id (what
+//! [`pvops_core::cpu::CpuId`] means under Xen). The id is found the slow
+//! way from EBX of CPUID leaf `base + 4` when Xen flags it present (Xen
+//! 4.6 and later), else from the local APIC ID, which Xen gives HVM vCPU
+//! `n` as `2n`; both are a VM exit.
+//!
+//! ## The fast way: `IA32_TSC_AUX`
+//! Where the CPU has `rdtscp` and Xen runs the guest's TSC natively (CPUID
+//! leaf `base + 3` says whether it emulates it), each vCPU stores its id
+//! (tagged with bit 31) in `IA32_TSC_AUX` when it is set up, and `rdtscp`
+//! returns it together with the TSC in one instruction that costs no exit:
+//! the scheduler clock needs both (Linux keeps the CPU number there too).
+//! A vCPU whose `TSC_AUX` lacks the tag (not set up yet, or the kernel
+//! wrote the MSR) is identified the slow way. This backend therefore owns
+//! `IA32_TSC_AUX`. With an emulated TSC every `rdtscp` would be a VM exit
+//! anyway, and Xen 4.17 under an emulated SVM without next-RIP support
+//! cannot even decode it (it fails the instruction with `#GP`), so then
+//! the slow way is the only way.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use pvops_core::detect::{CpuidSource, HardwareCpuid};
+
+/// vCPUs this backend can drive (ids `0..MAX_VCPUS`); the per-vCPU
+/// `vcpu_info` array fills exactly one page at this size.
+pub const MAX_VCPUS: usize = 64;
+
+/// `IA32_TSC_AUX`.
+pub const MSR_TSC_AUX: u32 = 0xc000_0103;
+/// Set in `IA32_TSC_AUX` next to the vCPU id by this backend.
+pub const TSC_AUX_TAG: u32 = 1 << 31;
+
+/// The CPUID leaf with the vCPU id in EBX, or 0 to use the APIC ID.
+static ID_LEAF: AtomicU32 = AtomicU32::new(0);
+/// Whether `rdtscp` exists (and `TSC_AUX` holds tagged ids).
+static RDTSCP: AtomicBool = AtomicBool::new(false);
+
+/// Uses `leaf` (from [`crate::detect::XenCpuid::vcpu_id_leaf`]) for
+/// [`current_slow`], or the APIC ID when `None`; uses `rdtscp` when the
+/// CPU has it and `tsc_native` (Xen does not emulate the TSC).
+pub fn configure(leaf: Option<u32>, tsc_native: bool) {
+    ID_LEAF.store(leaf.unwrap_or(0), Ordering::Relaxed);
+    let ext = HardwareCpuid.cpuid(0x8000_0000, 0).eax;
+    let rdtscp = ext >= 0x8000_0001 && HardwareCpuid.cpuid(0x8000_0001, 0).edx & (1 << 27) != 0;
+    RDTSCP.store(rdtscp && tsc_native, Ordering::Relaxed);
+}
+
+/// Whether ids and clock reads use `rdtscp`.
+pub fn uses_rdtscp() -> bool {
+    RDTSCP.load(Ordering::Relaxed)
+}
+
+/// The id of the vCPU this runs on, from CPUID or the APIC ID.
+pub fn current_slow() -> u32 {
+    match ID_LEAF.load(Ordering::Relaxed) {
+        0 => pvops_native::apic::id() / 2,
+        leaf => HardwareCpuid.cpuid(leaf, 0).ebx,
+    }
+}
+
+/// Tags this vCPU's `IA32_TSC_AUX` with `vcpu` (call on that vCPU, as it
+/// is set up).
+pub fn tag_this_vcpu(vcpu: u32) {
+    if uses_rdtscp() {
+        // SAFETY: the CPU has rdtscp, hence IA32_TSC_AUX; bits 63:32 are
+        // reserved and written as 0. Nothing else in pvops uses the MSR.
+        unsafe {
+            x86_64::registers::model_specific::Msr::new(MSR_TSC_AUX)
+                .write(u64::from(TSC_AUX_TAG | vcpu))
+        };
+    }
+}
+
+/// `rdtscp`: the TSC and `IA32_TSC_AUX`.
+#[inline]
+fn rdtscp() -> (u64, u32) {
+    let mut aux = 0u32;
+    // SAFETY: only called when CPUID reports rdtscp; it reads the TSC and
+    // TSC_AUX and has no other effect.
+    let tsc = unsafe { core::arch::x86_64::__rdtscp(&mut aux) };
+    (tsc, aux)
+}
+
+/// The id in a `TSC_AUX` value, if this backend tagged it.
+#[inline]
+pub fn id_from_aux(aux: u32) -> Option<u32> {
+    (aux & TSC_AUX_TAG != 0).then_some(aux & !TSC_AUX_TAG)
+}
+
+/// The TSC now and the vCPU it was read on.
+#[inline]
+pub fn tsc_and_current() -> (u64, u32) {
+    if uses_rdtscp() {
+        let (tsc, aux) = rdtscp();
+        if let Some(id) = id_from_aux(aux) {
+            return (tsc, id);
+        }
+    }
+    let id = current_slow();
+    (pvops_native::tsc::read(), id)
+}
+
+/// The id of the vCPU this runs on.
+#[inline]
+pub fn current() -> u32 {
+    if uses_rdtscp() {
+        if let Some(id) = id_from_aux(rdtscp().1) {
+            return id;
+        }
+    }
+    current_slow()
+}
+
+/// `Some(id as usize)` when `id` has a slot in the per-vCPU arrays.
+#[inline]
+pub fn slot(id: u32) -> Option<usize> {
+    let i = id as usize;
+    (i < MAX_VCPUS).then_some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tagged_aux_values_name_a_vcpu() {
+        assert_eq!(id_from_aux(TSC_AUX_TAG | 5), Some(5));
+        assert_eq!(id_from_aux(TSC_AUX_TAG), Some(0));
+        assert_eq!(id_from_aux(0), None);
+        assert_eq!(id_from_aux(7), None);
+        assert_eq!(slot(63), Some(63));
+        assert_eq!(slot(64), None);
+    }
+}

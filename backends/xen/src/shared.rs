@@ -1,0 +1,124 @@
+//! The memory this backend shares with Xen, and where it lives.
+//!
+//! ## Which guest frame holds shared info
+//! `XENMEM_add_to_physmap` puts Xen's shared-info page at a guest frame
+//! the guest chooses; whatever RAM was at that frame is given back to Xen.
+//! This backend chooses the frame of [`SHARED_INFO`], a page-aligned
+//! page of its own `.bss`: RAM the kernel image already owns, so no memory
+//! map has to be searched, nothing else can be using it, and it is
+//! reached through the kernel image's mapping. Its physical address is
+//! its virtual address minus [`pvops_core::backend::BootContext::image_offset`].
+//! (Linux does the same with a page of its own.) The `vcpu_info` array and
+//! the runstate areas are plain `.bss` too, registered by address.
+//!
+//! Everything in these pages is written by Xen at any time: Rust code
+//! touches them only through raw pointers, with volatile or atomic
+//! accesses, and copies values out once before checking them.
+
+use crate::abi::shared::{SharedInfo, VcpuInfo, LEGACY_MAX_VCPUS};
+use crate::percpu::{slot, MAX_VCPUS};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// A page-aligned page (or less) shared with Xen.
+#[repr(C, align(4096))]
+pub struct Page<T>(UnsafeCell<T>);
+
+// SAFETY: the contents are only reached through raw pointers with
+// volatile or atomic accesses (see the module documentation); Xen is the
+// other writer, and every protocol on these pages (versions, atomic bit
+// operations) is built for concurrent access.
+unsafe impl<T> Sync for Page<T> {}
+
+impl<T> core::fmt::Debug for Page<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Page({:p})", self.0.get())
+    }
+}
+
+impl<T> Page<T> {
+    /// Where the contents are.
+    pub const fn as_ptr(&self) -> *mut T {
+        self.0.get()
+    }
+}
+
+/// The page Xen's shared info is mapped over (zeroed `.bss` until then).
+pub static SHARED_INFO: Page<[u8; 4096]> = Page(UnsafeCell::new([0; 4096]));
+
+/// One `vcpu_info` per vCPU, registered with `VCPUOP_register_vcpu_info`
+/// (64 of 64 bytes: exactly one page, so none crosses a page boundary).
+pub static VCPU_INFO: Page<[VcpuInfo; MAX_VCPUS]> = Page(UnsafeCell::new(
+    [VcpuInfo {
+        evtchn_upcall_pending: 0,
+        evtchn_upcall_mask: 0,
+        pad: [0; 6],
+        evtchn_pending_sel: 0,
+        arch_cr2: 0,
+        arch_pad: 0,
+        time: pvops_core::abi::pvclock::VcpuTimeInfo {
+            version: 0,
+            pad0: 0,
+            tsc_timestamp: 0,
+            system_time: 0,
+            tsc_to_system_mul: 0,
+            tsc_shift: 0,
+            flags: 0,
+            pad: [0; 2],
+        },
+    }; MAX_VCPUS],
+));
+static_assertions::const_assert_eq!(core::mem::size_of::<[VcpuInfo; MAX_VCPUS]>(), 4096);
+
+/// `BootContext::image_offset`: virtual minus physical for this image.
+static IMAGE_OFFSET: AtomicU64 = AtomicU64::new(0);
+/// Bit `n`: vCPU `n` uses its slot of [`VCPU_INFO`] (else shared info's).
+static REGISTERED: AtomicU64 = AtomicU64::new(0);
+/// Whether [`SHARED_INFO`] holds Xen's page.
+static MAPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Records the image's virtual-to-physical offset.
+pub fn set_image_offset(offset: u64) {
+    IMAGE_OFFSET.store(offset, Ordering::Relaxed);
+}
+
+/// The guest-physical address of `p`, a static of this image.
+pub fn paddr_of<T>(p: *const T) -> u64 {
+    (p as u64).wrapping_sub(IMAGE_OFFSET.load(Ordering::Relaxed))
+}
+
+/// Records that Xen's shared info now backs [`SHARED_INFO`].
+pub fn set_mapped() {
+    MAPPED.store(1, Ordering::Release);
+}
+
+/// Xen's shared info, once mapped.
+#[inline]
+pub fn shared_info() -> Option<*mut SharedInfo> {
+    (MAPPED.load(Ordering::Acquire) != 0).then(|| SHARED_INFO.as_ptr() as *mut SharedInfo)
+}
+
+/// This backend's slot for vCPU `vcpu` in [`VCPU_INFO`].
+pub fn own_vcpu_info(vcpu: u32) -> Option<*mut VcpuInfo> {
+    slot(vcpu).map(|i| (VCPU_INFO.as_ptr() as *mut VcpuInfo).wrapping_add(i))
+}
+
+/// Records that `vcpu` now uses [`own_vcpu_info`].
+pub fn set_registered(vcpu: u32) {
+    if let Some(i) = slot(vcpu) {
+        REGISTERED.fetch_or(1 << i, Ordering::Release);
+    }
+}
+
+/// The `vcpu_info` Xen uses for `vcpu`: its registered slot, else its
+/// legacy slot in shared info; `None` for a vCPU with neither.
+#[inline]
+pub fn vcpu_info(vcpu: u32) -> Option<*mut VcpuInfo> {
+    let i = slot(vcpu)?;
+    if REGISTERED.load(Ordering::Acquire) & (1 << i) != 0 {
+        return own_vcpu_info(vcpu);
+    }
+    let si = shared_info()?;
+    // `vcpu_info` is the first field of shared info.
+    (i < LEGACY_MAX_VCPUS).then(|| (si as *mut VcpuInfo).wrapping_add(i))
+}

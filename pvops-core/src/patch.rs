@@ -1,0 +1,1023 @@
+//! Call-site patching: the hottest wrappers become call sites that are
+//! rewritten once, after [`crate::table::install`], into the backend's own
+//! instruction (`cli`, `pushf; pop %rax`, ...) or a direct call, as Linux
+//! does with its paravirt call sites.
+//!
+//! # Sites
+//! Each wrapper of an [`Op`] is inline asm, 6 bytes,
+//! `call qword ptr [rip + SLOTS + 8*op]` (`ff 15 rel32`). Arguments go in
+//! `rdi`, `rsi`, `rdx` and the result comes back in `rax`, as in the C ABI;
+//! but every op that may be inlined keeps Linux's `PV_CALLEE_SAVE`
+//! convention: only `rax`, the flags and vector/x87 state may change, so a
+//! site patched into `cli` costs its caller no register spills. Calls reach
+//! such an op through a naked stub that saves `rcx`, `rdx`, `rsi`, `rdi`
+//! and `r8`-`r11` around the C-ABI function. `sched_clock`, never inlined,
+//! uses the C ABI as is (`clobber_abi("C")`). Next to each site the asm
+//! appends a record `(i32 offset to the site, u8 length, u8 op, u16 0)` to
+//! the section `pvops_sites`; being a C identifier, the linker brackets it
+//! with `__start_pvops_sites`/`__stop_pvops_sites`. The records are
+//! position-independent (no run-time relocations) and flagged
+//! `SHF_GNU_RETAIN` (`"aR"`), so `--gc-sections` keeps them and the code
+//! they point at.
+//!
+//! # Slots
+//! `SLOTS[op]` holds the function (stub) a site calls while it is not
+//! patched. Before install it is the `NotInstalled` op (panics naming the
+//! op); [`crate::table::install`] points every slot at the installed
+//! table's function for the op ([`binding`] says which), so a site that is
+//! never rewritten keeps working.
+//!
+//! # Rewriting
+//! [`apply`] rewrites every recorded site: the backend's inline bytes padded
+//! with one multi-byte NOP where it declared some ([`InlineOps`]), else
+//! `call rel32` to the same function as the slot, plus a NOP. A site
+//! whose target is beyond ±2 GiB keeps its indirect call.
+//!
+//! # Which code an op gets
+//! [`crate::table::PvOps::of`] records, next to the table, a *witness* per
+//! patchable op: a copy of the function pointer it put in the table, the C-ABI
+//! entry for that same backend function, and (only through
+//! [`crate::table::PvOps::of_inline`]) the backend's inline bytes. At install
+//! an op whose table entry still equals its witness gets that entry and
+//! those bytes; an entry that was replaced afterwards (`t.irq.disable = f`,
+//! as KVM and Xen do) no longer matches, and its sites call a thunk that
+//! calls the installed table's entry. A replaced op can therefore never be patched
+//! with the bytes of the function it replaced.
+//!
+//! # Conditions for [`apply`]
+//! On the boot CPU, once, after install, with interrupts off and no other
+//! CPU started (nothing may execute a site while it is rewritten; NMI
+//! handlers must not run sites either). The kernel passes a [`TextPoke`]
+//! that makes its text writable and restores it ([`ClearWp`] toggles
+//! CR0.WP through the installed cpu ops).
+
+mod encode;
+pub(crate) mod site;
+mod thunk;
+
+use crate::irq::{IrqOps, IrqOpsTable};
+use crate::mmu::{MmuOps, MmuOpsTable};
+use crate::table::{self, PvOps};
+use crate::time::{TimeOps, TimeOpsTable};
+use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use encode::Action;
+
+/// Length in bytes of every call site (`ff 15 rel32`): the room inline
+/// bytes have.
+pub const SITE_LEN: usize = 6;
+
+/// The ops whose wrappers are patchable call sites.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Op {
+    /// [`crate::irq::save_flags`]: returns the flags in `rax`.
+    SaveFlags = 0,
+    /// [`crate::irq::restore_flags`]: flags in `rdi` (DF, TF, NT and IOPL
+    /// cleared by the wrapper).
+    RestoreFlags = 1,
+    /// [`crate::irq::disable`].
+    Disable = 2,
+    /// [`crate::irq::enable`].
+    Enable = 3,
+    /// [`crate::mmu::read_cr2`]: returns CR2 in `rax`.
+    ReadCr2 = 4,
+    /// [`crate::mmu::read_cr3`]: returns CR3 in `rax`.
+    ReadCr3 = 5,
+    /// [`crate::mmu::set_entry`] (and `set_pte`, ...): level in `dil`,
+    /// entry pointer in `rsi`, value in `rdx`.
+    SetEntry = 6,
+    /// [`crate::mmu::flush_tlb_single`]: the address in `rdi`.
+    FlushTlbSingle = 7,
+    /// [`crate::time::sched_clock`]: returns nanoseconds in `rax`. Direct
+    /// call only: no backend's clock fits in a site.
+    SchedClock = 8,
+}
+
+impl Op {
+    /// How many patchable ops there are.
+    pub const COUNT: usize = 9;
+
+    /// Every op, in id order.
+    pub const ALL: [Op; Op::COUNT] = [
+        Op::SaveFlags,
+        Op::RestoreFlags,
+        Op::Disable,
+        Op::Enable,
+        Op::ReadCr2,
+        Op::ReadCr3,
+        Op::SetEntry,
+        Op::FlushTlbSingle,
+        Op::SchedClock,
+    ];
+
+    /// The op with id `id`, if any.
+    pub const fn from_id(id: u8) -> Option<Op> {
+        if (id as usize) < Op::COUNT {
+            Some(Op::ALL[id as usize])
+        } else {
+            None
+        }
+    }
+
+    /// The op's name as the not-installed panic spells it (`irq.disable`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Op::SaveFlags => "irq.save_flags",
+            Op::RestoreFlags => "irq.restore_flags",
+            Op::Disable => "irq.disable",
+            Op::Enable => "irq.enable",
+            Op::ReadCr2 => "mmu.read_cr2",
+            Op::ReadCr3 => "mmu.read_cr3",
+            Op::SetEntry => "mmu.set_entry",
+            Op::FlushTlbSingle => "mmu.flush_tlb_single",
+            Op::SchedClock => "time.sched_clock",
+        }
+    }
+
+    /// Whether a backend may give inline bytes for this op (else its sites
+    /// become direct calls).
+    pub const fn inline_allowed(self) -> bool {
+        !matches!(self, Op::SchedClock)
+    }
+}
+
+/// Up to [`SITE_LEN`] bytes of machine code a backend offers in place of a
+/// call to one op. Built in a `const` by [`InlineSet::with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InlineBytes {
+    len: u8,
+    bytes: [u8; SITE_LEN],
+}
+
+impl InlineBytes {
+    /// `code` as inline bytes; fails to compile (const panic) when longer
+    /// than a site.
+    pub const fn new(code: &[u8]) -> Self {
+        assert!(code.len() <= SITE_LEN, "inline bytes longer than a site");
+        let mut bytes = [0u8; SITE_LEN];
+        let mut i = 0;
+        while i < code.len() {
+            bytes[i] = code[i];
+            i += 1;
+        }
+        Self {
+            len: code.len() as u8,
+            bytes,
+        }
+    }
+
+    /// The code.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// A backend's inline bytes, per op (none by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InlineSet {
+    ops: [Option<InlineBytes>; Op::COUNT],
+}
+
+impl InlineSet {
+    /// No inline bytes: every site becomes a direct call.
+    pub const NONE: InlineSet = InlineSet {
+        ops: [None; Op::COUNT],
+    };
+
+    /// This set with `code` for `op`. A const panic (a compile error in a
+    /// `const`) when `op` takes no inline bytes or `code` is too long.
+    pub const fn with(mut self, op: Op, code: &[u8]) -> Self {
+        assert!(
+            op.inline_allowed(),
+            "this op is patched as a direct call only"
+        );
+        self.ops[op as usize] = Some(InlineBytes::new(code));
+        self
+    }
+
+    /// The bytes for `op`, if any.
+    pub const fn get(&self, op: Op) -> Option<&InlineBytes> {
+        self.ops[op as usize].as_ref()
+    }
+}
+
+/// A backend whose ops can run as inline bytes at a call site.
+///
+/// # Safety
+/// For every op it gives bytes for, executing those bytes in place of the
+/// site's `call` must have the effect calling `Self`'s implementation of
+/// that op has, for every argument the op's contract allows
+/// ([`crate::irq::restore_flags`]: flags from
+/// [`crate::irq::save_flags`]). The bytes find the arguments in `rdi`,
+/// `rsi`, `rdx` (as the C ABI passes them) and leave any result in `rax`;
+/// they may change `rax`, the arithmetic flags and vector or x87
+/// registers, and nothing else: every other general register, arguments
+/// included, must keep its value (the sites' callee-saved convention), `rsp`
+/// must end where it started, DF stays clear. They must not use
+/// `rip`-relative addressing (they are copied) and must fall through to the
+/// end of the site.
+pub unsafe trait InlineOps: IrqOps + MmuOps + TimeOps {
+    /// The bytes, per op.
+    const INLINE: InlineSet;
+}
+
+/// A code address kept as a plain address: a witness or a call target.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Code(*const ());
+
+// SAFETY: `Code` is only an address of code: it is compared, stored into a
+// slot or encoded into a call, never dereferenced as data.
+unsafe impl Send for Code {}
+// SAFETY: as for Send: sharing an address of code shares no data.
+unsafe impl Sync for Code {}
+
+impl Code {
+    fn addr(self) -> u64 {
+        self.0 as u64
+    }
+}
+
+/// What patching knows about one op of a table.
+#[derive(Clone, Copy)]
+struct Entry {
+    /// The table's function pointer when the table was made.
+    witness: Code,
+    /// The C-ABI entry that runs the witness's function.
+    call: Code,
+    /// That function's inline bytes, if its backend declared them.
+    inline: Option<InlineBytes>,
+}
+
+/// The patching companion of a [`PvOps`] table (its `patch` field): per
+/// patchable op, the function that was put in the table, a C-ABI entry for
+/// it and its inline bytes. Made only by [`PvOps::of`] and
+/// [`PvOps::of_inline`]; replacing a table entry afterwards is detected at
+/// install and routes that op through the table (see the module docs).
+#[derive(Clone, Copy)]
+pub struct PatchTable {
+    entries: [Entry; Op::COUNT],
+}
+
+impl fmt::Debug for PatchTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inline = self.entries.iter().filter(|e| e.inline.is_some()).count();
+        write!(f, "PatchTable {{ inline ops: {inline} }}")
+    }
+}
+
+impl PatchTable {
+    /// The companion of the group tables `irq`, `mmu`, `time` just made for
+    /// `B` (the witnesses are copied from them, so they compare equal).
+    pub(crate) const fn of<B: IrqOps + MmuOps + TimeOps>(
+        irq: &IrqOpsTable,
+        mmu: &MmuOpsTable,
+        time: &TimeOpsTable,
+    ) -> Self {
+        const fn e(witness: *const (), call: *const ()) -> Entry {
+            Entry {
+                witness: Code(witness),
+                call: Code(call),
+                inline: None,
+            }
+        }
+        Self {
+            entries: [
+                e(
+                    irq.save_flags as *const (),
+                    thunk::saved_save_flags::<B> as *const (),
+                ),
+                e(
+                    irq.restore_flags as *const (),
+                    thunk::saved_restore_flags::<B> as *const (),
+                ),
+                e(
+                    irq.disable as *const (),
+                    thunk::saved_disable::<B> as *const (),
+                ),
+                e(
+                    irq.enable as *const (),
+                    thunk::saved_enable::<B> as *const (),
+                ),
+                e(
+                    mmu.read_cr2 as *const (),
+                    thunk::saved_read_cr2::<B> as *const (),
+                ),
+                e(
+                    mmu.read_cr3 as *const (),
+                    thunk::saved_read_cr3::<B> as *const (),
+                ),
+                e(
+                    mmu.set_entry as *const (),
+                    thunk::saved_set_entry::<B> as *const (),
+                ),
+                e(
+                    mmu.flush_tlb_single as *const (),
+                    thunk::saved_flush_tlb_single::<B> as *const (),
+                ),
+                e(
+                    time.sched_clock as *const (),
+                    thunk::sched_clock::<B> as *const (),
+                ),
+            ],
+        }
+    }
+
+    /// Adds `set`; private so that bytes can only join the witnesses of the
+    /// backend that declared them (in [`PvOps::of_inline`]).
+    pub(crate) const fn with_inline(mut self, set: &InlineSet) -> Self {
+        let mut i = 0;
+        while i < Op::COUNT {
+            self.entries[i].inline = set.ops[i];
+            i += 1;
+        }
+        self
+    }
+}
+
+/// The table's current function pointer for `op`.
+fn current(table: &PvOps, op: Op) -> Code {
+    Code(match op {
+        Op::SaveFlags => table.irq.save_flags as *const (),
+        Op::RestoreFlags => table.irq.restore_flags as *const (),
+        Op::Disable => table.irq.disable as *const (),
+        Op::Enable => table.irq.enable as *const (),
+        Op::ReadCr2 => table.mmu.read_cr2 as *const (),
+        Op::ReadCr3 => table.mmu.read_cr3 as *const (),
+        Op::SetEntry => table.mmu.set_entry as *const (),
+        Op::FlushTlbSingle => table.mmu.flush_tlb_single as *const (),
+        Op::SchedClock => table.time.sched_clock as *const (),
+    })
+}
+
+/// How the installed table runs `op` at a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// The backend's function, through its C-ABI entry; inline bytes too if
+    /// the backend declared them.
+    Backend {
+        /// The C-ABI entry.
+        call: u64,
+        /// The inline bytes, if any.
+        inline: Option<InlineBytes>,
+    },
+    /// The table entry was replaced after the table was made: a C-ABI thunk
+    /// calls whatever the installed table holds.
+    Table {
+        /// The thunk.
+        call: u64,
+    },
+}
+
+impl Binding {
+    /// The function the slot (and a direct call) goes to.
+    pub fn call(&self) -> u64 {
+        match *self {
+            Binding::Backend { call, .. } | Binding::Table { call } => call,
+        }
+    }
+}
+
+/// How `table` runs `op`: its backend's entry when the table entry is the
+/// one [`PvOps::of`] put there, else the table thunk.
+pub fn binding(table: &PvOps, op: Op) -> Binding {
+    let e = &table.patch.entries[op as usize];
+    // Equality can only be trusted one way: `of` copied the witness from
+    // the very value it stored, so an untouched entry is equal. A replaced
+    // entry could only compare equal if the linker folded two identical
+    // functions into one address, and then either's bytes do the same.
+    if current(table, op) == e.witness {
+        Binding::Backend {
+            call: e.call.addr(),
+            inline: e.inline,
+        }
+    } else {
+        Binding::Table {
+            call: thunk::via_table(op) as u64,
+        }
+    }
+}
+
+/// Points every slot at `table`'s functions. Called by
+/// [`crate::table::install`] once `table` is published.
+pub(crate) fn bind_slots(table: &PvOps) {
+    for op in Op::ALL {
+        site::set_slot(op, binding(table, op).call() as *mut ());
+    }
+}
+
+/// The function a not-yet-patched site of `op` calls now.
+pub fn slot_target(op: Op) -> u64 {
+    site::slot(op) as u64
+}
+
+/// One recorded call site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Site {
+    /// Address of its first byte.
+    pub addr: u64,
+    /// Its length (always [`SITE_LEN`] for sites this crate emits).
+    pub len: u8,
+    /// Which op (`None` for an id this crate does not know).
+    pub op: Option<Op>,
+}
+
+/// Every call site recorded in this image (the linker's
+/// `__start_pvops_sites..__stop_pvops_sites`).
+pub fn sites() -> impl Iterator<Item = Site> {
+    site::records().iter().filter_map(site::Record::site)
+}
+
+/// Makes kernel text writable around [`apply`]'s rewrite and restores it.
+///
+/// `unprotect` runs once, for the whole span of sites, before the first
+/// write, and `protect` once after the last, so either may use pvops
+/// wrappers: no site is half-written while they run. `write` may not.
+pub trait TextPoke {
+    /// Makes `[start, end)` writable, keeping it executable (the code doing
+    /// the patching may live there).
+    fn unprotect(&mut self, start: u64, end: u64) -> Result<(), &'static str>;
+
+    /// Undoes [`TextPoke::unprotect`].
+    fn protect(&mut self, start: u64, end: u64);
+
+    /// Stores `bytes` at `addr`. The default stores through the address
+    /// itself; a kernel that writes text through another mapping overrides
+    /// it.
+    ///
+    /// # Safety
+    /// `[addr, addr + bytes.len())` lies inside a range `unprotect` made
+    /// writable, and no CPU executes it meanwhile.
+    unsafe fn write(&mut self, addr: u64, bytes: &[u8]) {
+        for (i, b) in bytes.iter().enumerate() {
+            // SAFETY: the caller guarantees the range is writable and idle.
+            unsafe { core::ptr::write_volatile((addr as usize + i) as *mut u8, *b) };
+        }
+    }
+}
+
+/// A [`TextPoke`] for ring 0: clears CR0.WP (so read-only pages take
+/// supervisor writes) through the installed cpu ops, and sets it back.
+#[derive(Debug, Default)]
+pub struct ClearWp {
+    saved: Option<u64>,
+}
+
+impl ClearWp {
+    /// CR0.WP.
+    pub const WP: u64 = 1 << 16;
+
+    /// A new toggle.
+    pub const fn new() -> Self {
+        Self { saved: None }
+    }
+}
+
+impl TextPoke for ClearWp {
+    fn unprotect(&mut self, _start: u64, _end: u64) -> Result<(), &'static str> {
+        let cr0 = crate::cpu::read_cr0();
+        // SAFETY: clearing WP only lets ring 0 write read-only pages; it is
+        // set back in `protect`, and `apply`'s caller runs nothing else.
+        unsafe { crate::cpu::write_cr0(cr0 & !Self::WP) };
+        self.saved = Some(cr0);
+        Ok(())
+    }
+
+    fn protect(&mut self, _start: u64, _end: u64) {
+        if let Some(cr0) = self.saved.take() {
+            // SAFETY: restores the value read in `unprotect`.
+            unsafe { crate::cpu::write_cr0(cr0) };
+        }
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PatchStats {
+    /// Sites recorded.
+    pub sites: usize,
+    /// Rewritten with the backend's inline bytes.
+    pub inline: usize,
+    /// Rewritten into a direct call to the backend's C-ABI entry.
+    pub direct: usize,
+    /// Rewritten into a direct call to a table thunk (the op was replaced
+    /// after its table was made).
+    pub via_table: usize,
+    /// Left indirect: the target is beyond a `rel32`'s reach.
+    pub out_of_range: usize,
+    /// Records of a site already rewritten (the linker merged two copies of
+    /// a function).
+    pub duplicates: usize,
+}
+
+impl fmt::Display for PatchStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sites={} inline={} direct={} via_table={} out_of_range={} duplicates={}",
+            self.sites,
+            self.inline,
+            self.direct,
+            self.via_table,
+            self.out_of_range,
+            self.duplicates
+        )
+    }
+}
+
+/// Why [`apply`] rewrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchError {
+    /// No table is installed yet.
+    NotInstalled,
+    /// [`apply`] already ran.
+    AlreadyApplied,
+    /// A record names a site that is not an unpatched call of its op's slot
+    /// (a broken record section): nothing was written.
+    BadSite {
+        /// The site's address.
+        addr: u64,
+    },
+    /// The [`TextPoke`] could not make the text writable.
+    Text(&'static str),
+}
+
+impl fmt::Display for PatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PatchError::NotInstalled => f.write_str("no pvops table installed"),
+            PatchError::AlreadyApplied => f.write_str("call sites already patched"),
+            PatchError::BadSite { addr } => {
+                write!(
+                    f,
+                    "record for {addr:#x} does not point at a pvops call site"
+                )
+            }
+            PatchError::Text(why) => write!(f, "text not writable: {why}"),
+        }
+    }
+}
+
+static APPLIED: AtomicBool = AtomicBool::new(false);
+
+/// Reads the current bytes of a site.
+///
+/// # Safety
+/// `addr` is a recorded site in this image's (readable) text.
+unsafe fn read_site(addr: u64) -> [u8; SITE_LEN] {
+    let mut b = [0u8; SITE_LEN];
+    for (i, byte) in b.iter_mut().enumerate() {
+        // SAFETY: the caller guarantees the site is mapped readable.
+        *byte = unsafe { core::ptr::read_volatile((addr as usize + i) as *const u8) };
+    }
+    b
+}
+
+/// Rewrites every recorded call site for the installed table (see the
+/// module docs) and returns what it did. Once only; the slots keep serving
+/// any site left indirect.
+///
+/// # Safety
+/// Call it on one CPU with interrupts off while no other CPU runs (nothing
+/// else may execute a site, or `text`'s own code, while it is rewritten),
+/// and give a `text` that really makes the kernel text writable.
+pub unsafe fn apply(text: &mut impl TextPoke) -> Result<PatchStats, PatchError> {
+    if !table::is_installed() {
+        return Err(PatchError::NotInstalled);
+    }
+    if APPLIED.swap(true, Ordering::AcqRel) {
+        return Err(PatchError::AlreadyApplied);
+    }
+    let table = table::ops();
+    let bindings = Op::ALL.map(|op| binding(table, op));
+    // SAFETY: the records name this image's sites and their slots; the
+    // caller upholds the rest.
+    let r = unsafe { rewrite(sites, site::slot_addr, &bindings, text) };
+    if r.is_err() {
+        // Nothing was written: a later call may try again.
+        APPLIED.store(false, Ordering::Release);
+    }
+    r
+}
+
+/// [`apply`]'s work, over any list of sites (a fake buffer in tests).
+///
+/// # Safety
+/// Every site `sites()` yields must be readable; the ones that pass the
+/// check (the indirect call of `slot_addr(op)`) must be writable through
+/// `text` once unprotected, and executed by nobody meanwhile.
+unsafe fn rewrite<I: Iterator<Item = Site>>(
+    sites: impl Fn() -> I,
+    slot_addr: impl Fn(Op) -> u64,
+    bindings: &[Binding; Op::COUNT],
+    text: &mut impl TextPoke,
+) -> Result<PatchStats, PatchError> {
+    // Check every site before writing any, so that a bad record leaves the
+    // text as it was.
+    let (mut lo, mut hi, mut n) = (u64::MAX, 0u64, 0usize);
+    for s in sites() {
+        let Some(op) = s.op else {
+            return Err(PatchError::BadSite { addr: s.addr });
+        };
+        // SAFETY: the caller guarantees the site is readable.
+        let now = unsafe { read_site(s.addr) };
+        if s.len as usize != SITE_LEN || now != encode::indirect(s.addr, slot_addr(op)) {
+            return Err(PatchError::BadSite { addr: s.addr });
+        }
+        lo = lo.min(s.addr);
+        hi = hi.max(s.addr + SITE_LEN as u64);
+        n += 1;
+    }
+    let mut stats = PatchStats {
+        sites: n,
+        ..PatchStats::default()
+    };
+    if n == 0 {
+        return Ok(stats);
+    }
+    text.unprotect(lo, hi).map_err(PatchError::Text)?;
+    for s in sites() {
+        let Some(op) = s.op else { continue };
+        let b = bindings[op as usize];
+        let action = match b {
+            Binding::Backend {
+                inline: Some(code), ..
+            } => Action::Inline(code),
+            _ => Action::Call(b.call()),
+        };
+        let Some(new) = encode::site(s.addr, action) else {
+            stats.out_of_range += 1;
+            continue;
+        };
+        // SAFETY: checked above to be a readable site.
+        let now = unsafe { read_site(s.addr) };
+        if now == new {
+            stats.duplicates += 1;
+            continue;
+        }
+        // SAFETY: `unprotect` made [lo, hi) writable and the caller
+        // guarantees nothing executes it meanwhile.
+        unsafe { text.write(s.addr, &new) };
+        match (action, b) {
+            (Action::Inline(_), _) => stats.inline += 1,
+            (_, Binding::Table { .. }) => stats.via_table += 1,
+            _ => stats.direct += 1,
+        }
+    }
+    text.protect(lo, hi);
+    serialize();
+    Ok(stats)
+}
+
+/// Makes this CPU fetch the rewritten code afresh (CPUID serialises and is
+/// allowed in every ring, under every hypervisor).
+fn serialize() {
+    // Only the serialising side effect is wanted.
+    let _ = core::arch::x86_64::__cpuid(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::{Features, Identity, Platform};
+
+    const ID: Identity = Identity {
+        platform: Platform::Native,
+        backend: "test",
+        features: Features::new(),
+        hypervisor: None,
+    };
+
+    #[test]
+    fn op_ids_and_names() {
+        for (i, op) in Op::ALL.iter().enumerate() {
+            assert_eq!(*op as usize, i);
+            assert_eq!(Op::from_id(i as u8), Some(*op));
+        }
+        assert_eq!(Op::from_id(Op::COUNT as u8), None);
+        assert_eq!(Op::Disable.name(), "irq.disable");
+        assert!(!Op::SchedClock.inline_allowed());
+    }
+
+    #[test]
+    fn untouched_table_binds_its_backend() {
+        let t = PvOps::NOT_INSTALLED;
+        for op in Op::ALL {
+            assert!(matches!(
+                binding(&t, op),
+                Binding::Backend { inline: None, .. }
+            ));
+        }
+    }
+
+    fn replacement() {}
+
+    #[test]
+    fn replaced_entry_binds_the_table() {
+        let mut t = PvOps::of::<crate::table::NotInstalled>(ID);
+        t.irq.disable = replacement;
+        assert_eq!(
+            binding(&t, Op::Disable),
+            Binding::Table {
+                call: thunk::via_table(Op::Disable) as u64
+            }
+        );
+        assert!(matches!(binding(&t, Op::Enable), Binding::Backend { .. }));
+    }
+
+    #[test]
+    fn replaced_entry_loses_its_inline_bytes() {
+        const SET: InlineSet = InlineSet::NONE.with(Op::Disable, &[0xfa]);
+        let t = PvOps::of::<crate::table::NotInstalled>(ID);
+        let with = PvOps {
+            patch: t.patch.with_inline(&SET),
+            ..t
+        };
+        assert!(matches!(
+            binding(&with, Op::Disable),
+            Binding::Backend {
+                inline: Some(b), ..
+            } if b.as_slice() == [0xfa]
+        ));
+        let mut replaced = with;
+        replaced.irq.disable = replacement;
+        assert!(matches!(
+            binding(&replaced, Op::Disable),
+            Binding::Table { .. }
+        ));
+        // Moving the companion to another table does not move the bytes to
+        // that table's functions either.
+        let mut other = PvOps::of::<crate::table::NotInstalled>(ID);
+        other.irq.disable = replacement;
+        other.patch = with.patch;
+        assert!(matches!(
+            binding(&other, Op::Disable),
+            Binding::Table { .. }
+        ));
+    }
+
+    #[test]
+    fn inline_set_rejects_nothing_it_should_accept() {
+        let s = InlineSet::NONE
+            .with(Op::SaveFlags, &[0x9c, 0x58])
+            .with(Op::Enable, &[]);
+        assert_eq!(
+            s.get(Op::SaveFlags).map(|b| b.as_slice()),
+            Some(&[0x9c, 0x58][..])
+        );
+        assert_eq!(s.get(Op::Enable).map(|b| b.as_slice()), Some(&[][..]));
+        assert_eq!(s.get(Op::Disable), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "longer than a site")]
+    fn inline_bytes_too_long() {
+        let _ = InlineBytes::new(&[0x90; SITE_LEN + 1]);
+    }
+
+    #[test]
+    #[should_panic(expected = "direct call only")]
+    fn no_inline_clock() {
+        let _ = InlineSet::NONE.with(Op::SchedClock, &[0x0f, 0x31]);
+    }
+
+    /// A [`TextPoke`] over a buffer: logs its calls, writes directly.
+    #[derive(Default)]
+    struct Log {
+        calls: std::vec::Vec<(&'static str, u64, u64)>,
+        refuse: bool,
+    }
+
+    impl TextPoke for Log {
+        fn unprotect(&mut self, start: u64, end: u64) -> Result<(), &'static str> {
+            self.calls.push(("unprotect", start, end));
+            if self.refuse {
+                Err("refused")
+            } else {
+                Ok(())
+            }
+        }
+        fn protect(&mut self, start: u64, end: u64) {
+            self.calls.push(("protect", start, end));
+        }
+        unsafe fn write(&mut self, addr: u64, bytes: &[u8]) {
+            self.calls.push(("write", addr, bytes.len() as u64));
+            for (i, b) in bytes.iter().enumerate() {
+                // SAFETY: the test's buffer, as `rewrite` promises.
+                unsafe { ((addr as usize + i) as *mut u8).write(*b) };
+            }
+        }
+    }
+
+    /// A fake text: five sites 8 bytes apart (one recorded twice), each
+    /// the indirect call of its op's fake slot. Only ever touched through
+    /// its raw pointer, as `rewrite` touches text.
+    struct Fake {
+        ptr: *mut u8,
+        ops: [Op; 5],
+    }
+
+    const FAKE_SLOTS: u64 = 0x10_0000;
+    const FAKE_LEN: usize = 64;
+
+    impl Fake {
+        fn new() -> Self {
+            // Owned through a raw pointer (`rewrite` writes text behind
+            // Rust's back); freed in Drop.
+            let buf = std::boxed::Box::into_raw(std::boxed::Box::new([0xccu8; FAKE_LEN]));
+            let f = Fake {
+                ptr: buf.cast::<u8>(),
+                ops: [
+                    Op::Disable,
+                    Op::Enable,
+                    Op::SaveFlags,
+                    Op::ReadCr2,
+                    Op::SchedClock,
+                ],
+            };
+            for i in 0..5 {
+                let b = encode::indirect(f.site(i), f.slot(f.ops[i]));
+                // SAFETY: inside the FAKE_LEN-byte buffer allocated above.
+                unsafe {
+                    f.ptr
+                        .add(i * 8)
+                        .copy_from_nonoverlapping(b.as_ptr(), SITE_LEN)
+                };
+            }
+            f
+        }
+        fn base(&self) -> u64 {
+            self.ptr as u64
+        }
+        fn site(&self, i: usize) -> u64 {
+            self.base() + 8 * i as u64
+        }
+        fn slot(&self, op: Op) -> u64 {
+            self.base() + FAKE_SLOTS + 8 * op as u64
+        }
+        fn sites(&self) -> std::vec::Vec<Site> {
+            let mut v: std::vec::Vec<Site> = (0..5)
+                .map(|i| Site {
+                    addr: self.site(i),
+                    len: SITE_LEN as u8,
+                    op: Some(self.ops[i]),
+                })
+                .collect();
+            v.push(v[0]);
+            v
+        }
+        fn all(&self) -> [u8; FAKE_LEN] {
+            // SAFETY: the FAKE_LEN-byte buffer owned by this Fake.
+            unsafe { self.ptr.cast::<[u8; FAKE_LEN]>().read() }
+        }
+        fn bytes(&self, i: usize) -> [u8; SITE_LEN] {
+            self.all()[i * 8..i * 8 + SITE_LEN].try_into().unwrap()
+        }
+    }
+
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            // SAFETY: `ptr` came from Box::into_raw of a [u8; FAKE_LEN] in
+            // `new` and is freed only here.
+            drop(unsafe { std::boxed::Box::from_raw(self.ptr.cast::<[u8; FAKE_LEN]>()) });
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "executes inline asm (cpuid, real call sites); runs natively in cargo test"
+    )]
+    fn rewrite_fake_text() {
+        let f = Fake::new();
+        let near = f.base() + 0x4000;
+        let far = f.base().wrapping_add(1 << 40);
+        let mut bindings = Op::ALL.map(|_| Binding::Table { call: near });
+        bindings[Op::Disable as usize] = Binding::Backend {
+            call: near,
+            inline: Some(InlineBytes::new(&[0xfa])),
+        };
+        bindings[Op::Enable as usize] = Binding::Backend {
+            call: near + 0x10,
+            inline: None,
+        };
+        bindings[Op::SaveFlags as usize] = Binding::Table { call: near + 0x20 };
+        bindings[Op::ReadCr2 as usize] = Binding::Backend {
+            call: far,
+            inline: None,
+        };
+        bindings[Op::SchedClock as usize] = Binding::Backend {
+            call: near + 0x30,
+            inline: None,
+        };
+        let sites = f.sites();
+        let mut log = Log::default();
+        let slot = |op| f.slot(op);
+        // SAFETY: every site is in `f.buf`, which nothing executes.
+        let stats = unsafe { rewrite(|| sites.iter().copied(), slot, &bindings, &mut log) };
+        let stats = stats.unwrap();
+        assert_eq!(
+            stats,
+            PatchStats {
+                sites: 6,
+                inline: 1,
+                direct: 2,
+                via_table: 1,
+                out_of_range: 1,
+                duplicates: 1,
+            }
+        );
+        // cli and one five-byte NOP.
+        assert_eq!(f.bytes(0), [0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00]);
+        // call rel32 from the end of the call, then a NOP.
+        let call = |i: usize, target: u64| {
+            let rel = (target as i64 - (f.site(i) as i64 + 5)) as i32;
+            let mut b = [0xe8, 0, 0, 0, 0, 0x90];
+            b[1..5].copy_from_slice(&rel.to_le_bytes());
+            b
+        };
+        assert_eq!(f.bytes(1), call(1, near + 0x10));
+        assert_eq!(f.bytes(2), call(2, near + 0x20));
+        assert_eq!(f.bytes(4), call(4, near + 0x30));
+        // Out of range: untouched, still the indirect call of its slot.
+        assert_eq!(f.bytes(3), encode::indirect(f.site(3), f.slot(Op::ReadCr2)));
+        // Nothing outside the sites changed.
+        let all = f.all();
+        for i in 0..5 {
+            assert!(all[i * 8 + SITE_LEN..i * 8 + 8].iter().all(|b| *b == 0xcc));
+        }
+        // One unprotect before the writes, one protect after, same span.
+        let (lo, hi) = (f.site(0), f.site(4) + SITE_LEN as u64);
+        assert_eq!(log.calls.first(), Some(&("unprotect", lo, hi)));
+        assert_eq!(log.calls.last(), Some(&("protect", lo, hi)));
+        let writes: std::vec::Vec<_> = log.calls[1..log.calls.len() - 1].to_vec();
+        assert_eq!(writes.len(), 4);
+        assert!(writes
+            .iter()
+            .all(|(k, a, n)| *k == "write" && *a >= lo && a + n <= hi && *n == SITE_LEN as u64));
+    }
+
+    #[test]
+    fn rewrite_refuses_bad_records_and_writes_nothing() {
+        let f = Fake::new();
+        let bindings = Op::ALL.map(|_| Binding::Table { call: f.base() });
+        let slot = |op| f.slot(op);
+        let before = f.all();
+        // A record whose site is not the indirect call of its op's slot.
+        let mut sites = f.sites();
+        sites[2].op = Some(Op::Enable);
+        let mut log = Log::default();
+        // SAFETY: as in `rewrite_fake_text`.
+        let r = unsafe { rewrite(|| sites.iter().copied(), slot, &bindings, &mut log) };
+        assert_eq!(r, Err(PatchError::BadSite { addr: f.site(2) }));
+        // A record with an unknown op or a wrong length.
+        let mut sites = f.sites();
+        sites[1].op = None;
+        // SAFETY: as above.
+        let r = unsafe { rewrite(|| sites.iter().copied(), slot, &bindings, &mut log) };
+        assert_eq!(r, Err(PatchError::BadSite { addr: f.site(1) }));
+        let mut sites = f.sites();
+        sites[4].len = 5;
+        // SAFETY: as above.
+        let r = unsafe { rewrite(|| sites.iter().copied(), slot, &bindings, &mut log) };
+        assert_eq!(r, Err(PatchError::BadSite { addr: f.site(4) }));
+        assert!(log.calls.is_empty());
+        // Text that cannot be made writable.
+        let sites = f.sites();
+        let mut log = Log {
+            refuse: true,
+            ..Log::default()
+        };
+        // SAFETY: as above.
+        let r = unsafe { rewrite(|| sites.iter().copied(), slot, &bindings, &mut log) };
+        assert_eq!(r, Err(PatchError::Text("refused")));
+        assert_eq!(log.calls.len(), 1);
+        assert_eq!(f.all(), before);
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "executes inline asm (cpuid, real call sites); runs natively in cargo test"
+    )]
+    fn this_image_has_sites() {
+        // The unit-test binary itself contains sites (at least the two
+        // below) and the sentinel, which `sites()` skips.
+        let mut seen = [false; Op::COUNT];
+        for s in sites() {
+            assert_eq!(s.len as usize, SITE_LEN);
+            let op = s.op.expect("known op");
+            seen[op as usize] = true;
+            // SAFETY: a recorded site of this image.
+            let bytes = unsafe { read_site(s.addr) };
+            assert_eq!(bytes, encode::indirect(s.addr, site::slot_addr(op)));
+        }
+        assert!(seen[Op::Disable as usize] && seen[Op::SchedClock as usize]);
+        if std::hint::black_box(false) {
+            // Never run: only makes sure these sites exist in this binary.
+            crate::irq::disable();
+            let _ = crate::time::sched_clock();
+        }
+    }
+}
