@@ -353,8 +353,9 @@ unsafe impl InlineOps for Host {
         .with(Op::Enable, &[0x90])
         // mov $0xc2c2c2, %eax
         .with(Op::ReadCr2, &[0xb8, 0xc2, 0xc2, 0xc2, 0x00])
-        // mov %rdx, (%rsi)
-        .with(Op::SetEntry, &[0x48, 0x89, 0x16]);
+        // ds mov %rdx, 0x0(%rsi,%riz,1): the store in the full-site form
+        // the native backend patches in (no padding NOP).
+        .with(Op::SetEntry, &[0x3e, 0x48, 0x89, 0x54, 0x26, 0x00]);
 }
 
 /// A [`TextPoke`] for a Linux process: `mprotect` the pages read, write and

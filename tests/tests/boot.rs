@@ -108,29 +108,28 @@ fn boot_kvm() {
 #[test]
 fn kvm_feature_off_matrix() {
     use xtask::boot::{BootOptions, Plan};
-    use xtask::env::KVM_FEATURES_OFF;
     if let Some(why) = xtask::provision::unavailable(Env::Kvm) {
         skip(&why);
         return;
     }
     let kernel = kernel_image().expect("kernel image");
+    let variants = Env::Kvm.bench_variants();
+    assert!(
+        variants.len() >= 9,
+        "the matrix lost features: {variants:?}"
+    );
     let mut failures = Vec::new();
-    for off in KVM_FEATURES_OFF {
+    for variant in &variants {
         let options = BootOptions {
             smp: Env::Kvm.test_smp(),
             ..BootOptions::default()
         };
         let mut plan = Plan::new(Env::Kvm, kernel, &options).expect("plan");
-        let cpu = plan.args.iter().position(|a| a == "-cpu").expect("-cpu") + 1;
-        plan.args[cpu] = off.cpu().into();
-        plan.expectation
-            .features_present
-            .retain(|f| !off.absent.contains(&f.as_str()));
-        plan.expectation.features_absent = off.absent.iter().map(|f| f.to_string()).collect();
+        variant.apply(&mut plan).expect("variant");
         match xtask::boot::run_plan(plan, false) {
-            Ok(b) if b.passed() => eprintln!("-{}: {}", off.qemu_flag, b.verdict()),
-            Ok(b) => failures.push(format!("-{}:\n{}", off.qemu_flag, b.report())),
-            Err(e) => failures.push(format!("-{}: {e:#}", off.qemu_flag)),
+            Ok(b) if b.passed() => eprintln!("{}: {}", variant.name, b.verdict()),
+            Ok(b) => failures.push(format!("{}:\n{}", variant.name, b.report())),
+            Err(e) => failures.push(format!("{}: {e:#}", variant.name)),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -63,13 +63,16 @@ pub struct GuestRun {
     pub rows: Vec<Row>,
 }
 
-/// A change to an environment's QEMU `-cpu` model for one bench boot.
+/// A change to an environment's QEMU `-cpu` model for one boot (a KVM
+/// feature switched off), and what the platform line must then say.
 #[derive(Debug, Clone)]
 pub struct Variant {
     /// Short name for reports.
     pub name: String,
     /// The `-cpu` value to use instead of the environment's.
     pub cpu: Option<String>,
+    /// Backend features that must be off in this variant.
+    pub absent: Vec<String>,
 }
 
 impl Variant {
@@ -78,7 +81,20 @@ impl Variant {
         Variant {
             name: "default".into(),
             cpu: None,
+            absent: Vec::new(),
         }
+    }
+
+    /// Changes `plan` (QEMU's `-cpu` and the expected features) to this
+    /// variant.
+    pub fn apply(&self, plan: &mut Plan) -> Result<()> {
+        if let Some(cpu) = &self.cpu {
+            replace_cpu(&mut plan.args, cpu)?;
+        }
+        let e = &mut plan.expectation;
+        e.features_present.retain(|f| !self.absent.contains(f));
+        e.features_absent.extend(self.absent.iter().cloned());
+        Ok(())
     }
 }
 
@@ -125,9 +141,7 @@ pub fn run_guest(env: Env, kernel: &Path, smp: u32, variant: &Variant) -> Result
             .push(format!("pvops.bench.iters={KVM_ITERS}"));
     }
     let mut plan = Plan::new(env, kernel, &options)?;
-    if let Some(cpu) = &variant.cpu {
-        replace_cpu(&mut plan.args, cpu)?;
-    }
+    variant.apply(&mut plan)?;
     let socket = qmp_socket_path(env, &variant.name);
     if kvm {
         let _ = std::fs::remove_file(&socket);

@@ -248,9 +248,9 @@ impl Env {
         }
     }
 
-    /// The extra configurations `cargo xtask bench` boots besides the
-    /// default one (KVM: each paravirt feature switched off in turn, so
-    /// every op is measured with and without its feature).
+    /// The extra configurations `cargo xtask bench` and the fallback test
+    /// boot besides the default one (KVM: each paravirt feature switched off
+    /// in turn, so every op is measured, and tested, with and without it).
     pub fn bench_variants(self) -> Vec<crate::bench::Variant> {
         match self {
             Env::Kvm => KVM_FEATURES_OFF
@@ -258,6 +258,7 @@ impl Env {
                 .map(|f| crate::bench::Variant {
                     name: format!("-{}", f.qemu_flag),
                     cpu: Some(f.cpu()),
+                    absent: f.absent.iter().map(|a| a.to_string()).collect(),
                 })
                 .collect(),
             _ => Vec::new(),

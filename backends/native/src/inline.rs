@@ -14,7 +14,8 @@ use pvops_core::patch::{InlineOps, InlineSet, Op};
 // `cli`/`sti` are `interrupts::disable`/`enable`; the CR reads are the
 // `mov` the asm in mmu.rs emits; `set_entry` is its volatile store of rdx
 // at rsi (the level in rdi is ignored there too); `invlpg (%rdi)` is
-// `tlb::flush`. None touches rsp at its end, DF, or rip-relative memory.
+// `tlb::flush` (both in their full-site encodings, checked against
+// objdump). None touches rsp at its end, DF, or rip-relative memory.
 unsafe impl InlineOps for Native {
     const INLINE: InlineSet = InlineSet::NONE
         // pushf; pop %rax
@@ -29,10 +30,12 @@ unsafe impl InlineOps for Native {
         .with(Op::ReadCr2, &[0x0f, 0x20, 0xd0])
         // mov %cr3, %rax
         .with(Op::ReadCr3, &[0x0f, 0x20, 0xd8])
-        // mov %rdx, (%rsi)
-        .with(Op::SetEntry, &[0x48, 0x89, 0x16])
-        // invlpg (%rdi)
-        .with(Op::FlushTlbSingle, &[0x0f, 0x01, 0x3f]);
+        // ds mov %rdx, 0x0(%rsi,%riz,1): the same store, encoded to fill
+        // the whole 6-byte site (SIB + disp8 + a redundant DS prefix), so
+        // no padding NOP follows it.
+        .with(Op::SetEntry, &[0x3e, 0x48, 0x89, 0x54, 0x26, 0x00])
+        // ds invlpg 0x0(%rdi,%riz,1): likewise, 6 bytes.
+        .with(Op::FlushTlbSingle, &[0x3e, 0x0f, 0x01, 0x7c, 0x27, 0x00]);
 }
 
 #[cfg(test)]
