@@ -20,6 +20,7 @@ mod interrupts;
 mod paging;
 mod selftest;
 mod smp;
+mod stress;
 
 // The PVH entry: from the loader's 32-bit protected mode to
 // `kernel_main_pvh` in 64-bit mode with the first 4 GiB identity-mapped.
@@ -120,6 +121,10 @@ pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
         frames: &mut frames,
         aspace: &aspace,
         start_info: &si,
+        stress_ns: pvops::cmdline::option(si.cmdline(), "stress")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            .saturating_mul(1_000_000),
     };
     let (passed, failed) = selftest::run_all(&mut ctx);
     if pvops::cmdline::option(si.cmdline(), "mode") == Some("bench") {

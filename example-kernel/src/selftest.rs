@@ -25,6 +25,8 @@ pub struct Context<'a> {
     pub frames: &'a mut FrameAllocator,
     pub aspace: &'a AddressSpace,
     pub start_info: &'a StartInfo,
+    /// Time each SMP stress test runs (`pvops.stress=<ms>`; 0: not run).
+    pub stress_ns: u64,
 }
 
 type TestResult = Result<(), Message>;
@@ -79,6 +81,11 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
         ("smp_remote_tlb_flush", smp_remote_tlb_flush),
         ("smp_contended_spinlock", smp_contended_spinlock),
     ];
+    let stress_tests: &[Test] = &[
+        ("smp_stress_lock", stress_lock),
+        ("smp_stress_ipi", stress_ipi),
+        ("smp_stress_tlb", stress_tlb),
+    ];
     let (mut passed, mut failed) = (0, 0);
     let smp = if smp::online() > 1 {
         smp_tests
@@ -86,7 +93,17 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
         crate::kprintln!("pvops: info: one CPU online: the smp_* tests need two or more (--smp 2)");
         &[]
     };
-    for (name, test) in tests.iter().chain(smp) {
+    let stress = if ctx.stress_ns > 0 && smp::online() > 1 {
+        stress_tests
+    } else {
+        if ctx.stress_ns > 0 {
+            crate::kprintln!(
+                "pvops: info: one CPU online: the smp_stress_* tests need two or more"
+            );
+        }
+        &[]
+    };
+    for (name, test) in tests.iter().chain(smp).chain(stress) {
         match test(ctx) {
             Ok(()) => {
                 passed += 1;
@@ -790,6 +807,33 @@ fn smp_contended_spinlock(_: &mut Context<'_>) -> TestResult {
     crate::kprintln!(
         "pvops: info: spinlock slow waits={} over {want} acquisitions",
         SHARED.raw().slow_waits()
+    );
+    Ok(())
+}
+
+fn stress_lock(ctx: &mut Context<'_>) -> TestResult {
+    let (acquisitions, slow_waits) = crate::stress::lock(ctx.stress_ns)?;
+    crate::kprintln!(
+        "pvops: info: stress lock cpus={} acquisitions={acquisitions} slow_waits={slow_waits} violations=0",
+        smp::online()
+    );
+    Ok(())
+}
+
+fn stress_ipi(ctx: &mut Context<'_>) -> TestResult {
+    let round_trips = crate::stress::ipi(ctx.stress_ns)?;
+    crate::kprintln!(
+        "pvops: info: stress ipi cpus={} delivered={round_trips} lost=0",
+        smp::online()
+    );
+    Ok(())
+}
+
+fn stress_tlb(ctx: &mut Context<'_>) -> TestResult {
+    let (remaps, reads) = crate::stress::tlb(ctx.stress_ns, ctx.frames, ctx.aspace)?;
+    crate::kprintln!(
+        "pvops: info: stress tlb cpus={} remote_flushes={remaps} reads={reads} stale=0",
+        smp::online()
     );
     Ok(())
 }
