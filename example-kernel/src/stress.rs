@@ -6,6 +6,9 @@
 //! answered, no stale translation read after a flush was acknowledged — and
 //! reports counts on a `pvops: info: stress` line.
 
+// Failure reasons are fixed-size buffers (no heap), as in selftest.rs.
+#![allow(clippy::result_large_err)]
+
 use crate::console::Message;
 use crate::interrupts::TEST_IPI_VECTOR;
 use crate::paging::{AddressSpace, FrameAllocator, PAGE, TEST_VA};
