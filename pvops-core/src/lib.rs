@@ -13,6 +13,19 @@
 //!
 //! The crate is `no_std` and builds and unit-tests on the host: only the
 //! backends execute privileged instructions.
+//!
+//! ## Example
+//! The parts that need no hardware work anywhere, e.g. in a host test:
+//! ```
+//! use pvops_core::{cmdline, time::ClockScale};
+//! // A 2.5 GHz counter: 2.5e9 ticks are one second (pvclock-style scaling).
+//! let scale = ClockScale::from_hz(2_500_000_000).unwrap();
+//! assert!((scale.ticks_to_ns(2_500_000_000) as i64 - 1_000_000_000).abs() < 1_000);
+//! // Options for pvops on a kernel command line.
+//! assert_eq!(cmdline::option("quiet pvops.backend=native", "backend"), Some("native"));
+//! // Before a backend is installed, nothing is.
+//! assert!(!pvops_core::table::is_installed());
+//! ```
 #![no_std]
 #![warn(missing_docs)]
 

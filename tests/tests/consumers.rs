@@ -29,6 +29,11 @@ fn minimal_rust_kernel_tcg() {
     boot_minimal(Env::Tcg);
 }
 
+#[test]
+fn minimal_rust_kernel_xen_pvh() {
+    boot_minimal(Env::XenPvh);
+}
+
 /// The C kernel (`examples/c-kernel`, gcc + libpvops_ffi.a) in `env`.
 fn boot_c(env: Env) {
     if let Some(why) = xtask::provision::unavailable(env) {

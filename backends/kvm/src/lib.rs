@@ -60,6 +60,28 @@
 //! run something else meanwhile. Without those, enabling the MSR would
 //! inject faults the kernel would treat as real. The feature bits are
 //! still parsed and reported.
+//!
+//! ## Example
+//! A kernel that wants just this backend (falling back to bare hardware)
+//! lists the candidates itself instead of using the `pvops` facade:
+//! ```no_run
+//! use pvops_core::backend::{select_and_install, BootContext, BootEntry};
+//! use pvops_core::detect::{scan, HardwareCpuid};
+//!
+//! fn early_boot(cmdline: &str) {
+//!     let ctx = BootContext {
+//!         phys_offset: 0,
+//!         image_offset: 0,
+//!         rsdp: None,
+//!         cmdline,
+//!         entry: BootEntry::Pvh,
+//!         cpuid: scan(&HardwareCpuid),
+//!     };
+//!     let ops = select_and_install(&ctx, &[pvops_kvm::CANDIDATE, pvops_native::CANDIDATE], |_| {})
+//!         .expect("no backend could start");
+//!     let _ = ops.identity.features;
+//! }
+//! ```
 #![no_std]
 #![warn(missing_docs)]
 

@@ -13,6 +13,29 @@
 //! device memory mapped at `phys + BootContext::phys_offset` (the APIC page
 //! uncached); the IDT routing [`apic::SPURIOUS_VECTOR`] to a handler that
 //! just returns.
+//!
+//! ## Example
+//! A kernel for bare hardware only can skip detection entirely:
+//! ```no_run
+//! use pvops_core::backend::{BootContext, BootEntry};
+//! use pvops_core::detect::{scan, HardwareCpuid};
+//!
+//! fn early_boot(cmdline: &str, rsdp: Option<u64>) {
+//!     let ctx = BootContext {
+//!         phys_offset: 0,
+//!         image_offset: 0,
+//!         rsdp,
+//!         cmdline,
+//!         entry: BootEntry::Pvh,
+//!         cpuid: scan(&HardwareCpuid),
+//!     };
+//!     let table = pvops_native::init(&ctx).expect("no TSC or APIC timer");
+//!     pvops_core::table::install(table).expect("installed once");
+//!     // Or call the instructions directly (static dispatch):
+//!     use pvops_core::irq::IrqOps;
+//!     pvops_native::Native::disable();
+//! }
+//! ```
 #![no_std]
 #![warn(missing_docs)]
 

@@ -64,6 +64,28 @@
 //! ([`pvops_native::apic::SPURIOUS_VECTOR`]) to a handler that returns;
 //! the kernel image mapped at `paddr + image_offset` in every address
 //! space it uses (Xen writes the runstate areas by virtual address).
+//!
+//! ## Example
+//! A kernel that wants just this backend (falling back to bare hardware)
+//! lists the candidates itself instead of using the `pvops` facade:
+//! ```no_run
+//! use pvops_core::backend::{select_and_install, BootContext, BootEntry};
+//! use pvops_core::detect::{scan, HardwareCpuid};
+//!
+//! fn early_boot(cmdline: &str) {
+//!     let ctx = BootContext {
+//!         phys_offset: 0,
+//!         image_offset: 0,
+//!         rsdp: None,
+//!         cmdline,
+//!         entry: BootEntry::Pvh,
+//!         cpuid: scan(&HardwareCpuid),
+//!     };
+//!     let ops = select_and_install(&ctx, &[pvops_xen::CANDIDATE, pvops_native::CANDIDATE], |_| {})
+//!         .expect("no backend could start");
+//!     let _ = ops.identity.features;
+//! }
+//! ```
 #![no_std]
 #![warn(missing_docs)]
 
