@@ -35,7 +35,8 @@ fn child(name: &str) -> (bool, String) {
         .env(CASE, name)
         .output()
         .expect("spawn child");
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     (out.status.success(), text)
 }
 
@@ -62,7 +63,10 @@ fn console_write_before_install_is_dropped() {
     let (ok, text) = child("platform.console_write");
     assert!(ok, "console_write before install failed:\n{text}");
     assert!(text.contains("console_write returned"), "{text}");
-    assert!(!text.contains("dropped"), "the bytes went somewhere:\n{text}");
+    assert!(
+        !text.contains("dropped"),
+        "the bytes went somewhere:\n{text}"
+    );
 }
 
 #[test]
