@@ -35,6 +35,7 @@ pub const EXIT_TESTS_FAILED: u8 = 1;
 pub const EXIT_BAD_BOOT_INFO: u8 = 2;
 pub const EXIT_EXCEPTION: u8 = 3;
 pub const EXIT_NO_MEMORY: u8 = 4;
+pub const EXIT_NO_BACKEND: u8 = 5;
 pub const EXIT_PANIC: u8 = 101;
 
 /// Prints the exit line and powers off.
@@ -65,6 +66,12 @@ pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
             kprintln!("pvops: {}", pvops::platform::identity());
             kprintln!("pvops: error: start_info: {error}");
             finish_with(EXIT_BAD_BOOT_INFO)
+        }
+        // A backend that failed may still have installed a console and a
+        // power-off (the Xen backend's failsafe): report and end cleanly.
+        Err(e) if pvops::is_installed() => {
+            kprintln!("pvops: error: {e}");
+            finish_with(EXIT_NO_BACKEND)
         }
         // Nothing to print with and nothing to power off with: stop here.
         Err(_) => halt_forever(),

@@ -60,3 +60,72 @@ impl CpuidSource for FuzzCpuid<'_> {
         }
     }
 }
+
+/// Reads the fuzzer's input front to back; past the end every read is 0,
+/// so a target never has to care how long the input is.
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl Bytes<'_> {
+    /// The next byte (0 when exhausted).
+    pub fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((b, rest)) => {
+                self.0 = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+
+    /// The next little-endian u32.
+    pub fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+
+    /// The next little-endian u64.
+    pub fn u64(&mut self) -> u64 {
+        u64::from(self.u32()) | u64::from(self.u32()) << 32
+    }
+
+    /// Fills `buf`.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            *b = self.u8();
+        }
+    }
+
+    /// Whether anything is left.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A heap value standing for shared memory: reached only through its raw
+/// pointer while it lives, as `pvops_core::shmem::ShPtr` requires.
+pub struct Heap<T>(*mut T);
+
+impl<T> Heap<T> {
+    /// Moves `value` to the heap.
+    pub fn new(value: T) -> Self {
+        Heap(Box::into_raw(Box::new(value)))
+    }
+
+    /// The accessor over it.
+    pub fn ptr(&self) -> pvops_core::shmem::ShPtr<T> {
+        // SAFETY: the allocation lives until `drop` and is only touched
+        // through ShPtrs (and the raw pointer) meanwhile.
+        unsafe { pvops_core::shmem::ShPtr::new(self.0) }
+    }
+
+    /// The raw pointer.
+    pub fn raw(&self) -> *mut T {
+        self.0
+    }
+}
+
+impl<T> Drop for Heap<T> {
+    fn drop(&mut self) {
+        // SAFETY: from `Box::into_raw`, freed once.
+        drop(unsafe { Box::from_raw(self.0) });
+    }
+}

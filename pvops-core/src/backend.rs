@@ -68,8 +68,12 @@ pub struct BackendError {
 impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "backend {}: {}", self.backend, self.reason)?;
-        if let Some(d) = self.detail {
-            write!(f, " ({d:#x})")?;
+        match self.detail {
+            // Error numbers (negative) read best in decimal, addresses and
+            // MSRs in hex.
+            Some(d) if d < 0 => write!(f, " ({d})")?,
+            Some(d) => write!(f, " ({d:#x})")?,
+            None => {}
         }
         Ok(())
     }

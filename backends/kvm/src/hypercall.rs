@@ -122,6 +122,12 @@ pub enum KvmError {
         /// The version last seen.
         version: u32,
     },
+    /// The host refused an MSR write (as a `#GP` would; only fault
+    /// injection, `pvops.fail=`, produces it: see [`crate::fault_points`]).
+    Refused {
+        /// The MSR.
+        msr: u32,
+    },
 }
 
 impl KvmError {
@@ -157,6 +163,9 @@ impl fmt::Display for KvmError {
                 f,
                 "area of MSR {msr:#x} never filled or settled (version {version:#x})"
             ),
+            KvmError::Refused { msr } => {
+                write!(f, "write of MSR {msr:#x} refused (pvops.fail)")
+            }
         }
     }
 }
@@ -173,6 +182,29 @@ pub trait Hypervisor {
     /// long as the registration stays (KVM writes it behind the program's
     /// back), and `msr` must exist (the feature bit was checked).
     unsafe fn write_msr(&self, msr: u32, value: u64);
+
+    /// Counts one use of fault-injection point `point` and says whether it
+    /// must fail (`pvops.fail=`, [`pvops_core::fault`]). [`Real`] asks the
+    /// kernel's table; test fakes keep their own.
+    fn fail(&self, point: &'static str) -> bool {
+        pvops_core::fault::hit(point)
+    }
+}
+
+/// The fault-injection check before a feature's enabling MSR write: when
+/// `point` is armed (`pvops.fail=`), the write is skipped and treated as
+/// refused by the host ([`KvmError::Refused`]), so the caller takes the
+/// same path as on a host that `#GP`s the write.
+pub(crate) fn refuse<H: Hypervisor + ?Sized>(
+    h: &H,
+    point: &'static str,
+    msr: u32,
+) -> Result<(), KvmError> {
+    if h.fail(point) {
+        Err(KvmError::Refused { msr })
+    } else {
+        Ok(())
+    }
 }
 
 /// Issues `hc` and turns a negative return into [`KvmError::Hypercall`].
@@ -352,6 +384,8 @@ pub(crate) mod tests {
         pub msrs: RefCell<Vec<(u32, u64)>>,
         /// What every hypercall returns (0 unless set).
         pub ret: core::cell::Cell<i64>,
+        /// This fake's own `pvops.fail=` table.
+        pub faults: pvops_core::fault::Table,
     }
 
     impl Hypervisor for FakeHv {
@@ -361,6 +395,9 @@ pub(crate) mod tests {
         }
         unsafe fn write_msr(&self, msr: u32, value: u64) {
             self.msrs.borrow_mut().push((msr, value));
+        }
+        fn fail(&self, point: &'static str) -> bool {
+            self.faults.hit(point)
         }
     }
 

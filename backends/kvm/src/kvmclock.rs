@@ -12,7 +12,9 @@
 //!   never goes backwards across vCPUs.
 //!
 //! Records are copied under the version protocol with a bounded number of
-//! attempts ([`pvops_core::abi::pvclock::read_time_info`]). A record that
+//! attempts ([`pvops_core::abi::pvclock::read_time_info`], through the
+//! audited accessor [`pvops_core::shmem::ShPtr`]); the flags, the time and
+//! the "filled" check all come from that one copy. A record that
 //! never settles switches the clock to the native TSC clock for good (kept
 //! continuous with what was returned before, and guarded), after the
 //! console line `pvops: warning: kvmclock ...`.
@@ -109,6 +111,7 @@ pub(crate) fn register<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) -> Result<(), 
             paddr,
         });
     }
+    crate::hypercall::refuse(h, crate::fault_points::KVMCLOCK, MSR_KVM_SYSTEM_TIME_NEW)?;
     // SAFETY: the area is a static of this crate, in RAM, 32 bytes inside
     // one 64-byte-aligned slot (no page crossing); only the host writes it.
     unsafe { h.write_msr(MSR_KVM_SYSTEM_TIME_NEW, paddr | KVM_MSR_ENABLED) };
@@ -191,6 +194,13 @@ fn local_area(cpu: CpuId) -> Option<&'static Shared<VcpuTimeInfo>> {
 
 /// Raw kvmclock nanoseconds (host time), from the records.
 fn raw_from_records() -> Result<u64, Unsettled> {
+    if pvops_core::fault::hit(crate::fault_points::KVMCLOCK_UNSETTLED) {
+        // Injected (`pvops.fail=`): as a host that never finishes an update.
+        return Err(Unsettled {
+            tries: DEFAULT_MAX_TRIES,
+            last_version: 1,
+        });
+    }
     let boot = AREAS
         .get(CpuId(BOOT_CPU.load(Ordering::Relaxed)))
         .ok_or(Unsettled {
@@ -209,10 +219,15 @@ fn raw_from_records() -> Result<u64, Unsettled> {
 
 /// Whether the boot record currently carries the stable flag (one read;
 /// `read_clock` re-checks it under the protocol).
-fn is_stable(boot: &Shared<VcpuTimeInfo>) -> bool {
-    // SAFETY: a volatile byte read inside a static record; any value is
-    // fine (this is only a hint).
-    let flags = unsafe { core::ptr::addr_of!((*boot.as_ptr()).flags).read_volatile() };
+fn is_stable(boot: &'static Shared<VcpuTimeInfo>) -> bool {
+    // One volatile byte read; any value is fine: this only decides whether
+    // to look up the CPU number, and `read_clock` checks the flag again on
+    // the copy it then uses (a flag that flips in between costs a guarded
+    // read of the boot record, never an unchecked value).
+    let flags = boot
+        .ptr()
+        .field::<u8>(core::mem::offset_of!(VcpuTimeInfo, flags))
+        .read();
     PvclockFlags::from_bits_retain(flags).contains(PvclockFlags::TSC_STABLE)
 }
 

@@ -42,6 +42,11 @@
 //! each ([`hypercall::emulated`]); `on` skips the check, `off` never uses
 //! hypercalls.
 //!
+//! ## Fault injection
+//! `pvops.fail=<point>[:<n>],...` makes a feature's enabling MSR write act
+//! as refused by the host; [`fault_points`] lists the points and their
+//! outcomes.
+//!
 //! ## Warnings
 //! Problems that do not stop the kernel print one line each,
 //! `pvops: warning: <what>`, on the native UART: a pvclock record that
@@ -120,6 +125,53 @@ use crate::plan::{build_table, plan, Feature, FeatureSet, OffList};
 use crate::warn::warn;
 
 pub use crate::pv_sched_yield::yield_to;
+
+/// The fault-injection points of this backend, for
+/// `pvops.fail=<point>[:<n>],...` ([`pvops_core::fault`]). Each makes the
+/// MSR write that enables a feature on a CPU act as refused by the host;
+/// use `n` counts registrations in CPU start order (1: the boot CPU).
+///
+/// | point | what fails | outcome |
+/// |---|---|---|
+/// | `kvm.kvmclock` | `MSR_KVM_SYSTEM_TIME_NEW` | boot CPU: warning, native TSC clock, `kvmclock` off; other CPU: warning, it reads the boot CPU's record |
+/// | `kvm.kvmclock-unsettled` | a kvmclock read finds the record never settling | at boot: as `kvm.kvmclock`; later: warning, the TSC clock from then on (kept monotonic) |
+/// | `kvm.steal-time` | `MSR_KVM_STEAL_TIME` | boot CPU: warning, steal clock 0, `steal-time` and `pv-tlb-flush` off; other CPU: warning, its steal clock reads 0 |
+/// | `kvm.pv-eoi` | `MSR_KVM_PV_EOI_EN` | boot CPU: warning, APIC EOI, `pv-eoi` off; other CPU: warning, APIC EOI there |
+/// | `kvm.poll-control` | `MSR_KVM_POLL_CONTROL` | warning; `poll-control` off (boot CPU), host halt polling left as it was |
+pub mod fault_points {
+    /// kvmclock's per-CPU registration.
+    pub const KVMCLOCK: &str = "kvm.kvmclock";
+    /// A kvmclock record read that never settles.
+    pub const KVMCLOCK_UNSETTLED: &str = "kvm.kvmclock-unsettled";
+    /// Steal time's per-CPU registration.
+    pub const STEAL_TIME: &str = "kvm.steal-time";
+    /// PV EOI's per-CPU registration.
+    pub const PV_EOI: &str = "kvm.pv-eoi";
+    /// The per-CPU halt-poll control write.
+    pub const POLL_CONTROL: &str = "kvm.poll-control";
+    /// Every point, as `pvops.fail=` accepts them.
+    pub const ALL: &[&str] = &[
+        KVMCLOCK,
+        KVMCLOCK_UNSETTLED,
+        STEAL_TIME,
+        PV_EOI,
+        POLL_CONTROL,
+    ];
+}
+
+/// Arms `pvops.fail=` with this backend's points and prints what it made
+/// of the option.
+fn arm_faults(ctx: &BootContext<'_>) {
+    let report = pvops_core::fault::configure(ctx.option("fail"), fault_points::ALL);
+    report.each_warning(|w| warn(format_args!("{w}")));
+    let table = pvops_core::fault::active();
+    if table.is_armed() {
+        warn(format_args!(
+            "pvops.fail: injecting faults at {}",
+            table.armed()
+        ));
+    }
+}
 
 /// The backend's name, as `pvops.backend=` names it.
 pub const NAME: &str = "kvm";
@@ -207,7 +259,13 @@ fn setup_cpu<H: Hypervisor + ?Sized>(
         }
     }
     if ok.has(Feature::PollControl) {
-        poll_control::setup(h);
+        if let Err(e) = poll_control::setup(h) {
+            warn(format_args!(
+                "kvm poll-control on cpu {}: {e}: host halt polling left as it is",
+                cpu.0
+            ));
+            ok -= FeatureSet::POLL_CONTROL;
+        }
     }
     ok
 }
@@ -258,6 +316,7 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
             u.as_str()
         ));
     }
+    arm_faults(ctx);
     hypercall::select(HypercallInsn::detect(&HardwareCpuid));
     percpu::set_image_offset(ctx.image_offset);
     let hypercalls = hypercalls_usable(
@@ -356,6 +415,75 @@ mod tests {
             (ok | FeatureSet::PV_TLB_FLUSH).with_dependencies(),
             FeatureSet::PV_EOI | FeatureSet::POLL_CONTROL
         );
+    }
+
+    #[test]
+    fn refused_msr_writes_turn_features_off() {
+        // pvops.fail= (this fake's own table): the writes are skipped and
+        // each feature falls back with a warning naming the MSR.
+        let h = FakeHv::default();
+        let r = h.faults.configure(
+            Some("kvm.kvmclock,kvm.steal-time,kvm.pv-eoi,kvm.poll-control"),
+            fault_points::ALL,
+        );
+        assert!(r.is_clean());
+        warn::take_log();
+        let ok = setup_cpu(&h, CpuId(5), FeatureSet::PER_CPU, true, true);
+        assert_eq!(ok, FeatureSet::empty());
+        let log = warn::take_log();
+        assert_eq!(log.len(), 4, "{log:?}");
+        assert_eq!(
+            log[0],
+            "pvops: warning: kvmclock write of MSR 0x4b564d01 refused (pvops.fail): using the TSC clock\n"
+        );
+        assert!(
+            log[1].starts_with(
+                "pvops: warning: kvm steal-time on cpu 5: write of MSR 0x4b564d03 refused"
+            ),
+            "{log:?}"
+        );
+        assert!(
+            log[2].starts_with(
+                "pvops: warning: kvm pv-eoi on cpu 5: write of MSR 0x4b564d04 refused"
+            ),
+            "{log:?}"
+        );
+        assert!(
+            log[3].starts_with(
+                "pvops: warning: kvm poll-control on cpu 5: write of MSR 0x4b564d05 refused"
+            ),
+            "{log:?}"
+        );
+        assert!(h.msrs.borrow().is_empty(), "{:?}", h.msrs.borrow());
+        // Without steal time, PV TLB flush goes too.
+        assert_eq!(
+            (ok | FeatureSet::PV_TLB_FLUSH).with_dependencies(),
+            FeatureSet::empty()
+        );
+    }
+
+    #[test]
+    fn a_refused_second_cpu_keeps_the_feature_elsewhere() {
+        // `:2`: the second registration (the second CPU) is refused.
+        let h = FakeHv::default();
+        h.faults.configure(Some("kvm.pv-eoi:2"), fault_points::ALL);
+        warn::take_log();
+        assert_eq!(
+            setup_cpu(&h, CpuId(0), FeatureSet::PV_EOI, true, false),
+            FeatureSet::PV_EOI
+        );
+        assert_eq!(
+            setup_cpu(&h, CpuId(1), FeatureSet::PV_EOI, false, false),
+            FeatureSet::empty()
+        );
+        assert_eq!(
+            setup_cpu(&h, CpuId(2), FeatureSet::PV_EOI, false, false),
+            FeatureSet::PV_EOI
+        );
+        let log = warn::take_log();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(log[0].contains("pv-eoi on cpu 1"), "{log:?}");
+        assert_eq!(h.msrs.borrow().len(), 2);
     }
 
     #[test]

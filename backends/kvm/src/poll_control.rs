@@ -10,13 +10,16 @@
 //! left behind. The MSR is per vCPU, so every CPU writes it.
 
 use crate::abi::{KVM_POLL_CONTROL_HOST_POLL, MSR_KVM_POLL_CONTROL};
-use crate::hypercall::Hypervisor;
+use crate::hypercall::{refuse, Hypervisor, KvmError};
 
-/// Sets this vCPU's host-side halt polling to "on".
-pub(crate) fn setup<H: Hypervisor + ?Sized>(h: &H) {
+/// Sets this vCPU's host-side halt polling to "on". Fails only when fault
+/// injection refuses the write (`kvm.poll-control`).
+pub(crate) fn setup<H: Hypervisor + ?Sized>(h: &H) -> Result<(), KvmError> {
+    refuse(h, crate::fault_points::POLL_CONTROL, MSR_KVM_POLL_CONTROL)?;
     // SAFETY: the MSR exists (POLL_CONTROL was advertised) and holds no
     // address.
     unsafe { h.write_msr(MSR_KVM_POLL_CONTROL, KVM_POLL_CONTROL_HOST_POLL) };
+    Ok(())
 }
 
 #[cfg(test)]
@@ -24,7 +27,7 @@ mod tests {
     #[test]
     fn writes_one() {
         let h = crate::hypercall::tests::FakeHv::default();
-        super::setup(&h);
+        super::setup(&h).unwrap();
         assert_eq!(h.msrs.borrow()[0], (0x4b56_4d05, 1));
     }
 }

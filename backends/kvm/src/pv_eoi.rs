@@ -3,6 +3,13 @@
 //! bit 0; the guest then signals EOI by clearing the bit, with no VM exit.
 //! Test and clear must be one atomic instruction: the host may set or
 //! clear the bit whenever this vCPU is not running.
+//!
+//! Shared-memory rule ([`pvops_core::shmem`]): the word is never read on
+//! its own. Its only accesses are the zeroing store at registration and
+//! the atomic `fetch_and` whose returned old value is the single copy the
+//! EOI decision is made on; a separate read before the clear could see the
+//! bit set and then clear one the host had meanwhile withdrawn (or the
+//! reverse), so the exemption from copy-then-check is the protocol itself.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use pvops_core::cpu::CpuId;
@@ -47,6 +54,7 @@ pub(crate) fn register<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) -> Result<(), 
             paddr,
         });
     }
+    crate::hypercall::refuse(h, crate::fault_points::PV_EOI, MSR_KVM_PV_EOI_EN)?;
     // SAFETY: a zeroed, 4-aligned word in a static of this crate, in RAM;
     // Rust only touches it atomically.
     unsafe { h.write_msr(MSR_KVM_PV_EOI_EN, paddr | KVM_PV_EOI_ENABLED) };

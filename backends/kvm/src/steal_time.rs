@@ -7,26 +7,68 @@
 //! still 0 after registration) leaves that CPU without steal time: its
 //! steal clock reads 0 and a warning is printed once. A record that stops
 //! settling returns the last value read (and warns once).
+//!
+//! Every access goes through [`pvops_core::shmem::ShPtr`]: `steal` and
+//! `version` (only the host writes them) are volatile copies of the
+//! record's first 16 bytes ([`StealHead`]), checked and used as copied;
+//! the `preempted` byte is loaded atomically, because other vCPUs set
+//! `KVM_VCPU_FLUSH_TLB` in it with a compare-exchange (PV TLB flush) that
+//! must not lose the host's concurrent update of the same byte.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use pvops_core::abi::pvclock::{read_versioned, Versioned, DEFAULT_MAX_TRIES};
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use pvops_core::abi::pvclock::{read_versioned, Versioned, VersionedRecord, DEFAULT_MAX_TRIES};
 use pvops_core::cpu::CpuId;
 use pvops_core::irq::MAX_CPUS;
+use pvops_core::shmem::ShPtr;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::abi::{KvmStealTime, KVM_MSR_ENABLED, KVM_VCPU_PREEMPTED, MSR_KVM_STEAL_TIME};
 use crate::hypercall::{Hypervisor, KvmError};
 use crate::percpu::{phys_of, PerCpu};
 use crate::warn::warn_once;
 
+/// The part of [`KvmStealTime`] the version protocol covers, copied in
+/// one read: everything before the `preempted` byte (which other vCPUs
+/// modify atomically, so it is never part of a plain copy).
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct StealHead {
+    /// Stolen nanoseconds.
+    pub steal: u64,
+    /// Odd while the host updates the record.
+    pub version: u32,
+    /// Always 0 so far.
+    pub flags: u32,
+}
+static_assertions::const_assert_eq!(
+    offset_of!(StealHead, steal),
+    offset_of!(KvmStealTime, steal)
+);
+static_assertions::const_assert_eq!(
+    offset_of!(StealHead, version),
+    offset_of!(KvmStealTime, version)
+);
+static_assertions::const_assert!(
+    core::mem::size_of::<StealHead>() <= offset_of!(KvmStealTime, preempted)
+);
+
+impl VersionedRecord for StealHead {
+    const VERSION_OFFSET: usize = offset_of!(StealHead, version);
+}
+
 /// One vCPU's record, as shared with the host: 64-byte aligned, zeroed.
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct StealArea(UnsafeCell<KvmStealTime>);
 
-// SAFETY: every access from Rust goes through the atomic views below; the
-// host writes the record too, and the version protocol (steal) or an
-// atomic compare-exchange (preempted) copes with that.
+// SAFETY: every access from Rust goes through `ShPtr` (volatile copies of
+// the head, atomic accesses to the `preempted` byte) or the atomic view
+// `preempted()`; the host writes the record too, and the version protocol
+// (steal) or an atomic compare-exchange (preempted) copes with that.
 unsafe impl Sync for StealArea {}
 
 impl StealArea {
@@ -42,21 +84,33 @@ impl StealArea {
         }))
     }
 
-    fn steal(&self) -> &AtomicU64 {
-        // SAFETY: `steal` is an 8-aligned u64 at offset 0 of a 64-aligned
-        // record that lives as long as `self`; AtomicU64 has u64's layout,
-        // and Rust only ever accesses the field atomically.
-        unsafe { AtomicU64::from_ptr(core::ptr::addr_of_mut!((*self.0.get()).steal)) }
+    /// The record, for one access while `self` is borrowed.
+    fn sh(&self) -> ShPtr<KvmStealTime> {
+        // SAFETY: the cell is valid and 64-byte aligned while `self` is
+        // borrowed, which outlasts every use (each caller uses the pointer
+        // within one method); Rust reaches the record only through ShPtr
+        // and the atomic `preempted()` view of a byte no ShPtr reads plainly.
+        unsafe { ShPtr::new(self.0.get()) }
     }
 
-    fn version_word(&self) -> &AtomicU32 {
-        // SAFETY: as for `steal`: a 4-aligned u32 only accessed atomically.
-        unsafe { AtomicU32::from_ptr(core::ptr::addr_of_mut!((*self.0.get()).version)) }
+    /// The volatile-copied head (steal, version).
+    fn head(&self) -> ShPtr<StealHead> {
+        self.sh().field::<StealHead>(0)
     }
 
-    /// The `preempted` byte (bit 0: not running; bit 1: flush my TLB).
+    /// The `preempted` byte, loaded once.
+    fn preempted_now(&self) -> u8 {
+        self.sh()
+            .field::<u8>(offset_of!(KvmStealTime, preempted))
+            .load(Ordering::Relaxed)
+    }
+
+    /// The `preempted` byte (bit 0: not running; bit 1: flush my TLB) as an
+    /// atomic, for PV TLB flush's compare-exchange (an ABI read-modify-
+    /// write that must stay one atomic instruction).
     pub fn preempted(&self) -> &AtomicU8 {
-        // SAFETY: as for `steal`: a byte only accessed atomically.
+        // SAFETY: a byte at offset 16 of a record that lives as long as
+        // `self`; Rust only ever accesses it atomically.
         unsafe { AtomicU8::from_ptr(core::ptr::addr_of_mut!((*self.0.get()).preempted)) }
     }
 
@@ -72,16 +126,14 @@ impl Default for StealArea {
 }
 
 impl Versioned for StealArea {
-    /// (version, steal).
+    /// (version, steal), from one copy of the head.
     type Record = (u32, u64);
     fn version(&self) -> u32 {
-        self.version_word().load(Ordering::Acquire)
+        self.head().version()
     }
     fn snapshot(&self) -> (u32, u64) {
-        (
-            self.version_word().load(Ordering::Relaxed),
-            self.steal().load(Ordering::Relaxed),
-        )
+        let h = self.head().snapshot();
+        (h.version, h.steal)
     }
 }
 
@@ -97,7 +149,7 @@ const FILL_POLLS: u32 = 1000;
 /// Waits (boundedly) for the host to fill `area` after registration.
 pub fn wait_filled(area: &StealArea, polls: u32) -> bool {
     for _ in 0..polls.max(1) {
-        if area.version_word().load(Ordering::Acquire) != 0 {
+        if area.version() != 0 {
             return true;
         }
         core::hint::spin_loop();
@@ -116,6 +168,7 @@ pub(crate) fn register<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) -> Result<(), 
             paddr,
         });
     }
+    crate::hypercall::refuse(h, crate::fault_points::STEAL_TIME, MSR_KVM_STEAL_TIME)?;
     // SAFETY: a zeroed, 64-byte-aligned, 64-byte static of this crate in
     // RAM; from Rust it is only accessed atomically.
     unsafe { h.write_msr(MSR_KVM_STEAL_TIME, paddr | KVM_MSR_ENABLED) };
@@ -192,7 +245,7 @@ pub fn steal_clock(cpu: CpuId) -> u64 {
 /// Whether the host says `cpu` is not running right now (false when
 /// steal time is off for it).
 pub fn preempted(cpu: CpuId) -> bool {
-    area(cpu).is_some_and(|a| a.preempted().load(Ordering::Relaxed) & KVM_VCPU_PREEMPTED != 0)
+    area(cpu).is_some_and(|a| a.preempted_now() & KVM_VCPU_PREEMPTED != 0)
 }
 
 /// The `preempted` byte of `cpu`, if its steal time is registered.
@@ -215,7 +268,10 @@ mod tests {
             16
         );
         assert_eq!(
-            a.version_word() as *const AtomicU32 as usize - a.as_ptr() as usize,
+            a.head()
+                .field::<u32>(offset_of!(StealHead, version))
+                .as_ptr() as usize
+                - a.as_ptr() as usize,
             8
         );
     }
@@ -225,12 +281,21 @@ mod tests {
         let a = StealArea::new();
         assert!(!wait_filled(&a, 10));
         assert_eq!(read(&a, 10), StealRead::Empty);
-        a.version_word().store(2, Ordering::Relaxed);
-        a.steal().store(777, Ordering::Relaxed);
+        a.head().write(StealHead {
+            steal: 777,
+            version: 2,
+            flags: 0,
+        });
         assert!(wait_filled(&a, 1));
         assert_eq!(read(&a, 10), StealRead::Value(777));
-        a.version_word().store(3, Ordering::Relaxed);
+        a.head()
+            .field::<u32>(offset_of!(StealHead, version))
+            .write(3);
         assert_eq!(read(&a, 10), StealRead::Unsettled);
+        // The preempted byte is outside the copied head.
+        a.preempted().store(KVM_VCPU_PREEMPTED, Ordering::Relaxed);
+        assert_eq!(a.preempted_now(), KVM_VCPU_PREEMPTED);
+        assert_eq!(a.head().read().steal, 777);
     }
 
     struct Torn {

@@ -148,9 +148,33 @@ static INFO_SLOT: InfoSlot = InfoSlot(core::cell::UnsafeCell::new(NativeInfo {
     rtc: false,
 }));
 
-/// Native runs anywhere: it bids the fallback priority.
-pub fn detect(_ctx: &BootContext<'_>) -> Option<Priority> {
-    Some(Priority::FALLBACK)
+/// Native runs anywhere but in a Xen PVH domain: it bids the fallback
+/// priority. A kernel entered through the PVH entry with Xen's signature
+/// in CPUID is a PVH guest (dom0 or domU), which has no UART, PIT, PIC or
+/// RTC (Xen keeps those it uses from dom0 too): this backend could neither
+/// come up nor print why, and after a failed Xen backend it would run over
+/// the half-made Xen set-up. There the Xen backend leaves a failsafe
+/// console and shutdown instead (see `pvops_xen::init`). Xen's signature
+/// counts even when CPUID's hypervisor bit is clear (Xen can hide it,
+/// `dom0-cpuid=no-hypervisor`), as for `pvops_xen::detect`.
+pub fn detect(ctx: &BootContext<'_>) -> Option<Priority> {
+    bid(ctx, &pvops_core::detect::HardwareCpuid)
+}
+
+fn bid(ctx: &BootContext<'_>, src: &impl pvops_core::detect::CpuidSource) -> Option<Priority> {
+    use pvops_core::detect::{signature_of, HypervisorKind};
+    let xen_signature = || {
+        // Xen's two bases; at least its version and hypercall leaves.
+        [0x4000_0000u32, 0x4000_0100].into_iter().any(|base| {
+            let r = src.cpuid(base, 0);
+            HypervisorKind::from_signature(signature_of(&r)) == HypervisorKind::Xen
+                && (base + 2..base + 0x100).contains(&r.eax)
+        })
+    };
+    let xen_pvh = ctx.entry == pvops_core::backend::BootEntry::Pvh
+        && (ctx.cpuid.find(HypervisorKind::Xen).is_some()
+            || (!ctx.cpuid.hypervisor_bit && xen_signature()));
+    (!xen_pvh).then_some(Priority::FALLBACK)
 }
 
 fn err(reason: &'static str) -> BackendError {
@@ -238,3 +262,72 @@ pub const CANDIDATE: Candidate = Candidate {
     detect,
     init,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvops_core::backend::BootEntry;
+    use pvops_core::cpu::CpuidResult;
+    use pvops_core::detect::{scan, CpuidSource};
+
+    /// A CPU with the hypervisor bit and `sig` at 0x40000000.
+    struct Hv(&'static [u8; 12]);
+    impl CpuidSource for Hv {
+        fn cpuid(&self, leaf: u32, _: u32) -> CpuidResult {
+            let w = |i: usize| u32::from_le_bytes(self.0[i..i + 4].try_into().unwrap());
+            match leaf {
+                1 => CpuidResult {
+                    ecx: 1 << 31,
+                    ..Default::default()
+                },
+                0x4000_0000 => CpuidResult {
+                    eax: 0x4000_0005,
+                    ebx: w(0),
+                    ecx: w(4),
+                    edx: w(8),
+                },
+                _ => CpuidResult::default(),
+            }
+        }
+    }
+
+    fn ctx(cpuid: pvops_core::detect::CpuidScan, entry: BootEntry) -> BootContext<'static> {
+        BootContext {
+            phys_offset: 0,
+            image_offset: 0,
+            rsdp: None,
+            cmdline: "",
+            entry,
+            cpuid,
+        }
+    }
+
+    fn bid(sig: &'static [u8; 12], entry: BootEntry) -> Option<Priority> {
+        super::bid(&ctx(scan(&Hv(sig)), entry), &Hv(sig))
+    }
+
+    #[test]
+    fn declines_only_in_a_xen_pvh_domain() {
+        assert_eq!(bid(b"XenVMMXenVMM", BootEntry::Pvh), None);
+        assert_eq!(
+            bid(b"XenVMMXenVMM", BootEntry::Other),
+            Some(Priority::FALLBACK)
+        );
+        assert_eq!(
+            bid(b"KVMKVMKVM\0\0\0", BootEntry::Pvh),
+            Some(Priority::FALLBACK)
+        );
+        assert_eq!(
+            bid(b"TCGTCGTCGTCG", BootEntry::Pvh),
+            Some(Priority::FALLBACK)
+        );
+        // Xen with the hypervisor bit hidden: the scan sees nothing, the
+        // signature is still there.
+        let hidden = ctx(pvops_core::detect::CpuidScan::empty(), BootEntry::Pvh);
+        assert_eq!(super::bid(&hidden, &Hv(b"XenVMMXenVMM")), None);
+        assert_eq!(
+            super::bid(&hidden, &Hv(b"KVMKVMKVM\0\0\0")),
+            Some(Priority::FALLBACK)
+        );
+    }
+}

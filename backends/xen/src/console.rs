@@ -10,7 +10,7 @@
 use crate::abi::console::XenconsInterface;
 use crate::abi::hvm::{HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN};
 use crate::error::XenError;
-use crate::ring::{self, OutRing};
+use crate::ring::{self, SharedRing};
 use crate::xen::XEN;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
@@ -83,30 +83,6 @@ pub fn use_ring(phys_offset: u64) -> Result<(), XenError> {
     Ok(())
 }
 
-/// The ring page, reached by volatile accesses.
-struct RingPage(*mut XenconsInterface);
-
-impl OutRing for RingPage {
-    fn out_cons(&self) -> u32 {
-        // SAFETY: `use_ring` recorded the ring page's mapping; the index is
-        // an aligned u32 the backend writes.
-        unsafe { core::ptr::addr_of!((*self.0).out_cons).read_volatile() }
-    }
-    fn out_prod(&self) -> u32 {
-        // SAFETY: as above.
-        unsafe { core::ptr::addr_of!((*self.0).out_prod).read_volatile() }
-    }
-    fn set_out_prod(&self, prod: u32) {
-        // SAFETY: as above; only this (locked) writer stores it.
-        unsafe { core::ptr::addr_of_mut!((*self.0).out_prod).write_volatile(prod) }
-    }
-    fn put(&self, slot: usize, byte: u8) {
-        let base = (self.0 as *mut u8).wrapping_add(core::mem::offset_of!(XenconsInterface, out));
-        // SAFETY: `ring::write` passes slots below OUT_SIZE, inside `out`.
-        unsafe { base.add(slot).write_volatile(byte) }
-    }
-}
-
 fn write_ring(bytes: &[u8]) {
     let mut spins = 0;
     while RING_LOCK
@@ -119,7 +95,9 @@ fn write_ring(bytes: &[u8]) {
         }
         core::hint::spin_loop();
     }
-    let page = RingPage(RING_VA.load(Ordering::Relaxed) as *mut XenconsInterface);
+    // SAFETY: `use_ring` recorded the ring page's mapping (the direct map
+    // of the frame Xen named); Rust reaches it only through this ShPtr.
+    let page = unsafe { SharedRing::new(RING_VA.load(Ordering::Relaxed) as *mut XenconsInterface) };
     let port = RING_PORT.load(Ordering::Relaxed);
     let mut rest = bytes;
     let mut retries = 0;
@@ -156,26 +134,5 @@ pub fn write(bytes: &[u8]) {
         }
         RING => write_ring(bytes),
         _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::abi::console::OUT_SIZE;
-    use zerocopy::FromZeros;
-
-    #[test]
-    fn ring_page_accessors_write_the_shared_layout() {
-        let mut page = std::boxed::Box::new(XenconsInterface::new_zeroed());
-        page.out_prod = u32::MAX - 1;
-        page.out_cons = u32::MAX - 1;
-        let r = RingPage(&mut *page);
-        assert_eq!(ring::write(&r, b"xyz"), Ok(3));
-        assert_eq!(page.out_prod, 1, "index wrapped past u32::MAX");
-        assert_eq!(page.out[OUT_SIZE - 2], b'x');
-        assert_eq!(page.out[OUT_SIZE - 1], b'y');
-        assert_eq!(page.out[0], b'z');
-        assert!(page.input.iter().all(|b| *b == 0), "input ring untouched");
     }
 }

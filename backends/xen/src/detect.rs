@@ -9,7 +9,9 @@ use crate::abi::cpuid::{
     HvmFeatures, LEAF_HVM, LEAF_HYPERCALL, LEAF_TSC, LEAF_VERSION, TSC_EMULATED,
 };
 use pvops_core::backend::{BootContext, BootEntry, Priority};
-use pvops_core::detect::{CpuidSource, HypervisorKind, HypervisorLeaf};
+use pvops_core::detect::{
+    signature_of, CpuidSource, HardwareCpuid, HypervisorKind, HypervisorLeaf, HYPERVISOR_LEAF_STEP,
+};
 
 /// The detection bid: above KVM's 100 (a Xen domain never also runs on
 /// KVM's interface) and native's 0.
@@ -75,8 +77,50 @@ impl XenCpuid {
 /// Bids [`PRIORITY`] when Xen's signature is present and the kernel came
 /// in through the PVH entry (a classic PV guest is another backend's).
 pub fn detect(ctx: &BootContext<'_>) -> Option<Priority> {
-    (ctx.entry == BootEntry::Pvh && ctx.cpuid.find(HypervisorKind::Xen).is_some())
-        .then_some(PRIORITY)
+    detect_with(ctx, &HardwareCpuid)
+}
+
+fn detect_with(ctx: &BootContext<'_>, src: &impl CpuidSource) -> Option<Priority> {
+    (ctx.entry == BootEntry::Pvh && xen_leaf(ctx, src).is_some()).then_some(PRIORITY)
+}
+
+/// The bases Xen uses: 0x40000000, or 0x40000100 behind Viridian.
+const BASES: [u32; 2] = [0x4000_0000, 0x4000_0100];
+
+/// Xen's base leaf: the one the scan found, or, for a kernel entered
+/// through the PVH entry on a CPU whose hypervisor bit is clear (so the
+/// scan looked at nothing), Xen's signature read directly at one of its
+/// two bases ([`probe_hidden`]). Xen can hide the bit from a PVH domain
+/// (`dom0-cpuid=no-hypervisor` on its command line) and still be the only
+/// thing that can run it; Linux's PVH entry finds Xen by its signature
+/// alone the same way.
+pub fn xen_leaf(ctx: &BootContext<'_>, src: &impl CpuidSource) -> Option<HypervisorLeaf> {
+    if let Some(leaf) = ctx.cpuid.find(HypervisorKind::Xen) {
+        return Some(*leaf);
+    }
+    if ctx.entry != BootEntry::Pvh || ctx.cpuid.hypervisor_bit {
+        return None;
+    }
+    probe_hidden(src)
+}
+
+/// Xen's exact signature at 0x40000000 or 0x40000100 with a range that
+/// holds at least the version and hypercall leaves, whatever the
+/// hypervisor bit says. Only for kernels that know they run virtualised
+/// (a PVH entry): a bare CPU answers leaves it lacks with other leaves'
+/// data, though never with this signature and range.
+pub fn probe_hidden(src: &impl CpuidSource) -> Option<HypervisorLeaf> {
+    BASES.into_iter().find_map(|base| {
+        let r = src.cpuid(base, 0);
+        let xen = HypervisorKind::from_signature(signature_of(&r)) == HypervisorKind::Xen
+            && r.eax >= base + LEAF_HYPERCALL
+            && r.eax < base + HYPERVISOR_LEAF_STEP;
+        xen.then_some(HypervisorLeaf {
+            base,
+            max_leaf: r.eax,
+            kind: HypervisorKind::Xen,
+        })
+    })
 }
 
 #[cfg(test)]
@@ -159,7 +203,58 @@ pub(crate) mod tests {
         let s = scan(&ViridianThenXen);
         assert_eq!(detect(&ctx(s, BootEntry::XenPv)), None);
         assert_eq!(detect(&ctx(s, BootEntry::Other)), None);
-        assert_eq!(detect(&ctx(CpuidScan::empty(), BootEntry::Pvh)), None);
+        // Nothing found, and nothing at Xen's bases either (a fake CPU:
+        // with the bit clear, `detect` would read the real one).
+        struct Bare;
+        impl CpuidSource for Bare {
+            fn cpuid(&self, _: u32, _: u32) -> CpuidResult {
+                CpuidResult::default()
+            }
+        }
+        assert_eq!(
+            detect_with(&ctx(CpuidScan::empty(), BootEntry::Pvh), &Bare),
+            None
+        );
+    }
+
+    /// Xen 4.17 at 0x40000000 with CPUID.1:ECX.hypervisor clear.
+    struct HiddenBit;
+    impl CpuidSource for HiddenBit {
+        fn cpuid(&self, leaf: u32, _: u32) -> CpuidResult {
+            match leaf {
+                0x4000_0000 => sig(b"XenVMMXenVMM", 0x4000_0005),
+                _ => CpuidResult::default(),
+            }
+        }
+    }
+
+    #[test]
+    fn hidden_hypervisor_bit_is_looked_past_only_after_a_pvh_entry() {
+        let s = scan(&HiddenBit);
+        assert!(!s.hypervisor_bit);
+        assert_eq!(s, CpuidScan::empty(), "the scan does not look");
+        let pvh = ctx(s, BootEntry::Pvh);
+        let leaf = xen_leaf(&pvh, &HiddenBit).unwrap();
+        assert_eq!((leaf.base, leaf.max_leaf), (0x4000_0000, 0x4000_0005));
+        assert_eq!(detect_with(&pvh, &HiddenBit), Some(PRIORITY));
+        assert_eq!(detect_with(&ctx(s, BootEntry::Other), &HiddenBit), None);
+        // Not Xen, or a range too short for the hypercall leaf: nothing.
+        struct Kvm;
+        impl CpuidSource for Kvm {
+            fn cpuid(&self, leaf: u32, _: u32) -> CpuidResult {
+                match leaf {
+                    0x4000_0000 => sig(b"KVMKVMKVM\0\0\0", 0x4000_0001),
+                    0x4000_0100 => sig(b"XenVMMXenVMM", 0x4000_0101),
+                    _ => CpuidResult::default(),
+                }
+            }
+        }
+        assert_eq!(probe_hidden(&Kvm), None);
+        assert_eq!(detect_with(&pvh, &Kvm), None);
+        // With the bit set, the scan's answer stands (found nothing: no bid).
+        let mut bit = CpuidScan::empty();
+        bit.hypervisor_bit = true;
+        assert_eq!(detect_with(&ctx(bit, BootEntry::Pvh), &HiddenBit), None);
     }
 
     #[test]

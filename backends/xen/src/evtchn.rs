@@ -15,7 +15,9 @@
 
 use crate::abi::evtchn::{Port, BITS_PER_WORD, WORDS};
 use crate::abi::shared::{SharedInfo, VcpuInfo};
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::mem::offset_of;
+use core::sync::atomic::Ordering;
+use pvops_core::shmem::ShPtr;
 
 /// The domain-wide bitmaps.
 pub trait EventBitmaps {
@@ -84,111 +86,121 @@ pub fn locate(port: Port) -> Option<(usize, u64)> {
 }
 
 /// The bitmaps in Xen's shared-info page.
+///
+/// Every word is reached through [`ShPtr`] with atomic accesses: Xen sets
+/// pending bits with locked instructions while the guest clears them (one
+/// `fetch_and` per port, whose old value says whether this CPU is the one
+/// that handles it: two CPUs, or the guest and Xen, can never both win),
+/// and other vCPUs modify the same words at the same time, so a plain
+/// volatile read would race them. Each word is loaded once per scan and
+/// only that copy is looked at.
 #[derive(Debug, Clone, Copy)]
-pub struct SharedEvents(*mut SharedInfo);
+pub struct SharedEvents(ShPtr<SharedInfo>);
 
 impl SharedEvents {
     /// The bitmaps of the shared info at `si`.
     ///
     /// # Safety
     /// `si` must point to the mapped shared-info page for as long as the
-    /// value is used.
+    /// value is used, reached by Rust code only through `ShPtr`/atomics.
     pub const unsafe fn new(si: *mut SharedInfo) -> Self {
-        Self(si)
+        // SAFETY: the caller's contract is `ShPtr::new`'s.
+        Self(unsafe { ShPtr::new(si) })
     }
 
-    fn pending_word(&self, w: usize) -> &AtomicU64 {
-        // SAFETY: `new`'s contract keeps the page mapped; w < WORDS (callers
-        // check via `locate` or loop bounds) keeps the pointer inside
-        // `evtchn_pending`, an aligned u64 Xen updates atomically.
-        unsafe { AtomicU64::from_ptr(core::ptr::addr_of_mut!((*self.0).evtchn_pending[w])) }
+    fn pending_word(&self, w: usize) -> Option<ShPtr<u64>> {
+        self.0
+            .field::<[u64; WORDS]>(offset_of!(SharedInfo, evtchn_pending))
+            .index(w)
     }
 
-    fn mask_word(&self, w: usize) -> &AtomicU64 {
-        // SAFETY: as for `pending_word`, in `evtchn_mask`.
-        unsafe { AtomicU64::from_ptr(core::ptr::addr_of_mut!((*self.0).evtchn_mask[w])) }
+    fn mask_word(&self, w: usize) -> Option<ShPtr<u64>> {
+        self.0
+            .field::<[u64; WORDS]>(offset_of!(SharedInfo, evtchn_mask))
+            .index(w)
     }
 
     /// Masks every port (the state this backend starts from).
     pub fn mask_all(&self) {
         for w in 0..WORDS {
-            self.mask_word(w).store(!0, Ordering::SeqCst);
+            if let Some(m) = self.mask_word(w) {
+                m.store(!0, Ordering::SeqCst);
+            }
         }
     }
 
     /// Masks `port` (no upcall on its events; polling still sees them).
     pub fn mask_port(&self, port: Port) {
         if let Some((w, bit)) = locate(port) {
-            self.mask_word(w).fetch_or(bit, Ordering::SeqCst);
+            if let Some(m) = self.mask_word(w) {
+                m.fetch_or(bit, Ordering::SeqCst);
+            }
         }
     }
 
     /// Clears `port`'s pending bit.
     pub fn clear_pending(&self, port: Port) {
         if let Some((w, bit)) = locate(port) {
-            self.pending_word(w).fetch_and(!bit, Ordering::SeqCst);
+            if let Some(p) = self.pending_word(w) {
+                p.fetch_and(!bit, Ordering::SeqCst);
+            }
         }
     }
 
     /// Whether `port` is pending.
     pub fn is_pending(&self, port: Port) -> bool {
-        locate(port).is_some_and(|(w, bit)| self.pending_word(w).load(Ordering::SeqCst) & bit != 0)
+        locate(port).is_some_and(|(w, bit)| self.pending(w) & bit != 0)
     }
 }
 
 impl EventBitmaps for SharedEvents {
     fn pending(&self, w: usize) -> u64 {
-        if w >= WORDS {
-            return 0;
-        }
-        self.pending_word(w).load(Ordering::SeqCst)
+        self.pending_word(w).map_or(0, |p| p.load(Ordering::SeqCst))
     }
 
     fn mask(&self, w: usize) -> u64 {
-        if w >= WORDS {
-            return !0;
-        }
-        self.mask_word(w).load(Ordering::SeqCst)
+        self.mask_word(w).map_or(!0, |m| m.load(Ordering::SeqCst))
     }
 
     fn test_and_clear_pending(&self, port: Port) -> bool {
-        match locate(port) {
-            Some((w, bit)) => self.pending_word(w).fetch_and(!bit, Ordering::SeqCst) & bit != 0,
+        match locate(port).and_then(|(w, bit)| Some((self.pending_word(w)?, bit))) {
+            Some((p, bit)) => p.fetch_and(!bit, Ordering::SeqCst) & bit != 0,
             None => false,
         }
     }
 }
 
-/// The upcall flag and selector of one `vcpu_info`.
+/// The upcall flag and selector of one `vcpu_info`. Both are changed by
+/// Xen and the guest at once (Xen sets, the guest clears/takes), so both
+/// are accessed atomically through [`ShPtr`]: a store of 0 for the flag, a
+/// swap for the selector whose old value is the one copy the scan uses.
 #[derive(Debug, Clone, Copy)]
-pub struct VcpuEvents(*mut VcpuInfo);
+pub struct VcpuEvents(ShPtr<VcpuInfo>);
 
 impl VcpuEvents {
     /// The flags of the `vcpu_info` at `vi`.
     ///
     /// # Safety
     /// `vi` must point to a `vcpu_info` Xen uses (registered, or a legacy
-    /// slot of mapped shared info) for as long as the value is used.
+    /// slot of mapped shared info) for as long as the value is used,
+    /// reached by Rust code only through `ShPtr`/atomics.
     pub const unsafe fn new(vi: *mut VcpuInfo) -> Self {
-        Self(vi)
+        // SAFETY: the caller's contract is `ShPtr::new`'s.
+        Self(unsafe { ShPtr::new(vi) })
     }
 }
 
 impl UpcallFlags for VcpuEvents {
     fn clear_upcall_pending(&self) {
-        // SAFETY: `new`'s contract; the byte is aligned and only ever
-        // written with single-byte stores by Xen and by us.
-        let b =
-            unsafe { AtomicU8::from_ptr(core::ptr::addr_of_mut!((*self.0).evtchn_upcall_pending)) };
-        b.store(0, Ordering::SeqCst);
+        self.0
+            .field::<u8>(offset_of!(VcpuInfo, evtchn_upcall_pending))
+            .store(0, Ordering::SeqCst);
     }
 
     fn take_selector(&self) -> u64 {
-        // SAFETY: `new`'s contract; the selector is an aligned u64 that
-        // Xen sets bits in atomically.
-        let s =
-            unsafe { AtomicU64::from_ptr(core::ptr::addr_of_mut!((*self.0).evtchn_pending_sel)) };
-        s.swap(0, Ordering::SeqCst)
+        self.0
+            .field::<u64>(offset_of!(VcpuInfo, evtchn_pending_sel))
+            .swap(0, Ordering::SeqCst)
     }
 }
 

@@ -34,6 +34,13 @@ pub trait Hypercall {
     /// at that virtual address in the current page tables, for the whole
     /// call.
     unsafe fn hypercall(&self, op: u32, args: [u64; 5]) -> i64;
+
+    /// Counts one use of fault-injection point `point` and says whether it
+    /// must fail (`pvops.fail=`, [`pvops_core::fault`]). The real issuer
+    /// asks the kernel's table; test fakes may keep their own.
+    fn fail(&self, point: &'static str) -> bool {
+        pvops_core::fault::hit(point)
+    }
 }
 
 /// Which instruction enters Xen.
@@ -153,6 +160,8 @@ pub(crate) mod tests {
         pub calls: RefCell<Vec<(u32, [u64; 5])>>,
         #[allow(clippy::type_complexity)]
         pub respond: RefCell<std::boxed::Box<dyn FnMut(u32, [u64; 5]) -> i64>>,
+        /// This fake's own `pvops.fail=` table.
+        pub faults: pvops_core::fault::Table,
     }
 
     impl FakeXen {
@@ -160,6 +169,7 @@ pub(crate) mod tests {
             Self {
                 calls: RefCell::new(Vec::new()),
                 respond: RefCell::new(std::boxed::Box::new(respond)),
+                faults: pvops_core::fault::Table::new(),
             }
         }
     }
@@ -168,6 +178,9 @@ pub(crate) mod tests {
         unsafe fn hypercall(&self, op: u32, args: [u64; 5]) -> i64 {
             self.calls.borrow_mut().push((op, args));
             (self.respond.borrow_mut())(op, args)
+        }
+        fn fail(&self, point: &'static str) -> bool {
+            self.faults.hit(point)
         }
     }
 

@@ -29,8 +29,16 @@
 //! through the PVH entry. It needs Xen 4.10 or later,
 //! `XENFEAT_hvm_safe_pvclock`, and either `XENFEAT_hvm_callback_vector` or
 //! the per-vCPU upcall vector (CPUID `XEN_HVM_CPUID_UPCALL_VECTOR`). What it
-//! lacks is reported as `pvops: error: xen: ...` on Xen's console and the
-//! backend gives way to the next one.
+//! lacks is reported as `pvops: error: xen: ...` on Xen's console and
+//! `init` fails; since no other backend can run a PVH domain (the native
+//! one declines there), a failsafe console and shutdown stay installed
+//! (see [`init`]). Xen is found by its signature even when CPUID's
+//! hypervisor bit is clear ([`detect::xen_leaf`]).
+//!
+//! ## Fault injection
+//! `pvops.fail=<point>[:<n>],...` makes the setup hypercalls listed in
+//! [`fault_points`] answer `-EINVAL` without being made; that table gives
+//! each one's outcome.
 //!
 //! ## Command line
 //! `pvops.xen.upcall=percpu` prefers the per-vCPU upcall vector
@@ -128,7 +136,7 @@ use crate::setup::UpcallVia;
 use crate::xen::XEN;
 use core::sync::atomic::{AtomicU64, Ordering};
 use pvops_core::backend::{BackendError, BootContext, BootEntry, Candidate};
-use pvops_core::detect::{HardwareCpuid, HypervisorKind};
+use pvops_core::detect::HardwareCpuid;
 use pvops_core::platform::{ConsoleOps, Features, Identity, Platform, ShutdownOps};
 use pvops_core::smp::SERVICE_VECTOR;
 use pvops_core::table::PvOps;
@@ -174,6 +182,102 @@ pub fn detect(ctx: &BootContext<'_>) -> Option<pvops_core::backend::Priority> {
     detect::detect(ctx)
 }
 
+/// The fault-injection points of this backend, for
+/// `pvops.fail=<point>[:<n>],...` ([`pvops_core::fault`]). An armed point
+/// skips its hypercall and takes `-EINVAL` (22) as Xen's answer; `n`
+/// counts calls in the order they are made (1: the boot vCPU's).
+///
+/// | point | hypercall | outcome |
+/// |---|---|---|
+/// | `xen.shared-info` | `XENMEM_add_to_physmap` (shared info) | fatal (see [`init`]) |
+/// | `xen.vcpu-info` | `VCPUOP_register_vcpu_info` | warning; that vCPU uses its `vcpu_info` in shared info (vCPUs 0-31; fatal beyond) |
+/// | `xen.callback` | `HVMOP_set_param(HVM_PARAM_CALLBACK_IRQ)` | warning; per-vCPU upcall vector (`upcall-vector` on the features line) when Xen offers it, else fatal |
+/// | `xen.upcall-vector` | `HVMOP_set_evtchn_upcall_vector` | boot vCPU: fatal; another vCPU: warning, that vCPU gets no events |
+/// | `xen.bind-virq` | `EVTCHNOP_bind_virq(VIRQ_TIMER)` | boot vCPU: fatal; another vCPU: warning, that vCPU gets no events |
+/// | `xen.bind-ipi` | `EVTCHNOP_bind_ipi` (IPI and kick ports, 2 per vCPU) | as `xen.bind-virq` |
+/// | `xen.runstate` | `VCPUOP_register_runstate_memory_area` | warning; steal clock 0 there (`runstate` off when the boot vCPU's fails) |
+/// | `xen.singleshot-timer` | `VCPUOP_set_singleshot_timer` (each timer arm) | one warning; the tick is raised at once instead (early, never lost) |
+/// | `xen.memory-map` | `XENMEM_memory_map` | warning; no memory map (the kernel finds no RAM) |
+/// | `xen.vcpu-up` | `VCPUOP_up` | `cpu.start_cpu` fails with `StartCpuError::Refused(cpu, -22)`; the vCPU stays down |
+pub mod fault_points {
+    /// `XENMEM_add_to_physmap` of shared info.
+    pub const SHARED_INFO: &str = "xen.shared-info";
+    /// `VCPUOP_register_vcpu_info`.
+    pub const VCPU_INFO: &str = "xen.vcpu-info";
+    /// `HVMOP_set_param(HVM_PARAM_CALLBACK_IRQ)`.
+    pub const CALLBACK: &str = "xen.callback";
+    /// `HVMOP_set_evtchn_upcall_vector`.
+    pub const UPCALL_VECTOR: &str = "xen.upcall-vector";
+    /// `EVTCHNOP_bind_virq`.
+    pub const BIND_VIRQ: &str = "xen.bind-virq";
+    /// `EVTCHNOP_bind_ipi`.
+    pub const BIND_IPI: &str = "xen.bind-ipi";
+    /// `VCPUOP_register_runstate_memory_area`.
+    pub const RUNSTATE: &str = "xen.runstate";
+    /// `VCPUOP_set_singleshot_timer`.
+    pub const SINGLESHOT_TIMER: &str = "xen.singleshot-timer";
+    /// `XENMEM_memory_map`.
+    pub const MEMORY_MAP: &str = "xen.memory-map";
+    /// `VCPUOP_up`.
+    pub const VCPU_UP: &str = "xen.vcpu-up";
+    /// Every point, as `pvops.fail=` accepts them.
+    pub const ALL: &[&str] = &[
+        SHARED_INFO,
+        VCPU_INFO,
+        CALLBACK,
+        UPCALL_VECTOR,
+        BIND_VIRQ,
+        BIND_IPI,
+        RUNSTATE,
+        SINGLESHOT_TIMER,
+        MEMORY_MAP,
+        VCPU_UP,
+    ];
+}
+
+/// Arms `pvops.fail=` with this backend's points and prints what it made
+/// of the option (once the console works).
+fn arm_faults(ctx: &BootContext<'_>) {
+    let report = pvops_core::fault::configure(ctx.option("fail"), fault_points::ALL);
+    report.each_warning(|w| warn::warn(format_args!("{w}")));
+    let table = pvops_core::fault::active();
+    if table.is_armed() {
+        warn::warn(format_args!(
+            "pvops.fail: injecting faults at {}",
+            table.armed()
+        ));
+    }
+}
+
+/// What is left when the backend cannot come up once Xen answered: the
+/// console and shutdown, over hypercalls that need no set-up. Every other
+/// op stays the not-installed one (it panics naming itself). No other
+/// backend can take over a PVH domain (the native one declines there:
+/// no UART, PIT, PIC or RTC), so without this the kernel could not even
+/// say why it stops.
+fn install_failsafe(ctx: &BootContext<'_>) {
+    let mut features = Features::new();
+    features.push("failsafe");
+    if let Some(c) = console::kind().feature() {
+        features.push(c);
+    }
+    let mut t = PvOps::NOT_INSTALLED;
+    t.identity = Identity {
+        platform: Platform::XenPvh,
+        backend: NAME,
+        features,
+        hypervisor: ctx.cpuid.primary().map(|l| l.kind),
+    };
+    t.platform.console_write = <XenPvh as ConsoleOps>::write;
+    t.platform.shutdown = <XenPvh as ShutdownOps>::shutdown;
+    match pvops_core::table::install(t) {
+        Ok(_) => warn::error(format_args!(
+            "xen: backend not usable; only the console and shutdown ops are installed"
+        )),
+        Err(e) => warn::error(format_args!("xen: no failsafe console: {e}")),
+    }
+}
+
 /// Prints `pvops: error: xen: <reason>[: <error>]` and builds the error.
 fn fail(reason: &'static str, e: Option<XenError>) -> BackendError {
     match e {
@@ -195,6 +299,27 @@ fn choose_console(features: XenFeatures, phys_offset: u64) {
     }
 }
 
+/// The callback vector was refused: the per-vCPU upcall vector instead,
+/// when Xen offers it (every vCPU set up from now on gets it too).
+fn per_vcpu_instead(cpuid: &XenCpuid, me: u32, e: XenError) -> Result<UpcallVia, BackendError> {
+    let offered = cpuid
+        .hvm
+        .is_some_and(|h| h.contains(crate::abi::cpuid::HvmFeatures::UPCALL_VECTOR));
+    if !offered {
+        return Err(fail(
+            "HVMOP_set_param(HVM_PARAM_CALLBACK_IRQ) failed and Xen offers no per-vCPU upcall vector",
+            Some(e),
+        ));
+    }
+    warn::warn(format_args!(
+        "xen: HVMOP_set_param(HVM_PARAM_CALLBACK_IRQ) failed: {e}; using the per-vCPU upcall vector"
+    ));
+    setup::set_via(UpcallVia::PerVcpuVector);
+    XEN.set_upcall_vector(me, SERVICE_VECTOR)
+        .map_err(|e| fail("HVMOP_set_evtchn_upcall_vector failed", Some(e)))?;
+    Ok(UpcallVia::PerVcpuVector)
+}
+
 /// `pvops.xen.upcall=callback|percpu`: which upcall delivery to prefer.
 fn preferred_via(ctx: &BootContext<'_>) -> Option<UpcallVia> {
     match ctx.option("xen.upcall") {
@@ -211,8 +336,24 @@ fn preferred_via(ctx: &BootContext<'_>) -> Option<UpcallVia> {
 }
 
 /// Brings the backend up on the boot vCPU and returns its table.
+///
+/// When a step Xen must not refuse fails after Xen answered its first
+/// hypercalls (requirements unmet, shared info, the boot vCPU's
+/// `vcpu_info`/ports/upcall vector), the step is printed as
+/// `pvops: error: xen: ...`, the error is returned, and a failsafe table
+/// (console and shutdown only, `features=failsafe,...`) is installed, so
+/// that `pvops::is_installed()` is true and the kernel can print the error
+/// and shut down.
 pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
-    let leaf = *ctx.cpuid.find(HypervisorKind::Xen).ok_or(BackendError {
+    let r = bring_up(ctx);
+    if r.is_err() && console::kind() != console::Kind::None {
+        install_failsafe(ctx);
+    }
+    r
+}
+
+fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
+    let leaf = detect::xen_leaf(ctx, &HardwareCpuid).ok_or(BackendError {
         backend: NAME,
         reason: "no Xen signature in CPUID",
         detail: None,
@@ -243,9 +384,16 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
         detail: Some(e.detail()),
     })?;
     choose_console(features, ctx.phys_offset);
+    arm_faults(ctx);
+    if !ctx.cpuid.hypervisor_bit {
+        warn::warn(format_args!(
+            "xen: CPUID.1:ECX.hypervisor is clear; Xen found by its signature at {:#x}",
+            leaf.base
+        ));
+    }
 
     let prefer = preferred_via(ctx);
-    let via = require::check(version, features, &cpuid, prefer).map_err(|u| {
+    let mut via = require::check(version, features, &cpuid, prefer).map_err(|u| {
         warn::error(format_args!("xen: {u}"));
         BackendError {
             backend: NAME,
@@ -285,8 +433,11 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
         }
     })?;
     if via == UpcallVia::CallbackVector {
-        XEN.hvm_set_param(HVM_PARAM_CALLBACK_IRQ, callback_via_vector(SERVICE_VECTOR))
-            .map_err(|e| fail("HVMOP_set_param(HVM_PARAM_CALLBACK_IRQ) failed", Some(e)))?;
+        if let Err(e) =
+            XEN.hvm_set_param(HVM_PARAM_CALLBACK_IRQ, callback_via_vector(SERVICE_VECTOR))
+        {
+            via = per_vcpu_instead(&cpuid, me, e)?;
+        }
     }
     // Interrupts are still off: no upcall can arrive before this.
     pvops_core::smp::set_upcall_handler(upcall::handle);

@@ -9,13 +9,17 @@
 //! Reads are copies made under a bounded retry: with
 //! `VMASST_TYPE_runstate_update_flag` Xen sets bit 63 of
 //! `state_entry_time` while it writes; either way a copy is kept only when
-//! `state_entry_time` read before and after it agree.
+//! `state_entry_time` read before and after it agree (and the copy's own
+//! `state_entry_time` is that value). Every read is a volatile copy
+//! through [`pvops_core::shmem::ShPtr`]; the steal figure comes from the
+//! kept copy only.
 
 use crate::abi::nr::VMASST_TYPE_RUNSTATE_UPDATE_FLAG;
 use crate::abi::vcpu::{RunstateInfo, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, XEN_RUNSTATE_UPDATE};
 use crate::error::XenError;
 use crate::percpu::{slot, MAX_VCPUS};
 use crate::xen::XEN;
+use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use pvops_core::abi::pvclock::Shared;
 
@@ -98,13 +102,12 @@ pub fn stolen(vcpu: u32) -> u64 {
     if REGISTERED.load(Ordering::Acquire) & (1 << i) == 0 {
         return 0;
     }
-    let p = AREAS[i].as_ptr();
+    // A static area only Xen writes: volatile copies through the accessor.
+    let p = AREAS[i].ptr();
+    let entry = p.field::<u64>(offset_of!(RunstateInfo, state_entry_time));
     let got = read(
-        // SAFETY: `p` is a static area, aligned; Xen writes it, we only
-        // read it with volatile loads.
-        || unsafe { core::ptr::addr_of!((*p).state_entry_time).read_volatile() },
-        // SAFETY: as above; every bit pattern is a valid RunstateInfo.
-        || unsafe { p.read_volatile() },
+        || entry.read(),
+        || p.read(),
         UPDATE_FLAG.load(Ordering::Relaxed),
         MAX_TRIES,
     );

@@ -100,11 +100,20 @@ pub fn setup_vcpu(vcpu: u32) -> Result<(), SetupError> {
     })?;
     crate::percpu::tag_this_vcpu(vcpu);
     let pa = paddr_of(vi);
-    step(
-        "VCPUOP_register_vcpu_info",
-        XEN.register_vcpu_info(vcpu, pa >> 12, (pa & 0xfff) as u32),
-    )?;
-    set_registered(vcpu);
+    match XEN.register_vcpu_info(vcpu, pa >> 12, (pa & 0xfff) as u32) {
+        Ok(()) => set_registered(vcpu),
+        // Xen keeps the first 32 vCPUs' vcpu_info in shared info until
+        // one is registered (Linux falls back the same way).
+        Err(e) if crate::shared::vcpu_info(vcpu).is_some() => warn(format_args!(
+            "xen: VCPUOP_register_vcpu_info on cpu {vcpu}: {e}; using its vcpu_info in shared info"
+        )),
+        Err(error) => {
+            return Err(SetupError {
+                step: "VCPUOP_register_vcpu_info",
+                error,
+            })
+        }
+    }
     // Every port starts masked; the kick port stays so.
     let timer = bind(PortKind::Timer, vcpu)?;
     let ipi = bind(PortKind::Ipi, vcpu)?;

@@ -12,13 +12,16 @@
 //! the runstate areas are plain `.bss` too, registered by address.
 //!
 //! Everything in these pages is written by Xen at any time: Rust code
-//! touches them only through raw pointers, with volatile or atomic
-//! accesses, and copies values out once before checking them.
+//! touches them only through [`pvops_core::shmem::ShPtr`]
+//! ([`shared_info_ptr`], [`vcpu_info_ptr`]), with volatile copies or, for
+//! the event words both sides modify, atomic accesses, and checks only the
+//! copies it made.
 
 use crate::abi::shared::{SharedInfo, VcpuInfo, LEGACY_MAX_VCPUS};
 use crate::percpu::{slot, MAX_VCPUS};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
+use pvops_core::shmem::ShPtr;
 
 /// A page-aligned page (or less) shared with Xen.
 #[repr(C, align(4096))]
@@ -121,4 +124,25 @@ pub fn vcpu_info(vcpu: u32) -> Option<*mut VcpuInfo> {
     let si = shared_info()?;
     // `vcpu_info` is the first field of shared info.
     (i < LEGACY_MAX_VCPUS).then(|| (si as *mut VcpuInfo).wrapping_add(i))
+}
+
+/// Xen's shared info for the audited accessor, once mapped.
+#[inline]
+pub fn shared_info_ptr() -> Option<ShPtr<SharedInfo>> {
+    let si = shared_info()?;
+    // SAFETY: `si` is `SHARED_INFO`, a page-aligned static page (4096 bytes,
+    // more than a SharedInfo) that Xen's page backs for good once mapped;
+    // Rust reaches its contents only through ShPtr and atomics.
+    Some(unsafe { ShPtr::new(si) })
+}
+
+/// The `vcpu_info` Xen uses for `vcpu` ([`vcpu_info`]) for the audited
+/// accessor.
+#[inline]
+pub fn vcpu_info_ptr(vcpu: u32) -> Option<ShPtr<VcpuInfo>> {
+    let vi = vcpu_info(vcpu)?;
+    // SAFETY: `vi` is a slot of `VCPU_INFO` or of `SHARED_INFO` (both
+    // static, 64-byte slots, suitably aligned, mapped for good); Rust
+    // reaches them only through ShPtr and atomics.
+    Some(unsafe { ShPtr::new(vi) })
 }

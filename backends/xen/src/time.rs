@@ -10,16 +10,17 @@
 //! different vCPUs may disagree slightly, so readings are made monotonic
 //! across the machine with one atomic maximum (as Linux does).
 
-use crate::abi::shared::SharedInfo;
+use crate::abi::shared::{SharedInfo, VcpuInfo, WallClock as XenWallClock};
 use crate::percpu::{slot, MAX_VCPUS};
 use crate::ports::{port_of, PortKind};
-use crate::shared::{shared_info, vcpu_info};
+use crate::shared::{shared_info, shared_info_ptr, vcpu_info_ptr};
 use crate::warn::warn_once;
 use crate::xen::XEN;
 use crate::XenPvh;
+use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use pvops_core::abi::pvclock::{
-    read_time_info, read_versioned, PvclockFlags, TimeInfoPtr, Versioned, DEFAULT_MAX_TRIES,
+    read_time_info, read_versioned, PvclockFlags, VcpuTimeInfo, VersionedRecord, DEFAULT_MAX_TRIES,
 };
 use pvops_core::cpu::CpuId;
 use pvops_core::time::{TimeOps, WallClock};
@@ -46,20 +47,16 @@ pub fn timer_vector(vcpu: u32) -> Option<u8> {
 /// Xen system time now, from `vcpu`'s pvclock record (`None` if the
 /// record is unavailable or never settles).
 pub fn system_time(vcpu: u32) -> Option<u64> {
-    system_time_at(vcpu, None)
+    record(vcpu).map(|r| r.time_at(pvops_native::tsc::read()))
 }
 
-/// Xen system time at TSC value `tsc` (read now when `None`) from `vcpu`'s
-/// record.
-fn system_time_at(vcpu: u32, tsc: Option<u64>) -> Option<u64> {
-    let vi = vcpu_info(vcpu)?;
-    // SAFETY: `vcpu_info` returns a vcpu_info Xen keeps mapped (registered
-    // .bss or shared info) and aligned; only Xen writes its time record.
-    let rec = unsafe { TimeInfoPtr::new(core::ptr::addr_of!((*vi).time)) };
-    match read_time_info(&rec, DEFAULT_MAX_TRIES) {
-        // A TSC read before a record that Xen updated meanwhile is a
-        // small negative delta: the record's own time, still monotonic.
-        Ok(t) => Some(t.time_at(tsc.unwrap_or_else(pvops_native::tsc::read))),
+/// One copy of `vcpu`'s pvclock record under the version protocol (`None`
+/// if the record is unavailable or never settles). The time, and whether
+/// it is stable across vCPUs, both come from this one copy.
+fn record(vcpu: u32) -> Option<VcpuTimeInfo> {
+    let time = vcpu_info_ptr(vcpu)?.field::<VcpuTimeInfo>(offset_of!(VcpuInfo, time));
+    match read_time_info(&time, DEFAULT_MAX_TRIES) {
+        Ok(rec) => Some(rec),
         Err(e) => {
             warn_once(
                 &WARNED_CLOCK,
@@ -70,31 +67,9 @@ fn system_time_at(vcpu: u32, tsc: Option<u64>) -> Option<u64> {
     }
 }
 
-/// Whether `vcpu`'s record says readings agree across vCPUs.
-fn stable(vcpu: u32) -> bool {
-    let Some(vi) = vcpu_info(vcpu) else {
-        return false;
-    };
-    // SAFETY: as in `system_time`; one volatile byte read.
-    let flags = unsafe { core::ptr::addr_of!((*vi).time.flags).read_volatile() };
-    PvclockFlags::from_bits_retain(flags).contains(PvclockFlags::TSC_STABLE)
-}
-
 /// The wall-clock fields of shared info under their version counter.
-struct WallFields(*const crate::abi::shared::WallClock);
-
-impl Versioned for WallFields {
-    type Record = crate::abi::shared::WallClock;
-    fn version(&self) -> u32 {
-        // SAFETY: shared info stays mapped once `shared_info` returned it;
-        // the field is an aligned u32.
-        unsafe { core::ptr::addr_of!((*self.0).version).read_volatile() }
-    }
-    fn snapshot(&self) -> Self::Record {
-        // SAFETY: as above; any bytes make a valid record, and the version
-        // protocol throws torn copies away.
-        unsafe { self.0.read_volatile() }
-    }
+impl VersionedRecord for XenWallClock {
+    const VERSION_OFFSET: usize = offset_of!(XenWallClock, version);
 }
 
 /// Stops `vcpu`'s periodic timer (Xen may start one for a new vCPU), once.
@@ -113,23 +88,23 @@ fn stop_periodic(vcpu: u32) {
 impl TimeOps for XenPvh {
     fn sched_clock() -> u64 {
         let (tsc, me) = crate::percpu::tsc_and_current();
-        let Some(now) = system_time_at(me, Some(tsc)) else {
+        let Some(rec) = record(me) else {
             return LAST.load(Ordering::Relaxed);
         };
-        if stable(me) {
+        // A TSC read before a record that Xen updated meanwhile is a small
+        // negative delta: the record's own time, still monotonic.
+        let now = rec.time_at(tsc);
+        if rec.flags().contains(PvclockFlags::TSC_STABLE) {
             return now;
         }
         LAST.fetch_max(now, Ordering::AcqRel).max(now)
     }
 
     fn wall_clock() -> WallClock {
-        let Some(si) = shared_info() else {
+        let Some(si) = shared_info_ptr() else {
             return WallClock::default();
         };
-        let fields = WallFields(
-            (si as *const u8).wrapping_add(core::mem::offset_of!(SharedInfo, wc))
-                as *const crate::abi::shared::WallClock,
-        );
+        let fields = si.field::<XenWallClock>(offset_of!(SharedInfo, wc));
         let base = match read_versioned(&fields, DEFAULT_MAX_TRIES) {
             Ok(wc) => wc.epoch_ns(),
             Err(e) => {
@@ -162,8 +137,16 @@ impl TimeOps for XenPvh {
         if let Err(e) = XEN.set_singleshot_timer(me, now.saturating_add(delta_ns)) {
             warn_once(
                 &WARNED_TIMER,
-                format_args!("xen: VCPUOP_set_singleshot_timer on cpu {me}: {e}"),
+                format_args!(
+                    "xen: VCPUOP_set_singleshot_timer on cpu {me}: {e}; the timer fires at once"
+                ),
             );
+            // A tick that never comes would leave whoever waits for it
+            // halted for good: raise it now (early), as Xen does for a
+            // deadline already past.
+            if let Some(v) = timer_vector(me) {
+                crate::ipi::self_ipi(v);
+            }
         }
     }
 
@@ -186,8 +169,8 @@ impl TimeOps for XenPvh {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::shared::{VcpuInfo, WallClock as XenWall};
-    use pvops_core::abi::pvclock::VcpuTimeInfo;
+    use crate::abi::shared::WallClock as XenWall;
+    use pvops_core::shmem::ShPtr;
     use zerocopy::{FromBytes, IntoBytes};
 
     #[test]
@@ -208,15 +191,18 @@ mod tests {
         // The record sits at offset 32 of vcpu_info, byte for byte.
         let raw = VcpuTimeInfo::read_from_bytes(&vi.as_bytes()[32..64]).unwrap();
         assert_eq!(raw, vi.time);
-        // SAFETY: `vi` outlives the pointer and is aligned.
-        let p = unsafe { TimeInfoPtr::new(core::ptr::addr_of!(vi.time)) };
+        let mut vi = vi;
+        // SAFETY: `vi` outlives the pointer, is aligned, and is only
+        // touched through it meanwhile.
+        let p = unsafe { ShPtr::new(core::ptr::addr_of_mut!(vi)) }
+            .field::<VcpuTimeInfo>(offset_of!(VcpuInfo, time));
         let t = read_time_info(&p, 4).unwrap();
         // 1000 ticks to the wrap, 500 after it: 1500 ns at 1 ns per tick.
         assert_eq!(t.time_at(500), 5_001_500);
         // A TSC a little before the stamp is no time, not 2^64 ticks.
         assert_eq!(t.time_at(0u64.wrapping_sub(2000)), 5_000_000);
         // A record mid-update is not used.
-        let busy = VcpuInfo {
+        let mut busy = VcpuInfo {
             time: VcpuTimeInfo {
                 version: 5,
                 ..vi.time
@@ -224,7 +210,8 @@ mod tests {
             ..vi
         };
         // SAFETY: as above.
-        let p = unsafe { TimeInfoPtr::new(core::ptr::addr_of!(busy.time)) };
+        let p = unsafe { ShPtr::new(core::ptr::addr_of_mut!(busy)) }
+            .field::<VcpuTimeInfo>(offset_of!(VcpuInfo, time));
         assert!(read_time_info(&p, 3).is_err());
     }
 
@@ -236,15 +223,19 @@ mod tests {
             nsec: 7,
             sec_hi: 1,
         };
-        let f = WallFields(&wc);
+        let mut mem = wc;
+        // SAFETY: `mem` outlives the pointer and is only touched through it.
+        let f = unsafe { ShPtr::new(core::ptr::addr_of_mut!(mem)) };
         let got = read_versioned(&f, 3).unwrap();
         assert_eq!(got, wc);
         assert_eq!(
             got.epoch_ns(),
             ((1u64 << 32) | 0x6500_0000) * 1_000_000_000 + 7
         );
-        let updating = XenWall { version: 3, ..wc };
-        assert!(read_versioned(&WallFields(&updating), 3).is_err());
+        let mut updating = XenWall { version: 3, ..wc };
+        // SAFETY: as above.
+        let f = unsafe { ShPtr::new(core::ptr::addr_of_mut!(updating)) };
+        assert!(read_versioned(&f, 3).is_err());
         // Nonsense nanoseconds are clamped, huge seconds saturate.
         let odd = XenWall {
             version: 0,

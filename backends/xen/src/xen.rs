@@ -16,6 +16,7 @@ use crate::abi::vcpu::{
 };
 use crate::abi::version::{self, FeatureInfo, XenFeatures};
 use crate::error::XenError;
+use crate::fault_points as fp;
 use crate::hypercall::{Direct, Hypercall};
 
 /// Typed hypercalls over `H`.
@@ -39,6 +40,19 @@ impl<H: Hypercall> Xen<H> {
         // borrowed buffers of the type the operation expects (or plain
         // integers), which stay valid for the call.
         XenError::check(unsafe { self.0.hypercall(op, args) })
+    }
+
+    /// Fault injection (`pvops.fail=`, [`crate::fault_points`]): when
+    /// `point` is armed, the hypercall is not made and Xen's answer is
+    /// taken to be `-EINVAL`.
+    fn injected(&self, point: &'static str) -> Result<(), XenError> {
+        if self.0.fail(point) {
+            Err(XenError {
+                errno: crate::abi::errno::EINVAL,
+            })
+        } else {
+            Ok(())
+        }
     }
 
     /// `XENVER_version`: (major, minor).
@@ -81,6 +95,7 @@ impl<H: Hypercall> Xen<H> {
 
     /// `XENMEM_add_to_physmap` of the shared-info page at guest frame `gpfn`.
     pub fn map_shared_info(&self, gpfn: u64) -> Result<(), XenError> {
+        self.injected(fp::SHARED_INFO)?;
         let mut arg = AddToPhysmap {
             domid: DOMID_SELF,
             size: 0,
@@ -98,6 +113,7 @@ impl<H: Hypercall> Xen<H> {
     /// `XENMEM_memory_map`: fills `buf` with this domain's memory map and
     /// returns how many entries Xen wrote (never more than `buf` holds).
     pub fn memory_map(&self, buf: &mut [memory::E820Entry]) -> Result<usize, XenError> {
+        self.injected(fp::MEMORY_MAP)?;
         let cap = u32::try_from(buf.len()).unwrap_or(u32::MAX);
         let mut m = memory::MemoryMap {
             nr_entries: cap,
@@ -128,6 +144,9 @@ impl<H: Hypercall> Xen<H> {
 
     /// `HVMOP_set_param` on this domain.
     pub fn hvm_set_param(&self, index: u32, value: u64) -> Result<(), XenError> {
+        if index == hvm::HVM_PARAM_CALLBACK_IRQ {
+            self.injected(fp::CALLBACK)?;
+        }
         let mut p = HvmParam {
             domid: DOMID_SELF,
             pad: 0,
@@ -144,6 +163,7 @@ impl<H: Hypercall> Xen<H> {
     /// `HVMOP_set_evtchn_upcall_vector`: `vcpu`'s upcalls arrive as local
     /// APIC `vector`.
     pub fn set_upcall_vector(&self, vcpu: u32, vector: u8) -> Result<(), XenError> {
+        self.injected(fp::UPCALL_VECTOR)?;
         let mut a = EvtchnUpcallVector {
             vcpu,
             vector,
@@ -164,6 +184,7 @@ impl<H: Hypercall> Xen<H> {
 
     /// `EVTCHNOP_bind_virq`: a new port for `virq` notifying `vcpu`.
     pub fn bind_virq(&self, virq: u32, vcpu: u32) -> Result<Port, XenError> {
+        self.injected(fp::BIND_VIRQ)?;
         let mut a = BindVirq {
             virq,
             vcpu,
@@ -178,6 +199,7 @@ impl<H: Hypercall> Xen<H> {
 
     /// `EVTCHNOP_bind_ipi`: a new port that notifies `vcpu` when sent.
     pub fn bind_ipi(&self, vcpu: u32) -> Result<Port, XenError> {
+        self.injected(fp::BIND_IPI)?;
         let mut a = BindIpi { vcpu, port: 0 };
         self.call(
             nr::EVENT_CHANNEL_OP,
@@ -215,6 +237,7 @@ impl<H: Hypercall> Xen<H> {
     /// `offset` in guest frame `gfn` (the calling vCPU, or one that is
     /// down).
     pub fn register_vcpu_info(&self, vcpu: u32, gfn: u64, offset: u32) -> Result<(), XenError> {
+        self.injected(fp::VCPU_INFO)?;
         let mut a = RegisterVcpuInfo {
             mfn: gfn,
             offset,
@@ -226,6 +249,7 @@ impl<H: Hypercall> Xen<H> {
 
     /// `VCPUOP_register_runstate_memory_area` at virtual address `va`.
     pub fn register_runstate(&self, vcpu: u32, va: u64) -> Result<(), XenError> {
+        self.injected(fp::RUNSTATE)?;
         let mut a = RegisterRunstateArea { addr: va };
         self.vcpu_op(
             vcpu::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
@@ -238,6 +262,7 @@ impl<H: Hypercall> Xen<H> {
     /// `VCPUOP_set_singleshot_timer` for the calling vCPU `vcpu`, at Xen
     /// system time `deadline_ns` (a deadline already past fires at once).
     pub fn set_singleshot_timer(&self, vcpu: u32, deadline_ns: u64) -> Result<(), XenError> {
+        self.injected(fp::SINGLESHOT_TIMER)?;
         let mut a = SetSingleshotTimer {
             timeout_abs_ns: deadline_ns,
             flags: 0,
@@ -273,6 +298,7 @@ impl<H: Hypercall> Xen<H> {
 
     /// `VCPUOP_up`.
     pub fn vcpu_up(&self, vcpu: u32) -> Result<(), XenError> {
+        self.injected(fp::VCPU_UP)?;
         self.vcpu_op(vcpu::VCPUOP_UP, vcpu, 0).map(|_| ())
     }
 
@@ -376,6 +402,34 @@ mod tests {
         let f = x.features().unwrap();
         assert!(f.contains(XenFeatures::HVM_CALLBACK_VECTOR | XenFeatures::HVM_SAFE_PVCLOCK));
         assert_eq!(f.bits() & (1 << 31), 1 << 31, "unknown bits kept");
+    }
+
+    #[test]
+    fn armed_points_answer_einval_without_a_hypercall() {
+        let x = Xen(FakeXen::new(|_, _| 0));
+        let r = x.0.faults.configure(
+            Some("xen.shared-info,xen.callback,xen.vcpu-up:2"),
+            crate::fault_points::ALL,
+        );
+        assert!(r.is_clean());
+        let einval = Err(XenError {
+            errno: crate::abi::errno::EINVAL,
+        });
+        assert_eq!(x.map_shared_info(0x123), einval);
+        assert_eq!(
+            x.hvm_set_param(hvm::HVM_PARAM_CALLBACK_IRQ, hvm::callback_via_vector(0xf1)),
+            einval
+        );
+        assert_eq!(x.0.calls.borrow().len(), 0, "no hypercall was made");
+        // Other parameters are not the callback point.
+        assert_eq!(x.hvm_set_param(hvm::HVM_PARAM_CALLBACK_IRQ + 1, 0), Ok(()));
+        // Only the second VCPUOP_up fails.
+        assert_eq!(x.vcpu_up(1), Ok(()));
+        assert_eq!(x.vcpu_up(2), einval);
+        assert_eq!(x.vcpu_up(3), Ok(()));
+        assert_eq!(x.0.calls.borrow().len(), 3);
+        // Unarmed points go through.
+        assert_eq!(x.bind_ipi(0), Ok(0));
     }
 
     #[test]

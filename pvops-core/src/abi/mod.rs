@@ -2,5 +2,6 @@
 //! hypervisors, as `zerocopy` types with their sizes and offsets checked at
 //! compile time, plus validating parsers.
 
+pub mod elfnote;
 pub mod pvclock;
 pub mod start_info;

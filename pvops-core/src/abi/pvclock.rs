@@ -24,6 +24,11 @@
 //! hang. The time at TSC value `tsc` is then
 //! `system_time + scale(tsc - tsc_timestamp)` where the scale is
 //! [`ClockScale`] (shift, then 32.32 multiply).
+//!
+//! Records in shared memory are reached through [`crate::shmem::ShPtr`]
+//! (the audited accessor): a [`VersionedRecord`] behind a `ShPtr` or in
+//! [`Shared`] storage is [`Versioned`], its version one volatile read and
+//! its snapshot one volatile copy; only that copy is checked and used.
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -33,6 +38,7 @@ use bitflags::bitflags;
 use static_assertions::{const_assert, const_assert_eq};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use crate::shmem::ShPtr;
 use crate::time::ClockScale;
 
 /// How many times [`read_time_info`] and [`read_wall_clock`] try before
@@ -264,9 +270,10 @@ pub fn read_wall_clock<V: Versioned<Record = PvclockWallClock> + ?Sized>(
 #[repr(C, align(64))]
 pub struct Shared<T>(UnsafeCell<T>);
 
-// SAFETY: Rust code only ever reads the contents, with volatile reads
-// (`Versioned` impls below); the only writer is the hypervisor, outside
-// the program, and the version protocol detects its concurrent updates.
+// SAFETY: Rust code only ever reaches the contents through `ShPtr`
+// (volatile copies; `Versioned` impls below); the only writer is the
+// hypervisor, outside the program, and the version protocol detects its
+// concurrent updates.
 unsafe impl<T: Send> Sync for Shared<T> {}
 
 const_assert!(core::mem::align_of::<Shared<VcpuTimeInfo>>() >= 32);
@@ -316,59 +323,66 @@ impl Shared<PvclockWallClock> {
     }
 }
 
-impl Versioned for Shared<VcpuTimeInfo> {
-    type Record = VcpuTimeInfo;
+/// A record type read under the version protocol straight from shared
+/// memory: where its `u32` version counter is. [`ShPtr`] to such a record
+/// (and [`Shared`] storage of one) is then [`Versioned`]: the version is
+/// one volatile read of that word, the snapshot one volatile copy of the
+/// whole record ([`ShPtr::read`]).
+pub trait VersionedRecord: FromBytes + Copy {
+    /// Byte offset of the `u32` version counter (checked when used: inside
+    /// the record and 4-byte aligned).
+    const VERSION_OFFSET: usize;
+}
+
+impl VersionedRecord for VcpuTimeInfo {
+    const VERSION_OFFSET: usize = core::mem::offset_of!(VcpuTimeInfo, version);
+}
+
+impl VersionedRecord for PvclockWallClock {
+    const VERSION_OFFSET: usize = core::mem::offset_of!(PvclockWallClock, version);
+}
+
+impl<R: VersionedRecord> Versioned for ShPtr<R> {
+    type Record = R;
+    #[inline]
     fn version(&self) -> u32 {
-        // SAFETY: the cell is valid for the life of `self`; a volatile read
-        // of an aligned u32 inside it sees whatever the hypervisor wrote.
-        unsafe { core::ptr::addr_of!((*self.as_ptr()).version).read_volatile() }
+        self.field::<u32>(R::VERSION_OFFSET).read()
     }
-    fn snapshot(&self) -> VcpuTimeInfo {
-        // SAFETY: as above; any bit pattern is a valid VcpuTimeInfo
-        // (FromBytes), so a torn copy is still a value, and the version
-        // protocol throws it away.
-        unsafe { self.as_ptr().read_volatile() }
+    #[inline]
+    fn snapshot(&self) -> R {
+        self.read()
     }
 }
 
-impl Versioned for Shared<PvclockWallClock> {
-    type Record = PvclockWallClock;
-    fn version(&self) -> u32 {
-        // SAFETY: as for the time record.
-        unsafe { core::ptr::addr_of!((*self.as_ptr()).version).read_volatile() }
+impl<T> Shared<T> {
+    /// The record as a [`ShPtr`], for reads of single fields. Needs a
+    /// `'static` record (every record handed to a hypervisor is one), so
+    /// the pointer can never outlive it.
+    #[inline]
+    pub fn ptr(&'static self) -> ShPtr<T> {
+        self.sh()
     }
-    fn snapshot(&self) -> PvclockWallClock {
-        // SAFETY: as for the time record.
-        unsafe { self.as_ptr().read_volatile() }
+
+    /// The record as a [`ShPtr`], for use while `self` is borrowed.
+    #[inline]
+    fn sh(&self) -> ShPtr<T> {
+        // SAFETY: the cell is valid and aligned for as long as `self` is
+        // borrowed, which outlasts every use of the result (callers in this
+        // module use it within one method call; `ptr` needs 'static); Rust
+        // code reaches the contents only through ShPtr (see `Sync` above).
+        unsafe { ShPtr::new(self.as_ptr()) }
     }
 }
 
-/// A time record somewhere else in memory (inside a hypervisor's shared
-/// page, as Xen's `vcpu_info.time`).
-#[derive(Debug, Clone, Copy)]
-pub struct TimeInfoPtr(*const VcpuTimeInfo);
-
-impl TimeInfoPtr {
-    /// Reads the record at `ptr`.
-    ///
-    /// # Safety
-    /// `ptr` must be 8-byte aligned and point to 32 bytes of memory that
-    /// stay mapped and readable for as long as the value is used, and that
-    /// nothing in the program writes with non-volatile stores.
-    pub const unsafe fn new(ptr: *const VcpuTimeInfo) -> Self {
-        Self(ptr)
-    }
-}
-
-impl Versioned for TimeInfoPtr {
-    type Record = VcpuTimeInfo;
+impl<R: VersionedRecord> Versioned for Shared<R> {
+    type Record = R;
+    #[inline]
     fn version(&self) -> u32 {
-        // SAFETY: `new`'s contract: the record stays mapped and aligned.
-        unsafe { core::ptr::addr_of!((*self.0).version).read_volatile() }
+        self.sh().version()
     }
-    fn snapshot(&self) -> VcpuTimeInfo {
-        // SAFETY: `new`'s contract; every bit pattern is a valid record.
-        unsafe { self.0.read_volatile() }
+    #[inline]
+    fn snapshot(&self) -> R {
+        self.sh().snapshot()
     }
 }
 
@@ -574,9 +588,161 @@ mod tests {
         assert!(read_time_info(&S, 3).is_err());
         let w: Shared<PvclockWallClock> = Shared::<PvclockWallClock>::zeroed();
         assert_eq!(read_wall_clock(&w, 1).unwrap().epoch_ns(), 0);
-        let rec = rec(4, 77);
-        // SAFETY: `rec` outlives the pointer and is aligned.
-        let p = unsafe { TimeInfoPtr::new(&rec) };
+        let mut rec = rec(4, 77);
+        // SAFETY: `rec` outlives the pointer, is aligned, and is only
+        // touched through it while it is used.
+        let p = unsafe { ShPtr::new(&mut rec as *mut VcpuTimeInfo) };
         assert_eq!(read_time_info(&p, 1).unwrap().system_time, 77);
+        assert_eq!(
+            p.field::<u8>(core::mem::offset_of!(VcpuTimeInfo, flags))
+                .read(),
+            0
+        );
+    }
+
+    /// Generation A and B of a record, each consistent in itself: every
+    /// field says which generation it belongs to.
+    fn generation(g: u64) -> VcpuTimeInfo {
+        VcpuTimeInfo {
+            version: 2 * g as u32,
+            tsc_timestamp: g * 100,
+            system_time: g * 1000,
+            tsc_to_system_mul: g as u32 * 7,
+            tsc_shift: g as i8,
+            ..Default::default()
+        }
+    }
+
+    /// The update the hypervisor makes from generation 1 to 2, one store at
+    /// a time: version odd, each field, version even.
+    fn update_steps() -> Vec<VcpuTimeInfo> {
+        let a = generation(1);
+        let b = generation(2);
+        let mut cur = VcpuTimeInfo { version: 3, ..a };
+        let mut steps = std::vec![cur];
+        cur.tsc_timestamp = b.tsc_timestamp;
+        steps.push(cur);
+        cur.system_time = b.system_time;
+        steps.push(cur);
+        cur.tsc_to_system_mul = b.tsc_to_system_mul;
+        steps.push(cur);
+        cur.tsc_shift = b.tsc_shift;
+        steps.push(cur);
+        cur.version = 4;
+        steps.push(cur);
+        assert_eq!(cur, b);
+        steps
+    }
+
+    /// The real accessor over a heap record, and a "hypervisor" that makes
+    /// its next store right after the reader's access number `k` whenever
+    /// bit `k` of `schedule` is set (and after every access from the 16th
+    /// on, so it always finishes): a writer racing the reader at every
+    /// point the reader could be preempted.
+    struct Racing {
+        p: ShPtr<VcpuTimeInfo>,
+        steps: Vec<VcpuTimeInfo>,
+        next: Cell<usize>,
+        accesses: Cell<u32>,
+        schedule: u32,
+        /// How many stores the writer makes at each of its turns.
+        burst: usize,
+    }
+
+    impl Racing {
+        fn after_access(&self) {
+            let k = self.accesses.get();
+            self.accesses.set(k + 1);
+            if k >= 16 || self.schedule & (1 << k) != 0 {
+                for _ in 0..self.burst {
+                    if let Some(s) = self.steps.get(self.next.get()) {
+                        self.p.write(*s);
+                        self.next.set(self.next.get() + 1);
+                    }
+                }
+            }
+        }
+    }
+
+    impl Versioned for Racing {
+        type Record = VcpuTimeInfo;
+        fn version(&self) -> u32 {
+            let v = self.p.version();
+            self.after_access();
+            v
+        }
+        fn snapshot(&self) -> VcpuTimeInfo {
+            let r = self.p.snapshot();
+            self.after_access();
+            r
+        }
+    }
+
+    fn consistent(r: &VcpuTimeInfo) -> bool {
+        *r == generation(1) || *r == generation(2)
+    }
+
+    /// A record the hypervisor changes between (and during) the reader's
+    /// reads can never be checked in one state and used in another: for
+    /// every schedule of the racing writer over the first 10 accesses, the
+    /// copy returned is one whole generation, never a mix, and it is the
+    /// copy whose version reads were checked.
+    #[test]
+    fn racing_writer_never_gets_a_mixed_record_used() {
+        let schedules = if cfg!(miri) { 1u32 << 7 } else { 1u32 << 10 };
+        for burst in [1, 3] {
+            for schedule in 0..schedules {
+                let mut mem = std::boxed::Box::new(generation(1));
+                // SAFETY: the box outlives `racing`; it is only touched
+                // through the ShPtr until then.
+                let p = unsafe { ShPtr::new(&mut *mem as *mut VcpuTimeInfo) };
+                let racing = Racing {
+                    p,
+                    steps: update_steps(),
+                    next: Cell::new(0),
+                    accesses: Cell::new(0),
+                    schedule,
+                    burst,
+                };
+                let r = read_time_info(&racing, 20).expect("an update of 6 stores settles");
+                assert!(
+                    consistent(&r),
+                    "burst {burst} schedule {schedule:#b}: mixed record {r:?}"
+                );
+                // What is used is that copy: time_at works from its fields.
+                assert_eq!(r.time_at(r.tsc_timestamp), r.system_time);
+                drop(racing);
+                drop(mem);
+            }
+        }
+    }
+
+    /// The same racing writer catches a reader that checks the version and
+    /// then copies without checking again (the test has teeth).
+    #[test]
+    fn racing_writer_catches_a_reader_that_does_not_recheck() {
+        fn check_then_copy(src: &impl Versioned<Record = VcpuTimeInfo>) -> Option<VcpuTimeInfo> {
+            (src.version() & 1 == 0).then(|| src.snapshot())
+        }
+        let mut caught = false;
+        for schedule in 0..1u32 << 6 {
+            let mut mem = std::boxed::Box::new(generation(1));
+            // SAFETY: as above.
+            let p = unsafe { ShPtr::new(&mut *mem as *mut VcpuTimeInfo) };
+            let racing = Racing {
+                p,
+                steps: update_steps(),
+                next: Cell::new(0),
+                accesses: Cell::new(0),
+                schedule,
+                burst: 3,
+            };
+            if let Some(r) = check_then_copy(&racing) {
+                caught |= !consistent(&r);
+            }
+            drop(racing);
+            drop(mem);
+        }
+        assert!(caught, "a single version check lets a mixed record through");
     }
 }
