@@ -11,7 +11,6 @@ use pvops_core::irq::CpuMask;
 use pvops_core::mmu::TlbRange;
 
 use crate::abi::{KVM_VCPU_FLUSH_TLB, KVM_VCPU_PREEMPTED};
-use crate::percpu::this_cpu;
 
 /// If the vCPU owning `preempted` is preempted, asks the host to flush its
 /// TLB when it next runs; `true` if it did (no IPI needed).
@@ -48,7 +47,10 @@ pub fn needs_ipi<'a>(
 
 /// The `mmu.flush_tlb_others` op with PV TLB flush on.
 pub fn flush_tlb_others(cpus: &CpuMask, range: TlbRange) {
-    let ipi = needs_ipi(cpus, this_cpu(), crate::steal_time::preempted_byte);
+    // No need to know which CPU this is (an exit on hosts without rdtscp
+    // or rdpid): the running CPU is never preempted, so it always stays in
+    // the IPI set, and flush_tlb_by_ipi flushes it locally.
+    let ipi = needs_ipi(cpus, CpuId(u32::MAX), crate::steal_time::preempted_byte);
     pvops_core::smp::flush_tlb_by_ipi(&ipi, range)
 }
 
