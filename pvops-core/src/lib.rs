@@ -44,6 +44,7 @@ pub mod mmu;
 pub mod patch;
 pub mod phys;
 pub mod platform;
+pub mod report;
 pub mod shmem;
 pub mod smp;
 pub mod table;

@@ -2,36 +2,11 @@
 //! `pvops: error: <text>`, written whole to this backend's console (so
 //! they appear even before the ops table is installed).
 
-use core::fmt::{self, Write};
+use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-/// A line buffer that truncates instead of failing.
-struct Line {
-    buf: [u8; 192],
-    len: usize,
-}
-
-impl Write for Line {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = self.buf.len() - self.len;
-        let n = s.len().min(room);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
-
 fn line(prefix: &str, args: fmt::Arguments<'_>) {
-    let mut line = Line {
-        buf: [0; 192],
-        len: 0,
-    };
-    let _ = line.write_str(prefix);
-    let _ = line.write_fmt(args);
-    line.len = line.len.min(line.buf.len() - 1);
-    line.buf[line.len] = b'\n';
-    line.len += 1;
-    emit(&line.buf[..line.len]);
+    pvops_core::report::line(prefix, args, emit)
 }
 
 /// Prints `pvops: warning: <args>`.
