@@ -16,7 +16,7 @@ use pvops_core::cpu::CpuidResult;
 use pvops_core::detect::{CpuidSource, HypervisorKind, HypervisorLeaf};
 use pvops_fuzz::Bytes;
 use pvops_kvm::features::{KvmCpuid, KvmFeatures, KvmHints};
-use pvops_kvm::plan::{plan, FeatureSet, OffList};
+use pvops_kvm::plan::{offered, plan, FeatureSet, OffList};
 use std::cell::Cell;
 
 struct Cpuid {
@@ -86,22 +86,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(u.as_str().len() <= 24 && off_text.contains(u.as_str()));
     }
     let p = plan(&k, &off, hypercalls);
-    let mut offered = FeatureSet::empty();
-    for (bit, set) in [
-        (KvmFeatures::CLOCKSOURCE2, FeatureSet::KVMCLOCK),
-        (KvmFeatures::STEAL_TIME, FeatureSet::STEAL_TIME),
-        (KvmFeatures::PV_EOI, FeatureSet::PV_EOI),
-        (KvmFeatures::PV_SEND_IPI, FeatureSet::PV_IPI),
-        (KvmFeatures::PV_TLB_FLUSH, FeatureSet::PV_TLB_FLUSH),
-        (KvmFeatures::PV_UNHALT, FeatureSet::PV_UNHALT),
-        (KvmFeatures::PV_SCHED_YIELD, FeatureSet::PV_SCHED_YIELD),
-        (KvmFeatures::POLL_CONTROL, FeatureSet::POLL_CONTROL),
-        (KvmFeatures::NOP_IO_DELAY, FeatureSet::NOP_IO_DELAY),
-    ] {
-        if k.features.contains(bit) {
-            offered |= set;
-        }
-    }
+    let offered = offered(&k);
     assert!(offered.contains(p.on), "only offered features run");
     assert!(!p.on.intersects(off.set), "switched-off features stay off");
     assert_eq!(p.off_by_cmdline, offered & off.set);

@@ -222,28 +222,35 @@ pub struct Plan {
 /// | `poll-control` | `POLL_CONTROL` |
 /// | `nop-io-delay` | `NOP_IO_DELAY` |
 ///
+/// Which CPUID feature bit offers which backend feature.
+pub const OFFERED_BY: [(KvmFeatures, FeatureSet); 9] = [
+    (KvmFeatures::CLOCKSOURCE2, FeatureSet::KVMCLOCK),
+    (KvmFeatures::STEAL_TIME, FeatureSet::STEAL_TIME),
+    (KvmFeatures::PV_EOI, FeatureSet::PV_EOI),
+    (KvmFeatures::PV_SEND_IPI, FeatureSet::PV_IPI),
+    (KvmFeatures::PV_TLB_FLUSH, FeatureSet::PV_TLB_FLUSH),
+    (KvmFeatures::PV_UNHALT, FeatureSet::PV_UNHALT),
+    (KvmFeatures::PV_SCHED_YIELD, FeatureSet::PV_SCHED_YIELD),
+    (KvmFeatures::POLL_CONTROL, FeatureSet::POLL_CONTROL),
+    (KvmFeatures::NOP_IO_DELAY, FeatureSet::NOP_IO_DELAY),
+];
+
+/// The backend features the host's CPUID bits offer (before the command
+/// line, hints and dependencies have their say).
+pub fn offered(cpuid: &KvmCpuid) -> FeatureSet {
+    OFFERED_BY
+        .iter()
+        .filter(|(bit, _)| cpuid.features.contains(*bit))
+        .fold(FeatureSet::empty(), |acc, (_, set)| acc | *set)
+}
+
 /// With the REALTIME hint vCPUs are never preempted for long, so waiting
 /// in the host and preemption tricks only cost (Linux decides the same).
 /// Without usable hypercalls (`hypercalls` false) `pv-ipi`, `pv-unhalt`
 /// and `pv-sched-yield` are blocked.
 pub fn plan(cpuid: &KvmCpuid, off: &OffList, hypercalls: bool) -> Plan {
     let has = |f| cpuid.features.contains(f);
-    let mut offered = FeatureSet::empty();
-    for (bit, set) in [
-        (KvmFeatures::CLOCKSOURCE2, FeatureSet::KVMCLOCK),
-        (KvmFeatures::STEAL_TIME, FeatureSet::STEAL_TIME),
-        (KvmFeatures::PV_EOI, FeatureSet::PV_EOI),
-        (KvmFeatures::PV_SEND_IPI, FeatureSet::PV_IPI),
-        (KvmFeatures::PV_TLB_FLUSH, FeatureSet::PV_TLB_FLUSH),
-        (KvmFeatures::PV_UNHALT, FeatureSet::PV_UNHALT),
-        (KvmFeatures::PV_SCHED_YIELD, FeatureSet::PV_SCHED_YIELD),
-        (KvmFeatures::POLL_CONTROL, FeatureSet::POLL_CONTROL),
-        (KvmFeatures::NOP_IO_DELAY, FeatureSet::NOP_IO_DELAY),
-    ] {
-        if has(bit) {
-            offered |= set;
-        }
-    }
+    let offered = offered(cpuid);
     let off_by_cmdline = offered & off.set;
     let mut on = offered - off.set;
     if cpuid.hints.contains(KvmHints::REALTIME) {
