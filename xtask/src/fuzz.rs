@@ -8,14 +8,15 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-/// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`): boot information,
-/// ACPI, the command line, clock scaling, CPUID detection, the pvclock
-/// version protocol under a racing writer, the Xen console ring indices,
-/// event-channel bitmap walking, KVM feature/hint parsing and planning,
-/// and the ELF-note layout of a PVH image. Ten targets of
+/// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`): boot information
+/// (PVH and PV), ACPI, the command line, clock scaling, CPUID detection,
+/// the pvclock version protocol under a racing writer, the Xen console
+/// ring indices, event-channel bitmap walking, KVM feature/hint parsing
+/// and planning, and the ELF-note layout of a PVH image. Eleven targets of
 /// [`SHORT_RUN_SECS`] each keep the short run under two minutes.
 pub const TARGETS: &[&str] = &[
     "start_info",
+    "pv_start_info",
     "acpi",
     "cmdline",
     "clock_scale",

@@ -3,5 +3,6 @@
 //! compile time, plus validating parsers.
 
 pub mod elfnote;
+pub mod pv_start_info;
 pub mod pvclock;
 pub mod start_info;

@@ -434,6 +434,50 @@ pub struct StartInfo {
 }
 
 impl StartInfo {
+    /// Builds boot information that did not come from an
+    /// `hvm_start_info` (a PV `start_info`, see
+    /// [`PvStartInfo::to_start_info`](super::pv_start_info::PvStartInfo::to_start_info)):
+    /// version 0, no RSDP and no memory map (supply one with
+    /// [`set_memmap`](Self::set_memmap)), at most one module and no module
+    /// list in memory (`modlist_paddr` 0). A command line longer than
+    /// `MAX_CMDLINE - 1` bytes is cut at the last character boundary that
+    /// fits.
+    pub(crate) fn synthesized(
+        flags: u32,
+        cmdline_paddr: Option<u64>,
+        cmdline: &str,
+        module: Option<HvmModlistEntry>,
+    ) -> Self {
+        let mut len = cmdline.len().min(MAX_CMDLINE - 1);
+        while !cmdline.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut buf = [0u8; MAX_CMDLINE];
+        buf[..len].copy_from_slice(&cmdline.as_bytes()[..len]);
+        let mut modules = [HvmModlistEntry::new_zeroed(); MAX_MODULES];
+        let nr_modules = match module {
+            Some(m) => {
+                modules[0] = m;
+                1
+            }
+            None => 0,
+        };
+        StartInfo {
+            version: 0,
+            flags,
+            nr_modules,
+            modlist_paddr: 0,
+            cmdline_paddr,
+            rsdp: None,
+            memmap_paddr: None,
+            memmap: [HvmMemmapEntry::new_zeroed(); MAX_MEMMAP_ENTRIES],
+            memmap_len: 0,
+            modules,
+            cmdline: buf,
+            cmdline_len: len,
+        }
+    }
+
     /// Whether the loader passed a memory map. A version 0 structure never
     /// does; a version 1 structure may not either (`memmap_entries == 0`).
     /// Without one the kernel needs another source (E820 through the
