@@ -2,7 +2,6 @@
 
 use core::ptr::addr_of;
 use pvops::cpu::DescriptorTablePointer;
-use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::registers::segmentation::SegmentSelector;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
 use x86_64::structures::tss::TaskStateSegment;
@@ -31,15 +30,13 @@ pub fn load_shared() {
             base: VirtAddr::new(gdt.entries().as_ptr() as u64),
         };
         pvops::cpu::load_gdt(&ptr);
-        CS::set_reg(SegmentSelector(0x08));
-        DS::set_reg(SegmentSelector(0x10));
-        ES::set_reg(SegmentSelector(0x10));
-        SS::set_reg(SegmentSelector(0x10));
+        pvops::cpu::load_kernel_segments(0x08, 0x10);
     }
 }
 
 /// Builds the GDT (null, code, data, TSS), loads it and the task register
-/// through pvops and reloads the segment registers.
+/// through pvops and makes its code and data segments the kernel's (the
+/// platform may keep its own: Xen PV runs the kernel on Xen's selectors).
 pub fn init() -> Selectors {
     // SAFETY: runs once on the boot CPU before any other user of GDT/TSS;
     // both are statics that live forever, as a loaded GDT and TSS must.
@@ -53,10 +50,7 @@ pub fn init() -> Selectors {
             base: VirtAddr::new(gdt.entries().as_ptr() as u64),
         };
         pvops::cpu::load_gdt(&ptr);
-        CS::set_reg(code);
-        DS::set_reg(data);
-        ES::set_reg(data);
-        SS::set_reg(data);
+        pvops::cpu::load_kernel_segments(code.0, data.0);
         pvops::cpu::load_tr(tss.0);
         // load_shared relies on this layout.
         debug_assert!(code.0 == 0x08 && data.0 == 0x10);

@@ -83,7 +83,9 @@ global_asm!(
         pop %rcx
         pop %rax
         add $16, %rsp
-        iretq
+        /* Not iretq: where the kernel is not in ring 0 (Xen PV), returning
+         * also restores the virtual interrupt flag, which pvops does. */
+        jmp pvops_interrupt_return
 
     /* probe_read(addr) -> (value, faulted): a load that a page fault turns
      * into faulted = 1 instead of a crash. */

@@ -22,12 +22,13 @@ mod selftest;
 mod smp;
 mod stress;
 
-// The PVH entry: from the loader's 32-bit protected mode to
-// `kernel_main_pvh` in 64-bit mode with the first 4 GiB identity-mapped.
+// The entries: PVH (from the loader's 32-bit protected mode, first 4 GiB
+// identity-mapped) and Xen classic PV (ring 3, Xen's boot layout mapped);
+// both reach `kernel_main` in 64-bit mode.
 #[cfg(target_os = "none")]
-pvops::pvh_entry!(kernel_main_pvh);
+pvops::boot_entry!(kernel_main);
 
-use pvops::entry::PvhError;
+use pvops::entry::{BootError, BootHandoff};
 
 /// Exit codes the kernel reports (`pvops: exit code=<n>`).
 pub const EXIT_OK: u8 = 0;
@@ -44,14 +45,12 @@ pub fn finish_with(code: u8) -> ! {
     pvops::platform::shutdown(code)
 }
 
-/// Entered from the PVH entry in 64-bit mode on the boot stack, with the
-/// first 4 GiB identity-mapped; `start_info_paddr` is the PVH
-/// `hvm_start_info` address.
-#[no_mangle]
-pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
+/// Entered from either entry in 64-bit mode on the boot stack; `boot`
+/// says which and where its start info is.
+pub extern "C" fn kernel_main(boot: BootHandoff) -> ! {
     let mut fallbacks = [None; 4];
     let mut n = 0;
-    let booted = pvops::entry::init_pvh(start_info_paddr, |e| {
+    let booted = pvops::entry::init(boot, |e| {
         if n < fallbacks.len() {
             fallbacks[n] = Some(*e);
             n += 1;
@@ -59,12 +58,16 @@ pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
     });
     let (si, ops) = match booted {
         Ok(b) => (b.start_info, b.ops),
-        Err(PvhError::BadStartInfo {
-            error,
-            installed: true,
-        }) => {
+        Err(
+            e @ (BootError::BadStartInfo {
+                installed: true, ..
+            }
+            | BootError::BadPvStartInfo {
+                installed: true, ..
+            }),
+        ) => {
             kprintln!("pvops: {}", pvops::platform::identity());
-            kprintln!("pvops: error: start_info: {error}");
+            kprintln!("pvops: error: {e}");
             finish_with(EXIT_BAD_BOOT_INFO)
         }
         // A backend that failed may still have installed a console and a
@@ -112,11 +115,11 @@ pub extern "C" fn kernel_main_pvh(start_info_paddr: u64) -> ! {
     interrupts::init(selectors.code.0);
 
     let mut frames = paging::FrameAllocator::new(&si);
-    let Some(aspace) = paging::AddressSpace::new_kernel(&mut frames) else {
+    let Some(aspace) = paging::AddressSpace::new_kernel(&mut frames, &si) else {
         kprintln!("pvops: error: out of memory building page tables");
         finish_with(EXIT_NO_MEMORY)
     };
-    // SAFETY: the new tables identity-map the first 4 GiB, which holds the
+    // SAFETY: the new tables identity-map physical memory, which holds the
     // kernel image, its stack and every datum in use.
     unsafe { aspace.activate() };
     pvops::time::timer_setup(interrupts::TIMER_VECTOR);

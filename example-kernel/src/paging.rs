@@ -99,13 +99,29 @@ pub struct AddressSpace {
 }
 
 impl AddressSpace {
-    /// A fresh address space with the first 4 GiB identity-mapped by 2 MiB
-    /// pages (the APIC's uncached), built entirely through pvops.
-    pub fn new_kernel(frames: &mut FrameAllocator) -> Option<Self> {
+    /// A fresh address space with physical memory identity-mapped, built
+    /// entirely through pvops, its updates batched in lazy MMU mode: the
+    /// first 4 GiB by 2 MiB pages (the APIC's uncached) where the platform
+    /// allows large pages, else every region of the memory map by 4 KiB
+    /// pages (Xen PV, where only memory the domain owns can be mapped).
+    pub fn new_kernel(frames: &mut FrameAllocator, info: &StartInfo) -> Option<Self> {
         let pml4 = frames.alloc()?;
         mmu::pt_alloc(PtLevel::P4d, pml4 / PAGE);
         let aspace = AddressSpace { pml4 };
-        let pdpt = aspace.table_for(frames, 0, PtLevel::P4d)?;
+        let batch = mmu::lazy();
+        if mmu::large_pages() {
+            aspace.map_first_4g_2m(frames)?;
+        } else {
+            for e in info.memmap() {
+                aspace.map_4k(frames, e.addr, e.addr.saturating_add(e.size))?;
+            }
+        }
+        batch.commit();
+        Some(aspace)
+    }
+
+    fn map_first_4g_2m(&self, frames: &mut FrameAllocator) -> Option<()> {
+        let pdpt = self.table_for(frames, 0, PtLevel::P4d)?;
         for gib in 0..DIRECT_MAP_END >> 30 {
             let pd = frames.alloc()?;
             mmu::pt_alloc(PtLevel::Pmd, pd / PAGE);
@@ -127,7 +143,27 @@ impl AddressSpace {
                 )
             };
         }
-        Some(aspace)
+        Some(())
+    }
+
+    /// Identity-maps `[start, end)` (below the direct map's end) by 4 KiB
+    /// pages, one PTE table at a time: entries are only written, never
+    /// read back, between two tables (so a lazy batch stays one batch).
+    fn map_4k(&self, frames: &mut FrameAllocator, start: u64, end: u64) -> Option<()> {
+        let mut va = start & !(PAGE - 1);
+        let end = end.min(DIRECT_MAP_END);
+        while va < end {
+            let pt = self.table_for(frames, va, PtLevel::Pmd)?;
+            let table_end = ((va | 0x1f_ffff) + 1).min(end);
+            while va < table_end {
+                let entry = (pt as *mut u64).wrapping_add(index(va, PtLevel::Pte));
+                // SAFETY: `pt` is a live PTE table of this address space
+                // (not yet in use, or mapping nothing yet at `va`).
+                unsafe { mmu::set_pte(entry, va | PRESENT | WRITABLE, VirtAddr::new(va)) }.ignore();
+                va += PAGE;
+            }
+        }
+        Some(())
     }
 
     /// The physical address of the table one level below `level` that

@@ -235,8 +235,8 @@ fn msr_roundtrip(_: &mut Context<'_>) -> TestResult {
 }
 
 fn descriptor_tables(_: &mut Context<'_>) -> TestResult {
-    // The registers hold what was loaded through the ops.
-    let idtr = x86_64::instructions::tables::sidt();
+    // The platform holds what was loaded through the ops.
+    let idtr = cpu::store_idt();
     let want = interrupts::idt_pointer();
     // Copies: the pointer structs are packed.
     let (base, limit) = ({ idtr.base }.as_u64(), { idtr.limit });

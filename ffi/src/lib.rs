@@ -52,8 +52,9 @@ pub extern "C" fn pvops_init_pvh(start_info_paddr: u64) -> i32 {
     }
     match pvops::entry::init_pvh(start_info_paddr, |_| {}) {
         Ok(_) => PVOPS_OK,
-        Err(pvops::entry::PvhError::BadStartInfo { .. }) => PVOPS_EBOOTINFO,
-        Err(pvops::entry::PvhError::NoBackend(_)) => PVOPS_ENOBACKEND,
+        Err(pvops::entry::BootError::BadStartInfo { .. }) => PVOPS_EBOOTINFO,
+        Err(pvops::entry::BootError::NoBackend(_)) => PVOPS_ENOBACKEND,
+        Err(_) => PVOPS_EBOOTINFO,
     }
 }
 

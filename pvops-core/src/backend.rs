@@ -36,6 +36,9 @@ pub struct BootContext<'a> {
     pub entry: BootEntry,
     /// The hypervisor leaves found by [`crate::detect::scan`].
     pub cpuid: CpuidScan,
+    /// The classic Xen PV start info, checked, when the kernel came in
+    /// through the Xen PV entry (the backend needs its frame lists).
+    pub xen_pv: Option<&'a crate::abi::pv_start_info::PvStartInfo>,
 }
 
 impl BootContext<'_> {

@@ -140,6 +140,39 @@ pub trait CpuOps {
     /// # Safety
     /// `selector` must name an available 64-bit TSS in the current GDT.
     unsafe fn load_tr(selector: u16);
+    /// The IDT last loaded on this CPU, as the kernel gave it to
+    /// [`CpuOps::load_idt`]. The default reads IDTR (`sidt`); where Xen
+    /// keeps the real table (classic PV), the backend remembers the
+    /// kernel's.
+    fn store_idt() -> DescriptorTablePointer {
+        x86_64::instructions::tables::sidt()
+    }
+    /// The GDT last loaded on this CPU ([`CpuOps::store_idt`]'s twin;
+    /// default `sgdt`).
+    fn store_gdt() -> DescriptorTablePointer {
+        x86_64::instructions::tables::sgdt()
+    }
+    /// Makes `code` and `data` (selectors of the GDT just loaded) the
+    /// segments the kernel runs on: CS, and DS, ES and SS.
+    ///
+    /// The default reloads the four registers (a far return for CS).
+    /// Where the kernel does not run in ring 0 (Xen classic PV), the
+    /// backend keeps the platform's own kernel selectors instead, so a
+    /// kernel never hard-codes a selector's privilege level.
+    ///
+    /// # Safety
+    /// Both must name present descriptors of the current GDT, a 64-bit code
+    /// segment and a writable data segment.
+    unsafe fn load_kernel_segments(code: u16, data: u16) {
+        // SAFETY: forwarded to the caller.
+        unsafe { native_load_segments(code, data) }
+    }
+    /// Where the kernel's interrupt and exception stubs go to return: they
+    /// jump (not call) to [`interrupt_return`] with the stack exactly as
+    /// the CPU left it on entry, error code popped (`rip, cs, rflags, rsp,
+    /// ss`, lowest first) and every register restored; the entry named
+    /// here then returns from the interrupt. The default is `iretq`.
+    const INTERRUPT_RETURN: unsafe extern "C" fn() = native_interrupt_return;
     /// Reads an I/O port.
     ///
     /// # Safety
@@ -180,6 +213,10 @@ pub struct CpuOpsTable {
     pub load_gdt: unsafe fn(&DescriptorTablePointer),
     pub load_idt: unsafe fn(&DescriptorTablePointer),
     pub load_tr: unsafe fn(u16),
+    pub store_idt: fn() -> DescriptorTablePointer,
+    pub store_gdt: fn() -> DescriptorTablePointer,
+    pub load_kernel_segments: unsafe fn(u16, u16),
+    pub interrupt_return: unsafe extern "C" fn(),
     pub port_read: unsafe fn(u16, PortWidth) -> u32,
     pub port_write: unsafe fn(u16, PortWidth, u32),
     pub io_delay: fn(),
@@ -203,6 +240,10 @@ impl CpuOpsTable {
             load_gdt: T::load_gdt,
             load_idt: T::load_idt,
             load_tr: T::load_tr,
+            store_idt: T::store_idt,
+            store_gdt: T::store_gdt,
+            load_kernel_segments: T::load_kernel_segments,
+            interrupt_return: T::INTERRUPT_RETURN,
             port_read: T::port_read,
             port_write: T::port_write,
             io_delay: T::io_delay,
@@ -306,6 +347,102 @@ pub unsafe fn load_idt(idt: &DescriptorTablePointer) {
 pub unsafe fn load_tr(selector: u16) {
     // SAFETY: the caller upholds `CpuOps::load_tr`'s contract.
     unsafe { (ops().cpu.load_tr)(selector) }
+}
+
+/// The IDT last loaded on this CPU (see [`CpuOps::store_idt`]).
+#[inline]
+pub fn store_idt() -> DescriptorTablePointer {
+    (ops().cpu.store_idt)()
+}
+
+/// The GDT last loaded on this CPU (see [`CpuOps::store_gdt`]).
+#[inline]
+pub fn store_gdt() -> DescriptorTablePointer {
+    (ops().cpu.store_gdt)()
+}
+
+/// Makes `code` and `data` the kernel's segments (CS; DS, ES, SS).
+///
+/// # Safety
+/// See [`CpuOps::load_kernel_segments`].
+#[inline]
+pub unsafe fn load_kernel_segments(code: u16, data: u16) {
+    // SAFETY: the caller upholds `CpuOps::load_kernel_segments`' contract.
+    unsafe { (ops().cpu.load_kernel_segments)(code, data) }
+}
+
+/// Reloads CS (by a far return) and DS, ES and SS.
+///
+/// # Safety
+/// As [`CpuOps::load_kernel_segments`]; ring 0 (or a ring whose privilege
+/// level the selectors' RPL and DPL match).
+pub unsafe fn native_load_segments(code: u16, data: u16) {
+    // SAFETY: the caller vouches for both selectors; the far return pops
+    // exactly what was pushed and lands on the next instruction.
+    unsafe {
+        core::arch::asm!(
+            "push {code}",
+            "lea 2f(%rip), {tmp}",
+            "push {tmp}",
+            "lretq",
+            "2:",
+            "mov {data:e}, %ds",
+            "mov {data:e}, %es",
+            "mov {data:e}, %ss",
+            code = in(reg) u64::from(code),
+            data = in(reg) u32::from(data),
+            tmp = lateout(reg) _,
+            options(att_syntax, preserves_flags),
+        )
+    }
+}
+
+core::arch::global_asm!(
+    r#"
+    .section .text.pvops_iret, "ax"
+    .global pvops_interrupt_return
+    .global pvops_native_interrupt_return
+    pvops_interrupt_return:
+        jmp *pvops_interrupt_return_target(%rip)
+    pvops_native_interrupt_return:
+        iretq
+
+    .section .data.pvops_iret, "aw"
+    .balign 8
+    .global pvops_interrupt_return_target
+    pvops_interrupt_return_target:
+        .quad pvops_native_interrupt_return
+    "#,
+    options(att_syntax)
+);
+
+extern "C" {
+    /// The kernel's interrupt stubs jump here to return (see
+    /// [`CpuOps::INTERRUPT_RETURN`]): it goes on to the installed
+    /// backend's return, `iretq` before install.
+    ///
+    /// Assembly symbol: `pvops_interrupt_return`. Never call it from Rust.
+    #[link_name = "pvops_interrupt_return"]
+    pub fn interrupt_return();
+    /// `iretq`: the default [`CpuOps::INTERRUPT_RETURN`].
+    #[link_name = "pvops_native_interrupt_return"]
+    pub fn native_interrupt_return();
+    #[link_name = "pvops_interrupt_return_target"]
+    static mut INTERRUPT_RETURN_TARGET: u64;
+}
+
+/// Points [`interrupt_return`] at the installed table's entry. Called by
+/// [`crate::table::install`] once.
+pub(crate) fn bind_interrupt_return(entry: unsafe extern "C" fn()) {
+    // SAFETY: one aligned 8-byte store by the single installer, before any
+    // other CPU runs; readers are interrupt exits on this CPU, which see
+    // the old or the new entry, both valid returns.
+    unsafe {
+        core::ptr::write_volatile(
+            core::ptr::addr_of_mut!(INTERRUPT_RETURN_TARGET),
+            entry as usize as u64,
+        )
+    };
 }
 
 /// Reads a byte from an I/O port.

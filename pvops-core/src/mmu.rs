@@ -93,6 +93,12 @@ pub trait MmuOps {
     fn leave_lazy();
     /// Issues every queued update and stays in lazy mode.
     fn flush_lazy();
+    /// Whether a PMD or PUD entry may map a large page (2 MiB / 1 GiB leaf
+    /// entries). True on hardware; Xen classic PV guests map with 4 KiB
+    /// pages only.
+    fn large_pages() -> bool {
+        true
+    }
 }
 
 /// The MMU group of the ops table.
@@ -114,6 +120,7 @@ pub struct MmuOpsTable {
     pub enter_lazy: fn(),
     pub leave_lazy: fn(),
     pub flush_lazy: fn(),
+    pub large_pages: fn() -> bool,
 }
 
 impl MmuOpsTable {
@@ -134,6 +141,7 @@ impl MmuOpsTable {
             enter_lazy: T::enter_lazy,
             leave_lazy: T::leave_lazy,
             flush_lazy: T::flush_lazy,
+            large_pages: T::large_pages,
         }
     }
 }
@@ -368,6 +376,13 @@ pub fn pt_alloc(level: PtLevel, pfn: u64) {
 #[inline]
 pub fn pt_release(level: PtLevel, pfn: u64) {
     (ops().mmu.pt_release)(level, pfn)
+}
+
+/// Whether leaf entries above the PTE level (2 MiB, 1 GiB pages) may be
+/// used ([`MmuOps::large_pages`]).
+#[inline]
+pub fn large_pages() -> bool {
+    (ops().mmu.large_pages)()
 }
 
 /// A lazy-MMU section: entry updates made while it lives may be batched.

@@ -169,6 +169,7 @@ pub fn install(table: PvOps) -> Result<&'static PvOps, InstallError> {
     ACTIVE.store(installed as *const PvOps as *mut PvOps, Ordering::Release);
     // After ACTIVE: a slot may point at a thunk that reads the table.
     crate::patch::bind_slots(installed);
+    crate::cpu::bind_interrupt_return(installed.cpu.interrupt_return);
     STATE.store(READY, Ordering::Release);
     Ok(installed)
 }
@@ -201,6 +202,15 @@ fn not_installed(op: &str) -> ! {
 impl CpuOps for NotInstalled {
     fn cpuid(_: u32, _: u32) -> CpuidResult {
         not_installed("cpu.cpuid")
+    }
+    unsafe fn load_kernel_segments(_: u16, _: u16) {
+        not_installed("cpu.load_kernel_segments")
+    }
+    fn store_idt() -> DescriptorTablePointer {
+        not_installed("cpu.store_idt")
+    }
+    fn store_gdt() -> DescriptorTablePointer {
+        not_installed("cpu.store_gdt")
     }
     fn read_cr0() -> u64 {
         not_installed("cpu.read_cr0")
@@ -321,6 +331,9 @@ impl MmuOps for NotInstalled {
     }
     fn flush_lazy() {
         not_installed("mmu.flush_lazy")
+    }
+    fn large_pages() -> bool {
+        not_installed("mmu.large_pages")
     }
 }
 

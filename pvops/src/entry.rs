@@ -16,6 +16,7 @@
 //! `example-kernel/linker.ld` and `examples/minimal-kernel/linker.ld` are
 //! two such scripts.
 
+use crate::abi::pv_start_info::{self, PvStartInfoError};
 use crate::abi::start_info::{
     self, HvmMemmapEntry, MemmapType, StartInfo, StartInfoError, MAX_MEMMAP_ENTRIES,
 };
@@ -72,6 +73,7 @@ macro_rules! pvh_entry {
             pvops_boot_pd:   .skip 4096 * 4
             .balign 16
             .skip {stack_size}
+            .global pvops_boot_stack_top
             pvops_boot_stack_top:
 
             .section .rodata.pvops_boot, "a"
@@ -152,18 +154,236 @@ macro_rules! pvh_entry {
     };
 }
 
-/// What [`init_pvh`] hands back.
+/// Emits both entries pvops knows, so that one ELF boots wherever either
+/// applies: the PVH entry of [`pvh_entry!`](crate::pvh_entry) (QEMU
+/// `-kernel`, Xen PVH) and the classic Xen PV entry (the kernel as a
+/// 64-bit PV guest, in ring 3). Both call `$main` with a [`BootHandoff`];
+/// hand it to [`init`].
+///
+/// The PV entry adds Xen's PV ELF notes (`GUEST_OS`, `LOADER`,
+/// `XEN_VERSION`, `ENTRY`, `VIRT_BASE = 0`, `PADDR_OFFSET = 0`,
+/// `FEATURES`): Xen then maps the kernel and its boot layout at virtual =
+/// pseudo-physical addresses, which the identity-linked image needs. The
+/// entry zeroes `.bss`, moves to the boot stack and calls `$main`; it runs
+/// in ring 3 and uses no privileged instruction.
+///
+/// ```text
+/// pvops::boot_entry!(kernel_main);
+///
+/// extern "C" fn kernel_main(boot: pvops::entry::BootHandoff) -> ! {
+///     let booted = pvops::entry::init(boot, |_| {}).expect("pvops");
+///     // ...
+/// #   loop {}
+/// }
+/// ```
+#[macro_export]
+macro_rules! boot_entry {
+    ($main:path) => {
+        $crate::boot_entry!($main, stack_size = 65536);
+    };
+    ($main:path, stack_size = $size:expr) => {
+        const _: extern "C" fn($crate::entry::BootHandoff) -> ! = $main;
+        extern "C" fn __pvops_from_pvh(start_info_paddr: u64) -> ! {
+            $main($crate::entry::BootHandoff::pvh(start_info_paddr))
+        }
+        extern "C" fn __pvops_from_xen_pv(start_info_va: u64) -> ! {
+            $main($crate::entry::BootHandoff::xen_pv(start_info_va))
+        }
+        $crate::pvh_entry!(__pvops_from_pvh, stack_size = $size);
+        ::core::arch::global_asm!(
+            r#"
+            .section .note.Xen, "a", @note
+            .balign 4
+            .long 4, 2f - 1f, 6
+            .asciz "Xen"
+            .balign 4
+            1: .asciz "pvops"
+            2: .balign 4
+            .long 4, 2f - 1f, 8
+            .asciz "Xen"
+            .balign 4
+            1: .asciz "generic"
+            2: .balign 4
+            .long 4, 2f - 1f, 5
+            .asciz "Xen"
+            .balign 4
+            1: .asciz "xen-3.0"
+            2: .balign 4
+            .long 4, 8, 1
+            .asciz "Xen"
+            .balign 4
+            .quad pvops_xen_pv_start
+            .long 4, 8, 3
+            .asciz "Xen"
+            .balign 4
+            .quad 0
+            .long 4, 8, 4
+            .asciz "Xen"
+            .balign 4
+            .quad 0
+            .long 4, 2f - 1f, 10
+            .asciz "Xen"
+            .balign 4
+            1: .asciz "dom0"
+            2: .balign 4
+
+            .section .text.boot, "ax"
+            .code64
+            .global pvops_xen_pv_start
+            pvops_xen_pv_start:
+                cld
+                mov %rsi, %rbx
+                lea __bss_start(%rip), %rdi
+                lea __bss_end(%rip), %rcx
+                sub %rdi, %rcx
+                xor %eax, %eax
+                rep stosb
+                lea pvops_boot_stack_top(%rip), %rsp
+                mov %rbx, %rdi
+                xor %ebp, %ebp
+                call {main}
+            3:  jmp 3b
+            "#,
+            main = sym __pvops_from_xen_pv,
+            options(att_syntax)
+        );
+    };
+}
+
+/// How the kernel was entered: what [`boot_entry!`](crate::boot_entry)
+/// gives the kernel's main, for [`init`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootHandoff {
+    protocol: u64,
+    info: u64,
+}
+
+const PROTOCOL_PVH: u64 = 1;
+const PROTOCOL_XEN_PV: u64 = 2;
+
+/// The entry protocol a [`BootHandoff`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootProtocol {
+    /// PVH: the physical address of `hvm_start_info`.
+    Pvh {
+        /// Where the start info is.
+        start_info_paddr: u64,
+    },
+    /// Classic Xen PV: the virtual address of `start_info`.
+    XenPv {
+        /// Where the start info is.
+        start_info_va: u64,
+    },
+}
+
+impl BootHandoff {
+    /// Entered through the PVH entry.
+    pub const fn pvh(start_info_paddr: u64) -> Self {
+        Self {
+            protocol: PROTOCOL_PVH,
+            info: start_info_paddr,
+        }
+    }
+
+    /// Entered through the Xen PV entry.
+    pub const fn xen_pv(start_info_va: u64) -> Self {
+        Self {
+            protocol: PROTOCOL_XEN_PV,
+            info: start_info_va,
+        }
+    }
+
+    /// Which entry, with its argument; `None` for a value no pvops entry
+    /// makes.
+    pub const fn protocol(&self) -> Option<BootProtocol> {
+        match self.protocol {
+            PROTOCOL_PVH => Some(BootProtocol::Pvh {
+                start_info_paddr: self.info,
+            }),
+            PROTOCOL_XEN_PV => Some(BootProtocol::XenPv {
+                start_info_va: self.info,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// For a kernel entered through [`boot_entry!`](crate::boot_entry):
+/// parses the start info of whichever entry ran, detects the platform and
+/// installs the best backend (see [`init_pvh`] and [`init_xen_pv`]).
+pub fn init(
+    boot: BootHandoff,
+    on_fallback: impl FnMut(&BackendError),
+) -> Result<Booted, BootError> {
+    match boot.protocol() {
+        Some(BootProtocol::Pvh { start_info_paddr }) => init_pvh(start_info_paddr, on_fallback),
+        Some(BootProtocol::XenPv { start_info_va }) => init_xen_pv(start_info_va, on_fallback),
+        None => Err(BootError::UnknownEntry(boot.protocol)),
+    }
+}
+
+extern "C" {
+    static __bss_end: u8;
+}
+
+/// For a kernel entered through the Xen PV entry of
+/// [`boot_entry!`](crate::boot_entry): parses and checks `start_info`
+/// (against the boot layout Xen maps), then installs the Xen backend in
+/// its classic-PV form. The start info's memory map is the backend's
+/// (`platform.memory_map`): the domain's frames, less the kernel and
+/// Xen's boot layout.
+pub fn init_xen_pv(
+    start_info_va: u64,
+    on_fallback: impl FnMut(&BackendError),
+) -> Result<Booted, BootError> {
+    // SAFETY: Xen maps its boot layout at virtual = pseudo-physical
+    // addresses (the PV notes ask for VIRT_BASE 0); the parser reads only
+    // ranges it checked lie inside that layout.
+    let mem = unsafe { DirectMap::new(0, 1 << 47) };
+    // Address-of a linker symbol (no read).
+    let image_end = core::ptr::addr_of!(__bss_end) as u64;
+    let parsed = pv_start_info::parse(&mem, start_info_va, 0..image_end);
+    let (cmdline, pv) = match &parsed {
+        Ok(si) => (si.cmdline(), Some(si)),
+        Err(_) => ("", None),
+    };
+    let ctx = BootContext {
+        phys_offset: 0,
+        image_offset: 0,
+        rsdp: None,
+        cmdline,
+        entry: BootEntry::XenPv,
+        cpuid: crate::detect::scan(&crate::detect::HardwareCpuid),
+        xen_pv: pv,
+    };
+    let installed = crate::init(&ctx, on_fallback);
+    match (parsed, installed) {
+        (Ok(si), Ok(ops)) => {
+            let mut start_info = si.to_start_info();
+            complete_memmap(&mut start_info, ops);
+            Ok(Booted { start_info, ops })
+        }
+        (Err(error), installed) => Err(BootError::BadPvStartInfo {
+            error,
+            installed: installed.is_ok(),
+        }),
+        (Ok(_), Err(e)) => Err(BootError::NoBackend(e)),
+    }
+}
+
+/// What [`init`], [`init_pvh`] and [`init_xen_pv`] hand back.
 #[derive(Debug)]
-pub struct PvhBoot {
+pub struct Booted {
     /// The validated start info (memory map, command line, RSDP, modules).
     pub start_info: StartInfo,
     /// The installed ops table.
     pub ops: &'static PvOps,
 }
 
-/// Why [`init_pvh`] failed.
+/// Why [`init`], [`init_pvh`] or [`init_xen_pv`] failed.
 #[derive(Debug)]
-pub enum PvhError {
+pub enum BootError {
     /// The start info is malformed. pvops was still brought up (with an
     /// empty command line) if `installed` is true, so the kernel can print
     /// this error and power off.
@@ -173,15 +393,26 @@ pub enum PvhError {
         /// Whether a backend was installed anyway.
         installed: bool,
     },
+    /// The classic PV `start_info` is malformed; as for `BadStartInfo`.
+    BadPvStartInfo {
+        /// What was wrong.
+        error: PvStartInfoError,
+        /// Whether a backend was installed anyway.
+        installed: bool,
+    },
+    /// The entry handed over a protocol number no pvops entry uses.
+    UnknownEntry(u64),
     /// No backend could be installed.
     NoBackend(SelectError),
 }
 
-impl fmt::Display for PvhError {
+impl fmt::Display for BootError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PvhError::BadStartInfo { error, .. } => write!(f, "start_info: {error}"),
-            PvhError::NoBackend(e) => e.fmt(f),
+            BootError::BadStartInfo { error, .. } => write!(f, "start_info: {error}"),
+            BootError::BadPvStartInfo { error, .. } => write!(f, "start_info: {error}"),
+            BootError::UnknownEntry(p) => write!(f, "unknown boot protocol {p}"),
+            BootError::NoBackend(e) => e.fmt(f),
         }
     }
 }
@@ -193,7 +424,7 @@ impl fmt::Display for PvhError {
 pub fn init_pvh(
     start_info_paddr: u64,
     on_fallback: impl FnMut(&BackendError),
-) -> Result<PvhBoot, PvhError> {
+) -> Result<Booted, BootError> {
     // SAFETY: the PVH entry identity-maps the first 4 GiB; the start info
     // and what it points to are loader-written RAM there.
     let mem = unsafe { DirectMap::new(0, IDENTITY_MAPPED) };
@@ -209,18 +440,19 @@ pub fn init_pvh(
         cmdline,
         entry: BootEntry::Pvh,
         cpuid: crate::detect::scan(&crate::detect::HardwareCpuid),
+        xen_pv: None,
     };
     let installed = crate::init(&ctx, on_fallback);
     match (parsed, installed) {
         (Ok(mut start_info), Ok(ops)) => {
             complete_memmap(&mut start_info, ops);
-            Ok(PvhBoot { start_info, ops })
+            Ok(Booted { start_info, ops })
         }
-        (Err(error), installed) => Err(PvhError::BadStartInfo {
+        (Err(error), installed) => Err(BootError::BadStartInfo {
             error,
             installed: installed.is_ok(),
         }),
-        (Ok(_), Err(e)) => Err(PvhError::NoBackend(e)),
+        (Ok(_), Err(e)) => Err(BootError::NoBackend(e)),
     }
 }
 

@@ -23,6 +23,7 @@
 //!         cmdline,
 //!         entry: BootEntry::Pvh,
 //!         cpuid: pvops::detect::scan(&pvops::detect::HardwareCpuid),
+//!         xen_pv: None,
 //!     };
 //!     let ops = pvops::init(&ctx, |e| {
 //!         // A backend bid but failed: say so, the next one is tried.

@@ -81,6 +81,7 @@
 //!         cmdline,
 //!         entry: BootEntry::Pvh,
 //!         cpuid: scan(&HardwareCpuid),
+//!         xen_pv: None,
 //!     };
 //!     let ops = select_and_install(&ctx, &[pvops_kvm::CANDIDATE, pvops_native::CANDIDATE], |_| {})
 //!         .expect("no backend could start");
@@ -200,6 +201,9 @@ pub fn cpuid_bits() -> (u32, u32) {
 
 /// Bids [`PRIORITY`] when CPUID shows the KVM signature.
 pub fn detect(ctx: &BootContext<'_>) -> Option<Priority> {
+    if ctx.entry == pvops_core::backend::BootEntry::XenPv {
+        return None;
+    }
     ctx.cpuid.find(HypervisorKind::Kvm).map(|_| PRIORITY)
 }
 
@@ -378,6 +382,7 @@ mod tests {
             cmdline: "",
             entry: pvops_core::backend::BootEntry::Pvh,
             cpuid,
+            xen_pv: None,
         };
         assert_eq!(detect(&ctx(scan(&kvm))), Some(Priority(100)));
         assert_eq!(detect(&ctx(pvops_core::detect::CpuidScan::empty())), None);

@@ -28,6 +28,7 @@
 //!         cmdline,
 //!         entry: BootEntry::Pvh,
 //!         cpuid: scan(&HardwareCpuid),
+//!         xen_pv: None,
 //!     };
 //!     let table = pvops_native::init(&ctx).expect("no TSC or APIC timer");
 //!     pvops_core::table::install(table).expect("installed once");
@@ -174,7 +175,10 @@ fn bid(ctx: &BootContext<'_>, src: &impl pvops_core::detect::CpuidSource) -> Opt
     let xen_pvh = ctx.entry == pvops_core::backend::BootEntry::Pvh
         && (ctx.cpuid.find(HypervisorKind::Xen).is_some()
             || (!ctx.cpuid.hypervisor_bit && xen_signature()));
-    (!xen_pvh).then_some(Priority::FALLBACK)
+    // A kernel entered through Xen's PV entry runs in ring 3: nothing
+    // native can run there.
+    let xen_pv = ctx.entry == pvops_core::backend::BootEntry::XenPv;
+    (!xen_pvh && !xen_pv).then_some(Priority::FALLBACK)
 }
 
 fn err(reason: &'static str) -> BackendError {
@@ -299,6 +303,7 @@ mod tests {
             cmdline: "",
             entry,
             cpuid,
+            xen_pv: None,
         }
     }
 

@@ -81,7 +81,14 @@ pub fn detect(ctx: &BootContext<'_>) -> Option<Priority> {
 }
 
 fn detect_with(ctx: &BootContext<'_>, src: &impl CpuidSource) -> Option<Priority> {
-    (ctx.entry == BootEntry::Pvh && xen_leaf(ctx, src).is_some()).then_some(PRIORITY)
+    match ctx.entry {
+        BootEntry::Pvh => xen_leaf(ctx, src).is_some().then_some(PRIORITY),
+        // Only Xen enters a kernel through its PV entry; its signature is
+        // confirmed through the forced-emulation prefix (a ring-3 CPUID may
+        // not reach Xen at all).
+        BootEntry::XenPv => probe_hidden(&crate::pv::cpu::FepCpuid).map(|_| PRIORITY),
+        BootEntry::Other => None,
+    }
 }
 
 /// The bases Xen uses: 0x40000000, or 0x40000100 behind Viridian.
@@ -179,6 +186,7 @@ pub(crate) mod tests {
             cmdline: "",
             entry,
             cpuid,
+            xen_pv: None,
         }
     }
 

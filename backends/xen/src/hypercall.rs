@@ -20,7 +20,7 @@
 //! preempted hypercall is restarted with updated arguments; debug builds
 //! scramble the unused ones), so all are declared clobbered.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use pvops_core::detect::CpuidSource;
 
 /// Something that issues Xen hypercalls: the CPU ([`Direct`]) or a fake.
@@ -51,6 +51,10 @@ pub enum Instruction {
     Vmcall = 1,
     /// AMD's `vmmcall`.
     Vmmcall = 2,
+    /// `syscall`: how a 64-bit classic PV kernel (ring 3) enters Xen.
+    /// Xen takes a `syscall` from guest kernel mode as a hypercall; it
+    /// clobbers RCX and R11 besides.
+    Syscall = 3,
 }
 
 impl Instruction {
@@ -73,12 +77,23 @@ impl Instruction {
         match self {
             Instruction::Vmcall => "vmcall",
             Instruction::Vmmcall => "vmmcall",
+            Instruction::Syscall => "syscall",
         }
     }
 }
 
 /// 0 until [`select`] ran, else an [`Instruction`].
 static INSN: AtomicU8 = AtomicU8::new(0);
+
+/// Hypercalls issued by [`Direct`] since boot (all vCPUs; a multicall
+/// counts once, as it is one entry into Xen).
+static ISSUED: AtomicU64 = AtomicU64::new(0);
+
+/// Hypercalls issued since boot (see [`Direct`]): what the in-guest
+/// benchmark counts per operation.
+pub fn issued() -> u64 {
+    ISSUED.load(Ordering::Relaxed)
+}
 
 /// Chooses the instruction [`Direct`] issues. Call once, before the first
 /// hypercall.
@@ -91,6 +106,7 @@ pub fn selected() -> Option<Instruction> {
     match INSN.load(Ordering::Relaxed) {
         1 => Some(Instruction::Vmcall),
         2 => Some(Instruction::Vmmcall),
+        3 => Some(Instruction::Syscall),
         _ => None,
     }
 }
@@ -104,7 +120,28 @@ impl Hypercall for Direct {
     unsafe fn hypercall(&self, op: u32, args: [u64; 5]) -> i64 {
         let [a1, a2, a3, a4, a5] = args;
         let mut rax = u64::from(op);
+        ISSUED.fetch_add(1, Ordering::Relaxed);
         match INSN.load(Ordering::Relaxed) {
+            3 => {
+                // SAFETY: as below; `select` chose syscall because the
+                // kernel runs as a 64-bit PV guest, where a syscall from
+                // guest kernel mode enters Xen's hypercall path. RCX and
+                // R11 are the instruction's own clobbers.
+                unsafe {
+                    core::arch::asm!(
+                        "syscall",
+                        inout("rax") rax,
+                        inout("rdi") a1 => _,
+                        inout("rsi") a2 => _,
+                        inout("rdx") a3 => _,
+                        inout("r10") a4 => _,
+                        inout("r8") a5 => _,
+                        out("rcx") _,
+                        out("r11") _,
+                        options(nostack),
+                    )
+                }
+            }
             2 => {
                 // SAFETY: the caller guarantees every pointer argument is
                 // valid for the operation; `select` chose vmmcall because

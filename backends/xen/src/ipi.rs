@@ -51,7 +51,26 @@ pub fn vectors(set: [u64; 4]) -> impl Iterator<Item = u8> {
 
 /// Raises `vector` on this vCPU through its local APIC.
 pub fn self_ipi(vector: u8) {
+    if crate::pv::is_active() {
+        // No local APIC: wait in this vCPU's set like a remote IPI, and
+        // signal its own port; the upcall runs the handler once events
+        // are unmasked (at once, if they are).
+        let me = crate::percpu::current();
+        send_remote(me, vector);
+        return;
+    }
     pvops_native::apic::send_ipi(IpiTarget::ThisCpu, vector);
+}
+
+/// Runs `vector`'s handler on this vCPU from the upcall: a local-APIC
+/// self-IPI under PVH (taken once the upcall returns), the handler itself
+/// under PV ([`crate::pv::traps::raise`]).
+pub fn raise_here(vector: u8) {
+    if crate::pv::is_active() {
+        crate::pv::traps::raise(vector);
+    } else {
+        pvops_native::apic::send_ipi(IpiTarget::ThisCpu, vector);
+    }
 }
 
 /// Sends `vector` to vCPU `target` (not this one) over its IPI port.

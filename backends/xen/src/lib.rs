@@ -88,6 +88,7 @@
 //!         cmdline,
 //!         entry: BootEntry::Pvh,
 //!         cpuid: scan(&HardwareCpuid),
+//!         xen_pv: None,
 //!     };
 //!     let ops = select_and_install(&ctx, &[pvops_xen::CANDIDATE, pvops_native::CANDIDATE], |_| {})
 //!         .expect("no backend could start");
@@ -114,6 +115,7 @@ pub mod memmap;
 mod mmu;
 pub mod percpu;
 pub mod ports;
+pub mod pv;
 pub mod require;
 pub mod ring;
 pub mod runstate;
@@ -237,7 +239,7 @@ pub mod fault_points {
 
 /// Arms `pvops.fail=` with this backend's points and prints what it made
 /// of the option (once the console works).
-fn arm_faults(ctx: &BootContext<'_>) {
+pub(crate) fn arm_faults(ctx: &BootContext<'_>) {
     let report = pvops_core::fault::configure(ctx.option("fail"), fault_points::ALL);
     report.each_warning(|w| warn::warn(format_args!("{w}")));
     let table = pvops_core::fault::active();
@@ -255,7 +257,7 @@ fn arm_faults(ctx: &BootContext<'_>) {
 /// backend can take over a PVH domain (the native one declines there:
 /// no UART, PIT, PIC or RTC), so without this the kernel could not even
 /// say why it stops.
-fn install_failsafe(ctx: &BootContext<'_>) {
+fn install_failsafe(ctx: &BootContext<'_>, platform: Platform) {
     let mut features = Features::new();
     features.push("failsafe");
     if let Some(c) = console::kind().feature() {
@@ -263,7 +265,7 @@ fn install_failsafe(ctx: &BootContext<'_>) {
     }
     let mut t = PvOps::NOT_INSTALLED;
     t.identity = Identity {
-        platform: Platform::XenPvh,
+        platform,
         backend: NAME,
         features,
         hypervisor: ctx.cpuid.primary().map(|l| l.kind),
@@ -279,7 +281,7 @@ fn install_failsafe(ctx: &BootContext<'_>) {
 }
 
 /// Prints `pvops: error: xen: <reason>[: <error>]` and builds the error.
-fn fail(reason: &'static str, e: Option<XenError>) -> BackendError {
+pub(crate) fn fail(reason: &'static str, e: Option<XenError>) -> BackendError {
     match e {
         Some(e) => warn::error(format_args!("xen: {reason}: {e}")),
         None => warn::error(format_args!("xen: {reason}")),
@@ -345,9 +347,20 @@ fn preferred_via(ctx: &BootContext<'_>) -> Option<UpcallVia> {
 /// that `pvops::is_installed()` is true and the kernel can print the error
 /// and shut down.
 pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
-    let r = bring_up(ctx);
+    let (r, platform) = match (ctx.entry, ctx.xen_pv) {
+        (BootEntry::XenPv, Some(si)) => (pv::bring_up(ctx, si), Platform::XenPv),
+        (BootEntry::XenPv, None) => (
+            Err(BackendError {
+                backend: NAME,
+                reason: "entered through the PV entry without a start_info",
+                detail: None,
+            }),
+            Platform::XenPv,
+        ),
+        _ => (bring_up(ctx), Platform::XenPvh),
+    };
     if r.is_err() && console::kind() != console::Kind::None {
-        install_failsafe(ctx);
+        install_failsafe(ctx, platform);
     }
     r
 }

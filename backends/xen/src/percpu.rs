@@ -47,12 +47,23 @@ pub fn configure(leaf: Option<u32>, tsc_native: bool) {
 }
 
 /// Whether ids and clock reads use `rdtscp`.
+/// Classic PV: no `rdtscp` tag, no local APIC; see [`current_slow`].
+pub fn configure_pv() {
+    ID_LEAF.store(0, Ordering::Relaxed);
+    RDTSCP.store(false, Ordering::Relaxed);
+}
+
+/// Whether `rdtscp` names the vCPU (see the module docs).
 pub fn uses_rdtscp() -> bool {
     RDTSCP.load(Ordering::Relaxed)
 }
 
 /// The id of the vCPU this runs on, from CPUID or the APIC ID.
 pub fn current_slow() -> u32 {
+    if crate::pv::is_active() {
+        // Classic PV: one vCPU for now (see crate::pv's limits).
+        return 0;
+    }
     match ID_LEAF.load(Ordering::Relaxed) {
         0 => pvops_native::apic::id() / 2,
         leaf => HardwareCpuid.cpuid(leaf, 0).ebx,

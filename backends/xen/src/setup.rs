@@ -100,7 +100,8 @@ pub fn setup_vcpu(vcpu: u32) -> Result<(), SetupError> {
     })?;
     crate::percpu::tag_this_vcpu(vcpu);
     let pa = paddr_of(vi);
-    match XEN.register_vcpu_info(vcpu, pa >> 12, (pa & 0xfff) as u32) {
+    let frame = crate::pv::frame_for_xen(pa >> 12);
+    match XEN.register_vcpu_info(vcpu, frame, (pa & 0xfff) as u32) {
         Ok(()) => set_registered(vcpu),
         // Xen keeps the first 32 vCPUs' vcpu_info in shared info until
         // one is registered (Linux falls back the same way).

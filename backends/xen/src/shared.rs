@@ -40,6 +40,11 @@ impl<T> core::fmt::Debug for Page<T> {
 }
 
 impl<T> Page<T> {
+    /// A page holding `value`.
+    pub const fn new(value: T) -> Self {
+        Page(UnsafeCell::new(value))
+    }
+
     /// Where the contents are.
     pub const fn as_ptr(&self) -> *mut T {
         self.0.get()

@@ -13,7 +13,11 @@ use crate::xen::XEN;
 
 /// Ends the domain; `code` is not carried (see the module documentation).
 pub fn shutdown(code: u8) -> ! {
-    x86_64::instructions::interrupts::disable();
+    if crate::pv::is_active() {
+        crate::pv::irq::save_and_mask();
+    } else {
+        x86_64::instructions::interrupts::disable();
+    }
     let reboot = XEN.shutdown(SHUTDOWN_REBOOT);
     if let Err(e) = reboot {
         error(format_args!(

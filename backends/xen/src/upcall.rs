@@ -57,13 +57,13 @@ fn dispatch(me: u32, port: u32) {
     match lookup(port) {
         Some((PortKind::Timer, _)) => {
             if let Some(v) = timer_vector(me) {
-                ipi::self_ipi(v);
+                ipi::raise_here(v);
             }
         }
         Some((PortKind::Ipi, _)) => {
             for v in ipi::vectors(ipi::take(me)) {
                 if v != SERVICE_VECTOR {
-                    ipi::self_ipi(v);
+                    ipi::raise_here(v);
                 }
             }
         }

@@ -35,7 +35,7 @@ fn addr_mut<T>(p: &mut T) -> u64 {
 }
 
 impl<H: Hypercall> Xen<H> {
-    fn call(&self, op: u32, args: [u64; 5]) -> Result<u64, XenError> {
+    pub(crate) fn call(&self, op: u32, args: [u64; 5]) -> Result<u64, XenError> {
         // SAFETY: every caller below passes only pointers to live locals or
         // borrowed buffers of the type the operation expects (or plain
         // integers), which stay valid for the call.
@@ -323,10 +323,15 @@ impl<H: Hypercall> Xen<H> {
     /// `SCHEDOP_poll` on one port until it is pending, another event wakes
     /// the vCPU, or Xen system time reaches `timeout_abs_ns` (0: no limit).
     pub fn poll(&self, port: Port, timeout_abs_ns: u64) -> Result<(), XenError> {
-        let ports = [port];
+        self.poll_any(&[port], timeout_abs_ns)
+    }
+
+    /// `SCHEDOP_poll` on several ports: returns when one is pending (or
+    /// as [`Xen::poll`] says).
+    pub fn poll_any(&self, ports: &[Port], timeout_abs_ns: u64) -> Result<(), XenError> {
         let mut a = Poll {
             ports: ports.as_ptr() as u64,
-            nr_ports: 1,
+            nr_ports: ports.len() as u32,
             pad: 0,
             timeout: timeout_abs_ns,
         };

@@ -14,6 +14,7 @@ pub mod evtchn;
 pub mod hvm;
 pub mod memory;
 pub mod nr;
+pub mod pv;
 pub mod sched;
 pub mod shared;
 pub mod vcpu;

@@ -1,0 +1,588 @@
+//! MMU ops of a classic PV guest: the page tables are Xen's to validate.
+//!
+//! The kernel writes and reads entries in pseudo-physical terms, as
+//! everywhere; this module translates ([`super::p2m`]) and lets Xen write:
+//!
+//! - **Entries** go through `mmu_update` (a checked write at the entry's
+//!   machine address). Xen validates writes into tables in use and does a
+//!   plain write into frames that are not (yet) page tables, so one path
+//!   serves tables being built and tables in use. In lazy MMU mode the
+//!   requests queue per vCPU (up to [`QUEUE_LEN`]) and leave in one
+//!   hypercall; reading an entry first sends the queue, so reads always
+//!   see earlier writes.
+//! - **Page-table frames** must never be mapped writable while Xen uses
+//!   them: [`MmuOps::pt_alloc`] write-protects the frame's mapping in the
+//!   current address space and records it; an entry that maps a recorded
+//!   frame is written without its RW bit. Entries written before their
+//!   frame became a table (the direct map of a new address space is built
+//!   before its last tables are allocated) are caught when the new tree is
+//!   first loaded: [`MmuOps::write_cr3`] walks it, clears RW where needed,
+//!   write-protects every table frame, then pins the top table
+//!   (`MMUEXT_PIN_L4_TABLE`) and loads it (`MMUEXT_NEW_BASEPTR`). The boot
+//!   tables Xen built are unpinned once the kernel left them.
+//! - **TLB**: `MMUEXT_INVLPG_LOCAL`, `MMUEXT_TLB_FLUSH_LOCAL`, and for
+//!   other vCPUs `MMUEXT_TLB_FLUSH_MULTI`/`MMUEXT_INVLPG_MULTI` (Xen flushes
+//!   them itself: no IPI).
+//! - **CR2** is Xen's copy in `vcpu_info`; **CR3** is the pseudo-physical
+//!   address of the top table last loaded.
+//!
+//! Only 4 KiB leaf entries are used ([`MmuOps::large_pages`] is false).
+//! Page-table frames must be reached by the kernel through the direct map
+//! at `phys + phys_offset`, the only mapping this module write-protects.
+
+use super::p2m;
+use super::XenPv;
+use crate::abi::pv::{self, pte, MmuUpdate, MmuextOp, MulticallEntry, MMU_NORMAL_PT_UPDATE};
+use crate::error::XenError;
+use crate::warn::warn;
+use crate::xen::XEN;
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use pvops_core::irq::CpuMask;
+use pvops_core::mmu::{MmuOps, PtLevel, TlbRange};
+use x86_64::VirtAddr;
+
+/// Requests one lazy batch holds; a full queue is sent at once.
+pub const QUEUE_LEN: usize = 128;
+/// vCPUs with a lazy queue of their own (the others write unbatched).
+const QUEUES: usize = 4;
+/// Pseudo-physical frames the page-table record covers (1 GiB).
+pub const MAX_PFNS: u64 = 1 << 18;
+/// Top tables this module can keep pinned at once.
+const MAX_PINNED: usize = 16;
+
+/// An entry update Xen refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryError {
+    /// Virtual address of the entry.
+    pub entry: u64,
+    /// The value the kernel asked for (pseudo-physical).
+    pub value: u64,
+    /// Why.
+    pub error: EntryErrorKind,
+}
+
+/// Why an entry update failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryErrorKind {
+    /// Xen refused the `mmu_update`.
+    Refused(XenError),
+    /// The entry's own frame is beyond the domain's memory.
+    EntryOutsideDomain,
+    /// The value maps a frame beyond the domain's memory.
+    TargetOutsideDomain,
+}
+
+impl fmt::Display for EntryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "entry at {:#x} := {:#x}: ", self.entry, self.value)?;
+        match self.error {
+            EntryErrorKind::Refused(e) => write!(f, "Xen refused it ({e})"),
+            EntryErrorKind::EntryOutsideDomain => {
+                f.write_str("the entry is not in this domain's memory")
+            }
+            EntryErrorKind::TargetOutsideDomain => {
+                f.write_str("it maps a frame this domain does not have")
+            }
+        }
+    }
+}
+
+static LAST_ERROR: AtomicU64 = AtomicU64::new(0);
+static ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Entry updates refused since boot.
+pub fn refused() -> u64 {
+    ERRORS.load(Ordering::Relaxed)
+}
+
+fn report(e: EntryError) {
+    ERRORS.fetch_add(1, Ordering::Relaxed);
+    LAST_ERROR.store(e.entry, Ordering::Relaxed);
+    warn(format_args!("xen-pv: page-table update failed: {e}"));
+}
+
+struct Queue {
+    len: usize,
+    /// Kernel-side view of each queued request, for error reports.
+    what: [(u64, u64); QUEUE_LEN],
+    reqs: [MmuUpdate; QUEUE_LEN],
+}
+
+struct Queues([UnsafeCell<Queue>; QUEUES]);
+
+// SAFETY: queue `i` is only touched by vCPU `i`, with events masked (see
+// `with_queue`), so never by two contexts at once.
+unsafe impl Sync for Queues {}
+
+static QUEUE: Queues = Queues(
+    [const {
+        UnsafeCell::new(Queue {
+            len: 0,
+            what: [(0, 0); QUEUE_LEN],
+            reqs: [MmuUpdate { ptr: 0, val: 0 }; QUEUE_LEN],
+        })
+    }; QUEUES],
+);
+static LAZY: [AtomicBool; QUEUES] = [const { AtomicBool::new(false) }; QUEUES];
+
+/// Runs `f` on this vCPU's queue with events masked, or returns `None`
+/// for a vCPU without one.
+fn with_queue<R>(f: impl FnOnce(&mut Queue) -> R) -> Option<R> {
+    let me = crate::percpu::current() as usize;
+    if me >= QUEUES {
+        return None;
+    }
+    let flags = super::irq::save_and_mask();
+    // SAFETY: queue `me` belongs to this vCPU and events are masked, so
+    // nothing else runs on it meanwhile (see `Queues`).
+    let r = f(unsafe { &mut *QUEUE.0[me].get() });
+    super::irq::restore(flags);
+    Some(r)
+}
+
+fn send(q: &mut Queue) {
+    let mut start = 0;
+    while start < q.len {
+        match XEN.mmu_update(&q.reqs[start..q.len]) {
+            Ok(()) => break,
+            Err(e) => {
+                let bad = start + e.done;
+                if bad < q.len {
+                    let (entry, value) = q.what[bad];
+                    report(EntryError {
+                        entry,
+                        value,
+                        error: EntryErrorKind::Refused(e.error),
+                    });
+                }
+                // Skip the refused request; send the rest.
+                start = bad + 1;
+            }
+        }
+    }
+    q.len = 0;
+}
+
+fn lazy_here() -> bool {
+    let me = crate::percpu::current() as usize;
+    me < QUEUES && LAZY[me].load(Ordering::Relaxed)
+}
+
+/// Sends this vCPU's queued updates.
+pub fn flush_queue() {
+    let _ = with_queue(|q| {
+        if q.len > 0 {
+            send(q)
+        }
+    });
+}
+
+static TABLES: [AtomicU64; (MAX_PFNS / 64) as usize] =
+    [const { AtomicU64::new(0) }; (MAX_PFNS / 64) as usize];
+
+/// Records `pfn` as a page-table frame; false if beyond the record.
+pub fn mark_table(pfn: u64) -> bool {
+    if pfn >= MAX_PFNS {
+        return false;
+    }
+    TABLES[(pfn / 64) as usize].fetch_or(1 << (pfn % 64), Ordering::Relaxed);
+    true
+}
+
+fn unmark_table(pfn: u64) {
+    if pfn < MAX_PFNS {
+        TABLES[(pfn / 64) as usize].fetch_and(!(1 << (pfn % 64)), Ordering::Relaxed);
+    }
+}
+
+/// Whether `pfn` is a recorded page-table frame.
+pub fn is_table(pfn: u64) -> bool {
+    pfn < MAX_PFNS && TABLES[(pfn / 64) as usize].load(Ordering::Relaxed) & (1 << (pfn % 64)) != 0
+}
+
+static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
+static CURRENT_ROOT: AtomicU64 = AtomicU64::new(0);
+static BOOT_ROOT: AtomicU64 = AtomicU64::new(u64::MAX);
+static PINNED: [AtomicU64; MAX_PINNED] = [const { AtomicU64::new(u64::MAX) }; MAX_PINNED];
+
+/// Records where the boot tables are and where the direct map is.
+pub fn init(boot_root_pfn: u64, phys_offset: u64) {
+    PHYS_OFFSET.store(phys_offset, Ordering::Relaxed);
+    CURRENT_ROOT.store(boot_root_pfn, Ordering::Relaxed);
+    BOOT_ROOT.store(boot_root_pfn, Ordering::Relaxed);
+    PINNED[0].store(boot_root_pfn, Ordering::Relaxed);
+}
+
+fn is_pinned(root: u64) -> bool {
+    PINNED.iter().any(|p| p.load(Ordering::Relaxed) == root)
+}
+
+fn set_pinned(root: u64, on: bool) -> bool {
+    let (from, to) = if on {
+        (u64::MAX, root)
+    } else {
+        (root, u64::MAX)
+    };
+    PINNED.iter().any(|p| {
+        p.compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    })
+}
+
+fn va_of(pfn: u64) -> u64 {
+    (pfn << 12).wrapping_add(PHYS_OFFSET.load(Ordering::Relaxed))
+}
+
+fn pfn_of_va(va: u64) -> u64 {
+    va.wrapping_sub(PHYS_OFFSET.load(Ordering::Relaxed)) >> 12
+}
+
+/// The request that writes `value` (pseudo-physical) at `entry`.
+fn request(level: PtLevel, entry: u64, value: u64) -> Result<MmuUpdate, EntryErrorKind> {
+    let mfn = p2m::mfn(pfn_of_va(entry)).ok_or(EntryErrorKind::EntryOutsideDomain)?;
+    let mut val = p2m::to_machine(value).ok_or(EntryErrorKind::TargetOutsideDomain)?;
+    let leaf = level == PtLevel::Pte || value & pte::HUGE != 0;
+    if leaf && value & pte::PRESENT != 0 && is_table((value & pte::ADDR_MASK) >> 12) {
+        // A page table is never writable through a mapping (see the docs).
+        val &= !pte::WRITABLE;
+    }
+    Ok(MmuUpdate {
+        ptr: (mfn << 12) | (entry & 0xff8) | MMU_NORMAL_PT_UPDATE,
+        val,
+    })
+}
+
+/// Writes one entry now or into the lazy queue.
+pub fn set_entry(level: PtLevel, entry: u64, value: u64) -> Result<(), EntryError> {
+    let req = request(level, entry, value).map_err(|error| EntryError {
+        entry,
+        value,
+        error,
+    })?;
+    if lazy_here() {
+        let queued = with_queue(|q| {
+            if q.len == QUEUE_LEN {
+                send(q);
+            }
+            q.reqs[q.len] = req;
+            q.what[q.len] = (entry, value);
+            q.len += 1;
+        });
+        if queued.is_some() {
+            return Ok(());
+        }
+    }
+    XEN.mmu_update(&[req]).map_err(|e| EntryError {
+        entry,
+        value,
+        error: EntryErrorKind::Refused(e.error),
+    })
+}
+
+fn mmuext1(cmd: u32, arg1: u64, arg2: u64) -> Result<(), XenError> {
+    XEN.mmuext(&[MmuextOp {
+        cmd,
+        pad: 0,
+        arg1,
+        arg2,
+    }])
+}
+
+/// Write-protects the mapping of `pfn` in the current address space.
+fn protect_calls(pfn: u64, writable: bool) -> Option<MulticallEntry> {
+    let mfn = p2m::mfn(pfn)?;
+    let mut val = (mfn << 12) | pte::PRESENT | pte::ACCESSED | pte::DIRTY;
+    if writable {
+        val |= pte::WRITABLE;
+    }
+    Some(MulticallEntry {
+        op: u64::from(pv::UPDATE_VA_MAPPING),
+        result: 0,
+        args: [va_of(pfn), val, 0, 0, 0, 0],
+    })
+}
+
+/// Sends a batch of `update_va_mapping`s; the first failure is returned.
+fn send_calls(calls: &mut [MulticallEntry]) -> Result<(), XenError> {
+    if calls.is_empty() {
+        return Ok(());
+    }
+    XEN.multicall(calls)?;
+    for c in calls.iter() {
+        XenError::check(c.result)?;
+    }
+    Ok(())
+}
+
+/// Walks the tree under `root` (lower half only: the upper half is
+/// Xen's), calling `f(level_of_table, pfn_of_table)` for every table.
+fn walk(
+    root: u64,
+    f: &mut impl FnMut(PtLevel, u64) -> Result<(), XenError>,
+) -> Result<(), XenError> {
+    fn down(
+        level: PtLevel,
+        pfn: u64,
+        f: &mut impl FnMut(PtLevel, u64) -> Result<(), XenError>,
+    ) -> Result<(), XenError> {
+        f(level, pfn)?;
+        let child = match level {
+            PtLevel::P4d => PtLevel::Pud,
+            PtLevel::Pud => PtLevel::Pmd,
+            PtLevel::Pmd => PtLevel::Pte,
+            PtLevel::Pte => return Ok(()),
+        };
+        let n = if level == PtLevel::P4d { 256 } else { 512 };
+        let table = va_of(pfn) as *const u64;
+        for i in 0..n {
+            // SAFETY: `table` is a table frame of this domain, reachable
+            // through the direct map (module docs); entry i is inside it.
+            let e = unsafe { table.add(i).read_volatile() };
+            if e & pte::PRESENT == 0 || e & pte::HUGE != 0 {
+                continue;
+            }
+            let Some(p) = p2m::pfn((e & pte::ADDR_MASK) >> 12) else {
+                continue;
+            };
+            down(child, p, f)?;
+        }
+        Ok(())
+    }
+    down(PtLevel::P4d, root, f)
+}
+
+/// Records every table of the tree under `root` (Xen's boot tables).
+pub fn mark_tree(root: u64) -> Result<(), XenError> {
+    walk(root, &mut |_, pfn| {
+        if mark_table(pfn) {
+            Ok(())
+        } else {
+            Err(XenError {
+                errno: crate::abi::errno::ERANGE,
+            })
+        }
+    })
+}
+
+/// Makes the tree under `root` acceptable to Xen and pins it.
+fn pin_tree(root: u64) -> Result<(), XenError> {
+    flush_queue();
+    // 1. Record every table of the new tree.
+    mark_tree(root)?;
+    // 2. No leaf may map a table writable.
+    let mut fixes: [MmuUpdate; 64] = [MmuUpdate::default(); 64];
+    let mut n = 0;
+    walk(root, &mut |level, pfn| {
+        if level != PtLevel::Pte {
+            return Ok(());
+        }
+        let table = va_of(pfn) as *const u64;
+        let mfn = p2m::mfn(pfn).unwrap_or(0);
+        for i in 0..512 {
+            // SAFETY: as in `walk`.
+            let e = unsafe { table.add(i).read_volatile() };
+            if e & pte::PRESENT == 0 || e & pte::WRITABLE == 0 {
+                continue;
+            }
+            if !p2m::pfn((e & pte::ADDR_MASK) >> 12).is_some_and(is_table) {
+                continue;
+            }
+            fixes[n] = MmuUpdate {
+                ptr: (mfn << 12) | (i as u64 * 8) | MMU_NORMAL_PT_UPDATE,
+                val: e & !pte::WRITABLE,
+            };
+            n += 1;
+            if n == fixes.len() {
+                XEN.mmu_update(&fixes[..n]).map_err(|e| e.error)?;
+                n = 0;
+            }
+        }
+        Ok(())
+    })?;
+    XEN.mmu_update(&fixes[..n]).map_err(|e| e.error)?;
+    // 3. Every table read-only in the current address space.
+    let mut calls = [MulticallEntry::default(); 32];
+    let mut n = 0;
+    walk(root, &mut |_, pfn| {
+        if let Some(c) = protect_calls(pfn, false) {
+            calls[n] = c;
+            n += 1;
+        }
+        if n == calls.len() {
+            send_calls(&mut calls[..n])?;
+            n = 0;
+        }
+        Ok(())
+    })?;
+    send_calls(&mut calls[..n])?;
+    mmuext1(pv::MMUEXT_TLB_FLUSH_LOCAL, 0, 0)?;
+    // 4. Pin.
+    let mfn = p2m::mfn(root).ok_or(XenError {
+        errno: crate::abi::errno::EINVAL,
+    })?;
+    mmuext1(pv::MMUEXT_PIN_L4_TABLE, mfn, 0)?;
+    set_pinned(root, true);
+    Ok(())
+}
+
+fn load_root(root: u64) -> Result<(), XenError> {
+    flush_queue();
+    if !is_pinned(root) {
+        pin_tree(root)?;
+    }
+    let mfn = p2m::mfn(root).ok_or(XenError {
+        errno: crate::abi::errno::EINVAL,
+    })?;
+    mmuext1(pv::MMUEXT_NEW_BASEPTR, mfn, 0)?;
+    let old = CURRENT_ROOT.swap(root, Ordering::Relaxed);
+    if old != root && old == BOOT_ROOT.load(Ordering::Relaxed) {
+        // Xen's boot tables are left for good: unpin them, so their
+        // frames stop counting as tables in Xen's eyes.
+        if let Some(m) = p2m::mfn(old) {
+            match mmuext1(pv::MMUEXT_UNPIN_TABLE, m, 0) {
+                Ok(()) => {
+                    set_pinned(old, false);
+                    BOOT_ROOT.store(u64::MAX, Ordering::Relaxed);
+                }
+                Err(e) => warn(format_args!("xen-pv: unpinning the boot page tables: {e}")),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn vcpu_cr2() -> Option<pvops_core::shmem::ShPtr<u64>> {
+    let vi = crate::shared::vcpu_info_ptr(crate::percpu::current())?;
+    Some(vi.field::<u64>(core::mem::offset_of!(
+        crate::abi::shared::VcpuInfo,
+        arch_cr2
+    )))
+}
+
+impl MmuOps for XenPv {
+    fn read_cr2() -> u64 {
+        vcpu_cr2().map_or(0, |p| p.read())
+    }
+
+    unsafe fn write_cr2(value: u64) {
+        if let Some(p) = vcpu_cr2() {
+            p.write(value)
+        }
+    }
+
+    fn read_cr3() -> u64 {
+        CURRENT_ROOT.load(Ordering::Relaxed) << 12
+    }
+
+    unsafe fn write_cr3(value: u64) {
+        let root = (value & pte::ADDR_MASK) >> 12;
+        if let Err(e) = load_root(root) {
+            crate::warn::error(format_args!(
+                "xen-pv: loading page tables at {:#x} failed: {e}",
+                root << 12
+            ));
+        }
+    }
+
+    unsafe fn set_entry(level: PtLevel, entry: *mut u64, value: u64) {
+        if let Err(e) = set_entry(level, entry as u64, value) {
+            report(e);
+        }
+    }
+
+    unsafe fn read_entry(_level: PtLevel, entry: *const u64) -> u64 {
+        if lazy_here() {
+            flush_queue();
+        }
+        // SAFETY: the caller guarantees `entry` is a live entry of a table
+        // mapped (read-only, at least) through the direct map.
+        p2m::to_pseudo(unsafe { entry.read_volatile() })
+    }
+
+    fn flush_tlb_single(addr: VirtAddr) {
+        flush_queue();
+        let _ = mmuext1(pv::MMUEXT_INVLPG_LOCAL, addr.as_u64(), 0);
+    }
+
+    fn flush_tlb_local() {
+        flush_queue();
+        let _ = mmuext1(pv::MMUEXT_TLB_FLUSH_LOCAL, 0, 0);
+    }
+
+    fn flush_tlb_others(cpus: &CpuMask, range: TlbRange) {
+        flush_queue();
+        let mask = cpus.words().as_ptr() as u64;
+        let r = match range {
+            TlbRange::Pages { start, pages } if pages <= 32 => (0..pages).try_for_each(|i| {
+                mmuext1(pv::MMUEXT_INVLPG_MULTI, start.as_u64() + (i << 12), mask)
+            }),
+            _ => mmuext1(pv::MMUEXT_TLB_FLUSH_MULTI, 0, mask),
+        };
+        if let Err(e) = r {
+            warn(format_args!("xen-pv: remote TLB flush failed: {e}"));
+        }
+    }
+
+    fn pt_alloc(_level: PtLevel, pfn: u64) {
+        if !mark_table(pfn) {
+            warn(format_args!(
+                "xen-pv: page table at {:#x} beyond the {} MiB this backend tracks",
+                pfn << 12,
+                MAX_PFNS >> 8
+            ));
+        }
+        let r = protect_calls(pfn, false)
+            .ok_or(XenError {
+                errno: crate::abi::errno::EINVAL,
+            })
+            .and_then(|c| {
+                XEN.update_va_mapping(c.args[0], c.args[1], pv::UVMF_INVLPG | pv::UVMF_LOCAL)
+            });
+        if let Err(e) = r {
+            warn(format_args!(
+                "xen-pv: write-protecting page table {:#x}: {e}",
+                pfn << 12
+            ));
+        }
+    }
+
+    fn pt_release(_level: PtLevel, pfn: u64) {
+        flush_queue();
+        if is_pinned(pfn) {
+            if let Some(m) = p2m::mfn(pfn) {
+                if mmuext1(pv::MMUEXT_UNPIN_TABLE, m, 0).is_ok() {
+                    set_pinned(pfn, false);
+                }
+            }
+        }
+        unmark_table(pfn);
+        if let Some(c) = protect_calls(pfn, true) {
+            let _ = XEN.update_va_mapping(c.args[0], c.args[1], pv::UVMF_INVLPG | pv::UVMF_LOCAL);
+        }
+    }
+
+    fn enter_lazy() {
+        let me = crate::percpu::current() as usize;
+        if me < QUEUES {
+            LAZY[me].store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn leave_lazy() {
+        flush_queue();
+        let me = crate::percpu::current() as usize;
+        if me < QUEUES {
+            LAZY[me].store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn flush_lazy() {
+        flush_queue();
+    }
+
+    fn large_pages() -> bool {
+        false
+    }
+}

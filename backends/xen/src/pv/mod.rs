@@ -1,0 +1,256 @@
+//! The classic PV flavour of the Xen backend: the kernel runs in ring 3,
+//! and every privileged act goes through Xen.
+//!
+//! | op group | how |
+//! |---|---|
+//! | CPU | [`cpu`]: CPUID by Xen's forced-emulation prefix, GDT by `set_gdt`, IDT by `set_trap_table`, CR0.TS by `fpu_taskswitch`, returns by `HYPERVISOR_iret` ([`traps`]) |
+//! | interrupt flag | the `vcpu_info` upcall mask ([`irq`]) |
+//! | MMU | `mmu_update` (batched in lazy mode), `mmuext_op` pin/unpin/new base pointer/TLB flushes, `update_va_mapping` ([`mmu`], [`p2m`]) |
+//! | events, time, locks, console, shutdown | the PVH backend's code: the ABI is the same ([`crate::evtchn`], [`crate::time`], ...) |
+//!
+//! ## Entry and boot layout
+//! `pvops::boot_entry!` gives the kernel ELF the PV notes (`VIRT_BASE` and
+//! `PADDR_OFFSET` 0, so Xen maps its boot layout at virtual = pseudo-
+//! physical addresses) and a 64-bit entry that hands the kernel
+//! `start_info`. [`setup::extend_direct_map`] then maps the domain's other
+//! frames the same way: the kernel sees its memory identity-mapped, as
+//! under PVH.
+//!
+//! ## Events
+//! Xen bounces event upcalls to [`traps`]' event entry, which enters the
+//! kernel's handler of [`pvops_core::smp::SERVICE_VECTOR`] as if that
+//! vector had fired; the upcall handler ([`crate::upcall`]) then runs the
+//! handlers of the timer and IPI vectors directly ([`traps::raise`]),
+//! where PVH re-raises them with the local APIC.
+//!
+//! ## Limits
+//! One vCPU: secondary vCPUs (`VCPUOP_initialise` with a PV context) are
+//! not started yet. The pseudo-physical memory must fit the page-table
+//! record ([`mmu::MAX_PFNS`], 1 GiB) and its PTE tables the 512 KiB
+//! padding of Xen's boot layout (about 250 MiB).
+
+pub mod calls;
+pub mod cpu;
+pub mod irq;
+pub mod mmu;
+pub mod p2m;
+pub mod setup;
+pub mod traps;
+
+use crate::abi::pv::{pte, CALLBACKTYPE_EVENT, CALLBACKTYPE_FAILSAFE, UVMF_INVLPG};
+use crate::hypercall::{self, Instruction};
+use crate::xen::XEN;
+use crate::{fail, warn, XenPvh, NAME};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use pvops_core::abi::pv_start_info::{pv_memmap, PvStartInfo};
+use pvops_core::abi::start_info::HvmMemmapEntry;
+use pvops_core::backend::{BackendError, BootContext};
+use pvops_core::cpu::CpuId;
+use pvops_core::lock::LockOps;
+use pvops_core::platform::{ConsoleOps, Features, Identity, MemoryMapOps, Platform, ShutdownOps};
+use pvops_core::table::PvOps;
+use pvops_core::time::{TimeOps, WallClock};
+
+/// The exit code a failsafe callback ends the domain with.
+pub const EXIT_FAILSAFE: u8 = 3;
+
+/// The Xen classic-PV backend. CPU, interrupt-flag and MMU ops are its
+/// own; time, locks, console and shutdown are [`XenPvh`]'s (the same ABI).
+#[derive(Debug)]
+pub enum XenPv {}
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static NR_PAGES: AtomicU64 = AtomicU64::new(0);
+static RESERVED_START: AtomicU64 = AtomicU64::new(0);
+static RESERVED_END: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the backend runs a classic PV guest (set once, at init).
+#[inline]
+pub fn is_active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+/// The frame number Xen wants for the kernel's pseudo-physical frame
+/// `pfn`: the machine frame under PV, `pfn` itself under PVH.
+pub fn frame_for_xen(pfn: u64) -> u64 {
+    if is_active() {
+        p2m::mfn(pfn).unwrap_or(pfn)
+    } else {
+        pfn
+    }
+}
+
+/// Pseudo-physical frame of a kernel virtual address (image or direct
+/// map; both are identity here).
+pub(crate) fn mmu_pfn_of(va: u64) -> u64 {
+    crate::shared::paddr_of(va as *const u8) >> 12
+}
+
+impl ConsoleOps for XenPv {
+    fn write(bytes: &[u8]) {
+        <XenPvh as ConsoleOps>::write(bytes)
+    }
+}
+
+impl ShutdownOps for XenPv {
+    fn shutdown(code: u8) -> ! {
+        <XenPvh as ShutdownOps>::shutdown(code)
+    }
+}
+
+impl MemoryMapOps for XenPv {
+    fn memory_map(out: &mut [HvmMemmapEntry]) -> usize {
+        pv_memmap(
+            NR_PAGES.load(Ordering::Relaxed),
+            RESERVED_START.load(Ordering::Relaxed)..RESERVED_END.load(Ordering::Relaxed),
+            out,
+        )
+    }
+}
+
+impl TimeOps for XenPv {
+    fn sched_clock() -> u64 {
+        <XenPvh as TimeOps>::sched_clock()
+    }
+    fn wall_clock() -> WallClock {
+        <XenPvh as TimeOps>::wall_clock()
+    }
+    fn steal_clock(cpu: CpuId) -> u64 {
+        <XenPvh as TimeOps>::steal_clock(cpu)
+    }
+    fn timer_setup(vector: u8) {
+        <XenPvh as TimeOps>::timer_setup(vector)
+    }
+    fn timer_arm(delta_ns: u64) {
+        <XenPvh as TimeOps>::timer_arm(delta_ns)
+    }
+    fn timer_cancel() {
+        <XenPvh as TimeOps>::timer_cancel()
+    }
+}
+
+impl LockOps for XenPv {
+    fn wait(byte: &core::sync::atomic::AtomicU8, expected: u8) {
+        <XenPvh as LockOps>::wait(byte, expected)
+    }
+    fn kick(cpu: CpuId) {
+        <XenPvh as LockOps>::kick(cpu)
+    }
+}
+
+fn xen_err(reason: &'static str) -> impl FnOnce(crate::XenError) -> BackendError {
+    move |e| fail(reason, Some(e))
+}
+
+/// Brings the backend up for a classic PV guest described by `si`.
+pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps, BackendError> {
+    hypercall::select(Instruction::Syscall);
+    let version = XEN.version().map_err(|e| BackendError {
+        backend: NAME,
+        reason: "XENVER_version failed: Xen does not answer hypercalls",
+        detail: Some(e.detail()),
+    })?;
+    crate::console::use_hypercall();
+    crate::arm_faults(ctx);
+    if version < (4, 10) {
+        return Err(fail("Xen older than 4.10", None));
+    }
+    ACTIVE.store(true, Ordering::Relaxed);
+
+    // Shared info first: it holds the event mask.
+    // SAFETY: the parser checked the list lies in the boot layout, which
+    // stays mapped (and, once extended, inside the direct map) for good.
+    unsafe { p2m::set_list(si.mfn_list, si.nr_pages) };
+    let shared_va = crate::shared::SHARED_INFO.as_ptr() as u64;
+    let shared_mfn = si.shared_info_maddr >> 12;
+    XEN.update_va_mapping(
+        shared_va,
+        (shared_mfn << 12) | pte::PRESENT | pte::WRITABLE | pte::ACCESSED | pte::DIRTY,
+        UVMF_INVLPG,
+    )
+    .map_err(xen_err("update_va_mapping(shared_info) failed"))?;
+    p2m::set_override(mmu_pfn_of(shared_va), shared_mfn);
+    crate::shared::set_mapped();
+    irq::save_and_mask();
+    if let Some(sh) = crate::shared::shared_info() {
+        // SAFETY: shared info was just mapped over SHARED_INFO, for good.
+        unsafe { crate::evtchn::SharedEvents::new(sh) }.mask_all();
+    }
+
+    XEN.register_callback(
+        CALLBACKTYPE_EVENT,
+        traps::event_entry as *const () as u64,
+        0,
+    )
+    .map_err(xen_err("CALLBACKOP_register(event) failed"))?;
+    XEN.register_callback(
+        CALLBACKTYPE_FAILSAFE,
+        traps::failsafe_entry as *const () as u64,
+        0,
+    )
+    .map_err(xen_err("CALLBACKOP_register(failsafe) failed"))?;
+
+    mmu::init(si.pt_base >> 12, ctx.phys_offset);
+    mmu::mark_tree(si.pt_base >> 12).map_err(xen_err("reading the boot page tables failed"))?;
+    let reserved_end = setup::extend_direct_map(si).map_err(|e| {
+        warn::error(format_args!("xen-pv: mapping the domain's memory: {e}"));
+        BackendError {
+            backend: NAME,
+            reason: "mapping the domain's memory failed",
+            detail: None,
+        }
+    })?;
+    NR_PAGES.store(si.nr_pages, Ordering::Relaxed);
+    // Below the kernel is nothing Xen gave the kernel to use.
+    RESERVED_START.store(0, Ordering::Relaxed);
+    RESERVED_END.store(reserved_end, Ordering::Relaxed);
+
+    let iopl = XEN.set_iopl(1);
+    if let Err(e) = iopl {
+        warn::warn(format_args!(
+            "xen-pv: PHYSDEVOP_set_iopl refused ({e}): I/O port accesses will fault"
+        ));
+    }
+    cpu::init_cr0();
+    crate::percpu::configure_pv();
+
+    let me = 0;
+    crate::runstate::enable_update_flag();
+    crate::setup::setup_vcpu(me).map_err(|e| {
+        warn::error(format_args!("xen: boot cpu {me}: {e}"));
+        BackendError {
+            backend: NAME,
+            reason: "setting up the boot vCPU failed",
+            detail: Some(e.error.detail()),
+        }
+    })?;
+    pvops_core::smp::set_upcall_handler(crate::upcall::handle);
+    crate::smp::set_possible(1);
+
+    let mut names = Features::new();
+    names.push(Instruction::Syscall.name());
+    names.push("trap-table");
+    names.push("iret-hypercall");
+    names.push("mmu-update");
+    names.push("lazy-mmu-batch");
+    names.push("evtchn-2l");
+    names.push("pvclock");
+    names.push("singleshot-timer");
+    names.push("evtchn-ipi");
+    names.push("poll-kick");
+    if crate::runstate::is_registered(me) {
+        names.push("runstate");
+    }
+    if iopl.is_ok() {
+        names.push("iopl");
+    }
+    if let Some(c) = crate::console::kind().feature() {
+        names.push(c);
+    }
+    Ok(PvOps::of::<XenPv>(Identity {
+        platform: Platform::XenPv,
+        backend: NAME,
+        features: names,
+        hypervisor: Some(pvops_core::detect::HypervisorKind::Xen),
+    }))
+}
