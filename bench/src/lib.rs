@@ -317,6 +317,9 @@ impl LockOps for Host {
     fn kick(_: CpuId) {}
 }
 
+/// Issues no hypercalls.
+impl pvops_core::platform::CounterOps for Host {}
+
 impl ConsoleOps for Host {
     fn write(bytes: &[u8]) {
         use std::io::Write;

@@ -4,6 +4,12 @@
 //! pvops wrapper, whose call site `pvops::patch::apply` rewrote) or `pvops`
 //! (a call through the installed table, as an unpatched kernel pays).
 //!
+//! Where the backend counts its hypercalls (Xen), each line also carries
+//! `hypercalls=<n>` for the whole loop; `map_512` maps 512 pages of one
+//! PTE table once one hypercall per entry and once in a lazy MMU batch.
+//! Where the kernel is not in ring 0 (Xen PV) the `native` paths do not
+//! exist and are skipped.
+//!
 //! Cycles inside a virtual machine are not hardware timings (the
 //! environments here all emulate), so lines are labelled `timing=emulated`
 //! whenever CPUID says a hypervisor is present. What a hypervisor costs is
@@ -32,6 +38,7 @@ struct Bench<'a> {
     sync_ns: u64,
     iters: u64,
     emulated: bool,
+    ring0: bool,
     seq: u32,
     frames: &'a mut FrameAllocator,
     aspace: &'a AddressSpace,
@@ -52,7 +59,17 @@ fn idle(ns: u64) {
 
 impl Bench<'_> {
     /// Runs `op` ITERS times in batches and prints its line.
-    fn run(&mut self, op: &str, path: &str, mut f: impl FnMut()) {
+    fn run(&mut self, op: &str, path: &str, f: impl FnMut()) {
+        let iters = self.iters;
+        self.run_n(op, path, iters, BATCH, f)
+    }
+
+    /// Runs `op` `iters` times in batches of `batch` and prints its line;
+    /// a `native` path only where the kernel runs in ring 0.
+    fn run_n(&mut self, op: &str, path: &str, iters: u64, batch: u64, mut f: impl FnMut()) {
+        if path == "native" && !self.ring0 {
+            return;
+        }
         self.seq += 1;
         let n = self.seq;
         if self.sync_ns > 0 {
@@ -60,14 +77,18 @@ impl Bench<'_> {
             idle(self.sync_ns);
         }
         let mut all = [0u64; MAX_BATCHES];
-        let samples = &mut all[..(self.iters / BATCH) as usize];
+        let samples = &mut all[..(iters / batch) as usize];
+        let calls_before = pvops::platform::hypercalls();
         for s in samples.iter_mut() {
             let t0 = rdtsc();
-            for _ in 0..BATCH {
+            for _ in 0..batch {
                 f();
             }
-            *s = (rdtsc() - t0) / BATCH;
+            *s = (rdtsc() - t0) / batch;
         }
+        let calls = pvops::platform::hypercalls()
+            .zip(calls_before)
+            .map(|(a, b)| a - b);
         if self.sync_ns > 0 {
             idle(self.sync_ns);
             crate::kprintln!("bench-sync {n}.end");
@@ -80,10 +101,14 @@ impl Bench<'_> {
         } else {
             ""
         };
-        let iters = self.iters;
-        crate::kprintln!(
-            "bench op={op} path={path} cycles_median={median} cycles_min={min} iters={iters}{timing} seq={n}"
-        );
+        match calls {
+            Some(h) => crate::kprintln!(
+                "bench op={op} path={path} cycles_median={median} cycles_min={min} iters={iters}{timing} hypercalls={h} seq={n}"
+            ),
+            None => crate::kprintln!(
+                "bench op={op} path={path} cycles_median={median} cycles_min={min} iters={iters}{timing} seq={n}"
+            ),
+        }
     }
 }
 
@@ -105,10 +130,14 @@ pub fn run_all(cmdline: &str, frames: &mut FrameAllocator, aspace: &AddressSpace
             / BATCH
             * BATCH,
         emulated,
+        ring0: cpu::ring0(),
         seq: 0,
         frames,
         aspace,
     };
+    if !b.ring0 {
+        crate::kprintln!("pvops: info: bench: the kernel is not in ring 0: no native paths");
+    }
     // The baseline: what the bracketing itself costs (the harness subtracts it).
     b.run("noop", "native", || core::hint::black_box(()));
 
@@ -210,6 +239,7 @@ pub fn run_all(cmdline: &str, frames: &mut FrameAllocator, aspace: &AddressSpace
             });
             batch.commit();
         }
+        map_512(&mut b, frame);
     } else {
         crate::kprintln!("pvops: warning: bench: no frame for the page-table ops");
     }
@@ -264,4 +294,35 @@ pub fn run_all(cmdline: &str, frames: &mut FrameAllocator, aspace: &AddressSpace
     } else {
         crate::kprintln!("pvops: info: bench: one CPU online, cross-CPU ops not measured");
     }
+}
+
+/// Where `map_512` maps: a PTE table of its own, 2 MiB past `TEST_VA`.
+const MAP_512_VA: u64 = TEST_VA + (2 << 20);
+
+/// Maps the 512 pages of one PTE table to `frame`, one update at a time
+/// (`path=unbatched`) and in one lazy MMU batch (`path=lazy`), each once
+/// (`iters=1`: the cycles are for all 512): the line's `hypercalls=` is
+/// what 512 updates cost each way where updates are hypercalls.
+fn map_512(b: &mut Bench<'_>, frame: u64) {
+    let Some(first) = b.aspace.pte(b.frames, MAP_512_VA) else {
+        crate::kprintln!("pvops: warning: bench: no PTE table for map_512");
+        return;
+    };
+    let map_all = || {
+        for i in 0..512u64 {
+            let va = MAP_512_VA + i * 4096;
+            // SAFETY: `first` starts the PTE table that maps MAP_512_VA's
+            // 2 MiB (so entry i is inside it), which nothing else uses; the
+            // value maps the bench's own test frame.
+            unsafe { mmu::set_pte(first.add(i as usize), frame | 0x3, VirtAddr::new(va)) }.ignore();
+        }
+    };
+    // One op = 512 updates; the lazy batch ends inside the measured op.
+    b.run_n("map_512", "unbatched", 1, 1, map_all);
+    b.run_n("map_512", "lazy", 1, 1, || {
+        let lazy = mmu::lazy();
+        map_all();
+        lazy.commit();
+    });
+    mmu::flush_tlb_local();
 }

@@ -140,6 +140,13 @@ pub trait CpuOps {
     /// # Safety
     /// `selector` must name an available 64-bit TSS in the current GDT.
     unsafe fn load_tr(selector: u16);
+    /// Whether the kernel runs in ring 0, where privileged instructions
+    /// execute directly (false under Xen classic PV). For code that
+    /// measures or tests raw instructions beside the ops; kernel logic
+    /// should only need the ops.
+    fn ring0() -> bool {
+        true
+    }
     /// The IDT last loaded on this CPU, as the kernel gave it to
     /// [`CpuOps::load_idt`]. The default reads IDTR (`sidt`); where Xen
     /// keeps the real table (classic PV), the backend remembers the
@@ -213,6 +220,7 @@ pub struct CpuOpsTable {
     pub load_gdt: unsafe fn(&DescriptorTablePointer),
     pub load_idt: unsafe fn(&DescriptorTablePointer),
     pub load_tr: unsafe fn(u16),
+    pub ring0: fn() -> bool,
     pub store_idt: fn() -> DescriptorTablePointer,
     pub store_gdt: fn() -> DescriptorTablePointer,
     pub load_kernel_segments: unsafe fn(u16, u16),
@@ -240,6 +248,7 @@ impl CpuOpsTable {
             load_gdt: T::load_gdt,
             load_idt: T::load_idt,
             load_tr: T::load_tr,
+            ring0: T::ring0,
             store_idt: T::store_idt,
             store_gdt: T::store_gdt,
             load_kernel_segments: T::load_kernel_segments,
@@ -347,6 +356,12 @@ pub unsafe fn load_idt(idt: &DescriptorTablePointer) {
 pub unsafe fn load_tr(selector: u16) {
     // SAFETY: the caller upholds `CpuOps::load_tr`'s contract.
     unsafe { (ops().cpu.load_tr)(selector) }
+}
+
+/// Whether the kernel runs in ring 0 (see [`CpuOps::ring0`]).
+#[inline]
+pub fn ring0() -> bool {
+    (ops().cpu.ring0)()
 }
 
 /// The IDT last loaded on this CPU (see [`CpuOps::store_idt`]).

@@ -174,6 +174,16 @@ pub trait MemoryMapOps {
     fn memory_map(out: &mut [HvmMemmapEntry]) -> usize;
 }
 
+/// What a backend counts about its use of the hypervisor, for benchmarks
+/// and reports (every method has a default: nothing counted).
+pub trait CounterOps {
+    /// Hypercalls issued by the backend since boot (all CPUs; a batch such
+    /// as a Xen multicall counts once), or `None` if it does not count.
+    fn hypercalls() -> Option<u64> {
+        None
+    }
+}
+
 /// The console, shutdown and memory-map group of the ops table.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -182,15 +192,17 @@ pub struct PlatformOpsTable {
     pub console_write: fn(&[u8]),
     pub shutdown: fn(u8) -> !,
     pub memory_map: fn(&mut [HvmMemmapEntry]) -> usize,
+    pub hypercalls: fn() -> Option<u64>,
 }
 
 impl PlatformOpsTable {
     /// The table that forwards every op to `T`.
-    pub const fn of<T: ConsoleOps + ShutdownOps + MemoryMapOps>() -> Self {
+    pub const fn of<T: ConsoleOps + ShutdownOps + MemoryMapOps + CounterOps>() -> Self {
         Self {
             console_write: <T as ConsoleOps>::write,
             shutdown: <T as ShutdownOps>::shutdown,
             memory_map: <T as MemoryMapOps>::memory_map,
+            hypercalls: <T as CounterOps>::hypercalls,
         }
     }
 }
@@ -278,4 +290,10 @@ mod tests {
             "platform=native backend=native features=- hypervisor=tcg"
         );
     }
+}
+
+/// Hypercalls the installed backend issued since boot, if it counts them
+/// ([`CounterOps::hypercalls`]).
+pub fn hypercalls() -> Option<u64> {
+    (ops().platform.hypercalls)()
 }

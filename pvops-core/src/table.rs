@@ -17,7 +17,8 @@ use crate::lock::{LockOps, LockOpsTable};
 use crate::mmu::{MmuOps, MmuOpsTable, PtLevel, TlbRange};
 use crate::patch::{InlineOps, PatchTable};
 use crate::platform::{
-    ConsoleOps, Features, Identity, MemoryMapOps, Platform, PlatformOpsTable, ShutdownOps,
+    ConsoleOps, CounterOps, Features, Identity, MemoryMapOps, Platform, PlatformOpsTable,
+    ShutdownOps,
 };
 use crate::time::{TimeOps, TimeOpsTable, WallClock};
 use core::cell::UnsafeCell;
@@ -30,12 +31,20 @@ use x86_64::VirtAddr;
 /// backend fixed at build time (static dispatch: `B::disable()` inlines to
 /// the backend's own code, no table involved).
 pub trait Backend:
-    CpuOps + IrqOps + MmuOps + TimeOps + LockOps + ConsoleOps + ShutdownOps + MemoryMapOps
+    CpuOps + IrqOps + MmuOps + TimeOps + LockOps + ConsoleOps + ShutdownOps + MemoryMapOps + CounterOps
 {
 }
 
 impl<T> Backend for T where
-    T: CpuOps + IrqOps + MmuOps + TimeOps + LockOps + ConsoleOps + ShutdownOps + MemoryMapOps
+    T: CpuOps
+        + IrqOps
+        + MmuOps
+        + TimeOps
+        + LockOps
+        + ConsoleOps
+        + ShutdownOps
+        + MemoryMapOps
+        + CounterOps
 {
 }
 
@@ -366,6 +375,8 @@ impl LockOps for NotInstalled {
         not_installed("lock.kick")
     }
 }
+
+impl CounterOps for NotInstalled {}
 
 impl ConsoleOps for NotInstalled {
     /// Drops the bytes: a panic handler must be able to print before install.

@@ -70,6 +70,9 @@ use pvops_core::time::ClockScale;
 #[derive(Debug)]
 pub enum Native {}
 
+/// Issues no hypercalls.
+impl pvops_core::platform::CounterOps for Native {}
+
 impl ConsoleOps for Native {
     fn write(bytes: &[u8]) {
         serial::write(bytes)

@@ -152,6 +152,12 @@ pub const NAME: &str = "xen";
 #[derive(Debug)]
 pub enum XenPvh {}
 
+impl pvops_core::platform::CounterOps for XenPvh {
+    fn hypercalls() -> Option<u64> {
+        Some(crate::hypercall::issued())
+    }
+}
+
 impl ConsoleOps for XenPvh {
     fn write(bytes: &[u8]) {
         console::write(bytes)

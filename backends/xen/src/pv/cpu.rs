@@ -243,6 +243,10 @@ impl CpuOps for XenPv {
 
     unsafe fn load_tr(_selector: u16) {}
 
+    fn ring0() -> bool {
+        false
+    }
+
     fn store_idt() -> DescriptorTablePointer {
         pointer(&IDT_BASE, &IDT_LIMIT)
     }

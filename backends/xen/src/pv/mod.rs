@@ -86,6 +86,12 @@ pub(crate) fn mmu_pfn_of(va: u64) -> u64 {
     crate::shared::paddr_of(va as *const u8) >> 12
 }
 
+impl pvops_core::platform::CounterOps for XenPv {
+    fn hypercalls() -> Option<u64> {
+        Some(crate::hypercall::issued())
+    }
+}
+
 impl ConsoleOps for XenPv {
     fn write(bytes: &[u8]) {
         <XenPvh as ConsoleOps>::write(bytes)
