@@ -15,6 +15,14 @@
 //! `patched` loops are timed once more as `indirect` (sites calling through
 //! their slots): that figure goes only to the JSON file.
 //!
+//! Also timed, as op `1byte_site_form`: a 6-byte site holding the 1-byte
+//! `nop` stand-in of `cli`/`sti` in each form a patcher could write, the
+//! measurement behind pvops' prefix budget (`pvops_core::patch`, "Full-site
+//! forms"): `nop+nopl5` (what pvops writes), `ds3_nop+nop2` (the three
+//! prefixes the budget allows, still two instructions) and `ds5_nop` (one
+//! instruction, five prefixes: over the budget). Their ratio is to
+//! `irq_disable`'s native figure, the bare `nop`.
+//!
 //! Output: one `bench op=.. path=.. cycles_median=.. cycles_min=.. iters=..
 //! ratio_to_native=..` line per pair (cycles with two decimals: these ops
 //! take a few cycles), a verdict per op, and `target/bench/host.json`.
@@ -116,6 +124,54 @@ fn native_clock() -> u64 {
 
 batch!(noop_native, |acc| {
     acc = black_box(acc);
+});
+
+// ---- site forms of a 1-byte instruction (see the crate docs) ----
+
+/// The op name of the site-form rows.
+const FORM_OP: &str = "1byte_site_form";
+
+#[inline(always)]
+fn form_nop_nop5() {
+    // SAFETY: nop; nopl 0x0(%rax,%rax,1): does nothing.
+    unsafe {
+        asm!(
+            ".byte 0x90, 0x0f, 0x1f, 0x44, 0x00, 0x00",
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+}
+
+#[inline(always)]
+fn form_ds3_nop_nop2() {
+    // SAFETY: ds ds ds nop; xchg %ax, %ax: does nothing.
+    unsafe {
+        asm!(
+            ".byte 0x3e, 0x3e, 0x3e, 0x90, 0x66, 0x90",
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+}
+
+#[inline(always)]
+fn form_ds5_nop() {
+    // SAFETY: nop with five ignored DS prefixes: does nothing.
+    unsafe {
+        asm!(
+            ".byte 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x90",
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+}
+
+batch!(site_nop_nop5, |acc| {
+    form_nop_nop5();
+});
+batch!(site_ds3_nop_nop2, |acc| {
+    form_ds3_nop_nop2();
+});
+batch!(site_ds5_nop, |acc| {
+    form_ds5_nop();
 });
 
 batch!(save_native, |acc| {
@@ -283,6 +339,9 @@ type Batch = fn(u64) -> u64;
 struct Case {
     op: &'static str,
     path: &'static str,
+    /// The op whose `native` median the ratio is to (`op` itself, but for
+    /// the site forms).
+    base: &'static str,
     run: Batch,
     samples: Vec<f64>,
 }
@@ -291,8 +350,17 @@ fn case(op: &'static str, path: &'static str, run: Batch) -> Case {
     Case {
         op,
         path,
+        base: op,
         run,
         samples: Vec::with_capacity(REPS),
+    }
+}
+
+/// A site form of the 1-byte stand-in, compared with the bare `nop`.
+fn form(path: &'static str, run: Batch) -> Case {
+    Case {
+        base: "irq_disable",
+        ..case(FORM_OP, path, run)
     }
 }
 
@@ -363,6 +431,11 @@ fn cases() -> Vec<Case> {
         clock_patched,
         clock_pvops,
     ));
+    v.extend([
+        form("nop+nopl5", site_nop_nop5),
+        form("ds3_nop+nop2", site_ds3_nop_nop2),
+        form("ds5_nop", site_ds5_nop),
+    ]);
     v
 }
 
@@ -523,7 +596,9 @@ fn main() {
     };
     for c in &all {
         let (med, min) = median_min(&c.samples);
-        let ratio = native_of(&all, c.op).filter(|n| *n > 0.0).map(|n| med / n);
+        let ratio = native_of(&all, c.base)
+            .filter(|n| *n > 0.0)
+            .map(|n| med / n);
         let ratio_s = ratio.map_or("-".into(), |r| format!("{r:.3}"));
         println!(
             "bench op={} path={} cycles_median={med:.2} cycles_min={min:.2} iters={iters} ratio_to_native={ratio_s}",
@@ -550,7 +625,7 @@ fn main() {
     println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
     let mut ops: Vec<&str> = Vec::new();
     for c in &all {
-        if c.op != "noop" && !ops.contains(&c.op) {
+        if c.op != "noop" && c.op != FORM_OP && !ops.contains(&c.op) {
             ops.push(c.op);
         }
     }
@@ -593,6 +668,34 @@ fn main() {
     println!(
         "\n(TSC cycles per op, median of {REPS} batches of {BATCH}x{UNROLL}; loop overhead {noop:.2}/op included in every figure)"
     );
+    let bare = native_of(&all, "irq_disable").unwrap_or(f64::NAN);
+    println!(
+        "\n| 6-byte site of the 1-byte stand-in (nop) | instructions | prefixes | cycles | x bare nop |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (path, what, insns, prefixes) in [
+        (
+            "nop+nopl5",
+            "nop; nopl 0x0(%rax,%rax,1) (what pvops writes)",
+            2,
+            0,
+        ),
+        (
+            "ds3_nop+nop2",
+            "ds ds ds nop; xchg %ax,%ax (the budget)",
+            2,
+            3,
+        ),
+        ("ds5_nop", "ds ds ds ds ds nop (over the budget)", 1, 5),
+    ] {
+        if let Some(c) = all.iter().find(|c| c.op == FORM_OP && c.path == path) {
+            let med = median_min(&c.samples).0;
+            println!(
+                "| {what} | {insns} | {prefixes} | {med:.2} | {:.2}x |",
+                med / bare
+            );
+        }
+    }
 
     let sites: Vec<String> = bindings
         .iter()

@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | `irq.save_flags` | `pushf; pop %rax` (the real instruction pair) |
 //! | `irq.restore_flags` | `push %rdi; popf` (real; ring 3 may change ID, not IF) |
-//! | `irq.disable`, `irq.enable` | `nop` (nothing unprivileged does what `cli`/`sti` do) |
+//! | `irq.disable`, `irq.enable` | `nop` (nothing unprivileged does what `cli`/`sti` do; 1 byte, like them) |
 //! | `mmu.read_cr2` | `mov $0xc2c2c2, %eax` |
 //! | `mmu.read_cr3` | returns `0xc3c3c3` after writing every scratch register; no inline bytes (a direct call) |
 //! | `mmu.set_entry` | the store `mov %rdx, (%rsi)` |
@@ -340,22 +340,31 @@ impl pvops_core::platform::MemoryMapOps for Host {
     }
 }
 
-// SAFETY: each string is the instruction the matching op above executes,
-// with the site's C registers (result in rax, flags in rdi, entry in rsi
-// and value in rdx); none leaves rsp moved or DF set, or uses rip-relative
-// memory. `read_cr3`, `flush_tlb_single` and the clock declare no bytes.
+// SAFETY: each declaration is the instruction(s) the matching op above
+// executes, with the site's C registers (result in rax, flags in rdi, entry
+// in rsi and value in rdx); none leaves rsp moved or DF set, or uses
+// rip-relative memory. Every slice given to `with_prefixable` is exactly
+// one legacy-encoded, non-branch instruction, which redundant DS prefixes
+// leave unchanged in 64-bit mode. `read_cr3`, `flush_tlb_single` and the
+// clock declare no bytes.
+//
+// The declarations mirror the native backend's shape, so that a patched
+// site here has as many instructions as the real one: two for the flag
+// ops, one for the register read and the store, and a 1-byte instruction
+// plus one NOP for `cli`/`sti` (five prefixes would be needed, over the
+// budget; see `pvops_core::patch`, "Full-site forms").
 unsafe impl InlineOps for Host {
     const INLINE: InlineSet = InlineSet::NONE
-        // pushf; pop %rax
-        .with(Op::SaveFlags, &[0x9c, 0x58])
-        // push %rdi; popf
-        .with(Op::RestoreFlags, &[0x57, 0x9d])
-        // nop
-        .with(Op::Disable, &[0x90])
-        // nop
-        .with(Op::Enable, &[0x90])
-        // mov $0xc2c2c2, %eax
-        .with(Op::ReadCr2, &[0xb8, 0xc2, 0xc2, 0xc2, 0x00])
+        // pushf; pop %rax (site: ds ds pushf; ds ds pop %rax)
+        .with_prefixable(Op::SaveFlags, &[&[0x9c], &[0x58]])
+        // push %rdi; popf (site: ds ds push %rdi; ds ds popf)
+        .with_prefixable(Op::RestoreFlags, &[&[0x57], &[0x9d]])
+        // nop, the cli stand-in (site: nop; nopl 0x0(%rax,%rax,1))
+        .with_prefixable(Op::Disable, &[&[0x90]])
+        // nop, the sti stand-in (likewise)
+        .with_prefixable(Op::Enable, &[&[0x90]])
+        // mov $0xc2c2c2, %eax (site: ds mov $0xc2c2c2, %eax)
+        .with_prefixable(Op::ReadCr2, &[&[0xb8, 0xc2, 0xc2, 0xc2, 0x00]])
         // ds mov %rdx, 0x0(%rsi,%riz,1): the store in the full-site form
         // the native backend patches in (no padding NOP).
         .with(Op::SetEntry, &[0x3e, 0x48, 0x89, 0x54, 0x26, 0x00]);

@@ -232,15 +232,32 @@ fn patches_this_process() {
         let op = s.op.unwrap();
         let b = site_bytes(s.addr);
         let expect_inline: Option<[u8; SITE_LEN]> = match op {
-            Op::SaveFlags => Some([0x9c, 0x58, 0x0f, 0x1f, 0x40, 0x00]),
-            Op::RestoreFlags => Some([0x57, 0x9d, 0x0f, 0x1f, 0x40, 0x00]),
+            // ds ds pushf; ds ds pop %rax: the pair, no padding NOP.
+            Op::SaveFlags => Some([0x3e, 0x3e, 0x9c, 0x3e, 0x3e, 0x58]),
+            // ds ds push %rdi; ds ds popf
+            Op::RestoreFlags => Some([0x3e, 0x3e, 0x57, 0x3e, 0x3e, 0x9d]),
+            // nop; nopl 0x0(%rax,%rax,1): five prefixes would be over the
+            // budget, so the 1-byte instruction keeps its NOP.
             Op::Enable => Some([0x90, 0x0f, 0x1f, 0x44, 0x00, 0x00]),
-            Op::ReadCr2 => Some([0xb8, 0xc2, 0xc2, 0xc2, 0x00, 0x90]),
+            // ds mov $0xc2c2c2, %eax: one instruction.
+            Op::ReadCr2 => Some([0x3e, 0xb8, 0xc2, 0xc2, 0xc2, 0x00]),
+            // ds mov %rdx, 0x0(%rsi,%riz,1), as declared.
             Op::SetEntry => Some([0x3e, 0x48, 0x89, 0x54, 0x26, 0x00]),
             _ => None,
         };
         match expect_inline {
-            Some(e) => assert_eq!(b, e, "{op:?} at {:#x}", s.addr),
+            Some(e) => {
+                assert_eq!(b, e, "{op:?} at {:#x}", s.addr);
+                // What `apply` wrote is what the declaration says a site
+                // gets.
+                let Binding::Backend {
+                    inline: Some(code), ..
+                } = patch::binding(installed, op)
+                else {
+                    panic!("{op:?} is not inline");
+                };
+                assert_eq!(b, code.site_bytes(), "{op:?}");
+            }
             // Direct calls go where the slot goes: Host's C entry, or for
             // the replaced disable, the thunk into the table.
             None => assert_eq!(

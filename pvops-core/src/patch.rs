@@ -28,10 +28,40 @@
 //! never rewritten keeps working.
 //!
 //! # Rewriting
-//! [`apply`] rewrites every recorded site: the backend's inline bytes padded
-//! with one multi-byte NOP where it declared some ([`InlineOps`]), else
-//! `call rel32` to the same function as the slot, plus a NOP. A site
-//! whose target is beyond ±2 GiB keeps its indirect call.
+//! [`apply`] rewrites every recorded site: the backend's inline bytes where
+//! it declared some ([`InlineOps`]), else `call rel32` to the same function
+//! as the slot, plus a NOP. A site whose target is beyond ±2 GiB keeps its
+//! indirect call.
+//!
+//! # Full-site forms
+//! A site costs what its instructions cost, and a padding NOP is one more
+//! instruction: for a 1-byte op it doubles the site's issue slots. So the
+//! inline code should fill all [`SITE_LEN`] bytes itself where x86 allows
+//! it. A backend declares its code one of two ways:
+//!
+//! - [`InlineSet::with_prefixable`]: the instructions, one slice each. The
+//!   patcher widens them with redundant DS prefixes (`3e`, ignored in
+//!   64-bit mode) when, at most [`MAX_PREFIXES`] per instruction (counting
+//!   its own), they fill the site; otherwise it writes them as given plus
+//!   one NOP. `mov %cr2, %rax` (3 bytes) becomes `ds ds ds mov`, `pushf;
+//!   pop %rax` becomes `ds ds pushf; ds ds pop`, while `cli` keeps a
+//!   5-byte NOP: it would need five prefixes, and more than three decode
+//!   slowly on some CPUs, AMD's Bulldozer family among them (sources in
+//!   `encode.rs`).
+//! - [`InlineSet::with`]: bytes written exactly as given, for full-site
+//!   forms prefixes cannot make, such as a longer ModRM/SIB encoding
+//!   (`ds mov %rdx, 0x0(%rsi,%riz,1)` for `set_entry`).
+//!
+//! Why the patcher adds the prefixes rather than each backend spelling out
+//! its widened bytes: which prefix is redundant depends on the instruction
+//! (`66` turns `pushf` into a 16-bit push, `f3 90` is `pause`, REX turns
+//! `nop` into `xchg`, `3e` on an indirect branch is CET's NOTRACK), and so
+//! does how many fit (REX counts). Those rules, the budget and its sources
+//! live in one place; the backend states only what it knows (its
+//! instructions), the declaration is checked at compile time (no control
+//! transfer, no FS/GS override, legacy encoding only), and a later change
+//! of budget applies to every backend at once. The exact bytes each site
+//! gets are [`InlineBytes::site_bytes`], which the tests pin.
 //!
 //! # Which code an op gets
 //! [`crate::table::PvOps::of`] records, next to the table, a *witness* per
@@ -63,6 +93,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use encode::Action;
+pub use encode::MAX_PREFIXES;
 
 /// Length in bytes of every call site (`ff 15 rel32`): the room inline
 /// bytes have.
@@ -144,16 +175,23 @@ impl Op {
 }
 
 /// Up to [`SITE_LEN`] bytes of machine code a backend offers in place of a
-/// call to one op. Built in a `const` by [`InlineSet::with`].
+/// call to one op. Built in a `const` by [`InlineSet::with`] (written as
+/// given) or [`InlineSet::with_prefixable`] (the patcher may widen it to
+/// fill the whole site: see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InlineBytes {
     len: u8,
     bytes: [u8; SITE_LEN],
+    /// Bit `i` set: an instruction starts at byte `i` and may take
+    /// redundant DS prefixes. Either 0 (written as given) or the starts of
+    /// every instruction of the code.
+    starts: u8,
 }
 
 impl InlineBytes {
-    /// `code` as inline bytes; fails to compile (const panic) when longer
-    /// than a site.
+    /// `code` as inline bytes, written to a site as they are (then one NOP
+    /// for the room left); fails to compile (const panic) when longer than a
+    /// site.
     pub const fn new(code: &[u8]) -> Self {
         assert!(code.len() <= SITE_LEN, "inline bytes longer than a site");
         let mut bytes = [0u8; SITE_LEN];
@@ -165,12 +203,55 @@ impl InlineBytes {
         Self {
             len: code.len() as u8,
             bytes,
+            starts: 0,
         }
     }
 
-    /// The code.
+    /// The instructions `insns`, in order, as inline bytes the patcher may
+    /// widen with redundant DS prefixes (up to [`MAX_PREFIXES`] per
+    /// instruction, its own prefixes included) so that they fill the whole
+    /// site and no NOP follows. Fails to compile when they are longer than
+    /// a site or one of them is not prefixable: a control transfer, a
+    /// VEX/EVEX/XOP/REX2 encoding, or one with a segment override other
+    /// than DS. Each slice must be exactly one instruction (the backend's
+    /// promise under [`InlineOps`]).
+    pub const fn prefixable(insns: &[&[u8]]) -> Self {
+        let mut bytes = [0u8; SITE_LEN];
+        let mut len = 0;
+        let mut starts = 0u8;
+        let mut k = 0;
+        while k < insns.len() {
+            let insn = insns[k];
+            encode::check_prefixable(insn);
+            assert!(
+                len + insn.len() <= SITE_LEN,
+                "inline bytes longer than a site"
+            );
+            starts |= 1 << len;
+            let mut i = 0;
+            while i < insn.len() {
+                bytes[len] = insn[i];
+                len += 1;
+                i += 1;
+            }
+            k += 1;
+        }
+        Self {
+            len: len as u8,
+            bytes,
+            starts,
+        }
+    }
+
+    /// The code, as declared.
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
+    }
+
+    /// The [`SITE_LEN`] bytes [`apply`] writes to a site for this code: its
+    /// full-site form where it has one, else the code and one NOP.
+    pub fn site_bytes(&self) -> [u8; SITE_LEN] {
+        encode::inline_site(self)
     }
 }
 
@@ -186,14 +267,29 @@ impl InlineSet {
         ops: [None; Op::COUNT],
     };
 
-    /// This set with `code` for `op`. A const panic (a compile error in a
+    /// This set with `code` for `op`, written as given ([`InlineBytes::new`]):
+    /// for code already in a full-site form the patcher could not derive,
+    /// such as a longer ModRM encoding. A const panic (a compile error in a
     /// `const`) when `op` takes no inline bytes or `code` is too long.
-    pub const fn with(mut self, op: Op, code: &[u8]) -> Self {
+    pub const fn with(self, op: Op, code: &[u8]) -> Self {
+        self.with_bytes(op, InlineBytes::new(code))
+    }
+
+    /// This set with the instructions `insns` for `op`, which the patcher
+    /// widens to a full-site form where the prefix budget allows
+    /// ([`InlineBytes::prefixable`]). A const panic when `op` takes no
+    /// inline bytes, the code is too long or an instruction is not
+    /// prefixable.
+    pub const fn with_prefixable(self, op: Op, insns: &[&[u8]]) -> Self {
+        self.with_bytes(op, InlineBytes::prefixable(insns))
+    }
+
+    const fn with_bytes(mut self, op: Op, code: InlineBytes) -> Self {
         assert!(
             op.inline_allowed(),
             "this op is patched as a direct call only"
         );
-        self.ops[op as usize] = Some(InlineBytes::new(code));
+        self.ops[op as usize] = Some(code);
         self
     }
 
@@ -217,7 +313,11 @@ impl InlineSet {
 /// included, must keep its value (the sites' callee-saved convention), `rsp`
 /// must end where it started, DF stays clear. They must not use
 /// `rip`-relative addressing (they are copied) and must fall through to the
-/// end of the site.
+/// end of the site. Code declared with [`InlineSet::with_prefixable`] must
+/// be given exactly one instruction per slice, and each must do the same
+/// with redundant DS prefixes in front (every legacy-encoded instruction
+/// that is not a control transfer does in 64-bit mode, which is all the
+/// declaration accepts).
 pub unsafe trait InlineOps: IrqOps + MmuOps + TimeOps {
     /// The bytes, per op.
     const INLINE: InlineSet;
@@ -759,15 +859,36 @@ mod tests {
 
     #[test]
     fn inline_set_rejects_nothing_it_should_accept() {
-        let s = InlineSet::NONE
+        const S: InlineSet = InlineSet::NONE
             .with(Op::SaveFlags, &[0x9c, 0x58])
-            .with(Op::Enable, &[]);
+            .with(Op::Enable, &[])
+            .with_prefixable(Op::ReadCr2, &[&[0x0f, 0x20, 0xd0]])
+            .with_prefixable(Op::RestoreFlags, &[&[0x57], &[0x9d]]);
+        let s = S;
         assert_eq!(
             s.get(Op::SaveFlags).map(|b| b.as_slice()),
             Some(&[0x9c, 0x58][..])
         );
         assert_eq!(s.get(Op::Enable).map(|b| b.as_slice()), Some(&[][..]));
         assert_eq!(s.get(Op::Disable), None);
+        // Declared code is kept as declared; the widening is the site's.
+        let cr2 = s.get(Op::ReadCr2).unwrap();
+        assert_eq!(cr2.as_slice(), [0x0f, 0x20, 0xd0]);
+        assert_eq!(cr2.site_bytes(), [0x3e, 0x3e, 0x3e, 0x0f, 0x20, 0xd0]);
+        let restore = s.get(Op::RestoreFlags).unwrap();
+        assert_eq!(restore.as_slice(), [0x57, 0x9d]);
+        assert_eq!(restore.site_bytes(), [0x3e, 0x3e, 0x57, 0x3e, 0x3e, 0x9d]);
+        // `with` bytes are never widened.
+        assert_eq!(
+            s.get(Op::SaveFlags).unwrap().site_bytes(),
+            [0x9c, 0x58, 0x0f, 0x1f, 0x40, 0x00]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "control transfer")]
+    fn inline_set_refuses_a_prefixable_branch() {
+        let _ = InlineSet::NONE.with_prefixable(Op::Disable, &[&[0xc3]]);
     }
 
     #[test]
@@ -810,13 +931,15 @@ mod tests {
         }
     }
 
-    /// A fake text: five sites 8 bytes apart (one recorded twice), each
+    /// A fake text: six sites 8 bytes apart (one recorded twice), each
     /// the indirect call of its op's fake slot. Only ever touched through
     /// its raw pointer, as `rewrite` touches text.
     struct Fake {
         ptr: *mut u8,
-        ops: [Op; 5],
+        ops: [Op; FAKE_SITES],
     }
+
+    const FAKE_SITES: usize = 6;
 
     const FAKE_SLOTS: u64 = 0x10_0000;
     const FAKE_LEN: usize = 64;
@@ -834,9 +957,10 @@ mod tests {
                     Op::SaveFlags,
                     Op::ReadCr2,
                     Op::SchedClock,
+                    Op::ReadCr3,
                 ],
             };
-            for i in 0..5 {
+            for i in 0..FAKE_SITES {
                 let b = encode::indirect(f.site(i), f.slot(f.ops[i]));
                 // SAFETY: inside the FAKE_LEN-byte buffer allocated above.
                 unsafe {
@@ -857,7 +981,7 @@ mod tests {
             self.base() + FAKE_SLOTS + 8 * op as u64
         }
         fn sites(&self) -> std::vec::Vec<Site> {
-            let mut v: std::vec::Vec<Site> = (0..5)
+            let mut v: std::vec::Vec<Site> = (0..FAKE_SITES)
                 .map(|i| Site {
                     addr: self.site(i),
                     len: SITE_LEN as u8,
@@ -911,6 +1035,10 @@ mod tests {
             call: near + 0x30,
             inline: None,
         };
+        bindings[Op::ReadCr3 as usize] = Binding::Backend {
+            call: near + 0x40,
+            inline: Some(InlineBytes::prefixable(&[&[0x0f, 0x20, 0xd8]])),
+        };
         let sites = f.sites();
         let mut log = Log::default();
         let slot = |op| f.slot(op);
@@ -920,8 +1048,8 @@ mod tests {
         assert_eq!(
             stats,
             PatchStats {
-                sites: 6,
-                inline: 1,
+                sites: 7,
+                inline: 2,
                 direct: 2,
                 via_table: 1,
                 out_of_range: 1,
@@ -930,6 +1058,8 @@ mod tests {
         );
         // cli and one five-byte NOP.
         assert_eq!(f.bytes(0), [0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00]);
+        // mov %cr3, %rax widened to fill the site: one instruction.
+        assert_eq!(f.bytes(5), [0x3e, 0x3e, 0x3e, 0x0f, 0x20, 0xd8]);
         // call rel32 from the end of the call, then a NOP.
         let call = |i: usize, target: u64| {
             let rel = (target as i64 - (f.site(i) as i64 + 5)) as i32;
@@ -944,15 +1074,15 @@ mod tests {
         assert_eq!(f.bytes(3), encode::indirect(f.site(3), f.slot(Op::ReadCr2)));
         // Nothing outside the sites changed.
         let all = f.all();
-        for i in 0..5 {
+        for i in 0..FAKE_SITES {
             assert!(all[i * 8 + SITE_LEN..i * 8 + 8].iter().all(|b| *b == 0xcc));
         }
         // One unprotect before the writes, one protect after, same span.
-        let (lo, hi) = (f.site(0), f.site(4) + SITE_LEN as u64);
+        let (lo, hi) = (f.site(0), f.site(FAKE_SITES - 1) + SITE_LEN as u64);
         assert_eq!(log.calls.first(), Some(&("unprotect", lo, hi)));
         assert_eq!(log.calls.last(), Some(&("protect", lo, hi)));
         let writes: std::vec::Vec<_> = log.calls[1..log.calls.len() - 1].to_vec();
-        assert_eq!(writes.len(), 4);
+        assert_eq!(writes.len(), 5);
         assert!(writes
             .iter()
             .all(|(k, a, n)| *k == "write" && *a >= lo && a + n <= hi && *n == SITE_LEN as u64));
