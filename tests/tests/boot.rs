@@ -1,7 +1,8 @@
 //! Boots the example kernel in every implemented environment.
 //!
-//! One test per environment (xen-pv, issue #5, gets its test when it is
-//! implemented), the KVM feature-off matrix, and bench mode under KVM.
+//! One test per environment, the KVM feature-off matrix, bench mode under
+//! KVM (exits counted by the host) and under Xen PV (hypercalls counted by
+//! the guest).
 
 use pvops_tests::{assert_boots, images_booted, kernel_image, skip};
 use xtask::boot::BootImage;
@@ -20,6 +21,11 @@ fn boot_kvm_hidden() {
 #[test]
 fn boot_xen_pvh() {
     assert_boots(Env::XenPvh);
+}
+
+#[test]
+fn boot_xen_pv() {
+    assert_boots(Env::XenPv);
 }
 
 /// Every environment boots the very same ELF: same path, same bytes.
@@ -95,6 +101,52 @@ fn bench_mode_counts_exits_under_kvm() {
         quiet < 0.2,
         "cli/sti cost {quiet} exits per op: counters are noisy"
     );
+}
+
+/// Bench mode under Xen classic PV: the guest counts its hypercalls. A
+/// PTE update is one `mmu_update` each (512 for 512), a lazy MMU batch
+/// sends 512 in a handful (the queue holds 128), and the ops that need no
+/// hypercall under PV (the interrupt flag in `vcpu_info`, CR2 from
+/// `vcpu_info`) make none.
+#[test]
+fn bench_mode_counts_hypercalls_under_xen_pv() {
+    if let Some(why) = xtask::provision::unavailable(Env::XenPv) {
+        skip(&why);
+        return;
+    }
+    let kernel = kernel_image().expect("kernel image");
+    let (run, boot) = xtask::bench::run_guest(
+        Env::XenPv,
+        kernel,
+        1,
+        &xtask::bench::Variant::default_variant(),
+    )
+    .unwrap_or_else(|e| panic!("bench boot failed: {e:#}"));
+    assert!(boot.passed(), "{}", boot.report());
+    let calls = |op: &str, path: &str| {
+        run.rows
+            .iter()
+            .find(|r| r.op == op && r.path == path)
+            .unwrap_or_else(|| panic!("no bench line for {op} {path}: {:?}", run.rows))
+            .per_op
+            .get("hypercalls")
+            .copied()
+            .unwrap_or_else(|| panic!("{op} {path}: no hypercall count"))
+    };
+    assert!(
+        !run.rows.iter().any(|r| r.path == "native"),
+        "native paths ran in ring 3"
+    );
+    assert_eq!(calls("map_512", "unbatched"), 512.0);
+    let lazy = calls("map_512", "lazy");
+    assert!(
+        (1.0..=8.0).contains(&lazy),
+        "512 updates in a lazy batch took {lazy} hypercalls"
+    );
+    assert_eq!(calls("set_pte", "patched"), 1.0);
+    assert_eq!(calls("irq_disable_enable", "patched"), 0.0);
+    assert_eq!(calls("read_cr2", "patched"), 0.0);
+    eprintln!("xen-pv: 512 PTE updates: 512 hypercalls unbatched, {lazy} in a lazy batch");
 }
 
 #[test]

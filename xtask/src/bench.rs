@@ -44,8 +44,9 @@ pub struct Row {
     pub iters: u64,
     /// Whether the kernel labelled its cycles as emulated.
     pub emulated: bool,
-    /// KVM counters per op (exits, hypercalls, ...), the `noop` overhead
-    /// subtracted; empty where QEMU has none (TCG, Xen).
+    /// Counters per op: KVM's (exits, hypercalls, ...) from QEMU, the
+    /// `noop` overhead subtracted; or the guest's own hypercall count
+    /// (Xen); empty where neither exists (TCG).
     pub per_op: BTreeMap<String, f64>,
 }
 
@@ -251,6 +252,14 @@ fn rows_from(benches: &[Bench], snaps: &Snapshots, kvm: bool) -> Result<Vec<Row>
     for b in benches.iter().filter(|b| b.op != "noop") {
         let iters = num(b, "iters")?.max(1);
         let mut per_op = BTreeMap::new();
+        // Counted by the guest itself (the Xen backend counts its own
+        // hypercalls): no host counters or baseline needed.
+        if b.get("hypercalls").is_some() {
+            per_op.insert(
+                "hypercalls".to_owned(),
+                num(b, "hypercalls")? as f64 / iters as f64,
+            );
+        }
         if kvm {
             let n: u32 = num(b, "seq")? as u32;
             let d = delta(snaps, n)
