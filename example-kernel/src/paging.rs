@@ -197,6 +197,13 @@ impl AddressSpace {
         Some(child)
     }
 
+    /// A pointer to the PMD entry that covers `va` (creating the tables
+    /// above it).
+    pub fn pmd_entry(&self, frames: &mut FrameAllocator, va: u64) -> Option<*mut u64> {
+        let pd = self.table_for(frames, va, PtLevel::Pud)?;
+        Some((pd as *mut u64).wrapping_add(index(va, PtLevel::Pmd)))
+    }
+
     /// A pointer to the PTE that maps `va` (creating the tables above it).
     pub fn pte(&self, frames: &mut FrameAllocator, va: u64) -> Option<*mut u64> {
         let pt = self.table_for(frames, va, PtLevel::Pmd)?;

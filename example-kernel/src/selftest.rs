@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use pvops::abi::start_info::StartInfo;
 use pvops::cpu;
 use pvops::irq::{self, CpuMask, IpiTarget};
-use pvops::mmu::{self, TlbRange};
+use pvops::mmu::{self, PtLevel, TlbRange};
 use pvops::time;
 use x86_64::VirtAddr;
 
@@ -64,6 +64,10 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
         ("remap_after_tlb_flush", remap_after_tlb_flush),
         ("unmap_faults_with_cr2", unmap_faults_with_cr2),
         ("lazy_mmu_batch", lazy_mmu_batch),
+        (
+            "large_leaf_accepted_or_refused_by_name",
+            large_leaf_accepted_or_refused_by_name,
+        ),
         ("flush_tlb_others_self", flush_tlb_others_self),
         ("sched_clock_monotonic", sched_clock_monotonic),
         ("timer_oneshot_window", timer_oneshot_window),
@@ -421,6 +425,59 @@ fn lazy_mmu_batch(ctx: &mut Context<'_>) -> TestResult {
         check_va(base + i * PAGE, 0x1a2e_0000_0000_0000 | i << 32)?;
     }
     Ok(())
+}
+
+/// A 2 MiB leaf entry: where the platform allows large pages it maps (and
+/// is removed again); where it does not (Xen PV), the refusal comes back
+/// as an error naming the entry and the value, nothing is written, and the
+/// address space keeps working.
+fn large_leaf_accepted_or_refused_by_name(ctx: &mut Context<'_>) -> TestResult {
+    const HUGE: u64 = 1 << 7;
+    let va = TEST_VA + (8 << 20);
+    let entry = ctx
+        .aspace
+        .pmd_entry(ctx.frames, va)
+        .ok_or_else(|| fail("no PMD table"))?;
+    // SAFETY: `entry` is a PMD entry of the live address space, in a 2 MiB
+    // slot nothing else uses.
+    let before = unsafe { mmu::read_entry(PtLevel::Pmd, entry) };
+    ensure!(before == 0, "the test slot is in use: {before:#x}");
+    // The kernel image's first 2 MiB, read-only.
+    let value = 0x1 | HUGE;
+    // SAFETY: as above; the leaf maps RAM the kernel owns, read-only.
+    match unsafe { mmu::try_set_entry(PtLevel::Pmd, entry, value) } {
+        Ok(()) => {
+            ensure!(
+                mmu::large_pages(),
+                "a 2 MiB leaf was accepted although large_pages() is false"
+            );
+            // SAFETY: `va + 1 MiB` maps physical 1 MiB, the kernel image.
+            let seen = unsafe { core::ptr::read_volatile((va + (1 << 20)) as *const u64) };
+            // SAFETY: the identity map covers the kernel image.
+            let want = unsafe { core::ptr::read_volatile((1u64 << 20) as *const u64) };
+            // SAFETY: as above; the slot is emptied again.
+            unsafe { mmu::clear_pmd(entry) };
+            mmu::flush_tlb_local();
+            ensure!(seen == want, "the 2 MiB leaf maps {seen:#x}, not {want:#x}");
+        }
+        Err(e) => {
+            ensure!(
+                !mmu::large_pages(),
+                "refused although large pages are allowed: {e}"
+            );
+            ensure!(
+                e.entry == entry as u64 && e.value == value,
+                "the error names {:#x} := {:#x}, not {:#x} := {value:#x}",
+                e.entry,
+                e.value,
+                entry as u64
+            );
+            // SAFETY: as above.
+            let after = unsafe { mmu::read_entry(PtLevel::Pmd, entry) };
+            ensure!(after == 0, "the refused entry reads {after:#x}");
+        }
+    }
+    map_fresh_page(ctx)
 }
 
 fn fail(s: &str) -> Message {

@@ -69,6 +69,21 @@ pub trait MmuOps {
     /// `entry` must point into a live page table of `level`, and the mapping
     /// it makes must not alias memory in a way that breaks Rust's rules.
     unsafe fn set_entry(level: PtLevel, entry: *mut u64, value: u64);
+    /// [`MmuOps::set_entry`], reporting a platform that refuses the
+    /// update (Xen PV validates every entry) instead of only logging it.
+    /// The default writes and cannot fail.
+    ///
+    /// # Safety
+    /// As [`MmuOps::set_entry`].
+    unsafe fn try_set_entry(
+        level: PtLevel,
+        entry: *mut u64,
+        value: u64,
+    ) -> Result<(), EntryRefused> {
+        // SAFETY: forwarded to the caller.
+        unsafe { Self::set_entry(level, entry, value) };
+        Ok(())
+    }
     /// Reads the entry at `entry`.
     ///
     /// # Safety
@@ -111,6 +126,7 @@ pub struct MmuOpsTable {
     pub read_cr3: fn() -> u64,
     pub write_cr3: unsafe fn(u64),
     pub set_entry: unsafe fn(PtLevel, *mut u64, u64),
+    pub try_set_entry: unsafe fn(PtLevel, *mut u64, u64) -> Result<(), EntryRefused>,
     pub read_entry: unsafe fn(PtLevel, *const u64) -> u64,
     pub flush_tlb_single: fn(VirtAddr),
     pub flush_tlb_local: fn(),
@@ -132,6 +148,7 @@ impl MmuOpsTable {
             read_cr3: T::read_cr3,
             write_cr3: T::write_cr3,
             set_entry: T::set_entry,
+            try_set_entry: T::try_set_entry,
             read_entry: T::read_entry,
             flush_tlb_single: T::flush_tlb_single,
             flush_tlb_local: T::flush_tlb_local,
@@ -246,6 +263,48 @@ pub unsafe fn set_entry(level: PtLevel, entry: *mut u64, value: u64) {
             out("rax") _
         )
     }
+}
+
+/// A page-table update the platform refused, naming the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryRefused {
+    /// Virtual address of the entry.
+    pub entry: u64,
+    /// The value asked for (the kernel's frame numbers).
+    pub value: u64,
+    /// The platform's error number (negative errno under Xen), 0 if none.
+    pub code: i64,
+    /// Why, in words.
+    pub reason: &'static str,
+}
+
+impl core::fmt::Display for EntryRefused {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "page-table entry at {:#x} := {:#x} refused: {}",
+            self.entry, self.value, self.reason
+        )?;
+        if self.code != 0 {
+            write!(f, " ({})", self.code)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a level-`level` entry, returning the platform's refusal as an
+/// error (see [`MmuOps::try_set_entry`]). Not a patched site.
+///
+/// # Safety
+/// See [`MmuOps::set_entry`].
+#[inline]
+pub unsafe fn try_set_entry(
+    level: PtLevel,
+    entry: *mut u64,
+    value: u64,
+) -> Result<(), EntryRefused> {
+    // SAFETY: the caller upholds `MmuOps::set_entry`'s contract.
+    unsafe { (ops().mmu.try_set_entry)(level, entry, value) }
 }
 
 /// Reads a level-`level` entry, in the kernel's frame numbers.

@@ -344,6 +344,13 @@ impl MmuOps for NotInstalled {
     fn large_pages() -> bool {
         not_installed("mmu.large_pages")
     }
+    unsafe fn try_set_entry(
+        _: PtLevel,
+        _: *mut u64,
+        _: u64,
+    ) -> Result<(), crate::mmu::EntryRefused> {
+        not_installed("mmu.try_set_entry")
+    }
 }
 
 impl TimeOps for NotInstalled {

@@ -568,7 +568,10 @@ mod tests {
         assert!(has_pair(&args, "-append", pv));
         assert!(pv.starts_with("console=com1 loglvl=all"), "{pv}");
         assert!(!pv.contains("dom0=pvh"), "{pv}");
-        assert!(pv.contains("dom0_mem="), "{pv}: dom0 memory must stay small");
+        assert!(
+            pv.contains("dom0_mem="),
+            "{pv}: dom0 memory must stay small"
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use pvops_core::irq::CpuMask;
-use pvops_core::mmu::{MmuOps, PtLevel, TlbRange};
+use pvops_core::mmu::{EntryRefused, MmuOps, PtLevel, TlbRange};
 use x86_64::VirtAddr;
 
 /// Requests one lazy batch holds; a full queue is sent at once.
@@ -85,6 +85,22 @@ impl fmt::Display for EntryError {
             EntryErrorKind::TargetOutsideDomain => {
                 f.write_str("it maps a frame this domain does not have")
             }
+        }
+    }
+}
+
+impl From<EntryError> for EntryRefused {
+    fn from(e: EntryError) -> Self {
+        let (code, reason) = match e.error {
+            EntryErrorKind::Refused(x) => (x.detail(), "Xen refused the mmu_update"),
+            EntryErrorKind::EntryOutsideDomain => (0, "the entry is not in this domain's memory"),
+            EntryErrorKind::TargetOutsideDomain => (0, "it maps a frame this domain does not have"),
+        };
+        EntryRefused {
+            entry: e.entry,
+            value: e.value,
+            code,
+            reason,
         }
     }
 }
@@ -490,6 +506,21 @@ impl MmuOps for XenPv {
         if let Err(e) = set_entry(level, entry as u64, value) {
             report(e);
         }
+    }
+
+    unsafe fn try_set_entry(
+        level: PtLevel,
+        entry: *mut u64,
+        value: u64,
+    ) -> Result<(), EntryRefused> {
+        if lazy_here() {
+            // A refusal must come back to this caller, not to a later flush.
+            flush_queue();
+        }
+        set_entry(level, entry as u64, value).map_err(|e| {
+            ERRORS.fetch_add(1, Ordering::Relaxed);
+            e.into()
+        })
     }
 
     unsafe fn read_entry(_level: PtLevel, entry: *const u64) -> u64 {
