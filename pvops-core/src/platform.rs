@@ -250,6 +250,12 @@ impl fmt::Write for Console {
     }
 }
 
+/// Hypercalls the installed backend issued since boot, if it counts them
+/// ([`CounterOps::hypercalls`]).
+pub fn hypercalls() -> Option<u64> {
+    (ops().platform.hypercalls)()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,10 +296,4 @@ mod tests {
             "platform=native backend=native features=- hypervisor=tcg"
         );
     }
-}
-
-/// Hypercalls the installed backend issued since boot, if it counts them
-/// ([`CounterOps::hypercalls`]).
-pub fn hypercalls() -> Option<u64> {
-    (ops().platform.hypercalls)()
 }
