@@ -58,14 +58,11 @@ pub extern "C" fn kernel_main(boot: BootHandoff) -> ! {
     });
     let (si, ops) = match booted {
         Ok(b) => (b.start_info, b.ops),
-        Err(
-            e @ (BootError::BadStartInfo {
-                installed: true, ..
-            }
-            | BootError::BadPvStartInfo {
-                installed: true, ..
-            }),
-        ) => {
+        // The start info was refused; pvops came up anyway (PVH: with an
+        // empty command line) or left its failsafe console (Xen PV).
+        Err(e @ (BootError::BadStartInfo { .. } | BootError::BadPvStartInfo { .. }))
+            if pvops::is_installed() =>
+        {
             kprintln!("pvops: {}", pvops::platform::identity());
             kprintln!("pvops: error: {e}");
             finish_with(EXIT_BAD_BOOT_INFO)

@@ -343,7 +343,12 @@ pub fn init_xen_pv(
     let mem = unsafe { DirectMap::new(0, 1 << 47) };
     // Address-of a linker symbol (no read).
     let image_end = core::ptr::addr_of!(__bss_end) as u64;
-    let parsed = pv_start_info::parse(&mem, start_info_va, 0..image_end);
+    let mut parsed = pv_start_info::parse(&mem, start_info_va, 0..image_end);
+    if let Ok(si) = &parsed {
+        if lie_requested(si.cmdline()) {
+            parsed = pv_start_info::parse(&Lying::nr_pages(&mem, si), start_info_va, 0..image_end);
+        }
+    }
     let (cmdline, pv) = match &parsed {
         Ok(si) => (si.cmdline(), Some(si)),
         Err(_) => ("", None),
@@ -369,6 +374,51 @@ pub fn init_xen_pv(
             installed: installed.is_ok(),
         }),
         (Ok(_), Err(e)) => Err(BootError::NoBackend(e)),
+    }
+}
+
+/// The fault point of [`init_xen_pv`]: `pvops.fail=pv.start-info` makes
+/// it parse the start info again with `nr_pages` a million frames larger
+/// than Xen wrote (the pfn list then runs past Xen's boot layout), so that
+/// a real boot shows how a lying start info is refused: the parser's error
+/// on the console, nothing installed but the failsafe console and shutdown.
+pub const FAULT_PV_START_INFO: &str = "pv.start-info";
+
+fn lie_requested(cmdline: &str) -> bool {
+    crate::cmdline::option(cmdline, "fail").is_some_and(|v| {
+        v.split(',')
+            .any(|p| p.split(':').next() == Some(FAULT_PV_START_INFO))
+    })
+}
+
+/// A [`PhysRead`](crate::phys::PhysRead) that reads `mem` but sees `value`
+/// at `at` (8 bytes).
+struct Lying<'a> {
+    mem: &'a DirectMap,
+    at: u64,
+    value: [u8; 8],
+}
+
+impl<'a> Lying<'a> {
+    fn nr_pages(mem: &'a DirectMap, si: &pv_start_info::PvStartInfo) -> Self {
+        Lying {
+            mem,
+            at: si.va + core::mem::offset_of!(pv_start_info::XenStartInfo, nr_pages) as u64,
+            value: (si.nr_pages + 1_000_000).to_le_bytes(),
+        }
+    }
+}
+
+impl crate::phys::PhysRead for Lying<'_> {
+    fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), crate::phys::PhysReadError> {
+        self.mem.read_phys(paddr, buf)?;
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = paddr + i as u64;
+            if (self.at..self.at + 8).contains(&a) {
+                *b = self.value[(a - self.at) as usize];
+            }
+        }
+        Ok(())
     }
 }
 

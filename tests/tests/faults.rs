@@ -649,3 +649,97 @@ fn lying_platforms_pick_the_right_fallback() {
         skip("no environment for the lying-platform boots");
     }
 }
+
+/// Under Xen classic PV the same setup hypercalls fall back the same way
+/// (the ABI is shared with PVH).
+#[test]
+fn xen_pv_refused_hypercalls_with_a_fallback() {
+    run_fallbacks(
+        Env::XenPv,
+        &[
+            Fallback {
+                fail: "xen.vcpu-info",
+                extra: &[],
+                absent: &[],
+                present: &[],
+                warnings: &[
+                    "xen: VCPUOP_register_vcpu_info on cpu 0: EINVAL (22); using its vcpu_info \
+                     in shared info",
+                ],
+            },
+            Fallback {
+                fail: "xen.runstate",
+                extra: &[],
+                absent: &["runstate"],
+                present: &[],
+                warnings: &[
+                    "xen: VCPUOP_register_runstate_memory_area on cpu 0: EINVAL (22); steal \
+                     clock reads 0 there",
+                ],
+            },
+        ],
+    );
+}
+
+/// Under Xen classic PV, what has no fallback ends cleanly: a refused
+/// boot-vCPU port (the failsafe console says why, exit code 5) and a
+/// start_info that lies (`pvops.fail=pv.start-info`: nr_pages a million
+/// frames past the pfn list Xen mapped), refused with the parser's line
+/// and exit code 2 instead of a read past Xen's boot layout.
+#[test]
+fn xen_pv_faults_without_a_fallback_end_cleanly() {
+    let env = Env::XenPv;
+    if let Some(why) = xtask::provision::unavailable(env) {
+        skip(&why);
+        return;
+    }
+    let mut failures: Vec<String> = Vec::new();
+    let cases: [(&str, &[&str], u32); 2] = [
+        (
+            "xen.bind-virq",
+            &[
+                "xen: boot cpu 0: EVTCHNOP_bind_virq(VIRQ_TIMER): EINVAL (22)",
+                "xen: backend not usable; only the console and shutdown ops are installed",
+            ],
+            5,
+        ),
+        (
+            "pv.start-info",
+            &[
+                "start_info: pfn->mfn list (mfn_list)",
+                "is not inside the boot layout",
+            ],
+            2,
+        ),
+    ];
+    for (fail, errors, code) in cases {
+        let arg = format!("pvops.fail={fail}");
+        let b = run_plan(plan(env, Kernel::Example, &[&arg]), false).map_err(|e| format!("{e:#}"));
+        let r = judged(&arg, b, &|b| {
+            let mut w = unexpected(b, |p| {
+                matches!(
+                    p,
+                    Problem::MissingPlatform
+                        | Problem::WrongPlatform { .. }
+                        | Problem::MissingFeature(_)
+                        | Problem::TooFewTests { .. }
+                        | Problem::MissingSummary
+                        | Problem::NonZeroExitCode(_)
+                )
+            });
+            w.extend(missing_notes(b, NoteKind::Error, errors));
+            if b.outcome.console.exit_codes != [code] {
+                w.push(format!(
+                    "exit codes {:?}, expected [{code}]",
+                    b.outcome.console.exit_codes
+                ));
+            }
+            if b.outcome.termination != Termination::Exited(0) {
+                w.push(format!("QEMU ended with {}", b.outcome.termination));
+            }
+            w
+        });
+        failures.extend(r.err());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -274,7 +274,12 @@ fn install_failsafe(ctx: &BootContext<'_>, platform: Platform) {
         platform,
         backend: NAME,
         features,
-        hypervisor: ctx.cpuid.primary().map(|l| l.kind),
+        // A PV guest's own CPUID may not reach Xen (no CPUID faulting):
+        // the entry it came through says whose guest it is.
+        hypervisor: match platform {
+            Platform::XenPv => Some(pvops_core::detect::HypervisorKind::Xen),
+            _ => ctx.cpuid.primary().map(|l| l.kind),
+        },
     };
     t.platform.console_write = <XenPvh as ConsoleOps>::write;
     t.platform.shutdown = <XenPvh as ShutdownOps>::shutdown;
@@ -355,14 +360,22 @@ fn preferred_via(ctx: &BootContext<'_>) -> Option<UpcallVia> {
 pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     let (r, platform) = match (ctx.entry, ctx.xen_pv) {
         (BootEntry::XenPv, Some(si)) => (pv::bring_up(ctx, si), Platform::XenPv),
-        (BootEntry::XenPv, None) => (
-            Err(BackendError {
-                backend: NAME,
-                reason: "entered through the PV entry without a start_info",
-                detail: None,
-            }),
-            Platform::XenPv,
-        ),
+        (BootEntry::XenPv, None) => {
+            // The start info was refused: what needs none of it (the
+            // hypercall console and shutdown) still lets the kernel say so.
+            hypercall::select(Instruction::Syscall);
+            if XEN.version().is_ok() {
+                console::use_hypercall();
+            }
+            (
+                Err(BackendError {
+                    backend: NAME,
+                    reason: "entered through the PV entry without a valid start_info",
+                    detail: None,
+                }),
+                Platform::XenPv,
+            )
+        }
         _ => (bring_up(ctx), Platform::XenPvh),
     };
     if r.is_err() && console::kind() != console::Kind::None {
