@@ -34,6 +34,13 @@ fn minimal_rust_kernel_xen_pvh() {
     boot_minimal(Env::XenPvh);
 }
 
+/// The same minimal kernel as a classic PV dom0, in ring 3: nothing in it
+/// knows.
+#[test]
+fn minimal_rust_kernel_xen_pv() {
+    boot_minimal(Env::XenPv);
+}
+
 /// The C kernel (`examples/c-kernel`, gcc + libpvops_ffi.a) in `env`.
 fn boot_c(env: Env) {
     if let Some(why) = xtask::provision::unavailable(env) {

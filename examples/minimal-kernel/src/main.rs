@@ -1,7 +1,8 @@
 //! The smallest useful pvops kernel, written as a stranger would write one:
 //! only pvops' public API, no knowledge of the example kernel. It boots
-//! through `pvops::pvh_entry!`, lets pvops pick the backend, prints the
-//! platform line, checks a few ops and powers off with its exit code.
+//! through `pvops::boot_entry!` (PVH, or Xen classic PV in ring 3), lets
+//! pvops pick the backend, prints the platform line, checks a few ops and
+//! powers off with its exit code.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code))]
 
@@ -12,10 +13,10 @@ use pvops::platform::Console;
 type Check = (&'static str, fn() -> bool);
 
 #[cfg(target_os = "none")]
-pvops::pvh_entry!(kernel_main, stack_size = 65536);
+pvops::boot_entry!(kernel_main, stack_size = 65536);
 
-extern "C" fn kernel_main(start_info: u64) -> ! {
-    let boot = match pvops::entry::init_pvh(start_info, |e| {
+extern "C" fn kernel_main(handoff: pvops::entry::BootHandoff) -> ! {
+    let boot = match pvops::entry::init(handoff, |e| {
         let _ = writeln!(Console, "pvops: warning: {e}; falling back");
     }) {
         Ok(boot) => boot,
