@@ -15,6 +15,12 @@
 //! `PT_NOTE` segment, and define `__bss_start`/`__bss_end` around `.bss`.
 //! `example-kernel/linker.ld` and `examples/minimal-kernel/linker.ld` are
 //! two such scripts.
+//!
+//! [`boot_entry!`](crate::boot_entry) emits that entry and, beside it, the
+//! classic Xen PV entry (Xen's PV notes, a 64-bit entry in ring 3 that
+//! takes `start_info`); both call your `extern "C" fn(BootHandoff) -> !`,
+//! and [`init`] parses whichever start info came. One ELF then boots under
+//! QEMU, KVM, Xen PVH and Xen PV.
 
 use crate::abi::pv_start_info::{self, PvStartInfoError};
 use crate::abi::start_info::{

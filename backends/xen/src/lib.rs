@@ -1,8 +1,10 @@
 //! # pvops-xen
 //!
-//! The Xen backend of pvops for PVH guests (dom0 or domU): hardware
-//! virtualisation for the CPU and MMU, Xen's paravirtual interfaces for
-//! everything a PVH guest has no hardware for. A PVH guest has no PIT, PIC,
+//! The Xen backend of pvops, for PVH guests (dom0 or domU) and, in [`pv`],
+//! for classic 64-bit PV guests (the kernel in ring 3, page tables and
+//! traps through hypercalls; see that module). What follows is the PVH
+//! side: hardware virtualisation for the CPU and MMU, Xen's paravirtual
+//! interfaces for everything a PVH guest has no hardware for. A PVH guest has no PIT, PIC,
 //! IO-APIC, UART or RTC (only an emulated local APIC), and nothing here
 //! leans on them.
 //!
@@ -507,7 +509,8 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     }))
 }
 
-/// The Xen PVH backend as a detection candidate.
+/// The Xen backend as a detection candidate: PVH or classic PV by the
+/// entry the kernel came through.
 pub const CANDIDATE: Candidate = Candidate {
     name: NAME,
     detect,
