@@ -157,6 +157,20 @@ static TRAP_TABLE: TrapTable = TrapTable(UnsafeCell::new(
     }; 257],
 ));
 
+/// A 64-bit IDT gate as Xen's trap table wants it: the handler, and the
+/// flags (the gate's DPL; events masked on entry for an interrupt gate).
+/// `None` for a gate that is not present.
+fn decode_gate(lo: u64, hi: u64) -> Option<(u64, u8)> {
+    let attr = (lo >> 40) as u8;
+    if attr & 0x80 == 0 {
+        return None;
+    }
+    let handler = (lo & 0xffff) | ((lo >> 32) & 0xffff_0000) | ((hi & 0xffff_ffff) << 32);
+    let interrupt_gate = attr & 0x0f == 0x0e;
+    let flags = ((attr >> 5) & 3) | if interrupt_gate { TI_MASK_EVENTS } else { 0 };
+    Some((handler, flags))
+}
+
 unsafe fn load_idt(ptr: &DescriptorTablePointer) {
     IDT_BASE.store(ptr.base.as_u64(), Ordering::Relaxed);
     IDT_LIMIT.store(u64::from(ptr.limit), Ordering::Relaxed);
@@ -168,17 +182,14 @@ unsafe fn load_idt(ptr: &DescriptorTablePointer) {
     for (v, slot) in HANDLERS.iter().enumerate().take(n) {
         // SAFETY: the caller of load_idt guarantees `n` live gates there.
         let [lo, hi] = unsafe { gates.add(v).read() };
-        let attr = (lo >> 40) as u8;
-        if attr & 0x80 == 0 {
+        let Some((handler, flags)) = decode_gate(lo, hi) else {
             slot.store(0, Ordering::Release);
             continue;
-        }
-        let handler = (lo & 0xffff) | ((lo >> 32) & 0xffff_0000) | ((hi & 0xffff_ffff) << 32);
+        };
         slot.store(handler, Ordering::Release);
-        let interrupt_gate = attr & 0x0f == 0x0e;
         table[out] = TrapInfo {
             vector: v as u8,
-            flags: ((attr >> 5) & 3) | if interrupt_gate { TI_MASK_EVENTS } else { 0 },
+            flags,
             cs: KERNEL_CS,
             pad: 0,
             address: traps::trap_entry(v as u8),
@@ -289,6 +300,23 @@ impl CpuOps for XenPv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gates as the example kernel builds them (and a trap gate with DPL 3).
+    #[test]
+    fn gates_decode_to_handler_and_flags() {
+        let handler: u64 = 0xffff_8123_4567_89ab;
+        let gate = |attr: u64| {
+            let lo =
+                (handler & 0xffff) | (0x08 << 16) | (attr << 40) | ((handler & 0xffff_0000) << 32);
+            (lo, handler >> 32)
+        };
+        let (lo, hi) = gate(0x8e);
+        assert_eq!(decode_gate(lo, hi), Some((handler, TI_MASK_EVENTS)));
+        let (lo, hi) = gate(0xef);
+        assert_eq!(decode_gate(lo, hi), Some((handler, 3)));
+        let (lo, hi) = gate(0x0e);
+        assert_eq!(decode_gate(lo, hi), None, "not present");
+    }
 
     #[test]
     fn system_descriptors_are_dropped_with_their_upper_half() {

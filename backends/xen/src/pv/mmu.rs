@@ -34,8 +34,9 @@ use super::p2m;
 use super::XenPv;
 use crate::abi::pv::{self, pte, MmuUpdate, MmuextOp, MulticallEntry, MMU_NORMAL_PT_UPDATE};
 use crate::error::XenError;
+use crate::hypercall::Hypercall;
 use crate::warn::warn;
-use crate::xen::XEN;
+use crate::xen::{Xen, XEN};
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -159,15 +160,22 @@ fn with_queue<R>(f: impl FnOnce(&mut Queue) -> R) -> Option<R> {
 }
 
 fn send(q: &mut Queue) {
+    send_with(&XEN, q, report)
+}
+
+/// Sends the queue through `xen`; a refused request is handed to
+/// `refused` (naming the entry as the kernel wrote it) and skipped, and
+/// the rest are sent.
+fn send_with<H: Hypercall>(xen: &Xen<H>, q: &mut Queue, mut refused: impl FnMut(EntryError)) {
     let mut start = 0;
     while start < q.len {
-        match XEN.mmu_update(&q.reqs[start..q.len]) {
+        match xen.mmu_update(&q.reqs[start..q.len]) {
             Ok(()) => break,
             Err(e) => {
                 let bad = start + e.done;
                 if bad < q.len {
                     let (entry, value) = q.what[bad];
-                    report(EntryError {
+                    refused(EntryError {
                         entry,
                         value,
                         error: EntryErrorKind::Refused(e.error),
@@ -615,5 +623,112 @@ impl MmuOps for XenPv {
 
     fn large_pages() -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypercall::tests::FakeXen;
+    use std::vec::Vec;
+
+    fn queue(entries: &[(u64, u64)]) -> Queue {
+        let mut q = Queue {
+            len: 0,
+            what: [(0, 0); QUEUE_LEN],
+            reqs: [MmuUpdate::default(); QUEUE_LEN],
+        };
+        for (i, &(entry, value)) in entries.iter().enumerate() {
+            q.reqs[i] = MmuUpdate {
+                ptr: entry,
+                val: value,
+            };
+            q.what[i] = (entry, value);
+        }
+        q.len = entries.len();
+        q
+    }
+
+    /// Xen refuses the third of five requests: the error names that entry
+    /// as the kernel wrote it, and the two after it are still sent.
+    #[test]
+    fn a_refused_request_is_named_and_the_rest_sent() {
+        let fake = FakeXen::new(|op, args| {
+            assert_eq!(op, pv::MMU_UPDATE);
+            let first = args[0] as *const MmuUpdate;
+            // SAFETY: the batch and the done counter live in the caller's
+            // frame for the call (the issuer's contract).
+            let ptr = unsafe { (*first).ptr };
+            if ptr == 0x1000 {
+                // SAFETY: as above; args[2] is the `done` out-pointer.
+                unsafe { *(args[2] as *mut u32) = 2 };
+                return -22;
+            }
+            0
+        });
+        let mut q = queue(&[(0x0, 1), (0x8, 2), (0x10, 3), (0x18, 4), (0x20, 5)]);
+        q.reqs[0].ptr = 0x1000; // the batch Xen will refuse at index 2
+        let mut refused = Vec::new();
+        let xen = Xen(fake);
+        send_with(&xen, &mut q, |e| refused.push(e));
+        let fake = xen.0;
+        assert_eq!(q.len, 0);
+        assert_eq!(refused.len(), 1);
+        assert_eq!((refused[0].entry, refused[0].value), (0x10, 3));
+        assert!(matches!(refused[0].error, EntryErrorKind::Refused(e) if e.errno == 22));
+        let calls = fake.calls.borrow();
+        assert_eq!(
+            calls.len(),
+            2,
+            "the whole batch, then what follows the refused one"
+        );
+        assert_eq!(calls[0].1[1], 5);
+        assert_eq!(calls[1].1[1], 2);
+    }
+
+    #[test]
+    fn requests_translate_and_keep_tables_read_only() {
+        let _g = p2m::tests::LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        static LIST: [u64; 8] = [0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57];
+        // SAFETY: LIST is a static of 8 entries.
+        unsafe { p2m::set_list(LIST.as_ptr() as u64, 8) };
+        PHYS_OFFSET.store(0, Ordering::Relaxed);
+        // The entry at 0x3010 (pfn 3) maps pfn 5, writable.
+        let r = request(PtLevel::Pte, 0x3010, 0x5000 | 0x3).expect("in the domain");
+        assert_eq!(r.ptr, (0x53 << 12) | 0x10 | MMU_NORMAL_PT_UPDATE);
+        assert_eq!(r.val, (0x55 << 12) | 0x3);
+        // Once pfn 5 is a page table, the same mapping loses RW.
+        mark_table(5);
+        let r = request(PtLevel::Pte, 0x3010, 0x5000 | 0x3).expect("in the domain");
+        assert_eq!(r.val, (0x55 << 12) | 0x1);
+        // A PMD pointing at the table keeps RW (not a leaf).
+        let r = request(PtLevel::Pmd, 0x3010, 0x5000 | 0x3).expect("in the domain");
+        assert_eq!(r.val, (0x55 << 12) | 0x3);
+        unmark_table(5);
+        assert_eq!(
+            request(PtLevel::Pte, 0x9000, 0x1003),
+            Err(EntryErrorKind::EntryOutsideDomain)
+        );
+        assert_eq!(
+            request(PtLevel::Pte, 0x3000, 0x9003),
+            Err(EntryErrorKind::TargetOutsideDomain)
+        );
+        // Not present: written as is.
+        assert_eq!(
+            request(PtLevel::Pte, 0x3000, 0x9002).map(|r| r.val),
+            Ok(0x9002)
+        );
+    }
+
+    #[test]
+    fn refusals_convert_to_the_core_error() {
+        let e = EntryError {
+            entry: 0x3010,
+            value: 0x5003,
+            error: EntryErrorKind::Refused(XenError { errno: 22 }),
+        };
+        let core: EntryRefused = e.into();
+        assert_eq!((core.entry, core.value, core.code), (0x3010, 0x5003, -22));
+        assert!(std::format!("{core}").contains("0x3010"), "{core}");
     }
 }

@@ -103,11 +103,15 @@ pub fn to_pseudo(entry: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The lists are process-wide: tests that set them take this first.
+    pub(crate) static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     #[test]
     fn entries_translate_both_ways_through_the_lists() {
+        let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         // The machine-to-phys side needs Xen's mapping; only the
         // not-present and pfn-to-mfn paths run on the host.
         static LIST: [u64; 4] = [0x100, 0x205, 0x3ff, 0x17];
@@ -123,5 +127,6 @@ mod tests {
         assert_eq!(mfn(2), Some(0x999));
         assert_eq!(pfn(0x999), Some(2));
         assert_eq!(to_pseudo(0x999000 | 0x7), 0x2000 | 0x7);
+        set_override(u64::MAX, u64::MAX);
     }
 }
