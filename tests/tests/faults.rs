@@ -677,6 +677,14 @@ fn xen_pv_refused_hypercalls_with_a_fallback() {
                      clock reads 0 there",
                 ],
             },
+            // The second vCPU stays down; the kernel runs on one.
+            Fallback {
+                fail: "xen.vcpu-up",
+                extra: &[],
+                absent: &[],
+                present: &[],
+                warnings: &["cpu 1 start refused (error -22)"],
+            },
         ],
     );
 }

@@ -59,3 +59,8 @@ fn stress_kvm() {
 fn stress_xen_pvh() {
     stress(Env::XenPvh);
 }
+
+#[test]
+fn stress_xen_pv() {
+    stress(Env::XenPv);
+}

@@ -306,7 +306,7 @@ impl Env {
     pub const fn xen_cmdline(self) -> Option<&'static str> {
         match self {
             Env::XenPvh => Some("console=com1 loglvl=all dom0=pvh dom0-iommu=none"),
-            Env::XenPv => Some("console=com1 loglvl=all dom0_mem=64M,max:64M dom0_max_vcpus=1"),
+            Env::XenPv => Some("console=com1 loglvl=all dom0_mem=64M,max:64M"),
             Env::Tcg | Env::Kvm | Env::KvmHidden => None,
         }
     }

@@ -77,16 +77,20 @@ impl XenCpuid {
 /// Bids [`PRIORITY`] when Xen's signature is present and the kernel came
 /// in through the PVH entry (a classic PV guest is another backend's).
 pub fn detect(ctx: &BootContext<'_>) -> Option<Priority> {
-    detect_with(ctx, &HardwareCpuid)
+    match ctx.entry {
+        // Only Xen enters a kernel through its PV entry; its signature is
+        // confirmed through the forced-emulation prefix (a ring-3 CPUID may
+        // not reach Xen at all).
+        BootEntry::XenPv => detect_with(ctx, &crate::pv::cpu::FepCpuid),
+        _ => detect_with(ctx, &HardwareCpuid),
+    }
 }
 
 fn detect_with(ctx: &BootContext<'_>, src: &impl CpuidSource) -> Option<Priority> {
     match ctx.entry {
         BootEntry::Pvh => xen_leaf(ctx, src).is_some().then_some(PRIORITY),
-        // Only Xen enters a kernel through its PV entry; its signature is
-        // confirmed through the forced-emulation prefix (a ring-3 CPUID may
-        // not reach Xen at all).
-        BootEntry::XenPv => probe_hidden(&crate::pv::cpu::FepCpuid).map(|_| PRIORITY),
+        // `src` is Xen's forced-emulation CPUID here (see `detect`).
+        BootEntry::XenPv => probe_hidden(src).map(|_| PRIORITY),
         BootEntry::Other => None,
     }
 }
@@ -207,10 +211,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn no_bid_without_xen_or_without_pvh_entry() {
+    fn no_bid_without_xen_or_without_a_xen_entry() {
         let s = scan(&ViridianThenXen);
-        assert_eq!(detect(&ctx(s, BootEntry::XenPv)), None);
         assert_eq!(detect(&ctx(s, BootEntry::Other)), None);
+        // The PV entry: Xen's own CPUID view (a fake here) decides.
+        assert_eq!(
+            detect_with(&ctx(s, BootEntry::XenPv), &ViridianThenXen),
+            Some(PRIORITY)
+        );
         // Nothing found, and nothing at Xen's bases either (a fake CPU:
         // with the bit clear, `detect` would read the real one).
         struct Bare;
@@ -221,6 +229,10 @@ pub(crate) mod tests {
         }
         assert_eq!(
             detect_with(&ctx(CpuidScan::empty(), BootEntry::Pvh), &Bare),
+            None
+        );
+        assert_eq!(
+            detect_with(&ctx(CpuidScan::empty(), BootEntry::XenPv), &Bare),
             None
         );
     }

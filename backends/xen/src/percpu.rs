@@ -18,6 +18,28 @@
 //! anyway, and Xen 4.17 under an emulated SVM without next-RIP support
 //! cannot even decode it (it fails the instruction with `#GP`), so then
 //! the slow way is the only way.
+//!
+//! ## Classic PV: the kernel GS base
+//! A PV guest has neither way: Xen's CPUID leaf `base + 4` is for HVM
+//! guests only and a PV vCPU's APIC ID reads 0. Nor is `rdtscp` enough,
+//! even where it runs natively: a vCPU can only tag its own `TSC_AUX`,
+//! and a new vCPU needs its id before the kernel calls any op on it (its
+//! first `load_gdt` and `load_idt`, the interrupt flag, which lives in
+//! the vCPU's `vcpu_info`). So under PV every vCPU's *kernel GS base*
+//! points at its own entry of [`PV_IDS`], a read-only table holding each
+//! index, and [`current`] is one `%gs`-relative load: no privilege, no
+//! trap, no dependence on how Xen runs the TSC. The boot vCPU (vCPU 0:
+//! Xen always starts a PV guest there) sets its base with
+//! `set_segment_base(SEGBASE_GS_KERNEL)` ([`configure_pv`]); a secondary
+//! vCPU gets it in the context that starts it (`gs_base_kernel`, see
+//! [`crate::pv::smp`]), so it is right from its first instruction. Until
+//! the boot vCPU's base is set, [`current`] answers 0.
+//!
+//! This backend therefore owns the kernel GS base under PV: the kernel
+//! must not write `IA32_GS_BASE` (the PV `write_msr` op refuses it), use
+//! `set_segment_base(SEGBASE_GS_KERNEL)`, or load a non-null selector into
+//! GS (which loads the descriptor's base). The user-mode GS base
+//! (`IA32_KERNEL_GS_BASE` while in the kernel) stays the kernel's.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use pvops_core::detect::{CpuidSource, HardwareCpuid};
@@ -46,11 +68,24 @@ pub fn configure(leaf: Option<u32>, tsc_native: bool) {
     RDTSCP.store(rdtscp && tsc_native, Ordering::Relaxed);
 }
 
-/// Whether ids and clock reads use `rdtscp`.
-/// Classic PV: no `rdtscp` tag, no local APIC; see [`current_slow`].
-pub fn configure_pv() {
-    ID_LEAF.store(0, Ordering::Relaxed);
-    RDTSCP.store(false, Ordering::Relaxed);
+/// Classic PV: entry `n` holds `n`; vCPU `n`'s kernel GS base points at
+/// it (see the module docs).
+pub static PV_IDS: [u32; MAX_VCPUS] = {
+    let mut ids = [0; MAX_VCPUS];
+    let mut i = 0;
+    while i < MAX_VCPUS {
+        ids[i] = i as u32;
+        i += 1;
+    }
+    ids
+};
+/// Whether the boot vCPU's kernel GS base points into [`PV_IDS`].
+static PV_GS: AtomicBool = AtomicBool::new(false);
+
+/// The kernel GS base that names vCPU `vcpu` under PV (the address of its
+/// [`PV_IDS`] entry), `None` beyond [`MAX_VCPUS`].
+pub fn pv_gs_base(vcpu: u32) -> Option<u64> {
+    slot(vcpu).map(|i| core::ptr::addr_of!(PV_IDS[i]) as u64)
 }
 
 /// Whether `rdtscp` names the vCPU (see the module docs).
@@ -58,11 +93,50 @@ pub fn uses_rdtscp() -> bool {
     RDTSCP.load(Ordering::Relaxed)
 }
 
-/// The id of the vCPU this runs on, from CPUID or the APIC ID.
+/// Classic PV, on the boot vCPU (vCPU 0): points its kernel GS base at
+/// [`PV_IDS`]`[0]`, after which [`current`] reads ids through GS (see
+/// the module docs); no `rdtscp` tags, no APIC ID. If Xen refuses,
+/// [`current`] keeps answering 0: only the boot vCPU can then be used.
+pub fn configure_pv() -> Result<(), crate::XenError> {
+    ID_LEAF.store(0, Ordering::Relaxed);
+    RDTSCP.store(false, Ordering::Relaxed);
+    let base = pv_gs_base(0).unwrap_or(0);
+    crate::xen::XEN.set_segment_base(crate::abi::pv::SEGBASE_GS_KERNEL, base)?;
+    PV_GS.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Whether vCPU ids are read through GS (classic PV, once configured).
+pub fn uses_gs() -> bool {
+    PV_GS.load(Ordering::Acquire)
+}
+
+/// The id behind this vCPU's kernel GS base (classic PV).
+#[inline]
+fn pv_current() -> u32 {
+    if !uses_gs() {
+        return 0;
+    }
+    let id: u32;
+    // SAFETY: once PV_GS is set, every vCPU's kernel GS base points at its
+    // own entry of PV_IDS (the boot vCPU's by configure_pv, the others' by
+    // the context that started them), a static that is always mapped; the
+    // load reads 4 bytes there and nothing else.
+    unsafe {
+        core::arch::asm!(
+            "mov {id:e}, dword ptr gs:[0]",
+            id = out(reg) id,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    id
+}
+
+/// The id of the vCPU this runs on, from CPUID or the APIC ID (under
+/// classic PV: through GS, see the module docs).
 pub fn current_slow() -> u32 {
     if crate::pv::is_active() {
-        // Classic PV: one vCPU for now (see crate::pv's limits).
-        return 0;
+        return pv_current();
     }
     match ID_LEAF.load(Ordering::Relaxed) {
         0 => pvops_native::apic::id() / 2,

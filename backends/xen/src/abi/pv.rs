@@ -3,7 +3,7 @@
 //! `physdev.h` that a PV kernel needs and a PVH one does not.
 
 use static_assertions::const_assert_eq;
-use zerocopy::{Immutable, IntoBytes, KnownLayout};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `__HYPERVISOR_set_trap_table`.
 pub const SET_TRAP_TABLE: u32 = 0;
@@ -23,6 +23,8 @@ pub const MULTICALL: u32 = 13;
 pub const UPDATE_VA_MAPPING: u32 = 14;
 /// `__HYPERVISOR_iret`.
 pub const IRET: u32 = 23;
+/// `__HYPERVISOR_set_segment_base` (x86-64 only).
+pub const SET_SEGMENT_BASE: u32 = 25;
 /// `__HYPERVISOR_mmuext_op`.
 pub const MMUEXT_OP: u32 = 26;
 /// `__HYPERVISOR_callback_op`.
@@ -67,6 +69,14 @@ pub const CALLBACKF_MASK_EVENTS: u16 = 1;
 /// `PHYSDEVOP_set_iopl`.
 pub const PHYSDEVOP_SET_IOPL: u64 = 6;
 
+/// `SEGBASE_FS`: `set_segment_base` of the FS base.
+pub const SEGBASE_FS: u32 = 0;
+/// `SEGBASE_GS_USER`: the GS base of guest user mode.
+pub const SEGBASE_GS_USER: u32 = 1;
+/// `SEGBASE_GS_KERNEL`: the GS base of guest kernel mode (the one in
+/// effect while the kernel runs).
+pub const SEGBASE_GS_KERNEL: u32 = 2;
+
 /// `FLAT_KERNEL_CS64`: the 64-bit code segment a PV kernel runs on
 /// (ring 3, in Xen's part of the GDT).
 pub const FLAT_KERNEL_CS: u16 = 0xe033;
@@ -86,7 +96,9 @@ pub const GDT_ENTRIES_PER_PAGE: usize = 512;
 /// `trap_info`: one vector of the PV trap table (`set_trap_table`); an
 /// entry with `address == 0` ends the array.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct TrapInfo {
     /// The vector.
     pub vector: u8,
@@ -158,6 +170,172 @@ pub struct CallbackRegister {
     pub address: u64,
 }
 const_assert_eq!(core::mem::size_of::<CallbackRegister>(), 16);
+
+/// `VGCF_i387_valid`: [`VcpuGuestContext::fpu_ctxt`] holds an FXSAVE
+/// image to load (else the vCPU starts with a reset FPU).
+pub const VGCF_I387_VALID: u64 = 1 << 0;
+/// `VGCF_in_kernel`: the vCPU starts in guest kernel mode (its kernel
+/// page tables, kernel GS base).
+pub const VGCF_IN_KERNEL: u64 = 1 << 2;
+/// `VGCF_failsafe_disables_events`: the failsafe callback masks events.
+pub const VGCF_FAILSAFE_DISABLES_EVENTS: u64 = 1 << 3;
+/// `VGCF_syscall_disables_events`: the syscall callback masks events.
+pub const VGCF_SYSCALL_DISABLES_EVENTS: u64 = 1 << 4;
+/// `VGCF_online`: `VCPUOP_initialise` also brings the vCPU up (without
+/// it the vCPU stays down until `VCPUOP_up`).
+pub const VGCF_ONLINE: u64 = 1 << 5;
+
+/// `xen_pfn_to_cr3` of a 64-bit guest: the CR3 value (as
+/// [`VcpuGuestContext::ctrlreg`] holds it) of the top table at machine
+/// frame `mfn`.
+pub const fn xen_pfn_to_cr3(mfn: u64) -> u64 {
+    mfn << 12
+}
+
+/// `struct cpu_user_regs` of `arch-x86/xen-x86_64.h`: a 64-bit PV vCPU's
+/// general registers (the 64-bit names of its register unions).
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[allow(missing_docs)]
+pub struct CpuUserRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    /// Xen's own (ignored on input).
+    pub error_code: u32,
+    /// Xen's own (ignored on input).
+    pub entry_vector: u32,
+    pub rip: u64,
+    pub cs: u16,
+    pub pad0: u16,
+    /// Ignored by `VCPUOP_initialise` (the event mask is the vCPU's
+    /// `vcpu_info`).
+    pub saved_upcall_mask: u8,
+    pub pad1: [u8; 3],
+    /// RFLAGS; Xen forces IF on (ring 3 always runs with it) and takes
+    /// IOPL as the vCPU's virtual I/O privilege level.
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u16,
+    pub pad2: [u16; 3],
+    pub es: u16,
+    pub pad3: [u16; 3],
+    pub ds: u16,
+    pub pad4: [u16; 3],
+    pub fs: u16,
+    pub pad5: [u16; 3],
+    pub gs: u16,
+    pub pad6: [u16; 3],
+}
+const_assert_eq!(core::mem::size_of::<CpuUserRegs>(), 200);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, rbp), 32);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, rax), 80);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, rdi), 112);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, error_code), 120);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, rip), 128);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, cs), 136);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, saved_upcall_mask), 140);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, rflags), 144);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, rsp), 152);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, ss), 160);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, es), 168);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, ds), 176);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, fs), 184);
+const_assert_eq!(core::mem::offset_of!(CpuUserRegs, gs), 192);
+
+/// `struct vcpu_guest_context` of `arch-x86/xen.h` for a 64-bit PV guest:
+/// the whole first state of a vCPU that `VCPUOP_initialise` takes.
+/// Frame numbers in it are machine frames. Build one with
+/// [`zerocopy::FromZeros::new_zeroed`] (most fields are 0).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct VcpuGuestContext {
+    /// FXSAVE image, used with [`VGCF_I387_VALID`].
+    pub fpu_ctxt: [u8; 512],
+    /// `VGCF_*`.
+    pub flags: u64,
+    /// The registers the vCPU starts with.
+    pub user_regs: CpuUserRegs,
+    /// The virtual IDT, indexed by vector (`trap_ctxt[v].vector == v`);
+    /// an entry with address 0 is no handler.
+    pub trap_ctxt: [TrapInfo; 256],
+    /// LDT linear address (page-aligned).
+    pub ldt_base: u64,
+    /// LDT entries (0: none).
+    pub ldt_ents: u64,
+    /// Machine frames of the GDT.
+    pub gdt_frames: [u64; 16],
+    /// GDT entries (0: none; Xen's own selectors work regardless).
+    pub gdt_ents: u64,
+    /// Stack segment Xen switches to on entry from guest user mode.
+    pub kernel_ss: u64,
+    /// Stack pointer Xen switches to on entry from guest user mode.
+    pub kernel_sp: u64,
+    /// CR0-CR7: CR3 is the kernel top table ([`xen_pfn_to_cr3`]), CR1 the
+    /// user one (0: none); of CR0 only TS is the guest's, of CR4 a few
+    /// bits.
+    pub ctrlreg: [u64; 8],
+    /// DR0-DR7.
+    pub debugreg: [u64; 8],
+    /// The event upcall entry (`CALLBACKTYPE_event`).
+    pub event_callback_eip: u64,
+    /// The failsafe entry (`CALLBACKTYPE_failsafe`).
+    pub failsafe_callback_eip: u64,
+    /// The `syscall` entry from guest user mode (0: none).
+    pub syscall_callback_eip: u64,
+    /// `VMASST_TYPE_*` bitmap (only read for vCPU 0).
+    pub vm_assist: u64,
+    /// FS base.
+    pub fs_base: u64,
+    /// GS base in guest kernel mode.
+    pub gs_base_kernel: u64,
+    /// GS base in guest user mode.
+    pub gs_base_user: u64,
+}
+const_assert_eq!(core::mem::size_of::<VcpuGuestContext>(), 5168);
+const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, flags), 512);
+const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, user_regs), 520);
+const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, trap_ctxt), 720);
+const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, ldt_base), 4816);
+const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, gdt_frames), 4832);
+const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, gdt_ents), 4960);
+const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, kernel_ss), 4968);
+const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, kernel_sp), 4976);
+const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, ctrlreg), 4984);
+const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, debugreg), 5048);
+const_assert_eq!(
+    core::mem::offset_of!(VcpuGuestContext, event_callback_eip),
+    5112
+);
+const_assert_eq!(
+    core::mem::offset_of!(VcpuGuestContext, failsafe_callback_eip),
+    5120
+);
+const_assert_eq!(
+    core::mem::offset_of!(VcpuGuestContext, syscall_callback_eip),
+    5128
+);
+const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, vm_assist), 5136);
+const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, fs_base), 5144);
+const_assert_eq!(
+    core::mem::offset_of!(VcpuGuestContext, gs_base_kernel),
+    5152
+);
+const_assert_eq!(core::mem::offset_of!(VcpuGuestContext, gs_base_user), 5160);
 
 /// Page-table entry bits a PV kernel uses.
 pub mod pte {

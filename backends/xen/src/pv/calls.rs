@@ -1,7 +1,10 @@
 //! The classic-PV hypercalls, typed (see [`crate::xen`] for the others).
 
-use crate::abi::nr::DOMID_SELF;
-use crate::abi::pv::{self, CallbackRegister, MmuUpdate, MmuextOp, MulticallEntry, TrapInfo};
+use crate::abi::nr::{self, DOMID_SELF};
+use crate::abi::pv::{
+    self, CallbackRegister, MmuUpdate, MmuextOp, MulticallEntry, TrapInfo, VcpuGuestContext,
+};
+use crate::abi::vcpu::VCPUOP_INITIALISE;
 use crate::error::XenError;
 use crate::hypercall::Hypercall;
 use crate::xen::Xen;
@@ -126,5 +129,78 @@ impl<H: Hypercall> Xen<H> {
             [pv::PHYSDEVOP_SET_IOPL, &a as *const u32 as u64, 0, 0, 0],
         )
         .map(|_| ())
+    }
+
+    /// `set_segment_base(which, base)` (`SEGBASE_*`) on the calling vCPU.
+    pub fn set_segment_base(&self, which: u32, base: u64) -> Result<(), XenError> {
+        self.call(pv::SET_SEGMENT_BASE, [u64::from(which), base, 0, 0, 0])
+            .map(|_| ())
+    }
+
+    /// `VCPUOP_initialise` of the down vCPU `vcpu` with a PV context (the
+    /// same operation as [`Xen::vcpu_initialise`], which takes an HVM
+    /// one). The vCPU stays down until `VCPUOP_up` unless `ctx` has
+    /// `VGCF_online`.
+    pub fn vcpu_initialise_pv(&self, vcpu: u32, ctx: &VcpuGuestContext) -> Result<(), XenError> {
+        self.call(
+            nr::VCPU_OP,
+            [
+                VCPUOP_INITIALISE,
+                u64::from(vcpu),
+                ctx as *const VcpuGuestContext as u64,
+                0,
+                0,
+            ],
+        )
+        .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypercall::tests::FakeXen;
+    use zerocopy::FromZeros;
+
+    #[test]
+    fn vcpu_initialise_pv_passes_the_context() {
+        let mut ctx = VcpuGuestContext::new_zeroed();
+        ctx.user_regs.rip = 0x1234;
+        let want = &ctx as *const VcpuGuestContext as u64;
+        let x = Xen(FakeXen::new(move |op, a| {
+            assert_eq!(op, nr::VCPU_OP);
+            assert_eq!(a, [VCPUOP_INITIALISE, 3, want, 0, 0]);
+            // SAFETY: the typed layer passed the live context above.
+            let c = unsafe { &*(a[2] as *const VcpuGuestContext) };
+            assert_eq!(c.user_regs.rip, 0x1234);
+            -17
+        }));
+        assert_eq!(
+            x.vcpu_initialise_pv(3, &ctx),
+            Err(XenError { errno: 17 }),
+            "EEXIST: already initialised"
+        );
+    }
+
+    #[test]
+    fn set_segment_base_names_the_segment() {
+        let x = Xen(FakeXen::new(|op, a| {
+            assert_eq!(op, pv::SET_SEGMENT_BASE);
+            assert_eq!(
+                a,
+                [
+                    u64::from(pv::SEGBASE_GS_KERNEL),
+                    0xffff_8000_0000_0040,
+                    0,
+                    0,
+                    0
+                ]
+            );
+            0
+        }));
+        assert_eq!(
+            x.set_segment_base(pv::SEGBASE_GS_KERNEL, 0xffff_8000_0000_0040),
+            Ok(())
+        );
     }
 }

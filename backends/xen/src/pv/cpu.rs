@@ -3,13 +3,24 @@
 //! | op | how |
 //! |---|---|
 //! | `cpuid` | Xen's forced-emulation prefix (`ud2; "xen"; cpuid`): Xen's view of the CPU for this guest, its own leaves included |
-//! | CR0 | a copy (Xen owns CR0); TS through `fpu_taskswitch` |
-//! | CR4, MSRs | the instructions, which fault and Xen emulates for PV guests (there is no hypercall for them) |
+//! | CR0 | a copy (Xen owns CR0), with TS per vCPU; TS through `fpu_taskswitch` |
+//! | CR4, MSRs | the instructions, which fault and Xen emulates for PV guests (there is no hypercall for them); `IA32_GS_BASE` is refused: it names the vCPU ([`crate::percpu`]) |
 //! | GDT | copied into a page of this backend, system descriptors (a TSS) dropped, page write-protected, `set_gdt` |
 //! | IDT | turned into Xen's trap table (`set_trap_table`) over the entries of [`super::traps`] |
+//! | secondary CPUs | [`super::smp`]: `VCPUOP_initialise` with a PV context, `VCPUOP_up` |
 //! | task register, kernel segments | nothing: Xen's flat ring-3 selectors stay, and a PV kernel has no TSS |
 //! | I/O ports | the instructions, which Xen emulates once `PHYSDEVOP_set_iopl` allowed them ([`super::setup`]) |
 //! | interrupt return | [`super::traps`]' `pvops_xen_pv_iret` |
+//!
+//! ## Several vCPUs
+//! The GDT page, the trap table and the handler table
+//! ([`super::traps::HANDLERS`]) are one for all vCPUs: the kernel loads
+//! the same GDT and IDT on each (as the example kernel does); `load_gdt`
+//! and `load_idt` on each vCPU give Xen that vCPU's copy (Xen keeps a
+//! GDT and trap table per vCPU, and lets one GDT frame serve several).
+//! A different GDT than the first is refused with a warning (the
+//! comparison allows for the DPLs Xen rewrites in the page it holds); a
+//! different IDT replaces the handlers of every vCPU.
 
 use super::traps::{self, HANDLERS, KERNEL_CS};
 use super::XenPv;
@@ -26,11 +37,27 @@ use pvops_core::irq::CpuMask;
 use pvops_native::Native;
 
 const CR0_TS: u64 = 1 << 3;
+/// CR0 as Xen gives it, without TS.
 static CR0: AtomicU64 = AtomicU64::new(0);
+/// CR0.TS of each vCPU (bit = vCPU id); every vCPU starts with it clear.
+static CR0_TS_SET: AtomicU64 = AtomicU64::new(0);
+
+/// `IA32_GS_BASE`, which this backend owns under PV.
+const MSR_GS_BASE: u32 = 0xc000_0101;
+static WARNED_GS_BASE: AtomicBool = AtomicBool::new(false);
 
 /// Reads CR0 once (Xen emulates the instruction) to seed the copy.
 pub fn init_cr0() {
-    CR0.store(Native::read_cr0(), Ordering::Relaxed);
+    let cr0 = Native::read_cr0();
+    CR0.store(cr0 & !CR0_TS, Ordering::Relaxed);
+    if cr0 & CR0_TS != 0 {
+        CR0_TS_SET.fetch_or(ts_bit(), Ordering::Relaxed);
+    }
+}
+
+/// This vCPU's bit in [`CR0_TS_SET`] (0 beyond 64 vCPUs).
+fn ts_bit() -> u64 {
+    crate::percpu::slot(crate::percpu::current()).map_or(0, |i| 1 << i)
 }
 
 /// CPUID through Xen's forced-emulation prefix.
@@ -85,6 +112,21 @@ fn filter_gdt(src: &[u64], out: &mut [u64]) {
     }
 }
 
+/// Descriptor bits Xen or the CPU may change in a GDT page Xen holds:
+/// the DPL (Xen raises a code or data segment's to the guest kernel's
+/// ring, 3, when it validates the page) and the accessed bit.
+const GDT_REWRITTEN: u64 = (3 << 45) | (1 << 40);
+
+/// Whether the GDT page's contents `have` are the kernel's `want`, but
+/// for what Xen and the CPU rewrite ([`GDT_REWRITTEN`]).
+fn same_gdt(have: &[u64], want: &[u64]) -> bool {
+    have.len() == want.len()
+        && have
+            .iter()
+            .zip(want)
+            .all(|(h, w)| (h ^ w) & !GDT_REWRITTEN == 0)
+}
+
 /// The tables as the kernel last gave them (base, limit), for
 /// `store_idt`/`store_gdt`.
 static IDT_BASE: AtomicU64 = AtomicU64::new(0);
@@ -127,7 +169,7 @@ unsafe fn load_gdt(ptr: &DescriptorTablePointer) {
     } else {
         // SAFETY: a read of the page Xen holds read-only as our GDT.
         let have = unsafe { page.read_volatile() };
-        if have[..n] != want[..n] {
+        if !same_gdt(&have[..n], &want[..n]) {
             warn(format_args!(
                 "xen-pv: a different GDT than the first: kept the first (the GDT is copied at load)"
             ));
@@ -144,9 +186,25 @@ unsafe fn load_gdt(ptr: &DescriptorTablePointer) {
 }
 
 struct TrapTable(UnsafeCell<[TrapInfo; 257]>);
-// SAFETY: written only by load_idt, which runs on one vCPU at a time
-// (the kernel loads its IDT on the boot CPU, then per CPU in turn).
+// SAFETY: reached only with TRAP_TABLE_LOCK held (`with_trap_table`).
 unsafe impl Sync for TrapTable {}
+static TRAP_TABLE_LOCK: AtomicBool = AtomicBool::new(false);
+
+/// Runs `f` on the trap table with its lock held (vCPUs may load their
+/// IDT, or one start another, at the same time).
+fn with_trap_table<R>(f: impl FnOnce(&mut [TrapInfo; 257]) -> R) -> R {
+    while TRAP_TABLE_LOCK
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+    // SAFETY: the lock is held: nothing else reaches the table meanwhile.
+    let r = f(unsafe { &mut *TRAP_TABLE.0.get() });
+    TRAP_TABLE_LOCK.store(false, Ordering::Release);
+    r
+}
+
 static TRAP_TABLE: TrapTable = TrapTable(UnsafeCell::new(
     [TrapInfo {
         vector: 0,
@@ -171,13 +229,32 @@ fn decode_gate(lo: u64, hi: u64) -> Option<(u64, u8)> {
     Some((handler, flags))
 }
 
+/// The trap table the kernel last loaded, as a `vcpu_guest_context`
+/// holds it (indexed by vector; vectors without a handler stay zero).
+pub fn trap_context(out: &mut [TrapInfo; 256]) {
+    with_trap_table(|table| {
+        for t in table.iter().take_while(|t| t.address != 0) {
+            out[usize::from(t.vector)] = *t;
+        }
+    });
+}
+
 unsafe fn load_idt(ptr: &DescriptorTablePointer) {
     IDT_BASE.store(ptr.base.as_u64(), Ordering::Relaxed);
     IDT_LIMIT.store(u64::from(ptr.limit), Ordering::Relaxed);
     let n = ((usize::from(ptr.limit) + 1) / 16).min(256);
     let gates = ptr.base.as_u64() as *const [u64; 2];
-    // SAFETY: see TrapTable.
-    let table = unsafe { &mut *TRAP_TABLE.0.get() };
+    with_trap_table(|table| {
+        // SAFETY: forwarded from load_idt's caller.
+        unsafe { fill_trap_table(table, gates, n) }
+    });
+}
+
+/// Fills `table` from the `n` gates at `gates` and gives it to Xen.
+///
+/// # Safety
+/// `gates` must point at `n` live IDT gates.
+unsafe fn fill_trap_table(table: &mut [TrapInfo; 257], gates: *const [u64; 2], n: usize) {
     let mut out = 0;
     for (v, slot) in HANDLERS.iter().enumerate().take(n) {
         // SAFETY: the caller of load_idt guarantees `n` live gates there.
@@ -208,19 +285,25 @@ impl CpuOps for XenPv {
     }
 
     fn read_cr0() -> u64 {
-        CR0.load(Ordering::Relaxed)
+        let ts = CR0_TS_SET.load(Ordering::Relaxed) & ts_bit() != 0;
+        CR0.load(Ordering::Relaxed) | if ts { CR0_TS } else { 0 }
     }
 
     unsafe fn write_cr0(value: u64) {
-        let old = CR0.load(Ordering::Relaxed);
-        if (old ^ value) & CR0_TS != 0 {
-            if let Err(e) = XEN.fpu_taskswitch(value & CR0_TS != 0) {
+        let want = value & CR0_TS != 0;
+        let bit = ts_bit();
+        if (CR0_TS_SET.load(Ordering::Relaxed) & bit != 0) != want {
+            if let Err(e) = XEN.fpu_taskswitch(want) {
                 warn(format_args!("xen-pv: fpu_taskswitch: {e}"));
                 return;
             }
+            // Only TS is the guest's to change; the copy keeps Xen's others.
+            if want {
+                CR0_TS_SET.fetch_or(bit, Ordering::Relaxed);
+            } else {
+                CR0_TS_SET.fetch_and(!bit, Ordering::Relaxed);
+            }
         }
-        // Only TS is the guest's to change; the copy keeps Xen's others.
-        CR0.store((old & !CR0_TS) | (value & CR0_TS), Ordering::Relaxed);
     }
 
     fn read_cr4() -> u64 {
@@ -238,6 +321,15 @@ impl CpuOps for XenPv {
     }
 
     unsafe fn write_msr(msr: u32, value: u64) {
+        if msr == MSR_GS_BASE && crate::percpu::uses_gs() {
+            crate::warn::warn_once(
+                &WARNED_GS_BASE,
+                format_args!(
+                    "xen-pv: write of IA32_GS_BASE ({value:#x}) ignored: the kernel GS base names the vCPU"
+                ),
+            );
+            return;
+        }
         // SAFETY: forwarded; Xen emulates the write.
         unsafe { Native::write_msr(msr, value) }
     }
@@ -290,11 +382,13 @@ impl CpuOps for XenPv {
         crate::smp::possible()
     }
 
-    fn start_cpu(cpu: CpuId, _how: &SecondaryStart) -> Result<(), StartCpuError> {
-        Err(StartCpuError::NoSuchCpu(cpu))
+    fn start_cpu(cpu: CpuId, how: &SecondaryStart) -> Result<(), StartCpuError> {
+        super::smp::start(cpu, how)
     }
 
-    fn init_secondary() {}
+    fn init_secondary() {
+        super::smp::init_secondary()
+    }
 }
 
 #[cfg(test)]
@@ -327,5 +421,19 @@ mod tests {
         let mut out = [0xdead; 6];
         filter_gdt(&[0, code, data, tss_lo, tss_hi], &mut out);
         assert_eq!(out[..5], [0, code, data, 0, 0]);
+    }
+
+    #[test]
+    fn a_gdt_xen_validated_is_the_same_gdt() {
+        let code = 0x00af_9a00_0000_ffff;
+        let data = 0x00cf_9200_0000_ffff;
+        // As Xen leaves them: DPL 3; the CPU may have set "accessed".
+        let code_xen = code | (3 << 45) | (1 << 40);
+        let data_xen = data | (3 << 45);
+        assert!(same_gdt(&[0, code_xen, data_xen], &[0, code, data]));
+        assert!(!same_gdt(&[0, code_xen, data_xen], &[0, data, code]));
+        assert!(!same_gdt(&[0, code_xen], &[0, code, data]));
+        let long_mode_cleared = code & !(1 << 53);
+        assert!(!same_gdt(&[0, code_xen], &[0, long_mode_cleared]));
     }
 }

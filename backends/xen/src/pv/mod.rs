@@ -23,11 +23,24 @@
 //! handlers of the timer and IPI vectors directly ([`traps::raise`]),
 //! where PVH re-raises them with the local APIC.
 //!
+//! ## Several vCPUs
+//! Secondary vCPUs start with `VCPUOP_initialise` (a PV context) and
+//! `VCPUOP_up` ([`smp`]). Each vCPU's kernel GS base names it
+//! ([`crate::percpu`]), so the backend owns that base. Per vCPU are: the
+//! `vcpu_info` (events mask, CR2, pvclock), ports, runstate area, lazy
+//! MMU queue ([`mmu`], for vCPUs 0-3; the others write entries at once),
+//! CR0.TS, and Xen's copies of the GDT and trap table (loaded on each
+//! vCPU from the one GDT page and trap table of [`cpu`]).
+//!
 //! ## Limits
-//! One vCPU: secondary vCPUs (`VCPUOP_initialise` with a PV context) are
-//! not started yet. The pseudo-physical memory must fit the page-table
-//! record ([`mmu::MAX_PFNS`], 1 GiB) and its PTE tables the 512 KiB
-//! padding of Xen's boot layout (about 250 MiB).
+//! All vCPUs share one address space: [`mmu`]'s record of the loaded top
+//! table (`read_cr3`) is one for all vCPUs, so the kernel must load the
+//! same page tables on every vCPU (as the example kernel does, before it
+//! starts the others). Only vCPUs 0-31 are started (those with a
+//! `vcpu_info` slot in shared info, which Xen needs before
+//! `VCPUOP_initialise`). The pseudo-physical memory must fit the
+//! page-table record ([`mmu::MAX_PFNS`], 1 GiB) and its PTE tables the
+//! 512 KiB padding of Xen's boot layout (about 250 MiB).
 
 pub mod calls;
 pub mod cpu;
@@ -35,6 +48,7 @@ pub mod irq;
 pub mod mmu;
 pub mod p2m;
 pub mod setup;
+pub mod smp;
 pub mod traps;
 
 use crate::abi::pv::{pte, CALLBACKTYPE_EVENT, CALLBACKTYPE_FAILSAFE, UVMF_INVLPG};
@@ -217,8 +231,15 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
             "xen-pv: PHYSDEVOP_set_iopl refused ({e}): I/O port accesses will fault"
         ));
     }
+    // vCPU 0: Xen starts a PV guest there. Its GS base names it from now
+    // on (crate::percpu); without that, the other vCPUs stay unused.
+    let gs_ids = crate::percpu::configure_pv();
+    if let Err(e) = gs_ids {
+        warn::warn(format_args!(
+            "xen-pv: set_segment_base(SEGBASE_GS_KERNEL) refused ({e}): only the boot vCPU is used"
+        ));
+    }
     cpu::init_cr0();
-    crate::percpu::configure_pv();
 
     let me = 0;
     crate::runstate::enable_update_flag();
@@ -231,7 +252,23 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
         }
     })?;
     pvops_core::smp::set_upcall_handler(crate::upcall::handle);
-    crate::smp::set_possible(1);
+    let mut vcpus = 1 << me;
+    if gs_ids.is_ok() {
+        let (found, probe_err) = crate::smp::probe(&XEN, me);
+        if let Some(e) = probe_err {
+            warn::warn(format_args!(
+                "xen: VCPUOP_is_up failed ({e}): only the vCPUs found before it are used"
+            ));
+        }
+        vcpus = smp::startable(found);
+        if vcpus != found {
+            warn::warn(format_args!(
+                "xen-pv: vCPUs from {} on are not used (no vcpu_info slot in shared info)",
+                crate::abi::shared::LEGACY_MAX_VCPUS
+            ));
+        }
+    }
+    crate::smp::set_possible(vcpus);
 
     let mut names = Features::new();
     names.push(Instruction::Syscall.name());
@@ -246,6 +283,9 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
     names.push("poll-kick");
     if crate::runstate::is_registered(me) {
         names.push("runstate");
+    }
+    if gs_ids.is_ok() {
+        names.push("gs-cpu-id");
     }
     if iopl.is_ok() {
         names.push("iopl");
