@@ -24,7 +24,7 @@
 //!   other vCPUs `MMUEXT_TLB_FLUSH_MULTI`/`MMUEXT_INVLPG_MULTI` (Xen flushes
 //!   them itself: no IPI).
 //! - **CR2** is Xen's copy in `vcpu_info`; **CR3** is the pseudo-physical
-//!   address of the top table last loaded.
+//!   address of the top table this vCPU last loaded.
 //!
 //! Only 4 KiB leaf entries are used ([`MmuOps::large_pages`] is false).
 //! Page-table frames must be reached by the kernel through the direct map
@@ -227,14 +227,29 @@ pub fn is_table(pfn: u64) -> bool {
 }
 
 static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
-static CURRENT_ROOT: AtomicU64 = AtomicU64::new(0);
+/// The top table each vCPU runs on (pseudo-physical frame), by vCPU id.
+static CURRENT_ROOT: [AtomicU64; crate::percpu::MAX_VCPUS] =
+    [const { AtomicU64::new(0) }; crate::percpu::MAX_VCPUS];
+
+fn root_slot() -> &'static AtomicU64 {
+    let me = (crate::percpu::current() as usize).min(crate::percpu::MAX_VCPUS - 1);
+    &CURRENT_ROOT[me]
+}
+
+/// Records that vCPU `vcpu` starts on the top table at `root_pfn` (the
+/// `ctrlreg[3]` of its start context).
+pub fn set_start_root(vcpu: u32, root_pfn: u64) {
+    if let Some(i) = crate::percpu::slot(vcpu) {
+        CURRENT_ROOT[i].store(root_pfn, Ordering::Relaxed);
+    }
+}
 static BOOT_ROOT: AtomicU64 = AtomicU64::new(u64::MAX);
 static PINNED: [AtomicU64; MAX_PINNED] = [const { AtomicU64::new(u64::MAX) }; MAX_PINNED];
 
 /// Records where the boot tables are and where the direct map is.
 pub fn init(boot_root_pfn: u64, phys_offset: u64) {
     PHYS_OFFSET.store(phys_offset, Ordering::Relaxed);
-    CURRENT_ROOT.store(boot_root_pfn, Ordering::Relaxed);
+    CURRENT_ROOT[0].store(boot_root_pfn, Ordering::Relaxed);
     BOOT_ROOT.store(boot_root_pfn, Ordering::Relaxed);
     PINNED[0].store(boot_root_pfn, Ordering::Relaxed);
 }
@@ -460,7 +475,7 @@ fn load_root(root: u64) -> Result<(), XenError> {
         errno: crate::abi::errno::EINVAL,
     })?;
     mmuext1(pv::MMUEXT_NEW_BASEPTR, mfn, 0)?;
-    let old = CURRENT_ROOT.swap(root, Ordering::Relaxed);
+    let old = root_slot().swap(root, Ordering::Relaxed);
     if old != root && old == BOOT_ROOT.load(Ordering::Relaxed) {
         // Xen's boot tables are left for good: unpin them, so their
         // frames stop counting as tables in Xen's eyes.
@@ -497,7 +512,7 @@ impl MmuOps for XenPv {
     }
 
     fn read_cr3() -> u64 {
-        CURRENT_ROOT.load(Ordering::Relaxed) << 12
+        root_slot().load(Ordering::Relaxed) << 12
     }
 
     unsafe fn write_cr3(value: u64) {

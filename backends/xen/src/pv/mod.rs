@@ -33,10 +33,7 @@
 //! vCPU from the one GDT page and trap table of [`cpu`]).
 //!
 //! ## Limits
-//! All vCPUs share one address space: [`mmu`]'s record of the loaded top
-//! table (`read_cr3`) is one for all vCPUs, so the kernel must load the
-//! same page tables on every vCPU (as the example kernel does, before it
-//! starts the others). Only vCPUs 0-31 are started (those with a
+//! Only vCPUs 0-31 are started (those with a
 //! `vcpu_info` slot in shared info, which Xen needs before
 //! `VCPUOP_initialise`). The pseudo-physical memory must fit the
 //! page-table record ([`mmu::MAX_PFNS`], 1 GiB) and its PTE tables the
