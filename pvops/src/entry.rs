@@ -173,6 +173,12 @@ macro_rules! pvh_entry {
 /// entry zeroes `.bss`, moves to the boot stack and calls `$main`; it runs
 /// in ring 3 and uses no privileged instruction.
 ///
+/// There is no `HYPERCALL_PAGE` note: a 64-bit PV kernel enters Xen with
+/// `syscall` from kernel mode, which is what Xen's stubs in such a page
+/// would do, so the backend issues it directly (as Linux does since it
+/// dropped the page) and no page of the image is written by Xen and then
+/// executed.
+///
 /// ```text
 /// pvops::boot_entry!(kernel_main);
 ///
