@@ -26,6 +26,20 @@ use core::fmt;
 pub const XEN_NOTE_NAME: &[u8] = b"Xen";
 /// `XEN_ELFNOTE_PHYS32_ENTRY`: the physical 32-bit PVH entry point.
 pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+/// `XEN_ELFNOTE_ENTRY`: the classic PV entry's virtual address.
+pub const XEN_ELFNOTE_ENTRY: u32 = 1;
+/// `XEN_ELFNOTE_VIRT_BASE`: where Xen maps the PV image's lowest address.
+pub const XEN_ELFNOTE_VIRT_BASE: u32 = 3;
+/// `XEN_ELFNOTE_PADDR_OFFSET`.
+pub const XEN_ELFNOTE_PADDR_OFFSET: u32 = 4;
+/// `XEN_ELFNOTE_XEN_VERSION`: `"xen-3.0"` for every PV kernel.
+pub const XEN_ELFNOTE_XEN_VERSION: u32 = 5;
+/// `XEN_ELFNOTE_GUEST_OS`.
+pub const XEN_ELFNOTE_GUEST_OS: u32 = 6;
+/// `XEN_ELFNOTE_LOADER`: `"generic"` (Xen loads no other non-Linux PV image).
+pub const XEN_ELFNOTE_LOADER: u32 = 8;
+/// `XEN_ELFNOTE_FEATURES`: `|`-separated feature names.
+pub const XEN_ELFNOTE_FEATURES: u32 = 10;
 
 /// `PT_LOAD`.
 pub const PT_LOAD: u32 = 1;
