@@ -751,3 +751,43 @@ fn xen_pv_faults_without_a_fallback_end_cleanly() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// Under Xen classic PV, I/O instructions work only where Xen agreed to
+/// emulate them (`PHYSDEVOP_set_iopl`). Refused: the port ops refuse too
+/// (reads all ones, writes dropped, one warning) instead of faulting, so
+/// only the port self-test fails and the run ends with exit code 1.
+#[test]
+fn xen_pv_refused_iopl_refuses_ports_cleanly() {
+    let env = Env::XenPv;
+    if let Some(why) = xtask::provision::unavailable(env) {
+        skip(&why);
+        return;
+    }
+    let mut p = plan(env, Kernel::Example, &["pvops.fail=xen.iopl"]);
+    p.expectation.features_absent.push("iopl".into());
+    let b = run_plan(p, false).map_err(|e| format!("{e:#}"));
+    let r =
+        judged("pvops.fail=xen.iopl", b, &|b| {
+            let mut w = unexpected(b, |p| {
+                matches!(p, Problem::TestFailed { name, .. } if name == "io_port_roundtrip")
+                    || *p == Problem::NonZeroExitCode(1)
+            });
+            if !b.problems.iter().any(
+                |p| matches!(p, Problem::TestFailed { name, .. } if name == "io_port_roundtrip"),
+            ) {
+                w.push("io_port_roundtrip did not fail".into());
+            }
+            w.extend(missing_notes(
+            b,
+            NoteKind::Warning,
+            &[
+                "xen-pv: PHYSDEVOP_set_iopl refused (EINVAL (22)): I/O port accesses are refused",
+                "Xen did not allow I/O (set_iopl): refused (reads give all ones)",
+            ],
+        ));
+            w
+        });
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}

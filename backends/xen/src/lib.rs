@@ -209,6 +209,7 @@ pub fn detect(ctx: &BootContext<'_>) -> Option<pvops_core::backend::Priority> {
 /// | `xen.singleshot-timer` | `VCPUOP_set_singleshot_timer` (each timer arm) | one warning; the tick is raised at once instead (early, never lost) |
 /// | `xen.memory-map` | `XENMEM_memory_map` | warning; no memory map (the kernel finds no RAM) |
 /// | `xen.vcpu-up` | `VCPUOP_up` | `cpu.start_cpu` fails with `StartCpuError::Refused(cpu, -22)`; the vCPU stays down |
+/// | `xen.iopl` | `PHYSDEVOP_set_iopl` (classic PV, each vCPU) | warning; that vCPU's port reads give all ones and writes are dropped, with one warning |
 pub mod fault_points {
     /// `XENMEM_add_to_physmap` of shared info.
     pub const SHARED_INFO: &str = "xen.shared-info";
@@ -230,6 +231,8 @@ pub mod fault_points {
     pub const MEMORY_MAP: &str = "xen.memory-map";
     /// `VCPUOP_up`.
     pub const VCPU_UP: &str = "xen.vcpu-up";
+    /// `PHYSDEVOP_set_iopl` (classic PV).
+    pub const IOPL: &str = "xen.iopl";
     /// Every point, as `pvops.fail=` accepts them.
     pub const ALL: &[&str] = &[
         SHARED_INFO,
@@ -242,6 +245,7 @@ pub mod fault_points {
         SINGLESHOT_TIMER,
         MEMORY_MAP,
         VCPU_UP,
+        IOPL,
     ];
 }
 

@@ -45,7 +45,7 @@ impl<H: Hypercall> Xen<H> {
     /// Fault injection (`pvops.fail=`, [`crate::fault_points`]): when
     /// `point` is armed, the hypercall is not made and Xen's answer is
     /// taken to be `-EINVAL`.
-    fn injected(&self, point: &'static str) -> Result<(), XenError> {
+    pub(crate) fn injected(&self, point: &'static str) -> Result<(), XenError> {
         if self.0.fail(point) {
             Err(XenError {
                 errno: crate::abi::errno::EINVAL,

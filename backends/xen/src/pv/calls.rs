@@ -123,6 +123,7 @@ impl<H: Hypercall> Xen<H> {
 
     /// `physdev_op(PHYSDEVOP_set_iopl)`.
     pub fn set_iopl(&self, iopl: u32) -> Result<(), XenError> {
+        self.injected(crate::fault_points::IOPL)?;
         let a = iopl;
         self.call(
             pv::PHYSDEV_OP,

@@ -36,6 +36,45 @@ use pvops_core::cpu::{
 use pvops_core::irq::CpuMask;
 use pvops_native::Native;
 
+/// vCPUs whose I/O instructions Xen emulates (`PHYSDEVOP_set_iopl`
+/// accepted), one bit per vCPU id below 64.
+static IO_ALLOWED: AtomicU64 = AtomicU64::new(0);
+static WARNED_IO: AtomicBool = AtomicBool::new(false);
+
+/// Asks Xen to emulate this vCPU's I/O instructions (IOPL 1 for the
+/// kernel). Without it they would fault; the port ops then refuse
+/// instead (reads give all ones, writes are dropped, one warning).
+pub fn enable_io(vcpu: u32) -> Result<(), crate::XenError> {
+    XEN.set_iopl(1)?;
+    if vcpu < 64 {
+        IO_ALLOWED.fetch_or(1 << vcpu, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+fn io_allowed() -> bool {
+    let me = crate::percpu::current();
+    me < 64 && IO_ALLOWED.load(Ordering::Relaxed) & (1 << me) != 0
+}
+
+fn refuse_io(port: u16) {
+    crate::warn::warn_once(
+        &WARNED_IO,
+        format_args!(
+            "xen-pv: I/O port {port:#x} on cpu {}: Xen did not allow I/O (set_iopl): refused (reads give all ones)",
+            crate::percpu::current()
+        ),
+    );
+}
+
+fn all_ones(width: PortWidth) -> u32 {
+    match width {
+        PortWidth::Byte => 0xff,
+        PortWidth::Word => 0xffff,
+        PortWidth::Dword => 0xffff_ffff,
+    }
+}
+
 const CR0_TS: u64 = 1 << 3;
 /// CR0 as Xen gives it, without TS.
 static CR0: AtomicU64 = AtomicU64::new(0);
@@ -363,11 +402,19 @@ impl CpuOps for XenPv {
     const INTERRUPT_RETURN: unsafe extern "C" fn() = traps::iret_entry;
 
     unsafe fn port_read(port: u16, width: PortWidth) -> u32 {
+        if !io_allowed() {
+            refuse_io(port);
+            return all_ones(width);
+        }
         // SAFETY: forwarded; Xen emulates the access (set_iopl at init).
         unsafe { Native::port_read(port, width) }
     }
 
     unsafe fn port_write(port: u16, width: PortWidth, value: u32) {
+        if !io_allowed() {
+            refuse_io(port);
+            return;
+        }
         // SAFETY: forwarded; Xen emulates the access.
         unsafe { Native::port_write(port, width, value) }
     }

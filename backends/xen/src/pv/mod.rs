@@ -222,10 +222,10 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
     RESERVED_START.store(0, Ordering::Relaxed);
     RESERVED_END.store(reserved_end, Ordering::Relaxed);
 
-    let iopl = XEN.set_iopl(1);
+    let iopl = cpu::enable_io(0);
     if let Err(e) = iopl {
         warn::warn(format_args!(
-            "xen-pv: PHYSDEVOP_set_iopl refused ({e}): I/O port accesses will fault"
+            "xen-pv: PHYSDEVOP_set_iopl refused ({e}): I/O port accesses are refused"
         ));
     }
     // vCPU 0: Xen starts a PV guest there. Its GS base names it from now

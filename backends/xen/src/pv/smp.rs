@@ -132,9 +132,9 @@ pub fn init_secondary() {
     // Before registering: the registration copies this mask over.
     super::irq::save_and_mask();
     let me = current();
-    if let Err(e) = XEN.set_iopl(1) {
+    if let Err(e) = super::cpu::enable_io(me) {
         warn(format_args!(
-            "xen-pv: cpu {me}: PHYSDEVOP_set_iopl refused ({e}): I/O port accesses fault there"
+            "xen-pv: cpu {me}: PHYSDEVOP_set_iopl refused ({e}): I/O port accesses are refused there"
         ));
     }
     if let Err(e) = crate::setup::setup_vcpu(me) {
