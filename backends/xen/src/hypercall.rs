@@ -87,7 +87,7 @@ static INSN: AtomicU8 = AtomicU8::new(0);
 
 /// Hypercalls issued by [`Direct`] since boot (all vCPUs; a multicall
 /// counts once, as it is one entry into Xen).
-static ISSUED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static ISSUED: AtomicU64 = AtomicU64::new(0);
 
 /// Hypercalls issued since boot (see [`Direct`]): what the in-guest
 /// benchmark counts per operation.

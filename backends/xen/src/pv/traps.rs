@@ -24,12 +24,16 @@
 //!
 //! ## Returning (`pvops_xen_pv_iret`)
 //! The kernel's stubs leave through `pvops_interrupt_return`, which jumps
-//! here: `HYPERVISOR_iret`, which restores the event mask from the frame's
-//! RFLAGS.IF and delivers what became pending meanwhile in one step. (A
-//! plain `iretq` would do for a return to a context with events masked,
-//! ring 3 to ring 3; but QEMU's software CPU reads the `iretq` frame with
-//! supervisor rights, which SMAP refuses on a guest page, and Linux uses
-//! the hypercall for every return to its kernel as well.)
+//! here. A return to kernel code that had events enabled is
+//! `HYPERVISOR_iret`, which clears the event mask and delivers what became
+//! pending meanwhile in one step. A return to kernel code that had them
+//! masked (exceptions in masked code, and the handlers [`raise`] runs from
+//! the upcall) needs neither, so it is done in software: `rip`, `rax` and
+//! `rflags` are placed just below the interrupted stack pointer, the stack
+//! switches, and `popfq; pop %rax; ret` resume it with every register as it
+//! was. (`iretq` itself, ring 3 to ring 3, would be the obvious way, but
+//! QEMU's software CPU reads its frame with supervisor rights, which SMAP
+//! refuses on a guest page.)
 //!
 //! ## Raising a vector in software ([`raise`])
 //! Where a PVH guest re-raises a vector with a local-APIC self-IPI, a PV
@@ -78,6 +82,32 @@ core::arch::global_asm!(
 
     .global pvops_xen_pv_iret
     pvops_xen_pv_iret:
+        testl $0x200, 16(%rsp)
+        jnz 1f
+        testb $3, 8(%rsp)
+        jnz 1f
+        /* Back to kernel code that had events masked: the mask stays
+         * set, nothing can be pending for delivery, and no privilege
+         * changes, so the return is done here. rip, the saved rax and
+         * rflags go below the target stack pointer (kernel code has no
+         * red zone), then the stack switches and popfq; pop; ret. */
+        push %rax
+        push %rbx
+        push %rcx
+        mov 24(%rsp), %rbx
+        mov 40(%rsp), %rcx
+        mov 48(%rsp), %rax
+        mov %rbx, -8(%rax)
+        mov 16(%rsp), %rbx
+        mov %rbx, -16(%rax)
+        mov %rcx, -24(%rax)
+        mov 8(%rsp), %rbx
+        mov (%rsp), %rcx
+        lea -24(%rax), %rsp
+        popfq
+        pop %rax
+        ret
+    1:  lock incq {issued}(%rip)
         push $0
         push %rcx
         push %r11
@@ -121,6 +151,7 @@ core::arch::global_asm!(
     service = const SERVICE_VECTOR as u64,
     failsafe = sym failsafe,
     iret = const IRET,
+    issued = sym crate::hypercall::ISSUED,
     options(att_syntax)
 );
 
