@@ -16,6 +16,14 @@ pub struct Selectors {
 static mut TSS: TaskStateSegment = TaskStateSegment::new();
 static mut GDT: GlobalDescriptorTable = GlobalDescriptorTable::new();
 
+/// RSP0 of the boot CPU's TSS (the kernel stack for entries from user
+/// mode, set through `pvops::cpu::set_kernel_stack`).
+pub fn tss_rsp0() -> u64 {
+    // SAFETY: a read of a plain field of the static TSS; the kernel writes
+    // it only through pvops on this CPU.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(TSS.privilege_stack_table[0])).as_u64() }
+}
+
 /// Loads the GDT built by [`init`] on a secondary CPU and reloads its
 /// segment registers. Secondary CPUs run without a task register: the
 /// kernel never changes privilege level or uses IST stacks, so the CPU never

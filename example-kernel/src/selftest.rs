@@ -59,6 +59,10 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
         ("msr_roundtrip", msr_roundtrip),
         ("descriptor_tables", descriptor_tables),
         ("io_port_roundtrip", io_port_roundtrip),
+        (
+            "kernel_stack_reaches_the_platform",
+            kernel_stack_reaches_the_platform,
+        ),
         ("cr3_reload_keeps_mappings", cr3_reload_keeps_mappings),
         ("map_fresh_page", map_fresh_page),
         ("remap_after_tlb_flush", remap_after_tlb_flush),
@@ -262,6 +266,33 @@ fn descriptor_tables(_: &mut Context<'_>) -> TestResult {
         interrupts::PROBE_FAULTS.load(Ordering::Relaxed) == faults + 1,
         "page fault not delivered through the reloaded IDT"
     );
+    Ok(())
+}
+
+/// A stack for user-mode entries handed to the platform: in the TSS where
+/// the kernel runs in ring 0, through one `stack_switch` hypercall under
+/// Xen PV (the kernel has no TSS there).
+fn kernel_stack_reaches_the_platform(_: &mut Context<'_>) -> TestResult {
+    #[repr(C, align(16))]
+    struct Stack([u8; 4096]);
+    static STACK: Stack = Stack([0; 4096]);
+    let top = core::ptr::addr_of!(STACK) as u64 + 4096;
+    let calls = pvops::platform::hypercalls();
+    // SAFETY: STACK is a static, valid for good; nothing enters the kernel
+    // from user mode here, so it is never used.
+    unsafe { cpu::set_kernel_stack(top) };
+    if cpu::ring0() {
+        let got = crate::gdt::tss_rsp0();
+        ensure!(got == top, "TSS.RSP0 is {got:#x}, set {top:#x}");
+    } else {
+        let after = pvops::platform::hypercalls();
+        ensure!(
+            calls.is_some() && after == calls.map(|c| c + 1),
+            "set_kernel_stack made {:?} -> {:?} hypercalls, expected one",
+            calls,
+            after
+        );
+    }
     Ok(())
 }
 

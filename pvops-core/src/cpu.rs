@@ -140,6 +140,19 @@ pub trait CpuOps {
     /// # Safety
     /// `selector` must name an available 64-bit TSS in the current GDT.
     unsafe fn load_tr(selector: u16);
+    /// Makes `rsp` the stack this CPU switches to when an interrupt,
+    /// exception or system call enters the kernel from user mode (Linux's
+    /// `load_sp0`). The default writes RSP0 of the TSS in the task
+    /// register (found with `str` and `sgdt`; nothing if none is loaded);
+    /// under Xen PV it is `HYPERVISOR_stack_switch`.
+    ///
+    /// # Safety
+    /// `rsp` must be the top of a stack that stays valid while it is the
+    /// kernel stack.
+    unsafe fn set_kernel_stack(rsp: u64) {
+        // SAFETY: forwarded to the caller.
+        unsafe { native_set_kernel_stack(rsp) }
+    }
     /// Whether the kernel runs in ring 0, where privileged instructions
     /// execute directly (false under Xen classic PV). For code that
     /// measures or tests raw instructions beside the ops; kernel logic
@@ -220,6 +233,7 @@ pub struct CpuOpsTable {
     pub load_gdt: unsafe fn(&DescriptorTablePointer),
     pub load_idt: unsafe fn(&DescriptorTablePointer),
     pub load_tr: unsafe fn(u16),
+    pub set_kernel_stack: unsafe fn(u64),
     pub ring0: fn() -> bool,
     pub store_idt: fn() -> DescriptorTablePointer,
     pub store_gdt: fn() -> DescriptorTablePointer,
@@ -248,6 +262,7 @@ impl CpuOpsTable {
             load_gdt: T::load_gdt,
             load_idt: T::load_idt,
             load_tr: T::load_tr,
+            set_kernel_stack: T::set_kernel_stack,
             ring0: T::ring0,
             store_idt: T::store_idt,
             store_gdt: T::store_gdt,
@@ -356,6 +371,45 @@ pub unsafe fn load_idt(idt: &DescriptorTablePointer) {
 pub unsafe fn load_tr(selector: u16) {
     // SAFETY: the caller upholds `CpuOps::load_tr`'s contract.
     unsafe { (ops().cpu.load_tr)(selector) }
+}
+
+/// Makes `rsp` the kernel stack for entries from user mode (see
+/// [`CpuOps::set_kernel_stack`]).
+///
+/// # Safety
+/// See [`CpuOps::set_kernel_stack`].
+#[inline]
+pub unsafe fn set_kernel_stack(rsp: u64) {
+    // SAFETY: the caller upholds `CpuOps::set_kernel_stack`'s contract.
+    unsafe { (ops().cpu.set_kernel_stack)(rsp) }
+}
+
+/// Writes RSP0 of the TSS the task register names, if any.
+///
+/// # Safety
+/// As [`CpuOps::set_kernel_stack`]; ring 0 with the loaded GDT and TSS
+/// mapped writable where their descriptors say.
+pub unsafe fn native_set_kernel_stack(rsp: u64) {
+    let tr: u16;
+    // SAFETY: `str` only reads the task register.
+    unsafe { core::arch::asm!("str {0:x}", out(reg) tr, options(nomem, nostack, preserves_flags)) };
+    if tr & !7 == 0 {
+        return;
+    }
+    let gdt = x86_64::instructions::tables::sgdt();
+    let at = gdt.base.as_u64() + u64::from(tr & !7);
+    // SAFETY: TR names a 16-byte TSS descriptor inside the loaded GDT
+    // (`ltr` checked it); the caller vouches the GDT is mapped.
+    let (lo, hi) = unsafe {
+        (
+            core::ptr::read_unaligned(at as *const u64),
+            core::ptr::read_unaligned((at + 8) as *const u64),
+        )
+    };
+    let base = ((lo >> 16) & 0xff_ffff) | (((lo >> 56) & 0xff) << 24) | ((hi & 0xffff_ffff) << 32);
+    // SAFETY: RSP0 is the 8 bytes at offset 4 of the 64-bit TSS at `base`,
+    // which the caller vouches is mapped writable; unaligned by layout.
+    unsafe { core::ptr::write_unaligned((base + 4) as *mut u64, rsp) };
 }
 
 /// Whether the kernel runs in ring 0 (see [`CpuOps::ring0`]).

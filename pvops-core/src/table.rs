@@ -218,6 +218,9 @@ impl CpuOps for NotInstalled {
     fn store_idt() -> DescriptorTablePointer {
         not_installed("cpu.store_idt")
     }
+    unsafe fn set_kernel_stack(_: u64) {
+        not_installed("cpu.set_kernel_stack")
+    }
     fn store_gdt() -> DescriptorTablePointer {
         not_installed("cpu.store_gdt")
     }

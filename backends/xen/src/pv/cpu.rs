@@ -9,6 +9,7 @@
 //! | IDT | turned into Xen's trap table (`set_trap_table`) over the entries of [`super::traps`] |
 //! | secondary CPUs | [`super::smp`]: `VCPUOP_initialise` with a PV context, `VCPUOP_up` |
 //! | task register, kernel segments | nothing: Xen's flat ring-3 selectors stay, and a PV kernel has no TSS |
+//! | kernel stack for entries from user mode | `stack_switch` (what a TSS's RSP0 is natively) |
 //! | I/O ports | the instructions, which Xen emulates once `PHYSDEVOP_set_iopl` allowed them ([`super::setup`]) |
 //! | interrupt return | [`super::traps`]' `pvops_xen_pv_iret` |
 //!
@@ -387,6 +388,14 @@ impl CpuOps for XenPv {
 
     fn ring0() -> bool {
         false
+    }
+
+    unsafe fn set_kernel_stack(rsp: u64) {
+        if let Err(e) = XEN.stack_switch(crate::abi::pv::FLAT_KERNEL_SS, rsp) {
+            warn(format_args!(
+                "xen-pv: stack_switch to {rsp:#x} refused: {e}"
+            ));
+        }
     }
 
     fn store_idt() -> DescriptorTablePointer {

@@ -18,7 +18,8 @@
 //!   before its last tables are allocated) are caught when the new tree is
 //!   first loaded: [`MmuOps::write_cr3`] walks it, clears RW where needed,
 //!   write-protects every table frame, then pins the top table
-//!   (`MMUEXT_PIN_L4_TABLE`) and loads it (`MMUEXT_NEW_BASEPTR`). The boot
+//!   (`MMUEXT_PIN_L4_TABLE`) and loads it for kernel and user mode alike
+//!   (`MMUEXT_NEW_BASEPTR`, `MMUEXT_NEW_USER_BASEPTR`, one hypercall). The boot
 //!   tables Xen built are unpinned once the kernel left them.
 //! - **TLB**: `MMUEXT_INVLPG_LOCAL`, `MMUEXT_TLB_FLUSH_LOCAL`, and for
 //!   other vCPUs `MMUEXT_TLB_FLUSH_MULTI`/`MMUEXT_INVLPG_MULTI` (Xen flushes
@@ -474,7 +475,23 @@ fn load_root(root: u64) -> Result<(), XenError> {
     let mfn = p2m::mfn(root).ok_or(XenError {
         errno: crate::abi::errno::EINVAL,
     })?;
-    mmuext1(pv::MMUEXT_NEW_BASEPTR, mfn, 0)?;
+    // Kernel and user mode on the same tables: the core has one CR3, and a
+    // 64-bit PV guest needs a user base pointer before it ever enters
+    // user mode. One hypercall for both.
+    XEN.mmuext(&[
+        MmuextOp {
+            cmd: pv::MMUEXT_NEW_BASEPTR,
+            pad: 0,
+            arg1: mfn,
+            arg2: 0,
+        },
+        MmuextOp {
+            cmd: pv::MMUEXT_NEW_USER_BASEPTR,
+            pad: 0,
+            arg1: mfn,
+            arg2: 0,
+        },
+    ])?;
     let old = root_slot().swap(root, Ordering::Relaxed);
     if old != root && old == BOOT_ROOT.load(Ordering::Relaxed) {
         // Xen's boot tables are left for good: unpin them, so their
