@@ -15,19 +15,26 @@
 //! `patched` loops are timed once more as `indirect` (sites calling through
 //! their slots): that figure goes only to the JSON file.
 //!
+//! The sites are patched by `patch::apply`, which takes its prefix budget
+//! from this CPU (`pvops_core::patch::budget`): the budget and the CPUID
+//! vendor, family and model it came from are printed and go to the JSON
+//! file (`patch.prefix_budget`, `patch.cpu`).
+//!
 //! Also timed, as op `1byte_site_form`: a 6-byte site holding the 1-byte
 //! `nop` stand-in of `cli`/`sti` in each form a patcher could write, the
-//! measurement behind pvops' prefix budget (`pvops_core::patch`, "Full-site
-//! forms"): `nop+nopl5` (what pvops writes), `ds3_nop+nop2` (the three
-//! prefixes the budget allows, still two instructions) and `ds5_nop` (one
-//! instruction, five prefixes: over the budget). Their ratio is to
-//! `irq_disable`'s native figure, the bare `nop`.
+//! measurement behind the prefix budget (`pvops_core::patch`, "The prefix
+//! budget"): `nop+nopl5` (what pvops writes under a budget of three),
+//! `ds3_nop+nop2` (three prefixes, still two instructions) and `ds5_nop`
+//! (one instruction, five prefixes: what pvops writes under the full-site
+//! budget). Their ratio is to `irq_disable`'s native figure, the bare
+//! `nop`.
 //!
 //! Output: one `bench op=.. path=.. cycles_median=.. cycles_min=.. iters=..
 //! ratio_to_native=..` line per pair (cycles with two decimals: these ops
 //! take a few cycles), a verdict per op, and `target/bench/host.json`.
 
 use pvops_bench::{Host, Mprotect, IDENTITY};
+use pvops_core::detect::HardwareCpuid;
 use pvops_core::irq::{self, IrqFlags, IrqOps};
 use pvops_core::mmu::{self, MmuOps, PtLevel};
 use pvops_core::patch;
@@ -569,6 +576,22 @@ fn main() {
     // SAFETY: this process runs one thread here; no site executes while it
     // is rewritten.
     let stats = unsafe { patch::apply(&mut Mprotect) }.expect("patching this process");
+    // What `apply` chose its budget from (it asked through Host's cpuid,
+    // the same instruction).
+    let sig = patch::CpuSignature::read(&HardwareCpuid);
+    assert_eq!(stats.prefix_budget, sig.prefix_budget());
+    let budget_line = format!(
+        "pvops-bench: prefix budget {} per instruction (cpuid vendor={:?} family={:#x} model={:#x}; {})",
+        stats.prefix_budget,
+        sig.vendor,
+        sig.family,
+        sig.model,
+        if stats.prefix_budget >= patch::FULL_SITE_PREFIXES {
+            "full site: 1-byte ops patched as one instruction"
+        } else {
+            "1-byte ops keep a padding NOP"
+        }
+    );
 
     let mut all = cases();
     if quick {
@@ -576,6 +599,7 @@ fn main() {
             c.samples.push(sample(c.run));
         }
         println!("pvops-bench: quick run (not `cargo bench`): {stats}");
+        println!("{budget_line}");
         return;
     }
     measure(&mut all);
@@ -589,6 +613,7 @@ fn main() {
         cpu.map_or("none".into(), |c| c.to_string())
     );
     println!("pvops-bench: patch {stats}");
+    println!("{budget_line}");
     let native_of = |all: &[Case], op: &str| {
         all.iter()
             .find(|c| c.op == op && c.path == "native")
@@ -673,25 +698,41 @@ fn main() {
         "\n| 6-byte site of the 1-byte stand-in (nop) | instructions | prefixes | cycles | x bare nop |"
     );
     println!("| --- | ---: | ---: | ---: | ---: |");
+    // The form `apply` wrote on this CPU.
+    let written = if stats.prefix_budget >= patch::FULL_SITE_PREFIXES {
+        "ds5_nop"
+    } else {
+        "nop+nopl5"
+    };
     for (path, what, insns, prefixes) in [
         (
             "nop+nopl5",
-            "nop; nopl 0x0(%rax,%rax,1) (what pvops writes)",
+            "nop; nopl 0x0(%rax,%rax,1) (pvops under a budget of 3)",
             2,
             0,
         ),
         (
             "ds3_nop+nop2",
-            "ds ds ds nop; xchg %ax,%ax (the budget)",
+            "ds ds ds nop; xchg %ax,%ax (3 prefixes, two instructions)",
             2,
             3,
         ),
-        ("ds5_nop", "ds ds ds ds ds nop (over the budget)", 1, 5),
+        (
+            "ds5_nop",
+            "ds ds ds ds ds nop (pvops under the full-site budget)",
+            1,
+            5,
+        ),
     ] {
         if let Some(c) = all.iter().find(|c| c.op == FORM_OP && c.path == path) {
             let med = median_min(&c.samples).0;
+            let mark = if path == written {
+                " **written on this CPU**"
+            } else {
+                ""
+            };
             println!(
-                "| {what} | {insns} | {prefixes} | {med:.2} | {:.2}x |",
+                "| {what}{mark} | {insns} | {prefixes} | {med:.2} | {:.2}x |",
                 med / bare
             );
         }
@@ -711,7 +752,7 @@ fn main() {
         })
         .collect();
     let json = format!(
-        "{{\n \"kind\":\"host\",\n \"cpu\":{},\n \"tsc_hz\":{hz:.0},\n \"pinned_cpu\":{},\n \"method\":{},\n \"unit\":\"tsc_cycles_per_op\",\n \"goal_ratio\":{GOAL},\n \"patch\":{{\"sites\":{},\"inline\":{},\"direct\":{},\"via_table\":{},\"out_of_range\":{},\"duplicates\":{},\"ops\":{{{}}}}},\n \"rows\":[\n  {}\n ],\n \"verdicts\":[{}]\n}}\n",
+        "{{\n \"kind\":\"host\",\n \"cpu\":{},\n \"tsc_hz\":{hz:.0},\n \"pinned_cpu\":{},\n \"method\":{},\n \"unit\":\"tsc_cycles_per_op\",\n \"goal_ratio\":{GOAL},\n \"patch\":{{\"sites\":{},\"inline\":{},\"direct\":{},\"via_table\":{},\"out_of_range\":{},\"duplicates\":{},\"prefix_budget\":{},\"cpu\":{{\"vendor\":{},\"family\":{},\"model\":{}}},\"ops\":{{{}}}}},\n \"rows\":[\n  {}\n ],\n \"verdicts\":[{}]\n}}\n",
         json_str(&cpu_model()),
         cpu.map_or("null".into(), |c| c.to_string()),
         json_str(&format!(
@@ -723,6 +764,10 @@ fn main() {
         stats.via_table,
         stats.out_of_range,
         stats.duplicates,
+        stats.prefix_budget,
+        json_str(&format!("{:?}", sig.vendor)),
+        sig.family,
+        sig.model,
         sites.join(","),
         json_rows.join(",\n  "),
         verdicts.join(",")

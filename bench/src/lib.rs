@@ -18,7 +18,9 @@
 //! | `time.sched_clock` | `rdtsc` (a direct call, as for every clock) |
 //!
 //! [`Mprotect`] makes the process's text writable around
-//! `pvops_core::patch::apply`. The benchmark is `benches/host.rs`
+//! `pvops_core::patch::apply`, which widens inline code within the prefix
+//! budget of the CPU this runs on (read through [`Host`]'s `cpuid`, the
+//! real instruction). The benchmark is `benches/host.rs`
 //! (`cargo bench -p pvops-bench`); `tests/patch_host.rs` patches this
 //! process's own sites and checks the bytes and the behaviour.
 
@@ -350,16 +352,18 @@ impl pvops_core::platform::MemoryMapOps for Host {
 //
 // The declarations mirror the native backend's shape, so that a patched
 // site here has as many instructions as the real one: two for the flag
-// ops, one for the register read and the store, and a 1-byte instruction
-// plus one NOP for `cli`/`sti` (five prefixes would be needed, over the
-// budget; see `pvops_core::patch`, "Full-site forms").
+// ops, one for the register read and the store, and for `cli`/`sti` a
+// 1-byte instruction that fills its site alone with five prefixes where
+// this CPU's prefix budget allows, else is followed by one NOP (see
+// `pvops_core::patch`, "The prefix budget").
 unsafe impl InlineOps for Host {
     const INLINE: InlineSet = InlineSet::NONE
         // pushf; pop %rax (site: ds ds pushf; ds ds pop %rax)
         .with_prefixable(Op::SaveFlags, &[&[0x9c], &[0x58]])
         // push %rdi; popf (site: ds ds push %rdi; ds ds popf)
         .with_prefixable(Op::RestoreFlags, &[&[0x57], &[0x9d]])
-        // nop, the cli stand-in (site: nop; nopl 0x0(%rax,%rax,1))
+        // nop, the cli stand-in (site: ds ds ds ds ds nop, or under a
+        // budget of three nop; nopl 0x0(%rax,%rax,1))
         .with_prefixable(Op::Disable, &[&[0x90]])
         // nop, the sti stand-in (likewise)
         .with_prefixable(Op::Enable, &[&[0x90]])

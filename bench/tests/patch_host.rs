@@ -5,9 +5,12 @@
 //! other test thread may run a site while it is rewritten.
 
 use pvops_bench::{Host, Mprotect, CR2, CR3, FLUSHES, IDENTITY, LAST_FLUSH};
+use pvops_core::detect::HardwareCpuid;
 use pvops_core::irq::{self, IrqFlags};
 use pvops_core::mmu::{self, PtLevel};
-use pvops_core::patch::{self, Binding, Op, PatchError, SITE_LEN};
+use pvops_core::patch::{
+    self, Binding, Op, PatchError, FULL_SITE_PREFIXES, SAFE_PREFIXES, SITE_LEN,
+};
 use pvops_core::table::{self, PvOps};
 use pvops_core::time;
 use std::collections::BTreeMap;
@@ -214,6 +217,11 @@ fn patches_this_process() {
     // SAFETY: as above: one thread, no site runs while it is rewritten.
     let stats = unsafe { patch::apply(&mut Mprotect) }.expect("patching");
     eprintln!("patched: {stats}");
+    // The budget is this CPU's, read through the installed cpuid op.
+    let cpu = patch::CpuSignature::read(&HardwareCpuid);
+    eprintln!("cpu: {cpu:?}");
+    assert_eq!(stats.prefix_budget, cpu.prefix_budget());
+    assert!([SAFE_PREFIXES, FULL_SITE_PREFIXES].contains(&stats.prefix_budget));
     let n = |op| per_op.get(&op).copied().unwrap_or(0);
     assert_eq!(stats.sites, sites.len());
     assert_eq!(
@@ -236,8 +244,11 @@ fn patches_this_process() {
             Op::SaveFlags => Some([0x3e, 0x3e, 0x9c, 0x3e, 0x3e, 0x58]),
             // ds ds push %rdi; ds ds popf
             Op::RestoreFlags => Some([0x3e, 0x3e, 0x57, 0x3e, 0x3e, 0x9d]),
-            // nop; nopl 0x0(%rax,%rax,1): five prefixes would be over the
-            // budget, so the 1-byte instruction keeps its NOP.
+            // ds ds ds ds ds nop where this CPU's budget is the full site;
+            // under three, nop; nopl 0x0(%rax,%rax,1).
+            Op::Enable if stats.prefix_budget == FULL_SITE_PREFIXES => {
+                Some([0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x90])
+            }
             Op::Enable => Some([0x90, 0x0f, 0x1f, 0x44, 0x00, 0x00]),
             // ds mov $0xc2c2c2, %eax: one instruction.
             Op::ReadCr2 => Some([0x3e, 0xb8, 0xc2, 0xc2, 0xc2, 0x00]),
@@ -256,7 +267,7 @@ fn patches_this_process() {
                 else {
                     panic!("{op:?} is not inline");
                 };
-                assert_eq!(b, code.site_bytes(), "{op:?}");
+                assert_eq!(b, code.site_bytes(stats.prefix_budget), "{op:?}");
             }
             // Direct calls go where the slot goes: Host's C entry, or for
             // the replaced disable, the thunk into the table.

@@ -41,13 +41,13 @@
 //!
 //! - [`InlineSet::with_prefixable`]: the instructions, one slice each. The
 //!   patcher widens them with redundant DS prefixes (`3e`, ignored in
-//!   64-bit mode) when, at most [`MAX_PREFIXES`] per instruction (counting
-//!   its own), they fill the site; otherwise it writes them as given plus
-//!   one NOP. `mov %cr2, %rax` (3 bytes) becomes `ds ds ds mov`, `pushf;
-//!   pop %rax` becomes `ds ds pushf; ds ds pop`, while `cli` keeps a
-//!   5-byte NOP: it would need five prefixes, and more than three decode
-//!   slowly on some CPUs, AMD's Bulldozer family among them (sources in
-//!   `encode.rs`).
+//!   64-bit mode) when, within the *prefix budget* per instruction
+//!   (counting its own), they fill the site; otherwise it writes them as
+//!   given plus one NOP. `mov %cr2, %rax` (3 bytes) becomes `ds ds ds
+//!   mov`, `pushf; pop %rax` becomes `ds ds pushf; ds ds pop`. `cli` needs
+//!   five prefixes: where the budget allows them it becomes `ds ds ds ds
+//!   ds cli`, one instruction; under a budget of three it keeps a 5-byte
+//!   NOP.
 //! - [`InlineSet::with`]: bytes written exactly as given, for full-site
 //!   forms prefixes cannot make, such as a longer ModRM/SIB encoding
 //!   (`ds mov %rdx, 0x0(%rsi,%riz,1)` for `set_entry`).
@@ -56,12 +56,27 @@
 //! its widened bytes: which prefix is redundant depends on the instruction
 //! (`66` turns `pushf` into a 16-bit push, `f3 90` is `pause`, REX turns
 //! `nop` into `xchg`, `3e` on an indirect branch is CET's NOTRACK), and so
-//! does how many fit (REX counts). Those rules, the budget and its sources
-//! live in one place; the backend states only what it knows (its
+//! does how many fit (REX counts). Those rules live in one place
+//! (`encode.rs`, the budget and its sources in [`budget`]); the backend
+//! states only what it knows (its
 //! instructions), the declaration is checked at compile time (no control
-//! transfer, no FS/GS override, legacy encoding only), and a later change
-//! of budget applies to every backend at once. The exact bytes each site
-//! gets are [`InlineBytes::site_bytes`], which the tests pin.
+//! transfer, no FS/GS override, legacy encoding only), and the budget,
+//! which is the CPU's and not the backend's, applies to every backend at
+//! once. The exact bytes each site gets under a budget are
+//! [`InlineBytes::site_bytes`], which the tests pin.
+//!
+//! # The prefix budget
+//! How many prefixes one instruction may carry depends on the CPU's
+//! decoders: three are free everywhere, more are free on Sandy Bridge's
+//! descendants and AMD's Bobcat, Jaguar and Zen, but cost 14-15 cycles on
+//! AMD's Bulldozer family and stall the Atom line. So, as Linux once chose
+//! its NOPs per CPU, [`apply`] chooses the budget once, from the vendor,
+//! family and model CPUID gives through the installed `cpu.cpuid` op:
+//! [`FULL_SITE_PREFIXES`] (five: every 1-byte op becomes one instruction)
+//! where the sources in [`budget`] say the decoders take that many without
+//! penalty, [`SAFE_PREFIXES`] (three) everywhere else, an unknown CPU
+//! included. [`apply_with`] takes the budget explicitly ([`PatchOptions`]),
+//! and [`budget::prefix_budget`] is the table as a pure function.
 //!
 //! # Which code an op gets
 //! [`crate::table::PvOps::of`] records, next to the table, a *witness* per
@@ -81,6 +96,7 @@
 //! that makes its text writable and restores it ([`ClearWp`] toggles
 //! CR0.WP through the installed cpu ops).
 
+pub mod budget;
 mod encode;
 pub(crate) mod site;
 mod thunk;
@@ -92,8 +108,10 @@ use crate::time::{TimeOps, TimeOpsTable};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+pub use budget::{
+    prefix_budget, prefix_budget_of, CpuSignature, Vendor, FULL_SITE_PREFIXES, SAFE_PREFIXES,
+};
 use encode::Action;
-pub use encode::MAX_PREFIXES;
 
 /// Length in bytes of every call site (`ff 15 rel32`): the room inline
 /// bytes have.
@@ -208,7 +226,7 @@ impl InlineBytes {
     }
 
     /// The instructions `insns`, in order, as inline bytes the patcher may
-    /// widen with redundant DS prefixes (up to [`MAX_PREFIXES`] per
+    /// widen with redundant DS prefixes (up to the CPU's prefix budget per
     /// instruction, its own prefixes included) so that they fill the whole
     /// site and no NOP follows. Fails to compile when they are longer than
     /// a site or one of them is not prefixable: a control transfer, a
@@ -248,10 +266,12 @@ impl InlineBytes {
         &self.bytes[..self.len as usize]
     }
 
-    /// The [`SITE_LEN`] bytes [`apply`] writes to a site for this code: its
-    /// full-site form where it has one, else the code and one NOP.
-    pub fn site_bytes(&self) -> [u8; SITE_LEN] {
-        encode::inline_site(self)
+    /// The [`SITE_LEN`] bytes [`apply`] writes to a site for this code on a
+    /// CPU whose prefix budget is `prefix_budget` ([`PatchStats`] says
+    /// which one it used): its full-site form where it has one within that
+    /// many prefixes per instruction, else the code and one NOP.
+    pub fn site_bytes(&self, prefix_budget: u8) -> [u8; SITE_LEN] {
+        encode::inline_site(self, prefix_budget)
     }
 }
 
@@ -276,7 +296,7 @@ impl InlineSet {
     }
 
     /// This set with the instructions `insns` for `op`, which the patcher
-    /// widens to a full-site form where the prefix budget allows
+    /// widens to a full-site form where the CPU's prefix budget allows
     /// ([`InlineBytes::prefixable`]). A const panic when `op` takes no
     /// inline bytes, the code is too long or an instruction is not
     /// prefixable.
@@ -609,19 +629,23 @@ pub struct PatchStats {
     /// Records of a site already rewritten (the linker merged two copies of
     /// a function).
     pub duplicates: usize,
+    /// The prefix budget inline code was widened within (the CPU's, or the
+    /// one [`PatchOptions`] gave).
+    pub prefix_budget: u8,
 }
 
 impl fmt::Display for PatchStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "sites={} inline={} direct={} via_table={} out_of_range={} duplicates={}",
+            "sites={} inline={} direct={} via_table={} out_of_range={} duplicates={} prefix_budget={}",
             self.sites,
             self.inline,
             self.direct,
             self.via_table,
             self.out_of_range,
-            self.duplicates
+            self.duplicates,
+            self.prefix_budget
         )
     }
 }
@@ -674,15 +698,65 @@ unsafe fn read_site(addr: u64) -> [u8; SITE_LEN] {
     b
 }
 
+/// How [`apply_with`] rewrites the sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatchOptions {
+    /// Most prefixes an instruction of inline code may carry once widened,
+    /// its own included (see the module docs, "The prefix budget").
+    pub prefix_budget: u8,
+}
+
+impl PatchOptions {
+    /// The budget every CPU takes without penalty ([`SAFE_PREFIXES`]).
+    pub const SAFE: PatchOptions = PatchOptions {
+        prefix_budget: SAFE_PREFIXES,
+    };
+
+    /// The options for the CPU `src` describes: its budget from the table
+    /// in [`budget`].
+    pub fn for_cpu(src: &impl crate::detect::CpuidSource) -> Self {
+        PatchOptions {
+            prefix_budget: prefix_budget_of(src),
+        }
+    }
+}
+
+impl Default for PatchOptions {
+    fn default() -> Self {
+        Self::SAFE
+    }
+}
+
 /// Rewrites every recorded call site for the installed table (see the
-/// module docs) and returns what it did. Once only; the slots keep serving
-/// any site left indirect.
+/// module docs) and returns what it did, inline code widened within the
+/// prefix budget of this CPU: its vendor, family and model read through
+/// the installed `cpu.cpuid` op (so also in ring 3 under Xen PV) and looked
+/// up in [`budget::prefix_budget`]. Once only; the slots keep serving any
+/// site left indirect.
+///
+/// # Safety
+/// As for [`apply_with`].
+pub unsafe fn apply(text: &mut impl TextPoke) -> Result<PatchStats, PatchError> {
+    if !table::is_installed() {
+        return Err(PatchError::NotInstalled);
+    }
+    let options = PatchOptions::for_cpu(&budget::InstalledCpuid);
+    // SAFETY: forwarded to the caller.
+    unsafe { apply_with(text, options) }
+}
+
+/// [`apply`] with the options given rather than this CPU's: for a kernel
+/// that knows better (a budget fixed at build time, or the smallest of
+/// CPUs it has not started yet) and for tests.
 ///
 /// # Safety
 /// Call it on one CPU with interrupts off while no other CPU runs (nothing
 /// else may execute a site, or `text`'s own code, while it is rewritten),
 /// and give a `text` that really makes the kernel text writable.
-pub unsafe fn apply(text: &mut impl TextPoke) -> Result<PatchStats, PatchError> {
+pub unsafe fn apply_with(
+    text: &mut impl TextPoke,
+    options: PatchOptions,
+) -> Result<PatchStats, PatchError> {
     if !table::is_installed() {
         return Err(PatchError::NotInstalled);
     }
@@ -693,7 +767,15 @@ pub unsafe fn apply(text: &mut impl TextPoke) -> Result<PatchStats, PatchError> 
     let bindings = Op::ALL.map(|op| binding(table, op));
     // SAFETY: the records name this image's sites and their slots; the
     // caller upholds the rest.
-    let r = unsafe { rewrite(sites, site::slot_addr, &bindings, text) };
+    let r = unsafe {
+        rewrite(
+            sites,
+            site::slot_addr,
+            &bindings,
+            options.prefix_budget,
+            text,
+        )
+    };
     if r.is_err() {
         // Nothing was written: a later call may try again.
         APPLIED.store(false, Ordering::Release);
@@ -701,7 +783,8 @@ pub unsafe fn apply(text: &mut impl TextPoke) -> Result<PatchStats, PatchError> 
     r
 }
 
-/// [`apply`]'s work, over any list of sites (a fake buffer in tests).
+/// [`apply`]'s work, over any list of sites (a fake buffer in tests),
+/// inline code widened within `prefix_budget`.
 ///
 /// # Safety
 /// Every site `sites()` yields must be readable; the ones that pass the
@@ -711,6 +794,7 @@ unsafe fn rewrite<I: Iterator<Item = Site>>(
     sites: impl Fn() -> I,
     slot_addr: impl Fn(Op) -> u64,
     bindings: &[Binding; Op::COUNT],
+    prefix_budget: u8,
     text: &mut impl TextPoke,
 ) -> Result<PatchStats, PatchError> {
     // Check every site before writing any, so that a bad record leaves the
@@ -731,6 +815,7 @@ unsafe fn rewrite<I: Iterator<Item = Site>>(
     }
     let mut stats = PatchStats {
         sites: n,
+        prefix_budget,
         ..PatchStats::default()
     };
     if n == 0 {
@@ -746,7 +831,7 @@ unsafe fn rewrite<I: Iterator<Item = Site>>(
             } => Action::Inline(code),
             _ => Action::Call(b.call()),
         };
-        let Some(new) = encode::site(s.addr, action) else {
+        let Some(new) = encode::site(s.addr, action, prefix_budget) else {
             stats.out_of_range += 1;
             continue;
         };
@@ -871,17 +956,115 @@ mod tests {
         );
         assert_eq!(s.get(Op::Enable).map(|b| b.as_slice()), Some(&[][..]));
         assert_eq!(s.get(Op::Disable), None);
-        // Declared code is kept as declared; the widening is the site's.
-        let cr2 = s.get(Op::ReadCr2).unwrap();
-        assert_eq!(cr2.as_slice(), [0x0f, 0x20, 0xd0]);
-        assert_eq!(cr2.site_bytes(), [0x3e, 0x3e, 0x3e, 0x0f, 0x20, 0xd0]);
-        let restore = s.get(Op::RestoreFlags).unwrap();
-        assert_eq!(restore.as_slice(), [0x57, 0x9d]);
-        assert_eq!(restore.site_bytes(), [0x3e, 0x3e, 0x57, 0x3e, 0x3e, 0x9d]);
-        // `with` bytes are never widened.
+        // Declared code is kept as declared; the widening is the site's,
+        // and the same under both budgets for these.
+        for budget in [SAFE_PREFIXES, FULL_SITE_PREFIXES] {
+            let cr2 = s.get(Op::ReadCr2).unwrap();
+            assert_eq!(cr2.as_slice(), [0x0f, 0x20, 0xd0]);
+            assert_eq!(cr2.site_bytes(budget), [0x3e, 0x3e, 0x3e, 0x0f, 0x20, 0xd0]);
+            let restore = s.get(Op::RestoreFlags).unwrap();
+            assert_eq!(restore.as_slice(), [0x57, 0x9d]);
+            assert_eq!(
+                restore.site_bytes(budget),
+                [0x3e, 0x3e, 0x57, 0x3e, 0x3e, 0x9d]
+            );
+            // `with` bytes are never widened.
+            assert_eq!(
+                s.get(Op::SaveFlags).unwrap().site_bytes(budget),
+                [0x9c, 0x58, 0x0f, 0x1f, 0x40, 0x00]
+            );
+        }
+    }
+
+    #[test]
+    fn a_1_byte_op_per_budget() {
+        const S: InlineSet = InlineSet::NONE
+            .with_prefixable(Op::Disable, &[&[0xfa]])
+            .with(Op::Enable, &[0xfb]);
+        let cli = S.get(Op::Disable).unwrap();
+        // Three prefixes: cli; nopl 0x0(%rax,%rax,1).
         assert_eq!(
-            s.get(Op::SaveFlags).unwrap().site_bytes(),
-            [0x9c, 0x58, 0x0f, 0x1f, 0x40, 0x00]
+            cli.site_bytes(SAFE_PREFIXES),
+            [0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00]
+        );
+        // The full site: ds ds ds ds ds cli, one instruction.
+        assert_eq!(
+            cli.site_bytes(FULL_SITE_PREFIXES),
+            [0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0xfa]
+        );
+        // Exact bytes stay exact under any budget.
+        let sti = S.get(Op::Enable).unwrap();
+        assert_eq!(
+            sti.site_bytes(FULL_SITE_PREFIXES),
+            [0xfb, 0x0f, 0x1f, 0x44, 0x00, 0x00]
+        );
+    }
+
+    /// Answers leaf 0 with `vendor` and leaf 1 with `eax`.
+    struct FakeCpu {
+        vendor: &'static [u8; 12],
+        eax: u32,
+    }
+
+    impl crate::detect::CpuidSource for FakeCpu {
+        fn cpuid(&self, leaf: u32, _: u32) -> crate::cpu::CpuidResult {
+            let w = |i: usize| u32::from_le_bytes(self.vendor[i..i + 4].try_into().unwrap());
+            match leaf {
+                0 => crate::cpu::CpuidResult {
+                    eax: 1,
+                    ebx: w(0),
+                    edx: w(4),
+                    ecx: w(8),
+                },
+                1 => crate::cpu::CpuidResult {
+                    eax: self.eax,
+                    ..Default::default()
+                },
+                _ => Default::default(),
+            }
+        }
+    }
+
+    #[test]
+    fn options_follow_the_cpu() {
+        let skylake_x = FakeCpu {
+            vendor: b"GenuineIntel",
+            eax: 0x0005_0654,
+        };
+        let bulldozer = FakeCpu {
+            vendor: b"AuthenticAMD",
+            eax: 0x0060_0f12,
+        };
+        let zen4 = FakeCpu {
+            vendor: b"AuthenticAMD",
+            eax: 0x00a1_0f11,
+        };
+        let via = FakeCpu {
+            vendor: b"CentaurHauls",
+            eax: 0x0000_06f2,
+        };
+        let budget = |c: &FakeCpu| PatchOptions::for_cpu(c).prefix_budget;
+        assert_eq!(budget(&skylake_x), FULL_SITE_PREFIXES);
+        assert_eq!(budget(&zen4), FULL_SITE_PREFIXES);
+        assert_eq!(budget(&bulldozer), SAFE_PREFIXES);
+        assert_eq!(budget(&via), SAFE_PREFIXES);
+        assert_eq!(PatchOptions::default(), PatchOptions::SAFE);
+        assert_eq!(PatchOptions::SAFE.prefix_budget, 3);
+    }
+
+    #[test]
+    fn stats_name_the_budget() {
+        let s = PatchStats {
+            sites: 3,
+            inline: 1,
+            direct: 1,
+            via_table: 1,
+            prefix_budget: 5,
+            ..PatchStats::default()
+        };
+        assert_eq!(
+            std::format!("{s}"),
+            "sites=3 inline=1 direct=1 via_table=1 out_of_range=0 duplicates=0 prefix_budget=5"
         );
     }
 
@@ -1014,13 +1197,22 @@ mod tests {
         ignore = "executes inline asm (cpuid, real call sites); runs natively in cargo test"
     )]
     fn rewrite_fake_text() {
+        // cli and one five-byte NOP.
+        rewrite_fake_text_with(SAFE_PREFIXES, [0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00]);
+        // cli with five DS prefixes: one instruction.
+        rewrite_fake_text_with(FULL_SITE_PREFIXES, [0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0xfa]);
+    }
+
+    /// Rewrites a fresh fake text within `budget`; `cli` is what the
+    /// prefixable `cli` of `irq.disable` must become.
+    fn rewrite_fake_text_with(budget: u8, cli: [u8; SITE_LEN]) {
         let f = Fake::new();
         let near = f.base() + 0x4000;
         let far = f.base().wrapping_add(1 << 40);
         let mut bindings = Op::ALL.map(|_| Binding::Table { call: near });
         bindings[Op::Disable as usize] = Binding::Backend {
             call: near,
-            inline: Some(InlineBytes::new(&[0xfa])),
+            inline: Some(InlineBytes::prefixable(&[&[0xfa]])),
         };
         bindings[Op::Enable as usize] = Binding::Backend {
             call: near + 0x10,
@@ -1043,7 +1235,7 @@ mod tests {
         let mut log = Log::default();
         let slot = |op| f.slot(op);
         // SAFETY: every site is in `f.buf`, which nothing executes.
-        let stats = unsafe { rewrite(|| sites.iter().copied(), slot, &bindings, &mut log) };
+        let stats = unsafe { rewrite(|| sites.iter().copied(), slot, &bindings, budget, &mut log) };
         let stats = stats.unwrap();
         assert_eq!(
             stats,
@@ -1054,11 +1246,12 @@ mod tests {
                 via_table: 1,
                 out_of_range: 1,
                 duplicates: 1,
+                prefix_budget: budget,
             }
         );
-        // cli and one five-byte NOP.
-        assert_eq!(f.bytes(0), [0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00]);
-        // mov %cr3, %rax widened to fill the site: one instruction.
+        assert_eq!(f.bytes(0), cli);
+        // mov %cr3, %rax widened to fill the site (three prefixes under
+        // either budget): one instruction.
         assert_eq!(f.bytes(5), [0x3e, 0x3e, 0x3e, 0x0f, 0x20, 0xd8]);
         // call rel32 from the end of the call, then a NOP.
         let call = |i: usize, target: u64| {
@@ -1099,18 +1292,42 @@ mod tests {
         sites[2].op = Some(Op::Enable);
         let mut log = Log::default();
         // SAFETY: as in `rewrite_fake_text`.
-        let r = unsafe { rewrite(|| sites.iter().copied(), slot, &bindings, &mut log) };
+        let r = unsafe {
+            rewrite(
+                || sites.iter().copied(),
+                slot,
+                &bindings,
+                SAFE_PREFIXES,
+                &mut log,
+            )
+        };
         assert_eq!(r, Err(PatchError::BadSite { addr: f.site(2) }));
         // A record with an unknown op or a wrong length.
         let mut sites = f.sites();
         sites[1].op = None;
         // SAFETY: as above.
-        let r = unsafe { rewrite(|| sites.iter().copied(), slot, &bindings, &mut log) };
+        let r = unsafe {
+            rewrite(
+                || sites.iter().copied(),
+                slot,
+                &bindings,
+                SAFE_PREFIXES,
+                &mut log,
+            )
+        };
         assert_eq!(r, Err(PatchError::BadSite { addr: f.site(1) }));
         let mut sites = f.sites();
         sites[4].len = 5;
         // SAFETY: as above.
-        let r = unsafe { rewrite(|| sites.iter().copied(), slot, &bindings, &mut log) };
+        let r = unsafe {
+            rewrite(
+                || sites.iter().copied(),
+                slot,
+                &bindings,
+                SAFE_PREFIXES,
+                &mut log,
+            )
+        };
         assert_eq!(r, Err(PatchError::BadSite { addr: f.site(4) }));
         assert!(log.calls.is_empty());
         // Text that cannot be made writable.
@@ -1120,7 +1337,15 @@ mod tests {
             ..Log::default()
         };
         // SAFETY: as above.
-        let r = unsafe { rewrite(|| sites.iter().copied(), slot, &bindings, &mut log) };
+        let r = unsafe {
+            rewrite(
+                || sites.iter().copied(),
+                slot,
+                &bindings,
+                SAFE_PREFIXES,
+                &mut log,
+            )
+        };
         assert_eq!(r, Err(PatchError::Text("refused")));
         assert_eq!(log.calls.len(), 1);
         assert_eq!(f.all(), before);

@@ -6,10 +6,11 @@
 //! Most ops are declared instruction by instruction, so that the patcher
 //! can widen them with redundant DS prefixes into a full-site form (no
 //! padding NOP: see `pvops_core::patch`, "Full-site forms"). The 1-byte
-//! `cli` and `sti` would need five prefixes, over the budget of three
-//! (`pvops_core::patch::MAX_PREFIXES`), so their sites keep one NOP. The two
-//! memory ops are given in a full-site form of their own (a longer
-//! SIB/disp8 encoding, which prefixes cannot make).
+//! `cli` and `sti` need five prefixes: on CPUs whose prefix budget is the
+//! full site (`pvops_core::patch::budget`) they become one instruction,
+//! elsewhere (a budget of three) their sites keep one NOP. The two memory
+//! ops are given in a full-site form of their own (a longer SIB/disp8
+//! encoding, which prefixes cannot make).
 
 use crate::Native;
 use pvops_core::patch::{InlineOps, InlineSet, Op};
@@ -33,10 +34,11 @@ unsafe impl InlineOps for Native {
         .with_prefixable(Op::SaveFlags, &[&[0x9c], &[0x58]])
         // push %rdi; popf (site: ds ds push %rdi; ds ds popf)
         .with_prefixable(Op::RestoreFlags, &[&[0x57], &[0x9d]])
-        // cli (site: cli; nopl 0x0(%rax,%rax,1))
+        // cli (site: ds ds ds ds ds cli, or under a budget of three
+        // cli; nopl 0x0(%rax,%rax,1))
         .with_prefixable(Op::Disable, &[&[0xfa]])
-        // sti (site: sti; nopl 0x0(%rax,%rax,1)); its interrupt shadow
-        // covers the NOP, as with any padding.
+        // sti (likewise); its interrupt shadow covers the instruction
+        // after the site, or the NOP where one pads it.
         .with_prefixable(Op::Enable, &[&[0xfb]])
         // mov %cr2, %rax (site: ds ds ds mov %cr2, %rax)
         .with_prefixable(Op::ReadCr2, &[&[0x0f, 0x20, 0xd0]])
@@ -53,6 +55,7 @@ unsafe impl InlineOps for Native {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pvops_core::patch::{FULL_SITE_PREFIXES, SAFE_PREFIXES};
 
     /// Every op but the clock has bytes, and they fit a site.
     #[test]
@@ -68,28 +71,48 @@ mod tests {
         }
     }
 
-    /// The exact bytes each site gets (checked against objdump): one
-    /// instruction per op where three prefixes can fill the site, the op's
-    /// own two where it has two, and `cli`/`sti` plus one NOP.
+    /// The exact bytes each site gets under either budget (checked against
+    /// objdump): one instruction per op where the prefixes can fill the
+    /// site, the op's own two where it has two; `cli`/`sti` are one
+    /// instruction under the full-site budget, plus one NOP under three.
     #[test]
     fn native_site_forms() {
         let s = <Native as InlineOps>::INLINE;
-        let site = |op| s.get(op).unwrap().site_bytes();
-        // ds ds pushf; ds ds pop %rax
-        assert_eq!(site(Op::SaveFlags), [0x3e, 0x3e, 0x9c, 0x3e, 0x3e, 0x58]);
-        // ds ds push %rdi; ds ds popf
-        assert_eq!(site(Op::RestoreFlags), [0x3e, 0x3e, 0x57, 0x3e, 0x3e, 0x9d]);
+        for budget in [SAFE_PREFIXES, FULL_SITE_PREFIXES] {
+            let site = |op| s.get(op).unwrap().site_bytes(budget);
+            // ds ds pushf; ds ds pop %rax
+            assert_eq!(site(Op::SaveFlags), [0x3e, 0x3e, 0x9c, 0x3e, 0x3e, 0x58]);
+            // ds ds push %rdi; ds ds popf
+            assert_eq!(site(Op::RestoreFlags), [0x3e, 0x3e, 0x57, 0x3e, 0x3e, 0x9d]);
+            // ds ds ds mov %cr2 / %cr3, %rax
+            assert_eq!(site(Op::ReadCr2), [0x3e, 0x3e, 0x3e, 0x0f, 0x20, 0xd0]);
+            assert_eq!(site(Op::ReadCr3), [0x3e, 0x3e, 0x3e, 0x0f, 0x20, 0xd8]);
+            // As declared.
+            assert_eq!(site(Op::SetEntry), [0x3e, 0x48, 0x89, 0x54, 0x26, 0x00]);
+            assert_eq!(
+                site(Op::FlushTlbSingle),
+                [0x3e, 0x0f, 0x01, 0x7c, 0x27, 0x00]
+            );
+        }
+        let cli = s.get(Op::Disable).unwrap();
+        let sti = s.get(Op::Enable).unwrap();
         // cli / sti; nopl 0x0(%rax,%rax,1)
-        assert_eq!(site(Op::Disable), [0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00]);
-        assert_eq!(site(Op::Enable), [0xfb, 0x0f, 0x1f, 0x44, 0x00, 0x00]);
-        // ds ds ds mov %cr2 / %cr3, %rax
-        assert_eq!(site(Op::ReadCr2), [0x3e, 0x3e, 0x3e, 0x0f, 0x20, 0xd0]);
-        assert_eq!(site(Op::ReadCr3), [0x3e, 0x3e, 0x3e, 0x0f, 0x20, 0xd8]);
-        // As declared.
-        assert_eq!(site(Op::SetEntry), [0x3e, 0x48, 0x89, 0x54, 0x26, 0x00]);
         assert_eq!(
-            site(Op::FlushTlbSingle),
-            [0x3e, 0x0f, 0x01, 0x7c, 0x27, 0x00]
+            cli.site_bytes(SAFE_PREFIXES),
+            [0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00]
+        );
+        assert_eq!(
+            sti.site_bytes(SAFE_PREFIXES),
+            [0xfb, 0x0f, 0x1f, 0x44, 0x00, 0x00]
+        );
+        // ds ds ds ds ds cli / sti
+        assert_eq!(
+            cli.site_bytes(FULL_SITE_PREFIXES),
+            [0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0xfa]
+        );
+        assert_eq!(
+            sti.site_bytes(FULL_SITE_PREFIXES),
+            [0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0xfb]
         );
     }
 }

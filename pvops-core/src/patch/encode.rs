@@ -13,18 +13,21 @@
 //! written as declared and one NOP fills the rest (a shorter NOP saves
 //! nothing).
 //!
-//! How many prefixes: at most [`MAX_PREFIXES`] per instruction, counting the
-//! ones it already has (REX included): every source below treats three as
-//! free and more as slow on some CPUs still in use. AMD's Bulldozer
-//! family takes 14 to 15 extra cycles to decode an instruction with 4 to 7
-//! prefixes (Agner Fog, "The microarchitecture of Intel, AMD and VIA CPUs",
-//! AMD Bulldozer chapter, "Instruction decoding"), AMD's own padding
-//! guidance puts at most three `66h` on a NOP (Software Optimization Guide
-//! for AMD64 Processors, 25112, section 4.12), and Linux stops its NOPs at
-//! 11 bytes, three prefixes, like GNU as `.nops`, "because a number of
-//! uarchs have severe decode penalties for more than 3 prefixes" (commit
-//! df25edbac31e, "x86/alternatives: Add longer 64-bit NOPs"). A 1-byte
-//! instruction (`cli`, `sti`) would need five: its sites keep one NOP.
+//! How many prefixes: at most a *budget* per instruction, counting the
+//! ones it already has (REX included), which the caller passes in: the
+//! budget of the CPU the kernel runs on, chosen once from CPUID
+//! ([`super::budget`], where the table and its sources are). Three is free
+//! on every x86-64 decoder; more decode slowly on some CPUs still in use:
+//! AMD's Bulldozer family takes 14 to 15 extra cycles to decode an
+//! instruction with 4 to 7 prefixes (Agner Fog, "The microarchitecture of
+//! Intel, AMD and VIA CPUs", AMD Bulldozer chapter, "Instruction
+//! decoding"), the Atom line stalls too, and Linux and GNU as stop their
+//! NOPs at 11 bytes, three prefixes, "because a number of uarchs have
+//! severe decode penalties for more than 3 prefixes" (Linux commit
+//! df25edbac31e). Sandy Bridge's descendants and AMD's Bobcat, Jaguar and
+//! Zen decode any number at full speed, and get five: a site's length
+//! less the opcode byte, so that even a 1-byte instruction (`cli`, `sti`)
+//! fills its site alone. Under three, such an instruction keeps one NOP.
 //!
 //! Why DS: in 64-bit mode the CS, DS, ES and SS overrides are ignored
 //! (Intel SDM vol. 1, "Segment Registers in 64-Bit Mode"), and DS is the
@@ -47,10 +50,6 @@ const CALL_REL32: u8 = 0xe8;
 /// The redundant prefix full-site forms add: DS segment override.
 pub(crate) const PAD_PREFIX: u8 = 0x3e;
 
-/// Most prefixes an instruction may carry once widened (see the module
-/// docs for the sources).
-pub const MAX_PREFIXES: usize = 3;
-
 /// The multi-byte NOPs Intel's optimisation manual recommends, by length.
 const NOPS: [&[u8]; SITE_LEN + 1] = [
     &[],
@@ -71,7 +70,7 @@ const fn is_legacy_prefix(b: u8) -> bool {
 }
 
 /// How many prefixes (legacy, then at most one REX) `insn` starts with:
-/// what the decoders count against [`MAX_PREFIXES`].
+/// what the decoders count against the budget.
 pub(crate) const fn prefix_count(insn: &[u8]) -> usize {
     let mut n = 0;
     while n < insn.len() && is_legacy_prefix(insn[n]) {
@@ -138,10 +137,11 @@ pub(crate) const fn check_prefixable(insn: &[u8]) {
 }
 
 /// `code` (declared instruction by instruction) widened to fill a whole
-/// site with [`PAD_PREFIX`]es, at most [`MAX_PREFIXES`] per instruction;
-/// `None` when that many cannot fill it (or it is not prefixable at all).
-/// Prefixes are dealt one per instruction in turn, so they spread evenly.
-pub(crate) fn full_site(code: &InlineBytes) -> Option<[u8; SITE_LEN]> {
+/// site with [`PAD_PREFIX`]es, so that no instruction carries more than
+/// `budget` prefixes (its own included); `None` when that many cannot fill
+/// it (or it is not prefixable at all). Prefixes are dealt one per
+/// instruction in turn, so they spread evenly.
+pub(crate) fn full_site(code: &InlineBytes, budget: u8) -> Option<[u8; SITE_LEN]> {
     let bytes = code.as_slice();
     let room = SITE_LEN - bytes.len();
     if code.starts == 0 || room == 0 {
@@ -162,7 +162,7 @@ pub(crate) fn full_site(code: &InlineBytes) -> Option<[u8; SITE_LEN]> {
         } else {
             bytes.len()
         };
-        let spare = MAX_PREFIXES.saturating_sub(prefix_count(&bytes[insns[k].0..end]));
+        let spare = usize::from(budget).saturating_sub(prefix_count(&bytes[insns[k].0..end]));
         insns[k].1 = end;
         insns[k].2 = spare;
     }
@@ -194,10 +194,10 @@ pub(crate) fn full_site(code: &InlineBytes) -> Option<[u8; SITE_LEN]> {
     Some(out)
 }
 
-/// The site bytes for inline `code`: its full-site form if it has one,
-/// else the code and one NOP.
-pub(crate) fn inline_site(code: &InlineBytes) -> [u8; SITE_LEN] {
-    if let Some(b) = full_site(code) {
+/// The site bytes for inline `code` under `budget`: its full-site form if
+/// it has one, else the code and one NOP.
+pub(crate) fn inline_site(code: &InlineBytes, budget: u8) -> [u8; SITE_LEN] {
+    if let Some(b) = full_site(code, budget) {
         return b;
     }
     let code = code.as_slice();
@@ -234,11 +234,12 @@ pub(crate) fn indirect(site: u64, slot: u64) -> [u8; SITE_LEN] {
     b
 }
 
-/// The bytes that make the site at `site` do `action`, or `None` when a
-/// direct call cannot reach its target (the site then stays indirect).
-pub(crate) fn site(site: u64, action: Action) -> Option<[u8; SITE_LEN]> {
+/// The bytes that make the site at `site` do `action` (inline code widened
+/// within `budget` prefixes per instruction), or `None` when a direct call
+/// cannot reach its target (the site then stays indirect).
+pub(crate) fn site(site: u64, action: Action, budget: u8) -> Option<[u8; SITE_LEN]> {
     match action {
-        Action::Inline(code) => Some(inline_site(&code)),
+        Action::Inline(code) => Some(inline_site(&code, budget)),
         Action::Call(target) => {
             let rel = rel32(site + 5, target)?;
             let mut b = [0u8; SITE_LEN];
@@ -254,8 +255,11 @@ pub(crate) fn site(site: u64, action: Action) -> Option<[u8; SITE_LEN]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::patch::budget::{FULL_SITE_PREFIXES, SAFE_PREFIXES};
 
     const SITE: u64 = 0xffff_ffff_8010_0000;
+    /// The two budgets CPUs get.
+    const BUDGETS: [u8; 2] = [SAFE_PREFIXES, FULL_SITE_PREFIXES];
 
     fn inline(code: &[u8]) -> Action {
         Action::Inline(InlineBytes::new(code))
@@ -270,41 +274,33 @@ mod tests {
 
     #[test]
     fn inline_bytes_are_padded_with_one_nop() {
-        // cli
-        assert_eq!(
-            site(SITE, inline(&[0xfa])),
-            Some([0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00])
-        );
-        // pushf; pop %rax
-        assert_eq!(
-            site(SITE, inline(&[0x9c, 0x58])),
-            Some([0x9c, 0x58, 0x0f, 0x1f, 0x40, 0x00])
-        );
-        // mov %cr2, %rax
-        assert_eq!(
-            site(SITE, inline(&[0x0f, 0x20, 0xd0])),
-            Some([0x0f, 0x20, 0xd0, 0x0f, 0x1f, 0x00])
-        );
-        // five bytes: a one-byte nop
-        assert_eq!(
-            site(SITE, inline(&[0xb8, 1, 2, 3, 4])),
-            Some([0xb8, 1, 2, 3, 4, 0x90])
-        );
-        // six bytes: no padding; none: one six-byte nop
-        assert_eq!(
-            site(SITE, inline(&[1, 2, 3, 4, 5, 6])),
-            Some([1, 2, 3, 4, 5, 6])
-        );
-        assert_eq!(
-            site(SITE, inline(&[])),
-            Some([0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00])
-        );
-        // Inline bytes do not depend on where the site is.
-        assert_eq!(site(0x1000, inline(&[0xfb])), site(SITE, inline(&[0xfb])));
+        // `with` bytes are written as given under any budget.
+        for budget in [0, SAFE_PREFIXES, FULL_SITE_PREFIXES, 15] {
+            let site = |code: &[u8]| site(SITE, inline(code), budget);
+            // cli
+            assert_eq!(site(&[0xfa]), Some([0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00]));
+            // pushf; pop %rax
+            assert_eq!(
+                site(&[0x9c, 0x58]),
+                Some([0x9c, 0x58, 0x0f, 0x1f, 0x40, 0x00])
+            );
+            // mov %cr2, %rax
+            assert_eq!(
+                site(&[0x0f, 0x20, 0xd0]),
+                Some([0x0f, 0x20, 0xd0, 0x0f, 0x1f, 0x00])
+            );
+            // five bytes: a one-byte nop
+            assert_eq!(site(&[0xb8, 1, 2, 3, 4]), Some([0xb8, 1, 2, 3, 4, 0x90]));
+            // six bytes: no padding; none: one six-byte nop
+            assert_eq!(site(&[1, 2, 3, 4, 5, 6]), Some([1, 2, 3, 4, 5, 6]));
+            assert_eq!(site(&[]), Some([0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00]));
+            // Inline bytes do not depend on where the site is.
+            assert_eq!(super::site(0x1000, inline(&[0xfb]), budget), site(&[0xfb]));
+        }
     }
 
-    fn prefixable(insns: &[&[u8]]) -> [u8; SITE_LEN] {
-        site(SITE, Action::Inline(InlineBytes::prefixable(insns))).unwrap()
+    fn prefixable(insns: &[&[u8]], budget: u8) -> [u8; SITE_LEN] {
+        site(SITE, Action::Inline(InlineBytes::prefixable(insns)), budget).unwrap()
     }
 
     #[test]
@@ -317,85 +313,135 @@ mod tests {
         assert_eq!(prefix_count(&[0x48, 0x48]), 1);
     }
 
+    /// Forms that three prefixes per instruction already make: the same
+    /// under the full-site budget.
     #[test]
     fn prefixes_fill_the_site_when_they_can() {
-        // mov %cr2, %rax: three DS prefixes, one instruction.
-        assert_eq!(
-            prefixable(&[&[0x0f, 0x20, 0xd0]]),
-            [0x3e, 0x3e, 0x3e, 0x0f, 0x20, 0xd0]
-        );
-        // pushf; pop %rax: two each, no NOP.
-        assert_eq!(
-            prefixable(&[&[0x9c], &[0x58]]),
-            [0x3e, 0x3e, 0x9c, 0x3e, 0x3e, 0x58]
-        );
-        // push %rdi; popf.
-        assert_eq!(
-            prefixable(&[&[0x57], &[0x9d]]),
-            [0x3e, 0x3e, 0x57, 0x3e, 0x3e, 0x9d]
-        );
-        // mov $imm32, %eax: one.
-        assert_eq!(
-            prefixable(&[&[0xb8, 0xc2, 0xc2, 0xc2, 0x00]]),
-            [0x3e, 0xb8, 0xc2, 0xc2, 0xc2, 0x00]
-        );
-        // Dealt one per instruction in turn.
-        assert_eq!(
-            prefixable(&[&[0x9c], &[0x0f, 0x20, 0xd0]]),
-            [0x3e, 0x9c, 0x3e, 0x0f, 0x20, 0xd0]
-        );
-        assert_eq!(
-            prefixable(&[&[0x9c], &[0x58], &[0x90]]),
-            [0x3e, 0x9c, 0x3e, 0x58, 0x3e, 0x90]
-        );
-        // Prefixes already there count: a REX leaves two (mov (%rsp), %rax).
-        assert_eq!(
-            prefixable(&[&[0x48, 0x8b, 0x04, 0x24]]),
-            [0x3e, 0x3e, 0x48, 0x8b, 0x04, 0x24]
-        );
-        assert_eq!(
-            prefixable(&[&[0x3e, 0x3e, 0x0f, 0x20, 0xd0]]),
-            [0x3e, 0x3e, 0x3e, 0x0f, 0x20, 0xd0]
-        );
-        // Six bytes already: as given.
-        assert_eq!(
-            prefixable(&[&[0x3e, 0x48, 0x89, 0x54, 0x26, 0x00]]),
-            [0x3e, 0x48, 0x89, 0x54, 0x26, 0x00]
-        );
+        for budget in BUDGETS {
+            let p = |insns: &[&[u8]]| prefixable(insns, budget);
+            // mov %cr2, %rax: three DS prefixes, one instruction.
+            assert_eq!(
+                p(&[&[0x0f, 0x20, 0xd0]]),
+                [0x3e, 0x3e, 0x3e, 0x0f, 0x20, 0xd0]
+            );
+            // pushf; pop %rax: two each, no NOP.
+            assert_eq!(p(&[&[0x9c], &[0x58]]), [0x3e, 0x3e, 0x9c, 0x3e, 0x3e, 0x58]);
+            // push %rdi; popf.
+            assert_eq!(p(&[&[0x57], &[0x9d]]), [0x3e, 0x3e, 0x57, 0x3e, 0x3e, 0x9d]);
+            // mov $imm32, %eax: one.
+            assert_eq!(
+                p(&[&[0xb8, 0xc2, 0xc2, 0xc2, 0x00]]),
+                [0x3e, 0xb8, 0xc2, 0xc2, 0xc2, 0x00]
+            );
+            // Dealt one per instruction in turn.
+            assert_eq!(
+                p(&[&[0x9c], &[0x0f, 0x20, 0xd0]]),
+                [0x3e, 0x9c, 0x3e, 0x0f, 0x20, 0xd0]
+            );
+            assert_eq!(
+                p(&[&[0x9c], &[0x58], &[0x90]]),
+                [0x3e, 0x9c, 0x3e, 0x58, 0x3e, 0x90]
+            );
+            // Prefixes already there count: a REX leaves two (mov (%rsp), %rax).
+            assert_eq!(
+                p(&[&[0x48, 0x8b, 0x04, 0x24]]),
+                [0x3e, 0x3e, 0x48, 0x8b, 0x04, 0x24]
+            );
+            assert_eq!(
+                p(&[&[0x3e, 0x3e, 0x0f, 0x20, 0xd0]]),
+                [0x3e, 0x3e, 0x3e, 0x0f, 0x20, 0xd0]
+            );
+            // Six bytes already: as given.
+            assert_eq!(
+                p(&[&[0x3e, 0x48, 0x89, 0x54, 0x26, 0x00]]),
+                [0x3e, 0x48, 0x89, 0x54, 0x26, 0x00]
+            );
+            // No code: one six-byte NOP, as for `with`.
+            assert_eq!(p(&[]), [0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00]);
+        }
     }
 
     #[test]
-    fn a_nop_when_the_budget_cannot_fill_the_site() {
+    fn a_nop_when_three_prefixes_cannot_fill_the_site() {
+        let p = |insns: &[&[u8]]| prefixable(insns, SAFE_PREFIXES);
         // cli, sti, nop: five prefixes needed, three allowed. Written as
         // given with one NOP: fewer prefixes than a 4-byte cli and a
         // 2-byte NOP would have, and the same two instructions.
         for op in [0xfa, 0xfb, 0x90] {
-            assert_eq!(prefixable(&[&[op]]), [op, 0x0f, 0x1f, 0x44, 0x00, 0x00]);
+            assert_eq!(p(&[&[op]]), [op, 0x0f, 0x1f, 0x44, 0x00, 0x00]);
         }
         // mov %rdx, (%rsi): REX.W leaves room for two of the three needed.
         assert_eq!(
-            prefixable(&[&[0x48, 0x89, 0x16]]),
+            p(&[&[0x48, 0x89, 0x16]]),
             [0x48, 0x89, 0x16, 0x0f, 0x1f, 0x00]
         );
         // Already at the budget.
         assert_eq!(
-            prefixable(&[&[0x66, 0x66, 0x66, 0x90]]),
+            p(&[&[0x66, 0x66, 0x66, 0x90]]),
             [0x66, 0x66, 0x66, 0x90, 0x66, 0x90]
         );
-        // No code: one six-byte NOP, as for `with`.
-        assert_eq!(prefixable(&[]), [0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00]);
         // Exact bytes are never widened.
         assert_eq!(
-            site(SITE, inline(&[0x0f, 0x20, 0xd0])),
+            site(SITE, inline(&[0x0f, 0x20, 0xd0]), SAFE_PREFIXES),
             Some([0x0f, 0x20, 0xd0, 0x0f, 0x1f, 0x00])
         );
     }
 
+    #[test]
+    fn the_full_site_budget_makes_one_instruction_of_a_1_byte_op() {
+        let p = |insns: &[&[u8]]| prefixable(insns, FULL_SITE_PREFIXES);
+        // cli, sti, nop: five DS prefixes, one instruction, no NOP.
+        for op in [0xfa, 0xfb, 0x90] {
+            assert_eq!(p(&[&[op]]), [0x3e, 0x3e, 0x3e, 0x3e, 0x3e, op]);
+        }
+        // mov %rdx, (%rsi): three DS, then REX.W: four prefixes.
+        assert_eq!(
+            p(&[&[0x48, 0x89, 0x16]]),
+            [0x3e, 0x3e, 0x3e, 0x48, 0x89, 0x16]
+        );
+        // Three of its own: two more.
+        assert_eq!(
+            p(&[&[0x66, 0x66, 0x66, 0x90]]),
+            [0x3e, 0x3e, 0x66, 0x66, 0x66, 0x90]
+        );
+        // Exact bytes are never widened, whatever the budget.
+        assert_eq!(
+            site(SITE, inline(&[0xfa]), FULL_SITE_PREFIXES),
+            Some([0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00])
+        );
+        // A larger budget changes nothing more: a site holds at most five.
+        assert_eq!(prefixable(&[&[0xfa]], 14), p(&[&[0xfa]]));
+    }
+
+    #[test]
+    fn smaller_budgets() {
+        // Four: still not enough for a 1-byte op, enough for a 2-byte one.
+        assert_eq!(
+            prefixable(&[&[0xfa]], 4),
+            [0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00]
+        );
+        assert_eq!(
+            prefixable(&[&[0x0f, 0x31]], 4),
+            [0x3e, 0x3e, 0x3e, 0x3e, 0x0f, 0x31]
+        );
+        assert_eq!(
+            prefixable(&[&[0x0f, 0x31]], SAFE_PREFIXES),
+            [0x0f, 0x31, 0x0f, 0x1f, 0x40, 0x00]
+        );
+        // None: nothing is ever widened.
+        assert_eq!(
+            prefixable(&[&[0xb8, 0xc2, 0xc2, 0xc2, 0x00]], 0),
+            [0xb8, 0xc2, 0xc2, 0xc2, 0x00, 0x90]
+        );
+    }
+
     /// Every split of up to a site's bytes into one to three instructions
-    /// carrying 0..=3 prefixes of their own: a full-site form keeps every
-    /// instruction within the budget, only adds DS prefixes in front of
-    /// each, and fills the site exactly; otherwise the code is written as
-    /// given, followed by one NOP.
+    /// carrying 0..=5 prefixes of their own, under every budget up to one
+    /// past the full site: a full-site form adds DS prefixes only in front
+    /// of instructions it keeps within the budget, and fills the
+    /// site exactly; otherwise the code is written as given, followed by
+    /// one NOP. Under the full-site budget every code shorter than a site
+    /// fills it.
     #[test]
     fn full_site_forms_keep_the_budget() {
         fn insn(len: usize, own: usize) -> std::vec::Vec<u8> {
@@ -411,7 +457,7 @@ mod tests {
             v
         }
         let mut shapes = std::vec::Vec::new();
-        for own in 0..=MAX_PREFIXES {
+        for own in 0..SITE_LEN {
             for len in own + 1..=SITE_LEN {
                 shapes.push(insn(len, own));
             }
@@ -430,44 +476,64 @@ mod tests {
                 }
             }
         }
-        let (mut full, mut nop) = (0, 0);
-        for insns in codes {
-            let total: usize = insns.iter().map(|i| i.len()).sum();
-            let code = InlineBytes::prefixable(&insns);
-            let spare: usize = insns
-                .iter()
-                .map(|i| MAX_PREFIXES.saturating_sub(prefix_count(i)))
-                .sum();
-            let out = inline_site(&code);
-            if let Some(form) = full_site(&code) {
-                assert_eq!(out, form);
-                assert!(total < SITE_LEN && spare >= SITE_LEN - total);
-                // Walk the instructions: DS prefixes, then the
-                // instruction unchanged, within the budget.
-                let mut at = 0;
-                for i in &insns {
-                    let mut added = 0;
-                    while out[at] == PAD_PREFIX {
-                        added += 1;
-                        at += 1;
+        let mut last_full = 0;
+        for budget in 0..=FULL_SITE_PREFIXES + 1 {
+            let (mut full, mut nop) = (0, 0);
+            for insns in &codes {
+                let total: usize = insns.iter().map(|i| i.len()).sum();
+                let code = InlineBytes::prefixable(insns);
+                let spare: usize = insns
+                    .iter()
+                    .map(|i| usize::from(budget).saturating_sub(prefix_count(i)))
+                    .sum();
+                let out = inline_site(&code, budget);
+                if let Some(form) = full_site(&code, budget) {
+                    assert_eq!(out, form);
+                    assert!(total < SITE_LEN && spare >= SITE_LEN - total);
+                    // Walk the instructions: DS prefixes, then the
+                    // instruction unchanged, within the budget.
+                    let mut at = 0;
+                    for i in insns {
+                        let mut added = 0;
+                        while out[at] == PAD_PREFIX {
+                            added += 1;
+                            at += 1;
+                        }
+                        assert_eq!(&out[at..at + i.len()], *i, "{insns:02x?}");
+                        // None added to one already at or over it.
+                        assert!(
+                            added == 0 || added + prefix_count(i) <= usize::from(budget),
+                            "{budget} {insns:02x?}"
+                        );
+                        at += i.len();
                     }
-                    assert_eq!(&out[at..at + i.len()], *i, "{insns:02x?}");
-                    assert!(added + prefix_count(i) <= MAX_PREFIXES, "{insns:02x?}");
-                    at += i.len();
+                    assert_eq!(at, SITE_LEN);
+                    full += 1;
+                } else {
+                    assert!(
+                        total == SITE_LEN || spare < SITE_LEN - total,
+                        "{budget} {insns:02x?}"
+                    );
+                    // Under the full-site budget only code that already
+                    // fills the site keeps its bytes as they are.
+                    assert!(
+                        budget < FULL_SITE_PREFIXES || total == SITE_LEN,
+                        "{budget} {insns:02x?}"
+                    );
+                    assert_eq!(&out[..total], code.as_slice());
+                    assert_eq!(&out[total..], NOPS[SITE_LEN - total]);
+                    nop += 1;
                 }
-                assert_eq!(at, SITE_LEN);
-                full += 1;
-            } else {
-                assert!(
-                    total == SITE_LEN || spare < SITE_LEN - total,
-                    "{insns:02x?}"
-                );
-                assert_eq!(&out[..total], code.as_slice());
-                assert_eq!(&out[total..], NOPS[SITE_LEN - total]);
-                nop += 1;
             }
+            // Both outcomes are well exercised; a larger budget fills more
+            // sites.
+            match budget {
+                0 => assert_eq!(full, 0),
+                _ => assert!(full > 40 && nop > 40, "{budget}: {full} {nop}"),
+            }
+            assert!(full >= last_full, "{budget}: {full} < {last_full}");
+            last_full = full;
         }
-        assert!(full > 50 && nop > 50, "{full} {nop}");
     }
 
     #[test]
@@ -518,33 +584,36 @@ mod tests {
 
     #[test]
     fn direct_call_rel32_is_from_the_end_of_the_call() {
-        // Forward: target 0x100 past the call's end.
-        let b = site(SITE, Action::Call(SITE + 5 + 0x100)).unwrap();
-        assert_eq!(b, [0xe8, 0x00, 0x01, 0x00, 0x00, 0x90]);
-        // Backward: target before the site.
-        let b = site(SITE, Action::Call(SITE - 0x20)).unwrap();
-        assert_eq!(&b[..1], &[0xe8]);
-        assert_eq!(i32::from_le_bytes(b[1..5].try_into().unwrap()), -0x25);
-        assert_eq!(b[5], 0x90);
+        for budget in BUDGETS {
+            // Forward: target 0x100 past the call's end.
+            let b = site(SITE, Action::Call(SITE + 5 + 0x100), budget).unwrap();
+            assert_eq!(b, [0xe8, 0x00, 0x01, 0x00, 0x00, 0x90]);
+            // Backward: target before the site.
+            let b = site(SITE, Action::Call(SITE - 0x20), budget).unwrap();
+            assert_eq!(&b[..1], &[0xe8]);
+            assert_eq!(i32::from_le_bytes(b[1..5].try_into().unwrap()), -0x25);
+            assert_eq!(b[5], 0x90);
+        }
     }
 
     #[test]
     fn direct_call_range_limits() {
+        let site = |target| site(SITE, Action::Call(target), SAFE_PREFIXES);
         let next = SITE + 5;
         // Exactly at the limits of a rel32.
         let far_fwd = next.wrapping_add(i32::MAX as u64);
-        let b = site(SITE, Action::Call(far_fwd)).unwrap();
+        let b = site(far_fwd).unwrap();
         assert_eq!(i32::from_le_bytes(b[1..5].try_into().unwrap()), i32::MAX);
         let far_back = next - (1u64 << 31);
-        let b = site(SITE, Action::Call(far_back)).unwrap();
+        let b = site(far_back).unwrap();
         assert_eq!(i32::from_le_bytes(b[1..5].try_into().unwrap()), i32::MIN);
         // One past either limit: left alone.
-        assert_eq!(site(SITE, Action::Call(far_fwd.wrapping_add(1))), None);
-        assert_eq!(site(SITE, Action::Call(far_back - 1)), None);
+        assert_eq!(site(far_fwd.wrapping_add(1)), None);
+        assert_eq!(site(far_back - 1), None);
         // A user-space target from a kernel site is far out of range.
-        assert_eq!(site(SITE, Action::Call(0x40_0000)), None);
+        assert_eq!(site(0x40_0000), None);
         // Inline bytes never are.
-        assert!(site(SITE, inline(&[0xfa])).is_some());
+        assert!(super::site(SITE, inline(&[0xfa]), SAFE_PREFIXES).is_some());
     }
 
     #[test]
