@@ -222,6 +222,10 @@ pub fn run_all(cmdline: &str, frames: &mut FrameAllocator, aspace: &AddressSpace
             // SAFETY: as above.
             unsafe { set(mmu::PtLevel::Pte, pte, value) }
         });
+        b.run("set_pte_flush", "pvops", || {
+            // SAFETY: as above.
+            unsafe { mmu::set_pte_flush(pte, value, VirtAddr::new(va)) }
+        });
         b.run("flush_tlb_single", "native", || {
             x86_64::instructions::tlb::flush(VirtAddr::new(va))
         });
@@ -322,6 +326,20 @@ fn map_512(b: &mut Bench<'_>, frame: u64) {
     b.run_n("map_512", "lazy", 1, 1, || {
         let lazy = mmu::lazy();
         map_all();
+        lazy.commit();
+    });
+    // The same with each page's TLB entry flushed (set_pte_flush).
+    let remap_all = || {
+        for i in 0..512u64 {
+            let va = MAP_512_VA + i * 4096;
+            // SAFETY: as in `map_all`.
+            unsafe { mmu::set_pte_flush(first.add(i as usize), frame | 0x3, VirtAddr::new(va)) };
+        }
+    };
+    b.run_n("remap_flush_512", "unbatched", 1, 1, remap_all);
+    b.run_n("remap_flush_512", "lazy", 1, 1, || {
+        let lazy = mmu::lazy();
+        remap_all();
         lazy.commit();
     });
     mmu::flush_tlb_local();

@@ -68,6 +68,8 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
         ("remap_after_tlb_flush", remap_after_tlb_flush),
         ("unmap_faults_with_cr2", unmap_faults_with_cr2),
         ("lazy_mmu_batch", lazy_mmu_batch),
+        ("remap_and_flush_in_one_op", remap_and_flush_in_one_op),
+        ("lazy_remap_with_flushes", lazy_remap_with_flushes),
         (
             "large_leaf_accepted_or_refused_by_name",
             large_leaf_accepted_or_refused_by_name,
@@ -384,6 +386,71 @@ fn map_fresh_page(ctx: &mut Context<'_>) -> TestResult {
         seen == 0xabcd,
         "write through mapping not seen in frame ({seen:#x})"
     );
+    Ok(())
+}
+
+/// `set_pte_flush`: the update and the flush of its page as one op (one
+/// hypercall under Xen PV), the new frame visible at once.
+fn remap_and_flush_in_one_op(ctx: &mut Context<'_>) -> TestResult {
+    let a = alloc(ctx)?;
+    let b = alloc(ctx)?;
+    fill(a, 0xa1a1_0000_0000_0000);
+    fill(b, 0xb1b1_0000_0000_0000);
+    let va = TEST_VA + 3 * PAGE;
+    let pte = ctx
+        .aspace
+        .pte(ctx.frames, va)
+        .ok_or_else(|| fail("no PTE table"))?;
+    // SAFETY: `pte` maps the test page `va`, which only this test uses;
+    // both frames are test frames.
+    unsafe { mmu::set_pte_flush(pte, a | 0x3, VirtAddr::new(va)) };
+    check_va(va, 0xa1a1_0000_0000_0000)?; // cached now
+                                          // SAFETY: as above.
+    unsafe { mmu::set_pte_flush(pte, b | 0x3, VirtAddr::new(va)) };
+    check_va(va, 0xb1b1_0000_0000_0000)
+}
+
+/// Remaps pages with their flushes inside a lazy MMU section (under Xen PV
+/// updates and flushes leave together when the section ends); after it,
+/// every page shows its new frame although the old ones were cached.
+fn lazy_remap_with_flushes(ctx: &mut Context<'_>) -> TestResult {
+    const N: u64 = 24; // more flushes than one batch keeps
+    let base = TEST_VA + 64 * PAGE;
+    let old = alloc(ctx)?;
+    fill(old, 0x01d0_0000_0000_0000);
+    let mut new = [0u64; N as usize];
+    for (i, f) in new.iter_mut().enumerate() {
+        *f = alloc(ctx)?;
+        fill(*f, 0x2e30_0000_0000_0000 | (i as u64) << 32);
+    }
+    let first = ctx
+        .aspace
+        .pte(ctx.frames, base)
+        .ok_or_else(|| fail("no PTE table"))?;
+    for i in 0..N {
+        // SAFETY: entry i of the PTE table maps `base + i` pages (one
+        // table covers 2 MiB; 64 + 24 pages stay inside it), test pages only.
+        unsafe {
+            mmu::set_pte_flush(
+                first.add(i as usize),
+                old | 0x3,
+                VirtAddr::new(base + i * PAGE),
+            )
+        };
+        check_va(base + i * PAGE, 0x01d0_0000_0000_0000)?;
+    }
+    {
+        let batch = mmu::lazy();
+        for (i, f) in new.iter().enumerate() {
+            let va = base + i as u64 * PAGE;
+            // SAFETY: as above.
+            unsafe { mmu::set_pte_flush(first.add(i), *f | 0x3, VirtAddr::new(va)) };
+        }
+        batch.commit();
+    }
+    for i in 0..N {
+        check_va(base + i * PAGE, 0x2e30_0000_0000_0000 | i << 32)?;
+    }
     Ok(())
 }
 

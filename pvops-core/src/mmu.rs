@@ -84,6 +84,18 @@ pub trait MmuOps {
         unsafe { Self::set_entry(level, entry, value) };
         Ok(())
     }
+    /// Writes the PTE at `entry` and flushes `addr`'s TLB entry, which
+    /// `entry` maps. The default is the two ops; under Xen PV it is one
+    /// hypercall (`update_va_mapping` when `entry` is the current tables'
+    /// PTE for `addr`).
+    ///
+    /// # Safety
+    /// As [`MmuOps::set_entry`] for a PTE.
+    unsafe fn set_pte_flush(entry: *mut u64, value: u64, addr: VirtAddr) {
+        // SAFETY: forwarded to the caller.
+        unsafe { Self::set_entry(PtLevel::Pte, entry, value) };
+        Self::flush_tlb_single(addr);
+    }
     /// Reads the entry at `entry`.
     ///
     /// # Safety
@@ -127,6 +139,7 @@ pub struct MmuOpsTable {
     pub write_cr3: unsafe fn(u64),
     pub set_entry: unsafe fn(PtLevel, *mut u64, u64),
     pub try_set_entry: unsafe fn(PtLevel, *mut u64, u64) -> Result<(), EntryRefused>,
+    pub set_pte_flush: unsafe fn(*mut u64, u64, VirtAddr),
     pub read_entry: unsafe fn(PtLevel, *const u64) -> u64,
     pub flush_tlb_single: fn(VirtAddr),
     pub flush_tlb_local: fn(),
@@ -149,6 +162,7 @@ impl MmuOpsTable {
             write_cr3: T::write_cr3,
             set_entry: T::set_entry,
             try_set_entry: T::try_set_entry,
+            set_pte_flush: T::set_pte_flush,
             read_entry: T::read_entry,
             flush_tlb_single: T::flush_tlb_single,
             flush_tlb_local: T::flush_tlb_local,
@@ -263,6 +277,18 @@ pub unsafe fn set_entry(level: PtLevel, entry: *mut u64, value: u64) {
             out("rax") _
         )
     }
+}
+
+/// Writes a PTE and flushes the TLB entry of `addr`, the page it maps, as
+/// one operation (see [`MmuOps::set_pte_flush`]): what `set_pte(..).flush()`
+/// does, in one hypercall where updates are hypercalls.
+///
+/// # Safety
+/// See [`MmuOps::set_entry`].
+#[inline]
+pub unsafe fn set_pte_flush(entry: *mut u64, value: u64, addr: VirtAddr) {
+    // SAFETY: the caller upholds `MmuOps::set_entry`'s contract.
+    unsafe { (ops().mmu.set_pte_flush)(entry, value, addr) }
 }
 
 /// A page-table update the platform refused, naming the entry.

@@ -347,6 +347,9 @@ impl MmuOps for NotInstalled {
     fn large_pages() -> bool {
         not_installed("mmu.large_pages")
     }
+    unsafe fn set_pte_flush(_: *mut u64, _: u64, _: VirtAddr) {
+        not_installed("mmu.set_pte_flush")
+    }
     unsafe fn try_set_entry(
         _: PtLevel,
         _: *mut u64,

@@ -144,6 +144,14 @@ fn bench_mode_counts_hypercalls_under_xen_pv() {
         "512 updates in a lazy batch took {lazy} hypercalls"
     );
     assert_eq!(calls("set_pte", "patched"), 1.0);
+    // Update and flush of one page: one hypercall (update_va_mapping).
+    assert_eq!(calls("set_pte_flush", "pvops"), 1.0);
+    assert_eq!(calls("remap_flush_512", "unbatched"), 512.0);
+    let lazy_flush = calls("remap_flush_512", "lazy");
+    assert!(
+        (1.0..=8.0).contains(&lazy_flush),
+        "512 updates and flushes in a lazy batch took {lazy_flush} hypercalls"
+    );
     assert_eq!(calls("irq_disable_enable", "patched"), 0.0);
     assert_eq!(calls("read_cr2", "patched"), 0.0);
     eprintln!("xen-pv: 512 PTE updates: 512 hypercalls unbatched, {lazy} in a lazy batch");

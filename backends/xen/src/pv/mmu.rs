@@ -33,6 +33,7 @@
 
 use super::p2m;
 use super::XenPv;
+use crate::abi::nr::DOMID_SELF;
 use crate::abi::pv::{self, pte, MmuUpdate, MmuextOp, MulticallEntry, MMU_NORMAL_PT_UPDATE};
 use crate::error::XenError;
 use crate::hypercall::Hypercall;
@@ -121,11 +122,68 @@ fn report(e: EntryError) {
     warn(format_args!("xen-pv: page-table update failed: {e}"));
 }
 
+/// Single-page TLB flushes one lazy batch keeps; more become one flush
+/// of the whole local TLB.
+pub const TLB_QUEUE_LEN: usize = 16;
+
 struct Queue {
     len: usize,
     /// Kernel-side view of each queued request, for error reports.
     what: [(u64, u64); QUEUE_LEN],
     reqs: [MmuUpdate; QUEUE_LEN],
+    /// Pages whose TLB entries to flush after the updates.
+    tlb: [u64; TLB_QUEUE_LEN],
+    ntlb: usize,
+    /// The whole local TLB instead.
+    tlb_all: bool,
+}
+
+impl Queue {
+    const EMPTY: Queue = Queue {
+        len: 0,
+        what: [(0, 0); QUEUE_LEN],
+        reqs: [MmuUpdate { ptr: 0, val: 0 }; QUEUE_LEN],
+        tlb: [0; TLB_QUEUE_LEN],
+        ntlb: 0,
+        tlb_all: false,
+    };
+
+    fn flush_page(&mut self, va: u64) {
+        if self.tlb_all {
+            return;
+        }
+        if self.ntlb == TLB_QUEUE_LEN {
+            self.tlb_all = true;
+            self.ntlb = 0;
+            return;
+        }
+        self.tlb[self.ntlb] = va;
+        self.ntlb += 1;
+    }
+
+    fn has_work(&self) -> bool {
+        self.len > 0 || self.ntlb > 0 || self.tlb_all
+    }
+
+    /// The queued TLB flushes as `mmuext_op`s (into `out`), and how many.
+    fn tlb_ops(&self, out: &mut [MmuextOp; TLB_QUEUE_LEN]) -> usize {
+        if self.tlb_all {
+            out[0] = MmuextOp {
+                cmd: pv::MMUEXT_TLB_FLUSH_LOCAL,
+                ..MmuextOp::default()
+            };
+            return 1;
+        }
+        for (o, va) in out.iter_mut().zip(&self.tlb[..self.ntlb]) {
+            *o = MmuextOp {
+                cmd: pv::MMUEXT_INVLPG_LOCAL,
+                pad: 0,
+                arg1: *va,
+                arg2: 0,
+            };
+        }
+        self.ntlb
+    }
 }
 
 struct Queues([UnsafeCell<Queue>; QUEUES]);
@@ -134,15 +192,7 @@ struct Queues([UnsafeCell<Queue>; QUEUES]);
 // `with_queue`), so never by two contexts at once.
 unsafe impl Sync for Queues {}
 
-static QUEUE: Queues = Queues(
-    [const {
-        UnsafeCell::new(Queue {
-            len: 0,
-            what: [(0, 0); QUEUE_LEN],
-            reqs: [MmuUpdate { ptr: 0, val: 0 }; QUEUE_LEN],
-        })
-    }; QUEUES],
-);
+static QUEUE: Queues = Queues([const { UnsafeCell::new(Queue::EMPTY) }; QUEUES]);
 static LAZY: [AtomicBool; QUEUES] = [const { AtomicBool::new(false) }; QUEUES];
 
 /// Runs `f` on this vCPU's queue with events masked, or returns `None`
@@ -164,11 +214,68 @@ fn send(q: &mut Queue) {
     send_with(&XEN, q, report)
 }
 
-/// Sends the queue through `xen`; a refused request is handed to
-/// `refused` (naming the entry as the kernel wrote it) and skipped, and
-/// the rest are sent.
+/// Sends the queue through `xen`: the updates and the TLB flushes after
+/// them in one `multicall` (or the one hypercall there is work for). A
+/// refused update is handed to `refused` (naming the entry as the kernel
+/// wrote it) and skipped, the rest are sent, and the flushes repeated
+/// after them.
 fn send_with<H: Hypercall>(xen: &Xen<H>, q: &mut Queue, mut refused: impl FnMut(EntryError)) {
+    let mut ops = [MmuextOp::default(); TLB_QUEUE_LEN];
+    let nops = q.tlb_ops(&mut ops);
+    q.ntlb = 0;
+    q.tlb_all = false;
     let mut start = 0;
+    if nops > 0 && q.len > 0 {
+        let mut done: u32 = 0;
+        let mut calls = [
+            MulticallEntry {
+                op: u64::from(pv::MMU_UPDATE),
+                result: 0,
+                args: [
+                    q.reqs.as_ptr() as u64,
+                    q.len as u64,
+                    &mut done as *mut u32 as u64,
+                    u64::from(DOMID_SELF),
+                    0,
+                    0,
+                ],
+            },
+            MulticallEntry {
+                op: u64::from(pv::MMUEXT_OP),
+                result: 0,
+                args: [
+                    ops.as_ptr() as u64,
+                    nops as u64,
+                    0,
+                    u64::from(DOMID_SELF),
+                    0,
+                    0,
+                ],
+            },
+        ];
+        let ok = xen.multicall(&mut calls).is_ok();
+        let flushed = ok && calls[1].result >= 0;
+        match XenError::check(calls[0].result) {
+            Ok(_) if ok => start = q.len,
+            Ok(_) => {}
+            Err(error) => {
+                let bad = done as usize;
+                if bad < q.len {
+                    let (entry, value) = q.what[bad];
+                    refused(EntryError {
+                        entry,
+                        value,
+                        error: EntryErrorKind::Refused(error),
+                    });
+                }
+                start = bad + 1;
+            }
+        }
+        if flushed && start >= q.len {
+            q.len = 0;
+            return;
+        }
+    }
     while start < q.len {
         match xen.mmu_update(&q.reqs[start..q.len]) {
             Ok(()) => break,
@@ -188,6 +295,11 @@ fn send_with<H: Hypercall>(xen: &Xen<H>, q: &mut Queue, mut refused: impl FnMut(
         }
     }
     q.len = 0;
+    if nops > 0 {
+        if let Err(e) = xen.mmuext(&ops[..nops]) {
+            warn(format_args!("xen-pv: queued TLB flush failed: {e}"));
+        }
+    }
 }
 
 fn lazy_here() -> bool {
@@ -195,13 +307,29 @@ fn lazy_here() -> bool {
     me < QUEUES && LAZY[me].load(Ordering::Relaxed)
 }
 
-/// Sends this vCPU's queued updates.
+/// Sends this vCPU's queued updates and TLB flushes.
 pub fn flush_queue() {
     let _ = with_queue(|q| {
-        if q.len > 0 {
+        if q.has_work() {
             send(q)
         }
     });
+}
+
+/// Queues a TLB flush of `va` (or of everything) behind the queued
+/// updates, in lazy mode; false if this vCPU has no queue or is not lazy.
+fn queue_flush(va: Option<u64>) -> bool {
+    if !lazy_here() {
+        return false;
+    }
+    with_queue(|q| match va {
+        Some(va) => q.flush_page(va),
+        None => {
+            q.tlb_all = true;
+            q.ntlb = 0;
+        }
+    })
+    .is_some()
 }
 
 static TABLES: [AtomicU64; (MAX_PFNS / 64) as usize] =
@@ -292,6 +420,72 @@ fn request(level: PtLevel, entry: u64, value: u64) -> Result<MmuUpdate, EntryErr
         ptr: (mfn << 12) | (entry & 0xff8) | MMU_NORMAL_PT_UPDATE,
         val,
     })
+}
+
+/// The PTE that maps `va` in this vCPU's current tree, by virtual address
+/// (through the direct map), if every level down to it is present.
+fn current_pte_of(va: u64) -> Option<u64> {
+    let mut table = root_slot().load(Ordering::Relaxed);
+    for shift in [39u32, 30, 21] {
+        let i = ((va >> shift) & 0x1ff) as usize;
+        // SAFETY: `table` is a table of the loaded tree, read through the
+        // direct map (module docs); entry i is inside it.
+        let e = unsafe { (va_of(table) as *const u64).add(i).read_volatile() };
+        if e & pte::PRESENT == 0 || e & pte::HUGE != 0 {
+            return None;
+        }
+        table = p2m::pfn((e & pte::ADDR_MASK) >> 12)?;
+    }
+    Some(va_of(table) + ((va >> 12) & 0x1ff) * 8)
+}
+
+/// A PTE update and the flush of its page in one hypercall:
+/// `update_va_mapping` when `entry` is the current tree's PTE for `va`,
+/// else `mmu_update` and `INVLPG` in one multicall; queued in lazy mode.
+pub fn set_pte_flush(entry: u64, value: u64, va: u64) -> Result<(), EntryError> {
+    let err = |error| EntryError {
+        entry,
+        value,
+        error,
+    };
+    if lazy_here() {
+        set_entry(PtLevel::Pte, entry, value)?;
+        if queue_flush(Some(va)) {
+            return Ok(());
+        }
+    }
+    let req = request(PtLevel::Pte, entry, value).map_err(err)?;
+    if current_pte_of(va) == Some(entry) {
+        return XEN
+            .update_va_mapping(va, req.val, pv::UVMF_INVLPG | pv::UVMF_LOCAL)
+            .map_err(|e| err(EntryErrorKind::Refused(e)));
+    }
+    let reqs = [req];
+    let op = [MmuextOp {
+        cmd: pv::MMUEXT_INVLPG_LOCAL,
+        pad: 0,
+        arg1: va,
+        arg2: 0,
+    }];
+    let mut calls = [
+        MulticallEntry {
+            op: u64::from(pv::MMU_UPDATE),
+            result: 0,
+            args: [reqs.as_ptr() as u64, 1, 0, u64::from(DOMID_SELF), 0, 0],
+        },
+        MulticallEntry {
+            op: u64::from(pv::MMUEXT_OP),
+            result: 0,
+            args: [op.as_ptr() as u64, 1, 0, u64::from(DOMID_SELF), 0, 0],
+        },
+    ];
+    XEN.multicall(&mut calls)
+        .and_then(|()| XenError::check(calls[0].result))
+        .map_err(|e| err(EntryErrorKind::Refused(e)))?;
+    if let Err(e) = XenError::check(calls[1].result) {
+        warn(format_args!("xen-pv: INVLPG of {va:#x} failed: {e}"));
+    }
+    Ok(())
 }
 
 /// Writes one entry now or into the lazy queue.
@@ -573,13 +767,23 @@ impl MmuOps for XenPv {
     }
 
     fn flush_tlb_single(addr: VirtAddr) {
-        flush_queue();
+        if queue_flush(Some(addr.as_u64())) {
+            return;
+        }
         let _ = mmuext1(pv::MMUEXT_INVLPG_LOCAL, addr.as_u64(), 0);
     }
 
     fn flush_tlb_local() {
-        flush_queue();
+        if queue_flush(None) {
+            return;
+        }
         let _ = mmuext1(pv::MMUEXT_TLB_FLUSH_LOCAL, 0, 0);
+    }
+
+    unsafe fn set_pte_flush(entry: *mut u64, value: u64, addr: VirtAddr) {
+        if let Err(e) = set_pte_flush(entry as u64, value, addr.as_u64()) {
+            report(e);
+        }
     }
 
     fn flush_tlb_others(cpus: &CpuMask, range: TlbRange) {
@@ -665,11 +869,7 @@ mod tests {
     use std::vec::Vec;
 
     fn queue(entries: &[(u64, u64)]) -> Queue {
-        let mut q = Queue {
-            len: 0,
-            what: [(0, 0); QUEUE_LEN],
-            reqs: [MmuUpdate::default(); QUEUE_LEN],
-        };
+        let mut q = Queue::EMPTY;
         for (i, &(entry, value)) in entries.iter().enumerate() {
             q.reqs[i] = MmuUpdate {
                 ptr: entry,
@@ -716,6 +916,38 @@ mod tests {
         );
         assert_eq!(calls[0].1[1], 5);
         assert_eq!(calls[1].1[1], 2);
+    }
+
+    /// Updates and the TLB flushes behind them leave in one multicall; more
+    /// page flushes than a batch keeps become one local flush.
+    #[test]
+    fn updates_and_flushes_leave_in_one_multicall() {
+        let fake = FakeXen::new(|op, args| {
+            assert_eq!(op, pv::MULTICALL);
+            assert_eq!(args[1], 2);
+            let calls = args[0] as *mut MulticallEntry;
+            // SAFETY: the batch lives in the caller's frame for the call.
+            let (mmu, ext) = unsafe { (&mut *calls, &mut *calls.add(1)) };
+            assert_eq!(mmu.op, u64::from(pv::MMU_UPDATE));
+            assert_eq!(mmu.args[1], 3);
+            assert_eq!(ext.op, u64::from(pv::MMUEXT_OP));
+            assert_eq!(ext.args[1], 1);
+            // SAFETY: as above, one mmuext_op.
+            let flush = unsafe { *(ext.args[0] as *const MmuextOp) };
+            assert_eq!(flush.cmd, pv::MMUEXT_TLB_FLUSH_LOCAL);
+            mmu.result = 0;
+            ext.result = 0;
+            0
+        });
+        let mut q = queue(&[(0x0, 1), (0x8, 2), (0x10, 3)]);
+        for i in 0..=TLB_QUEUE_LEN as u64 {
+            q.flush_page(i << 12);
+        }
+        assert!(q.tlb_all, "the 17th page flush becomes a full flush");
+        let xen = Xen(fake);
+        send_with(&xen, &mut q, |e| panic!("nothing refused: {e}"));
+        assert!(!q.has_work());
+        assert_eq!(xen.0.calls.borrow().len(), 1, "one hypercall");
     }
 
     #[test]
