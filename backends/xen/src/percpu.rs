@@ -80,7 +80,7 @@ pub static PV_IDS: [u32; MAX_VCPUS] = {
     ids
 };
 /// Whether the boot vCPU's kernel GS base points into [`PV_IDS`].
-static PV_GS: AtomicBool = AtomicBool::new(false);
+pub(crate) static PV_GS: AtomicBool = AtomicBool::new(false);
 
 /// The kernel GS base that names vCPU `vcpu` under PV (the address of its
 /// [`PV_IDS`] entry), `None` beyond [`MAX_VCPUS`].

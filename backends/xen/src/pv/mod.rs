@@ -248,6 +248,7 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
             detail: Some(e.error.detail()),
         }
     })?;
+    traps::publish_vcpu_info(me);
     pvops_core::smp::set_upcall_handler(crate::upcall::handle);
     let mut vcpus = 1 << me;
     if gs_ids.is_ok() {

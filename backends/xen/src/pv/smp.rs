@@ -142,6 +142,7 @@ pub fn init_secondary() {
             "xen: cpu {me}: {e}: its timer, IPIs and lock kicks do not work"
         ));
     }
+    super::traps::publish_vcpu_info(me);
 }
 
 #[cfg(test)]

@@ -24,14 +24,17 @@
 //!
 //! ## Returning (`pvops_xen_pv_iret`)
 //! The kernel's stubs leave through `pvops_interrupt_return`, which jumps
-//! here. A return to kernel code that had events enabled is
-//! `HYPERVISOR_iret`, which clears the event mask and delivers what became
-//! pending meanwhile in one step. A return to kernel code that had them
-//! masked (exceptions in masked code, and the handlers [`raise`] runs from
-//! the upcall) needs neither, so it is done in software: `rip`, `rax` and
+//! here. Returns to kernel code are done in software: `rip`, `rax` and
 //! `rflags` are placed just below the interrupted stack pointer, the stack
-//! switches, and `popfq; pop %rax; ret` resume it with every register as it
-//! was. (`iretq` itself, ring 3 to ring 3, would be the obvious way, but
+//! switches, and `popfq; pop %rax; ret` resume it with every register as
+//! it was (no privilege changes: the kernel is in ring 3 both sides). If
+//! the interrupted code had events enabled, they are unmasked in the
+//! vCPU's `vcpu_info` first ([`VCPU_INFO_OF`], found through the vCPU id
+//! under GS); an event already pending then needs `HYPERVISOR_iret`,
+//! which unmasks and delivers it in one step, and so do returns to user
+//! mode and returns before the vCPU is set up. An event that arrives
+//! during the software return is delivered on top of it, below every word
+//! it still needs. (`iretq` itself, ring 3 to ring 3, would be the obvious way, but
 //! QEMU's software CPU reads its frame with supervisor rights, which SMAP
 //! refuses on a guest page.)
 //!
@@ -47,6 +50,20 @@ use pvops_core::smp::SERVICE_VECTOR;
 
 /// The kernel's IDT handler per vector (0: none), as `load_idt` found them.
 pub static HANDLERS: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+
+/// Each vCPU's `vcpu_info` address once it is set up (0: not yet), for the
+/// interrupt return, which unmasks events there itself.
+pub static VCPU_INFO_OF: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+
+/// Publishes `vcpu`'s `vcpu_info` (call on that vCPU once it is set up).
+pub fn publish_vcpu_info(vcpu: u32) {
+    if let (Some(vi), Some(slot)) = (
+        crate::shared::vcpu_info(vcpu),
+        VCPU_INFO_OF.get(vcpu as usize),
+    ) {
+        slot.store(vi as u64, Ordering::Release);
+    }
+}
 
 core::arch::global_asm!(
     r#"
@@ -82,11 +99,36 @@ core::arch::global_asm!(
 
     .global pvops_xen_pv_iret
     pvops_xen_pv_iret:
-        testl $0x200, 16(%rsp)
-        jnz 1f
         testb $3, 8(%rsp)
         jnz 1f
-        /* Back to kernel code that had events masked: the mask stays
+        testl $0x200, 16(%rsp)
+        jz 4f
+        /* Back to kernel code that had events enabled: unmask them in
+         * this vCPU's vcpu_info; if nothing is pending, return as below
+         * (an event arriving from now on is delivered on top of this
+         * return, whose words all sit above the stack pointer); if
+         * something is, the hypercall delivers it. */
+        cmpb $0, {pv_gs}(%rip)
+        je 1f
+        push %rax
+        push %rbx
+        mov %gs:0, %eax
+        cmp $64, %eax
+        jae 3f
+        lea {vcpu_info_of}(%rip), %rbx
+        mov (%rbx,%rax,8), %rbx
+        test %rbx, %rbx
+        jz 3f
+        movb $0, 1(%rbx)
+        cmpb $0, 0(%rbx)
+        jne 3f
+        pop %rbx
+        pop %rax
+        jmp 4f
+    3:  pop %rbx
+        pop %rax
+        jmp 1f
+    4:  /* Back to kernel code that had events masked: the mask stays
          * set, nothing can be pending for delivery, and no privilege
          * changes, so the return is done here. rip, the saved rax and
          * rflags go below the target stack pointer (kernel code has no
@@ -152,6 +194,8 @@ core::arch::global_asm!(
     failsafe = sym failsafe,
     iret = const IRET,
     issued = sym crate::hypercall::ISSUED,
+    pv_gs = sym crate::percpu::PV_GS,
+    vcpu_info_of = sym VCPU_INFO_OF,
     options(att_syntax)
 );
 
