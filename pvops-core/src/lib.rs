@@ -29,7 +29,7 @@
 #![no_std]
 #![warn(missing_docs)]
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
 extern crate std;
 
 pub mod abi;

@@ -75,3 +75,66 @@ impl PhysRead for DirectMap {
         Ok(())
     }
 }
+
+/// Host-test support: guest memory as a few disjoint regions, for parsers
+/// that read through [`PhysRead`] (the start infos here, ACPI in the
+/// native backend). Built for this crate's tests and, with the
+/// `test-support` feature, for other crates' tests.
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake {
+    use super::{PhysRead, PhysReadError};
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Memory as disjoint `(base, bytes)` regions; a read must fall inside
+    /// one region, as a read of unmapped memory would fail.
+    #[derive(Debug, Default, Clone)]
+    pub struct FakeMem {
+        /// The regions.
+        pub regions: Vec<(u64, Vec<u8>)>,
+    }
+
+    impl FakeMem {
+        /// No memory at all.
+        pub fn new() -> Self {
+            Self::default()
+        }
+
+        /// Adds `len` zeroed bytes at `base`.
+        pub fn region(mut self, base: u64, len: usize) -> Self {
+            self.regions.push((base, vec![0; len]));
+            self
+        }
+
+        /// Writes `data` at `addr`, which must lie inside one region.
+        ///
+        /// # Panics
+        /// When it does not: a test that writes outside its memory is wrong.
+        pub fn write(&mut self, addr: u64, data: &[u8]) {
+            for (base, bytes) in &mut self.regions {
+                if addr >= *base && addr + data.len() as u64 <= *base + bytes.len() as u64 {
+                    let off = (addr - *base) as usize;
+                    bytes[off..off + data.len()].copy_from_slice(data);
+                    return;
+                }
+            }
+            panic!("test wrote outside its regions at {addr:#x}");
+        }
+    }
+
+    impl PhysRead for FakeMem {
+        fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), PhysReadError> {
+            let len = buf.len();
+            let err = PhysReadError::OutOfRange { paddr, len };
+            let end = paddr.checked_add(len as u64).ok_or(err)?;
+            for (base, bytes) in &self.regions {
+                if paddr >= *base && end <= *base + bytes.len() as u64 {
+                    let off = (paddr - *base) as usize;
+                    buf.copy_from_slice(&bytes[off..off + len]);
+                    return Ok(());
+                }
+            }
+            Err(err)
+        }
+    }
+}

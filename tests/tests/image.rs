@@ -14,13 +14,19 @@ use pvops_core::abi::elfnote::{
     XEN_ELFNOTE_PHYS32_ENTRY, XEN_ELFNOTE_VIRT_BASE, XEN_ELFNOTE_XEN_VERSION, XEN_NOTE_NAME,
 };
 
-fn check_pvh_image(path: &Path) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let elf = Elf64::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+/// The image's ELF header and every note, each well-formed.
+fn read_notes<'a>(path: &Path, bytes: &'a [u8]) -> (Elf64<'a>, Vec<Note<'a>>) {
+    let elf = Elf64::parse(bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let notes: Vec<Note<'_>> = elf
         .notes()
         .collect::<Result<_, _>>()
         .unwrap_or_else(|e| panic!("{}: malformed note: {e}", path.display()));
+    (elf, notes)
+}
+
+fn check_pvh_image(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (elf, notes) = read_notes(path, &bytes);
     let pvh: Vec<&Note<'_>> = notes
         .iter()
         .filter(|n| n.name == XEN_NOTE_NAME && n.kind == XEN_ELFNOTE_PHYS32_ENTRY)
@@ -71,11 +77,7 @@ fn minimal_kernel_has_one_pvh_entry_in_its_text() {
 
 fn check_pv_notes(path: &Path) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let elf = Elf64::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let notes: Vec<Note<'_>> = elf
-        .notes()
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| panic!("{}: malformed note: {e}", path.display()));
+    let (elf, notes) = read_notes(path, &bytes);
     let one = |kind: u32| -> &Note<'_> {
         let found: Vec<&Note<'_>> = notes
             .iter()

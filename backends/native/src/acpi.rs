@@ -1190,40 +1190,7 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    /// Guest memory as a few disjoint regions; a read must fall in one.
-    #[derive(Clone)]
-    struct FakeMem {
-        regions: Vec<(u64, Vec<u8>)>,
-    }
-
-    impl FakeMem {
-        fn write(&mut self, paddr: u64, data: &[u8]) {
-            for (base, bytes) in &mut self.regions {
-                if paddr >= *base && paddr + data.len() as u64 <= *base + bytes.len() as u64 {
-                    let off = (paddr - *base) as usize;
-                    bytes[off..off + data.len()].copy_from_slice(data);
-                    return;
-                }
-            }
-            panic!("test wrote outside its regions at {paddr:#x}");
-        }
-    }
-
-    impl PhysRead for FakeMem {
-        fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), PhysReadError> {
-            let len = buf.len();
-            let err = PhysReadError::OutOfRange { paddr, len };
-            let end = paddr.checked_add(len as u64).ok_or(err)?;
-            for (base, bytes) in &self.regions {
-                if paddr >= *base && end <= *base + bytes.len() as u64 {
-                    let off = (paddr - *base) as usize;
-                    buf.copy_from_slice(&bytes[off..off + len]);
-                    return Ok(());
-                }
-            }
-            Err(err)
-        }
-    }
+    use pvops_core::phys::fake::FakeMem;
 
     const RSDP_AT: u64 = 0xf_5a00;
     const RSDT_AT: u64 = 0x7fe_0000;

@@ -461,15 +461,7 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     // vCPU, before anything else uses the APIC.
     unsafe { pvops_native::apic::init(ctx.option("apic") != Some("xapic"), ctx.phys_offset) };
     let me = percpu::current_slow();
-    runstate::enable_update_flag();
-    setup::setup_vcpu(me).map_err(|e| {
-        warn::error(format_args!("xen: boot cpu {me}: {e}"));
-        BackendError {
-            backend: NAME,
-            reason: "setting up the boot vCPU failed",
-            detail: Some(e.error.detail()),
-        }
-    })?;
+    set_up_boot_vcpu(me)?;
     if via == UpcallVia::CallbackVector {
         if let Err(e) =
             XEN.hvm_set_param(HVM_PARAM_CALLBACK_IRQ, callback_via_vector(SERVICE_VECTOR))
@@ -511,6 +503,20 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
         features: names,
         hypervisor: ctx.cpuid.primary().map(|l| l.kind),
     }))
+}
+
+/// The boot vCPU's Xen state (PVH and PV alike): runstate updates flagged,
+/// then [`setup::setup_vcpu`]; a failure is fatal and printed.
+pub(crate) fn set_up_boot_vcpu(me: u32) -> Result<(), BackendError> {
+    runstate::enable_update_flag();
+    setup::setup_vcpu(me).map_err(|e| {
+        warn::error(format_args!("xen: boot cpu {me}: {e}"));
+        BackendError {
+            backend: NAME,
+            reason: "setting up the boot vCPU failed",
+            detail: Some(e.error.detail()),
+        }
+    })
 }
 
 /// The Xen backend as a detection candidate: PVH or classic PV by the

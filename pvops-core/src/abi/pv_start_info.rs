@@ -881,50 +881,7 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    /// Memory as a few disjoint regions; a read must fall inside one.
-    struct FakeMem {
-        regions: Vec<(u64, Vec<u8>)>,
-    }
-
-    impl FakeMem {
-        fn new() -> Self {
-            Self {
-                regions: Vec::new(),
-            }
-        }
-
-        fn region(mut self, base: u64, len: usize) -> Self {
-            self.regions.push((base, vec![0; len]));
-            self
-        }
-
-        fn write(&mut self, va: u64, data: &[u8]) {
-            for (base, bytes) in &mut self.regions {
-                if va >= *base && va + data.len() as u64 <= *base + bytes.len() as u64 {
-                    let off = (va - *base) as usize;
-                    bytes[off..off + data.len()].copy_from_slice(data);
-                    return;
-                }
-            }
-            panic!("test wrote outside its regions at {va:#x}");
-        }
-    }
-
-    impl PhysRead for FakeMem {
-        fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), PhysReadError> {
-            let len = buf.len();
-            let err = PhysReadError::OutOfRange { paddr, len };
-            let end = paddr.checked_add(len as u64).ok_or(err)?;
-            for (base, bytes) in &self.regions {
-                if paddr >= *base && end <= *base + bytes.len() as u64 {
-                    let off = (paddr - *base) as usize;
-                    buf.copy_from_slice(&bytes[off..off + len]);
-                    return Ok(());
-                }
-            }
-            Err(err)
-        }
-    }
+    use crate::phys::fake::FakeMem;
 
     // Xen's order, kernel at 0x10_0000: image, module, mfn list,
     // start_info (+ dom0 console info), page tables, stack.

@@ -239,15 +239,7 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
     cpu::init_cr0();
 
     let me = 0;
-    crate::runstate::enable_update_flag();
-    crate::setup::setup_vcpu(me).map_err(|e| {
-        warn::error(format_args!("xen: boot cpu {me}: {e}"));
-        BackendError {
-            backend: NAME,
-            reason: "setting up the boot vCPU failed",
-            detail: Some(e.error.detail()),
-        }
-    })?;
+    crate::set_up_boot_vcpu(me)?;
     traps::publish_vcpu_info(me);
     pvops_core::smp::set_upcall_handler(crate::upcall::handle);
     let mut vcpus = 1 << me;
