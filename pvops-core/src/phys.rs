@@ -122,6 +122,26 @@ pub mod fake {
         }
     }
 
+    /// xorshift64*: a fixed-seed generator, good enough to pick bytes to
+    /// mutate in tests that must never panic on bad input.
+    #[derive(Debug, Clone)]
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        /// The next 64 random bits.
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        /// A number below `n` (not 0).
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next_u64() % n as u64) as usize
+        }
+    }
+
     impl PhysRead for FakeMem {
         fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), PhysReadError> {
             let len = buf.len();

@@ -1961,21 +1961,7 @@ mod tests {
         assert_each_byte_read_once(&m, None);
     }
 
-    /// xorshift64*: a fixed-seed generator, good enough to pick bytes.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use pvops_core::phys::fake::Rng;
 
     #[test]
     fn mutated_tables_never_panic() {
@@ -1999,7 +1985,7 @@ mod tests {
                     0 => 0,
                     1 => 0xff,
                     2 => 1 << rng.below(8),
-                    _ => rng.next() as u8,
+                    _ => rng.next_u64() as u8,
                 };
                 m.write(at, &[byte]);
             }

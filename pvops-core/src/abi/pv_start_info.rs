@@ -1655,21 +1655,7 @@ mod tests {
         );
     }
 
-    /// xorshift64*: a fixed-seed generator, good enough to pick bytes.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::phys::fake::Rng;
 
     #[test]
     fn mutated_input_never_panics() {
@@ -1691,7 +1677,7 @@ mod tests {
                     0 => 0,
                     1 => 0xff,
                     2 => 1 << rng.below(8),
-                    _ => rng.next() as u8,
+                    _ => rng.next_u64() as u8,
                 };
                 m.write(at, &[byte]);
             }
