@@ -1,6 +1,7 @@
 /*
  * A small kernel in C on top of pvops' C ABI (pvops.h, libpvops_ffi.a):
- * the PVH entry in the library calls pvops_kernel_main, which brings pvops
+ * an entry in the library (PVH, or Xen classic PV in ring 3) calls
+ * pvops_kernel_main, which brings pvops
  * up, prints the platform line, checks a few ops through the C ABI and
  * powers off with its exit code, in pvops' console protocol.
  */
@@ -31,7 +32,6 @@ static void print_u64(uint64_t v)
     print(&digits[i]);
 }
 
-static uint64_t start_info;
 static int passed, failed;
 
 static void check(const char *name, int ok, const char *why)
@@ -102,10 +102,9 @@ static void finish(int code)
         ;
 }
 
-void pvops_kernel_main(uint64_t start_info_paddr)
+void pvops_kernel_main(uint64_t protocol, uint64_t info)
 {
-    start_info = start_info_paddr;
-    int r = pvops_init_pvh(start_info);
+    int r = pvops_init(protocol, info);
     if (r != PVOPS_OK && r != PVOPS_EBOOTINFO)
         for (;;)
             ; /* no backend: no console, nothing to report with */
@@ -114,12 +113,12 @@ void pvops_kernel_main(uint64_t start_info_paddr)
     print(pvops_identity((uint8_t *)id, sizeof id) >= 0 ? id : "platform=?");
     print("\n");
     if (r == PVOPS_EBOOTINFO) {
-        print("pvops: error: malformed hvm_start_info\n");
+        print("pvops: error: malformed start info\n");
         finish(2);
     }
 
-    check("second_init_refused", pvops_init_pvh(start_info) == PVOPS_EALREADY,
-          "pvops_init_pvh accepted a second install");
+    check("second_init_refused", pvops_init(protocol, info) == PVOPS_EALREADY,
+          "pvops_init accepted a second install");
     check("irq_save_restore", irq_roundtrip(), "flags did not round-trip");
     check("sched_clock_advances", clock_advances(), "clock stuck or refused");
     check("cpuid_vendor", cpuid_vendor_printable(), "vendor string not printable");

@@ -1,11 +1,11 @@
 /*
  * pvops.h: the C ABI of pvops (paravirtual operations for x86_64 kernels).
  * Every function returns PVOPS_OK (0) or a negative PVOPS_E* code.
- * Before pvops_init_pvh succeeds, every op returns PVOPS_ENOTINSTALLED.
+ * Before pvops_init succeeds, every op returns PVOPS_ENOTINSTALLED.
  *
- * Link libpvops_ffi.a into an ELF loaded at 1 MiB; its PVH entry
- * (pvops_pvh_start, with the Xen ELF note) calls pvops_kernel_main,
- * which you define, in 64-bit mode with the first 4 GiB identity-mapped.
+ * Link libpvops_ffi.a into an ELF loaded at 1 MiB; its entries (PVH,
+ * pvops_pvh_start, and classic Xen PV, with their Xen ELF notes) call
+ * pvops_kernel_main, which you define, in 64-bit mode.
  */
 
 #ifndef PVOPS_H
@@ -15,9 +15,9 @@
 
 #include <stdint.h>
 #include <stddef.h>
-/* Defined by your kernel; called by the PVH entry with hvm_start_info's
- * physical address. */
-void pvops_kernel_main(uint64_t start_info_paddr);
+/* Defined by your kernel; called by either entry with the two words to
+ * hand to pvops_init (which entry ran, and its start info's address). */
+void pvops_kernel_main(uint64_t protocol, uint64_t info);
 
 /*
  Success.
@@ -53,6 +53,17 @@ void pvops_kernel_main(uint64_t start_info_paddr);
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/*
+ Brings pvops up for a kernel entered through the library's entries:
+ `protocol` and `info` are the two words `pvops_kernel_main` received
+ (PVH: `hvm_start_info`; Xen classic PV, in ring 3: `start_info`).
+
+ Returns `PVOPS_OK`, `PVOPS_EALREADY`, `PVOPS_ENOBACKEND` or
+ `PVOPS_EBOOTINFO` (the boot information was refused; a failsafe
+ console may still print).
+ */
+int32_t pvops_init(uint64_t protocol, uint64_t info);
 
 /*
  Brings pvops up for a kernel entered through the PVH entry (first
@@ -195,9 +206,10 @@ int32_t pvops_set_pte(uint64_t *entry, uint64_t value, uint64_t va);
 int32_t pvops_cpuid(uint32_t leaf, uint32_t subleaf, uint32_t *out);
 
 /*
- The C kernel's entry, called by the PVH entry in 64-bit mode.
+ The C kernel's entry, called by either entry in 64-bit mode
+ with the words to give `pvops_init`.
  */
-extern void pvops_kernel_main(uint64_t start_info_paddr);
+extern void pvops_kernel_main(uint64_t protocol, uint64_t info);
 
 #ifdef __cplusplus
 }  // extern "C"

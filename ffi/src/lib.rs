@@ -10,10 +10,11 @@
 //! nothing, except `pvops_console_write`, which drops its bytes and returns
 //! `PVOPS_ENOTINSTALLED` (so a panic path may always call it).
 //!
-//! The library also contains the PVH entry point `pvops_pvh_start` (with
-//! its ELF note): link it into an ELF loaded at 1 MiB and it calls your
-//! `void pvops_kernel_main(uint64_t start_info_paddr)` in 64-bit mode with
-//! the first 4 GiB identity-mapped (see `examples/c-kernel`).
+//! The library also contains pvops' two entry points with their ELF notes
+//! (`pvops::boot_entry!`): the PVH entry `pvops_pvh_start` and the classic
+//! Xen PV entry. Link it into an ELF loaded at 1 MiB and either calls your
+//! `void pvops_kernel_main(uint64_t protocol, uint64_t info)` in 64-bit
+//! mode; hand both words to `pvops_init` (see `examples/c-kernel`).
 #![cfg_attr(target_os = "none", no_std)]
 #![warn(missing_docs)]
 
@@ -37,6 +38,26 @@ pub const PVOPS_EINVAL: i32 = -5;
 
 fn installed() -> bool {
     pvops::is_installed()
+}
+
+/// Brings pvops up for a kernel entered through the library's entries:
+/// `protocol` and `info` are the two words `pvops_kernel_main` received
+/// (PVH: `hvm_start_info`; Xen classic PV, in ring 3: `start_info`).
+///
+/// Returns `PVOPS_OK`, `PVOPS_EALREADY`, `PVOPS_ENOBACKEND` or
+/// `PVOPS_EBOOTINFO` (the boot information was refused; a failsafe
+/// console may still print).
+#[no_mangle]
+pub extern "C" fn pvops_init(protocol: u64, info: u64) -> i32 {
+    if installed() {
+        return PVOPS_EALREADY;
+    }
+    let handoff = pvops::entry::BootHandoff::from_raw(protocol, info);
+    match pvops::entry::init(handoff, |_| {}) {
+        Ok(_) => PVOPS_OK,
+        Err(pvops::entry::BootError::NoBackend(_)) => PVOPS_ENOBACKEND,
+        Err(_) => PVOPS_EBOOTINFO,
+    }
 }
 
 /// Brings pvops up for a kernel entered through the PVH entry (first
@@ -370,14 +391,16 @@ pub unsafe extern "C" fn pvops_cpuid(leaf: u32, subleaf: u32, out: *mut u32) -> 
 #[cfg(target_os = "none")]
 mod entry {
     extern "C" {
-        /// The C kernel's entry, called by the PVH entry in 64-bit mode.
-        fn pvops_kernel_main(start_info_paddr: u64);
+        /// The C kernel's entry, called by either entry in 64-bit mode
+        /// with the words to give `pvops_init`.
+        fn pvops_kernel_main(protocol: u64, info: u64);
     }
 
-    extern "C" fn enter_c(start_info_paddr: u64) -> ! {
+    extern "C" fn enter_c(handoff: pvops::entry::BootHandoff) -> ! {
+        let (protocol, info) = handoff.into_raw();
         // SAFETY: the C kernel defines pvops_kernel_main with this
         // signature (pvops.h declares it).
-        unsafe { pvops_kernel_main(start_info_paddr) };
+        unsafe { pvops_kernel_main(protocol, info) };
         // The kernel returned: power off with a distinct code if we can.
         let _ = super::pvops_shutdown(100);
         loop {
@@ -385,7 +408,7 @@ mod entry {
         }
     }
 
-    pvops::pvh_entry!(enter_c);
+    pvops::boot_entry!(enter_c);
 
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {

@@ -306,6 +306,19 @@ impl BootHandoff {
         }
     }
 
+    /// The two words as the entry passed them (`extern "C"` by value:
+    /// RDI, RSI), for a kernel that hands them on through another ABI
+    /// (pvops-ffi); [`BootHandoff::from_raw`] takes them back.
+    pub const fn into_raw(self) -> (u64, u64) {
+        (self.protocol, self.info)
+    }
+
+    /// The handoff from [`BootHandoff::into_raw`]'s words; an unknown
+    /// protocol is kept and refused by [`init`].
+    pub const fn from_raw(protocol: u64, info: u64) -> Self {
+        Self { protocol, info }
+    }
+
     /// Which entry, with its argument; `None` for a value no pvops entry
     /// makes.
     pub const fn protocol(&self) -> Option<BootProtocol> {

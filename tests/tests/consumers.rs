@@ -64,6 +64,13 @@ fn c_kernel_tcg() {
     boot_c(Env::Tcg);
 }
 
+/// The same C kernel as a classic Xen PV dom0, in ring 3, through the
+/// library's PV entry.
+#[test]
+fn c_kernel_xen_pv() {
+    boot_c(Env::XenPv);
+}
+
 /// Under KVM: the `kvm` environment once its backend exists, else KVM with
 /// the PV interface hidden (still a real KVM boot of the C kernel).
 #[test]

@@ -125,6 +125,10 @@ pub fn setup_vcpu(vcpu: u32) -> Result<(), SetupError> {
             XEN.set_upcall_vector(vcpu, SERVICE_VECTOR),
         )?;
     }
+    // No tick before the kernel asks for one (Xen may run a periodic
+    // timer on VIRQ_TIMER): a kernel that never arms the timer, or has no
+    // IDT yet, gets no upcalls from it.
+    crate::time::stop_periodic(vcpu);
     step("EVTCHNOP_unmask(timer)", XEN.unmask(timer))?;
     step("EVTCHNOP_unmask(ipi)", XEN.unmask(ipi))?;
     if let Err(e) = crate::runstate::register(vcpu) {

@@ -73,7 +73,7 @@ impl VersionedRecord for XenWallClock {
 }
 
 /// Stops `vcpu`'s periodic timer (Xen may start one for a new vCPU), once.
-fn stop_periodic(vcpu: u32) {
+pub(crate) fn stop_periodic(vcpu: u32) {
     let Some(i) = slot(vcpu) else { return };
     if PERIODIC_STOPPED.fetch_or(1 << i, Ordering::Relaxed) & (1 << i) == 0 {
         if let Err(e) = XEN.stop_periodic_timer(vcpu) {

@@ -17,11 +17,13 @@
 //! under PVH.
 //!
 //! ## Events
-//! Xen bounces event upcalls to [`traps`]' event entry, which enters the
-//! kernel's handler of [`pvops_core::smp::SERVICE_VECTOR`] as if that
-//! vector had fired; the upcall handler ([`crate::upcall`]) then runs the
-//! handlers of the timer and IPI vectors directly ([`traps::raise`]),
-//! where PVH re-raises them with the local APIC.
+//! Xen bounces event upcalls to [`traps`]' event entry, which runs what
+//! the kernel's [`pvops_core::smp::SERVICE_VECTOR`] handler runs under
+//! PVH (`service_interrupt`: the upcall handler, then pvops' cross-CPU
+//! requests), directly, so a kernel without an IDT yet loses nothing; the
+//! upcall handler ([`crate::upcall`]) runs the kernel's handlers of the
+//! timer and IPI vectors ([`traps::raise`]), where PVH re-raises them with
+//! the local APIC (and drops a vector the kernel has no handler for).
 //!
 //! ## Several vCPUs
 //! Secondary vCPUs start with `VCPUOP_initialise` (a PV context) and

@@ -14,7 +14,7 @@
 //! | entry | Xen's frame (lowest first) | becomes |
 //! |---|---|---|
 //! | exception / `int n` vector `v` | rcx, r11, [error code], rip, cs, rflags, rsp, ss | IDT handler of `v` |
-//! | event upcall | rcx, r11, rip, cs, rflags, rsp, ss | IDT handler of [`SERVICE_VECTOR`] |
+//! | event upcall | rcx, r11, rip, cs, rflags, rsp, ss | pvops' service routine ([`pvops_core::smp::SERVICE_VECTOR`]'s work: upcall handler, cross-CPU requests), called directly |
 //! | failsafe | rcx, r11, ds, es, fs, gs, rip, cs, rflags, rsp, ss | a report, then shutdown |
 //!
 //! RFLAGS.IF in a bounce frame is Xen's copy of "events were enabled"
@@ -46,7 +46,6 @@
 
 use crate::abi::pv::{FLAT_KERNEL_CS, IRET};
 use core::sync::atomic::{AtomicU64, Ordering};
-use pvops_core::smp::SERVICE_VECTOR;
 
 /// The kernel's IDT handler per vector (0: none), as `load_idt` found them.
 pub static HANDLERS: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
@@ -86,7 +85,27 @@ core::arch::global_asm!(
     pvops_xen_pv_event:
         pop %rcx
         pop %r11
-        jmp *({handlers} + 8 * {service})(%rip)
+        push %rax
+        push %rcx
+        push %rdx
+        push %rsi
+        push %rdi
+        push %r8
+        push %r9
+        push %r10
+        push %r11
+        cld
+        call {service}
+        pop %r11
+        pop %r10
+        pop %r9
+        pop %r8
+        pop %rdi
+        pop %rsi
+        pop %rdx
+        pop %rcx
+        pop %rax
+        jmp pvops_xen_pv_iret
 
     .global pvops_xen_pv_failsafe
     pvops_xen_pv_failsafe:
@@ -190,7 +209,7 @@ core::arch::global_asm!(
     .noaltmacro
     "#,
     handlers = sym HANDLERS,
-    service = const SERVICE_VECTOR as u64,
+    service = sym service_upcall,
     failsafe = sym failsafe,
     iret = const IRET,
     issued = sym crate::hypercall::ISSUED,
@@ -224,6 +243,14 @@ pub fn trap_entry(v: u8) -> u64 {
 
 /// The code selector Xen runs a 64-bit PV kernel on.
 pub const KERNEL_CS: u16 = FLAT_KERNEL_CS;
+
+/// The event upcall: pvops' own service routine (the upcall handler, then
+/// pvops' cross-CPU requests), as the kernel's `SERVICE_VECTOR` handler
+/// would run it; called directly, so that a kernel without an IDT yet (or
+/// without that vector) still gets its events handled.
+extern "C" fn service_upcall() {
+    pvops_core::smp::service_interrupt();
+}
 
 /// Runs the kernel's handler for `vector` now, as if the vector had been
 /// delivered with events masked. False if the kernel has no handler for
