@@ -25,7 +25,7 @@ void pvops_kernel_main(uint64_t protocol, uint64_t info);
 #define PVOPS_OK 0
 
 /*
- No backend is installed yet (call `pvops_init_pvh` first).
+ No backend is installed yet (call `pvops_init` first).
  */
 #define PVOPS_ENOTINSTALLED -1
 

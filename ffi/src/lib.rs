@@ -6,7 +6,7 @@
 //!
 //! Every function returns a status: `PVOPS_OK` (0) or a negative
 //! `PVOPS_E*` code; values come back through pointers. Before
-//! `pvops_init_pvh` succeeds every op returns `PVOPS_ENOTINSTALLED` and does
+//! `pvops_init` (or `pvops_init_pvh`) succeeds every op returns `PVOPS_ENOTINSTALLED` and does
 //! nothing, except `pvops_console_write`, which drops its bytes and returns
 //! `PVOPS_ENOTINSTALLED` (so a panic path may always call it).
 //!
@@ -24,7 +24,7 @@ use pvops::irq::{IpiTarget, IrqFlags};
 
 /// Success.
 pub const PVOPS_OK: i32 = 0;
-/// No backend is installed yet (call `pvops_init_pvh` first).
+/// No backend is installed yet (call `pvops_init` first).
 pub const PVOPS_ENOTINSTALLED: i32 = -1;
 /// A backend is installed already; the call changed nothing.
 pub const PVOPS_EALREADY: i32 = -2;
