@@ -57,7 +57,8 @@ fn same_image_in_every_env() {
 /// Bench mode under KVM: every op gets a bench line, the QMP counters are
 /// read around each loop, and an IPI to this CPU (send + interrupt + EOI)
 /// costs about one VM exit (at least 0.5 per op, leaving room for counter
-/// noise) — a count that only a real hypervisor can produce.
+/// noise) — a count that only a real hypervisor can produce — while
+/// cli/sti cost less than half of that.
 #[test]
 fn bench_mode_counts_exits_under_kvm() {
     if let Some(why) = xtask::provision::unavailable(Env::KvmHidden) {
@@ -96,10 +97,14 @@ fn bench_mode_counts_exits_under_kvm() {
         exits >= 0.5,
         "IPI to self cost {exits} exits per op under KVM"
     );
-    let quiet = row("irq_disable_enable", "native").per_op["exits"];
+    // The counter windows are right: cli/sti (no exit of their own) cost
+    // well under what an IPI costs. Not an absolute bound: on a loaded
+    // machine a window can catch some of the idle time around its loop.
+    let counters = &row("irq_disable_enable", "native").per_op;
+    let quiet = counters["exits"];
     assert!(
-        quiet < 0.2,
-        "cli/sti cost {quiet} exits per op: counters are noisy"
+        quiet < exits / 2.0,
+        "cli/sti cost {quiet} exits per op against {exits} for an IPI: the counter windows are off ({counters:?})"
     );
 }
 
