@@ -3,7 +3,7 @@
 //!
 //! | op group | how |
 //! |---|---|
-//! | CPU | [`cpu`]: CPUID by Xen's forced-emulation prefix, GDT by `set_gdt`, IDT by `set_trap_table`, CR0.TS by `fpu_taskswitch`, returns by `HYPERVISOR_iret` ([`traps`]) |
+//! | CPU | [`cpu`]: CPUID by Xen's forced-emulation prefix, GDT by `set_gdt`, IDT by `set_trap_table`, CR0.TS by `fpu_taskswitch`, kernel stack by `stack_switch`; interrupt returns in software, by `HYPERVISOR_iret` when an event is pending ([`traps`]) |
 //! | interrupt flag | the `vcpu_info` upcall mask ([`irq`]) |
 //! | MMU | `mmu_update` (batched in lazy mode), `mmuext_op` pin/unpin/new base pointer/TLB flushes, `update_va_mapping` ([`mmu`], [`p2m`]) |
 //! | events, time, locks, console, shutdown | the PVH backend's code: the ABI is the same ([`crate::evtchn`], [`crate::time`], ...) |
@@ -37,9 +37,11 @@
 //! ## Limits
 //! Only vCPUs 0-31 are started (those with a
 //! `vcpu_info` slot in shared info, which Xen needs before
-//! `VCPUOP_initialise`). The pseudo-physical memory must fit the
-//! page-table record ([`mmu::MAX_PFNS`], 1 GiB) and its PTE tables the
-//! 512 KiB padding of Xen's boot layout (about 250 MiB).
+//! `VCPUOP_initialise`). Page-table frames must lie in the first GiB of
+//! pseudo-physical memory (the record of [`mmu::MAX_PFNS`] frames); the
+//! tables that map the domain at boot do (they sit right after Xen's
+//! layout), and a kernel allocating from the bottom of the memory map
+//! keeps them there.
 
 pub mod calls;
 pub mod cpu;

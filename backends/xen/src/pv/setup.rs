@@ -6,10 +6,14 @@
 //! tables, boot stack, and at least 512 KiB of padding) at
 //! `VIRT_BASE + pfn * 4096`; pvops' PV notes ask for `VIRT_BASE = 0`, so
 //! that region is already identity-mapped. [`extend_direct_map`] maps the
-//! rest of the domain's frames the same way, with new PTE tables taken
-//! from the padding (each zeroed, filled while still writable, then
-//! write-protected and linked in with `mmu_update`: two hypercalls per
-//! 2 MiB). What it took is reported as reserved in the memory map.
+//! rest of the domain's frames the same way, 2 MiB at a time in address
+//! order, each new PTE table zeroed, filled while still writable, then
+//! write-protected and linked in with `mmu_update` (two hypercalls per
+//! 2 MiB). The tables are taken one after another from the first free
+//! frame after Xen's layout: the padding Xen guarantees at first, then
+//! frames this very walk has just mapped (it maps 2 MiB per 4 KiB it
+//! takes, so it never catches up with itself). What it took is reported
+//! as reserved in the memory map.
 
 use super::{mmu, p2m};
 use crate::abi::pv::{pte, MmuUpdate, MMU_NORMAL_PT_UPDATE, UVMF_INVLPG};
@@ -20,7 +24,8 @@ use pvops_core::abi::pv_start_info::PvStartInfo;
 /// Why the direct map could not be completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapError {
-    /// The padding Xen guarantees ran out of frames for tables.
+    /// No mapped, free frame was left for a table (cannot happen while
+    /// each table maps more than it takes; kept as a check).
     OutOfPadding {
         /// Frames the domain has.
         nr_pages: u64,
@@ -34,7 +39,7 @@ impl core::fmt::Display for MapError {
         match self {
             MapError::OutOfPadding { nr_pages } => write!(
                 f,
-                "{nr_pages} frames need more page tables than the 512 KiB Xen leaves after its boot layout"
+                "no mapped free frame left for a page table while mapping {nr_pages} frames"
             ),
             MapError::Xen(what, e) => write!(f, "{what}: {e}"),
         }
@@ -43,6 +48,8 @@ impl core::fmt::Display for MapError {
 
 const FLAGS: u64 = pte::PRESENT | pte::WRITABLE | pte::ACCESSED | pte::DIRTY;
 
+/// Frames for new tables: `next` is the first free one, `end` the first
+/// not known to be mapped (it grows as the walk maps memory).
 struct Padding {
     next: u64,
     end: u64,
@@ -129,6 +136,7 @@ pub fn extend_direct_map(si: &PvStartInfo) -> Result<u64, MapError> {
         let slot = (chunk % 512) as usize;
         let first = chunk * 512;
         let last = (first + 512).min(nr);
+        // Tables for this chunk come from below what is mapped so far.
         match child(entry_of(l2, slot)) {
             Some(l1) => {
                 // Xen's own L1s cover its layout to a 4 MiB boundary; fill
@@ -171,6 +179,9 @@ pub fn extend_direct_map(si: &PvStartInfo) -> Result<u64, MapError> {
                 link(l2, slot, p)?;
             }
         }
+        // Every frame below `last` is mapped now (writable, but for tables,
+        // all of which lie below `pad.next`).
+        pad.end = pad.end.max(last << 12);
     }
     Ok(pad.next)
 }
