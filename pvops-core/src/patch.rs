@@ -444,6 +444,13 @@ impl PatchTable {
         }
     }
 
+    /// Makes `entry` the function `op`'s sites call (see
+    /// [`PvOps::with_direct_call`]).
+    pub(crate) const fn with_call(mut self, op: Op, entry: unsafe extern "C" fn()) -> Self {
+        self.entries[op as usize].call = Code(entry as *const ());
+        self
+    }
+
     /// Adds `set`; private so that bytes can only join the witnesses of the
     /// backend that declared them (in [`PvOps::of_inline`]).
     pub(crate) const fn with_inline(mut self, set: &InlineSet) -> Self {
@@ -909,6 +916,37 @@ mod tests {
             }
         );
         assert!(matches!(binding(&t, Op::Enable), Binding::Backend { .. }));
+    }
+
+    extern "C" fn direct_disable() {}
+
+    /// A direct call entry replaces the stub sites call, not the table's
+    /// function (table calls stay), and a later replacement of the table
+    /// entry still routes the op through the table.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "compares function addresses, which Miri makes different per use"
+    )]
+    fn direct_call_entries_bind_where_the_table_is_untouched() {
+        let base = PvOps::of::<crate::table::NotInstalled>(ID);
+        // SAFETY: never called; only the binding is inspected.
+        let t = unsafe { base.with_direct_call(Op::Disable, direct_disable) };
+        assert_eq!(
+            binding(&t, Op::Disable),
+            Binding::Backend {
+                call: direct_disable as *const () as u64,
+                inline: None
+            }
+        );
+        assert_eq!(t.irq.disable as usize, base.irq.disable as usize);
+        assert_eq!(binding(&t, Op::Enable), binding(&base, Op::Enable));
+        let mut replaced = t;
+        replaced.irq.disable = replacement;
+        assert!(matches!(
+            binding(&replaced, Op::Disable),
+            Binding::Table { .. }
+        ));
     }
 
     #[test]

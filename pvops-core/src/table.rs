@@ -15,7 +15,7 @@ use crate::cpu::{
 use crate::irq::{CpuMask, IpiTarget, IrqFlags, IrqOps, IrqOpsTable};
 use crate::lock::{LockOps, LockOpsTable};
 use crate::mmu::{MmuOps, MmuOpsTable, PtLevel, TlbRange};
-use crate::patch::{InlineOps, PatchTable};
+use crate::patch::{InlineOps, Op, PatchTable};
 use crate::platform::{
     ConsoleOps, CounterOps, Features, Identity, MemoryMapOps, Platform, PlatformOpsTable,
     ShutdownOps,
@@ -103,6 +103,25 @@ impl PvOps {
         let mut t = Self::of::<B>(identity);
         t.patch = t.patch.with_inline(&B::INLINE);
         t
+    }
+
+    /// Makes `entry` what `op`'s call sites call (patched into a direct
+    /// call, or through the slot), instead of the register-saving stub in
+    /// front of the table's function: for a backend with an assembly
+    /// version of a hot op that needs no stub (Linux's `PV_CALLEE_SAVE`
+    /// functions). The table entry itself stays, for table calls.
+    ///
+    /// # Safety
+    /// `entry` must do what the table's function for `op` does, for every
+    /// argument the op allows, with the sites' convention: arguments in
+    /// `rdi`, `rsi`, `rdx`, the result in `rax`, and nothing changed but
+    /// `rax`, the arithmetic flags and vector registers (see
+    /// [`crate::patch::InlineOps`]); it is called, so it returns with `ret`.
+    /// Not for [`crate::patch::Op::SchedClock`], whose sites use the plain
+    /// C ABI.
+    pub const unsafe fn with_direct_call(mut self, op: Op, entry: unsafe extern "C" fn()) -> Self {
+        self.patch = self.patch.with_call(op, entry);
+        self
     }
 
     /// The table in force before [`install`].

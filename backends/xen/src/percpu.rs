@@ -41,7 +41,7 @@
 //! GS (which loads the descriptor's base). The user-mode GS base
 //! (`IA32_KERNEL_GS_BASE` while in the kernel) stays the kernel's.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use pvops_core::detect::{CpuidSource, HardwareCpuid};
 
 /// vCPUs this backend can drive (ids `0..MAX_VCPUS`); the per-vCPU
@@ -68,13 +68,36 @@ pub fn configure(leaf: Option<u32>, tsc_native: bool) {
     RDTSCP.store(rdtscp && tsc_native, Ordering::Relaxed);
 }
 
-/// Classic PV: entry `n` holds `n`; vCPU `n`'s kernel GS base points at
-/// it (see the module docs).
-pub static PV_IDS: [u32; MAX_VCPUS] = {
-    let mut ids = [0; MAX_VCPUS];
+/// What a classic PV vCPU's kernel GS base points at: its id, and the
+/// address of its `vcpu_info` once known, which the backend's assembly
+/// reaches with one `%gs`-relative load (see [`crate::pv::direct`]).
+#[repr(C, align(16))]
+#[derive(Debug)]
+pub struct PvCpu {
+    /// The vCPU id (at `%gs:0`).
+    pub id: u32,
+    pad: u32,
+    /// The vCPU's `vcpu_info` (at `%gs:8`); 0 until published.
+    pub vcpu_info: AtomicU64,
+}
+
+/// Where [`PvCpu::vcpu_info`] is, for assembly.
+pub const PV_CPU_VCPU_INFO: usize = 8;
+static_assertions::const_assert_eq!(core::mem::offset_of!(PvCpu, vcpu_info), PV_CPU_VCPU_INFO);
+
+/// Classic PV: entry `n` names vCPU `n`; vCPU `n`'s kernel GS base points
+/// at it (see the module docs).
+pub static PV_IDS: [PvCpu; MAX_VCPUS] = {
+    let mut ids = [const {
+        PvCpu {
+            id: 0,
+            pad: 0,
+            vcpu_info: AtomicU64::new(0),
+        }
+    }; MAX_VCPUS];
     let mut i = 0;
     while i < MAX_VCPUS {
-        ids[i] = i as u32;
+        ids[i].id = i as u32;
         i += 1;
     }
     ids

@@ -102,7 +102,14 @@ pub fn setup_vcpu(vcpu: u32) -> Result<(), SetupError> {
     let pa = paddr_of(vi);
     let frame = crate::pv::frame_for_xen(pa >> 12);
     match XEN.register_vcpu_info(vcpu, frame, (pa & 0xfff) as u32) {
-        Ok(()) => set_registered(vcpu),
+        Ok(()) => {
+            set_registered(vcpu);
+            // From now on Xen reads this vCPU's mask there, not in shared
+            // info: the PV assembly must use it at once.
+            if crate::pv::is_active() {
+                crate::pv::traps::publish_vcpu_info(vcpu);
+            }
+        }
         // Xen keeps the first 32 vCPUs' vcpu_info in shared info until
         // one is registered (Linux falls back the same way).
         Err(e) if crate::shared::vcpu_info(vcpu).is_some() => warn(format_args!(

@@ -45,6 +45,7 @@
 
 pub mod calls;
 pub mod cpu;
+pub mod direct;
 pub mod irq;
 pub mod mmu;
 pub mod p2m;
@@ -62,6 +63,7 @@ use pvops_core::abi::start_info::HvmMemmapEntry;
 use pvops_core::backend::{BackendError, BootContext};
 use pvops_core::cpu::CpuId;
 use pvops_core::lock::LockOps;
+use pvops_core::patch::Op;
 use pvops_core::platform::{ConsoleOps, Features, Identity, MemoryMapOps, Platform, ShutdownOps};
 use pvops_core::table::PvOps;
 use pvops_core::time::{TimeOps, WallClock};
@@ -280,6 +282,8 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
     }
     if gs_ids.is_ok() {
         names.push("gs-cpu-id");
+        // The assembly ops below reach vcpu_info through GS.
+        names.push("direct-irq");
     }
     if iopl.is_ok() {
         names.push("iopl");
@@ -287,10 +291,25 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
     if let Some(c) = crate::console::kind().feature() {
         names.push(c);
     }
-    Ok(PvOps::of::<XenPv>(Identity {
+    let table = PvOps::of::<XenPv>(Identity {
         platform: Platform::XenPv,
         backend: NAME,
         features: names,
         hypervisor: Some(pvops_core::detect::HypervisorKind::Xen),
-    }))
+    });
+    if gs_ids.is_err() {
+        return Ok(table);
+    }
+    // SAFETY: each entry does what XenPv's op does (the mask byte, CR2 of
+    // this vCPU's vcpu_info, reached at %gs:8, which names this vCPU and
+    // is published before any vCPU runs kernel code) and keeps every
+    // register but rax (see `direct`).
+    Ok(unsafe {
+        table
+            .with_direct_call(Op::Disable, direct::disable)
+            .with_direct_call(Op::Enable, direct::enable)
+            .with_direct_call(Op::SaveFlags, direct::save_flags)
+            .with_direct_call(Op::RestoreFlags, direct::restore_flags)
+            .with_direct_call(Op::ReadCr2, direct::read_cr2)
+    })
 }

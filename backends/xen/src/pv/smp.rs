@@ -120,6 +120,7 @@ pub fn start(cpu: CpuId, how: &SecondaryStart) -> Result<(), StartCpuError> {
     );
     trap_context(&mut ctx.trap_ctxt);
     mask_events_of(v);
+    super::traps::publish_vcpu_info(v);
     super::mmu::set_start_root(v, how.cr3 >> 12);
     XEN.vcpu_initialise_pv(v, &ctx).map_err(refused)?;
     XEN.vcpu_up(v).map_err(refused)

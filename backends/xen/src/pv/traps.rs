@@ -29,8 +29,8 @@
 //! switches, and `popfq; pop %rax; ret` resume it with every register as
 //! it was (no privilege changes: the kernel is in ring 3 both sides). If
 //! the interrupted code had events enabled, they are unmasked in the
-//! vCPU's `vcpu_info` first ([`VCPU_INFO_OF`], found through the vCPU id
-//! under GS); an event already pending then needs `HYPERVISOR_iret`,
+//! vCPU's `vcpu_info` first (its address at `%gs:8`, see
+//! [`publish_vcpu_info`]); an event already pending then needs `HYPERVISOR_iret`,
 //! which unmasks and delivers it in one step, and so do returns to user
 //! mode and returns before the vCPU is set up. An event that arrives
 //! during the software return is delivered on top of it, below every word
@@ -50,17 +50,16 @@ use core::sync::atomic::{AtomicU64, Ordering};
 /// The kernel's IDT handler per vector (0: none), as `load_idt` found them.
 pub static HANDLERS: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
 
-/// Each vCPU's `vcpu_info` address once it is set up (0: not yet), for the
-/// interrupt return, which unmasks events there itself.
-pub static VCPU_INFO_OF: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
-
-/// Publishes `vcpu`'s `vcpu_info` (call on that vCPU once it is set up).
+/// Publishes where `vcpu`'s `vcpu_info` is now (in its
+/// [`crate::percpu::PvCpu`], at `%gs:8` on that vCPU), for the assembly
+/// that reaches it without a call: the interrupt return and the direct
+/// interrupt-flag ops. Called when the vCPU is started (its slot in shared
+/// info) and again when its own `vcpu_info` is registered.
 pub fn publish_vcpu_info(vcpu: u32) {
-    if let (Some(vi), Some(slot)) = (
-        crate::shared::vcpu_info(vcpu),
-        VCPU_INFO_OF.get(vcpu as usize),
-    ) {
-        slot.store(vi as u64, Ordering::Release);
+    if let (Some(vi), Some(i)) = (crate::shared::vcpu_info(vcpu), crate::percpu::slot(vcpu)) {
+        crate::percpu::PV_IDS[i]
+            .vcpu_info
+            .store(vi as u64, Ordering::Release);
     }
 }
 
@@ -131,11 +130,7 @@ core::arch::global_asm!(
         je 1f
         push %rax
         push %rbx
-        mov %gs:0, %eax
-        cmp $64, %eax
-        jae 3f
-        lea {vcpu_info_of}(%rip), %rbx
-        mov (%rbx,%rax,8), %rbx
+        mov %gs:{vi}, %rbx
         test %rbx, %rbx
         jz 3f
         movb $0, 1(%rbx)
@@ -214,7 +209,7 @@ core::arch::global_asm!(
     iret = const IRET,
     issued = sym crate::hypercall::ISSUED,
     pv_gs = sym crate::percpu::PV_GS,
-    vcpu_info_of = sym VCPU_INFO_OF,
+    vi = const crate::percpu::PV_CPU_VCPU_INFO,
     options(att_syntax)
 );
 
