@@ -181,6 +181,12 @@ fn pointer(base: &AtomicU64, limit: &AtomicU64) -> DescriptorTablePointer {
     }
 }
 
+/// The PV `load_gdt`: copies the table (system descriptors dropped) into
+/// the backend's GDT page, write-protects it and gives it to Xen.
+///
+/// # Safety
+/// `ptr` must describe a live GDT of `limit + 1` readable bytes
+/// ([`CpuOps::load_gdt`]'s contract).
 unsafe fn load_gdt(ptr: &DescriptorTablePointer) {
     GDT_BASE.store(ptr.base.as_u64(), Ordering::Relaxed);
     GDT_LIMIT.store(u64::from(ptr.limit), Ordering::Relaxed);
@@ -279,6 +285,13 @@ pub fn trap_context(out: &mut [TrapInfo; 256]) {
     });
 }
 
+/// The PV `load_idt`: records the gates' handlers and gives Xen a trap
+/// table over this backend's entries.
+///
+/// # Safety
+/// `ptr` must describe a live IDT of `limit + 1` readable bytes whose
+/// present gates name handlers that stay valid while it is loaded
+/// ([`CpuOps::load_idt`]'s contract).
 unsafe fn load_idt(ptr: &DescriptorTablePointer) {
     IDT_BASE.store(ptr.base.as_u64(), Ordering::Relaxed);
     IDT_LIMIT.store(u64::from(ptr.limit), Ordering::Relaxed);
