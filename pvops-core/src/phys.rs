@@ -122,6 +122,25 @@ pub mod fake {
         }
     }
 
+    /// A reader over a [`FakeMem`] that logs every range it is asked for
+    /// (`[start, end)`), for tests that nothing is read twice.
+    #[derive(Debug)]
+    pub struct Logged<'a> {
+        /// The memory read.
+        pub mem: &'a FakeMem,
+        /// The ranges, in order.
+        pub log: std::cell::RefCell<Vec<(u64, u64)>>,
+    }
+
+    impl PhysRead for Logged<'_> {
+        fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), PhysReadError> {
+            self.log
+                .borrow_mut()
+                .push((paddr, paddr + buf.len() as u64));
+            self.mem.read_phys(paddr, buf)
+        }
+    }
+
     /// xorshift64*: a fixed-seed generator, good enough to pick bytes to
     /// mutate in tests that must never panic on bad input.
     #[derive(Debug, Clone)]

@@ -1912,20 +1912,7 @@ mod tests {
         assert_eq!(std::format!("{:?}", Signature::FACP), "\"FACP\"");
     }
 
-    /// A reader that logs every range it is asked for.
-    struct Logged<'a> {
-        mem: &'a FakeMem,
-        log: std::cell::RefCell<Vec<(u64, u64)>>,
-    }
-
-    impl PhysRead for Logged<'_> {
-        fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), PhysReadError> {
-            self.log
-                .borrow_mut()
-                .push((paddr, paddr + buf.len() as u64));
-            self.mem.read_phys(paddr, buf)
-        }
-    }
+    use pvops_core::phys::fake::Logged;
 
     fn assert_each_byte_read_once(m: &FakeMem, hint: Option<u64>) {
         let logged = Logged {

@@ -1626,20 +1626,7 @@ mod tests {
         }
     }
 
-    /// A reader that logs every range it is asked for.
-    struct Logged<'a> {
-        mem: &'a FakeMem,
-        log: std::cell::RefCell<Vec<(u64, u64)>>,
-    }
-
-    impl PhysRead for Logged<'_> {
-        fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), PhysReadError> {
-            self.log
-                .borrow_mut()
-                .push((paddr, paddr + buf.len() as u64));
-            self.mem.read_phys(paddr, buf)
-        }
-    }
+    use crate::phys::fake::Logged;
 
     #[test]
     fn read_once() {
