@@ -121,15 +121,20 @@ impl Hypercall for Direct {
         let [a1, a2, a3, a4, a5] = args;
         let mut rax = u64::from(op);
         ISSUED.fetch_add(1, Ordering::Relaxed);
-        match INSN.load(Ordering::Relaxed) {
-            3 => {
-                // SAFETY: as below; `select` chose syscall because the
-                // kernel runs as a 64-bit PV guest, where a syscall from
-                // guest kernel mode enters Xen's hypercall path. RCX and
-                // R11 are the instruction's own clobbers.
+        // One asm for the three instructions. RCX and R11 are syscall's own
+        // clobbers; declaring them for vmcall/vmmcall too costs at most a
+        // spill around a hypercall.
+        macro_rules! enter_xen {
+            ($insn:literal) => {
+                // SAFETY: the caller guarantees every pointer argument is
+                // valid for the operation; `select` chose the instruction
+                // that enters Xen here (vmmcall on AMD, vmcall elsewhere,
+                // syscall from a 64-bit PV kernel, where a syscall from
+                // guest kernel mode is a hypercall). Argument registers
+                // are clobbered, memory may be written.
                 unsafe {
                     core::arch::asm!(
-                        "syscall",
+                        $insn,
                         inout("rax") rax,
                         inout("rdi") a1 => _,
                         inout("rsi") a2 => _,
@@ -141,40 +146,12 @@ impl Hypercall for Direct {
                         options(nostack),
                     )
                 }
-            }
-            2 => {
-                // SAFETY: the caller guarantees every pointer argument is
-                // valid for the operation; `select` chose vmmcall because
-                // the CPU is AMD's, so the instruction exits to Xen.
-                // Argument registers are clobbered, memory may be written.
-                unsafe {
-                    core::arch::asm!(
-                        "vmmcall",
-                        inout("rax") rax,
-                        inout("rdi") a1 => _,
-                        inout("rsi") a2 => _,
-                        inout("rdx") a3 => _,
-                        inout("r10") a4 => _,
-                        inout("r8") a5 => _,
-                        options(nostack),
-                    )
-                }
-            }
-            1 => {
-                // SAFETY: as above, with Intel's instruction.
-                unsafe {
-                    core::arch::asm!(
-                        "vmcall",
-                        inout("rax") rax,
-                        inout("rdi") a1 => _,
-                        inout("rsi") a2 => _,
-                        inout("rdx") a3 => _,
-                        inout("r10") a4 => _,
-                        inout("r8") a5 => _,
-                        options(nostack),
-                    )
-                }
-            }
+            };
+        }
+        match INSN.load(Ordering::Relaxed) {
+            3 => enter_xen!("syscall"),
+            2 => enter_xen!("vmmcall"),
+            1 => enter_xen!("vmcall"),
             // Not selected: Xen was never detected. Behave as a Xen that
             // does not know the call rather than executing an instruction
             // that faults on bare hardware.
