@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod boot;
+pub mod cpio;
 pub mod env;
 pub mod fuzz;
 pub mod kernel;

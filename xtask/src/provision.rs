@@ -97,42 +97,8 @@ pub fn ensure_xen() -> Result<PathBuf> {
         return Ok(xen);
     }
     let dir = xen_dir();
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    eprintln!(
-        "xtask: fetching Xen: apt-get download {XEN_PACKAGE} into {}",
-        dir.display()
-    );
-    if find_deb(&dir)?.is_none() {
-        let download = || {
-            run_checked(
-                Command::new("apt-get")
-                    .args(["download", XEN_PACKAGE])
-                    .current_dir(&dir),
-                &format!("apt-get download {XEN_PACKAGE}"),
-            )
-        };
-        if let Err(first) = download() {
-            // A fresh machine may have no package lists yet.
-            if !is_root() {
-                return Err(first.context(format!(
-                    "run `sudo apt-get update` and retry (apt-get cannot find {XEN_PACKAGE})"
-                )));
-            }
-            run_checked(Command::new("apt-get").arg("update"), "apt-get update")?;
-            download()?;
-        }
-    }
-    let deb = find_deb(&dir)?.with_context(|| {
-        format!(
-            "apt-get download left no {XEN_PACKAGE}_*.deb in {}",
-            dir.display()
-        )
-    })?;
-    run_checked(
-        Command::new("dpkg").arg("-x").arg(&deb).arg(&dir),
-        &format!("dpkg -x {} {}", deb.display(), dir.display()),
-    )?;
-    let gz = dir.join(XEN_GZ_IN_PACKAGE);
+    let root = unpack_debian_package(XEN_PACKAGE, &dir)?;
+    let gz = root.join(XEN_GZ_IN_PACKAGE);
     let partial = dir.join("xen.partial");
     let out = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
     run_checked(
@@ -145,8 +111,60 @@ pub fn ensure_xen() -> Result<PathBuf> {
     Ok(xen)
 }
 
-fn find_deb(dir: &Path) -> Result<Option<PathBuf>> {
-    let prefix = format!("{XEN_PACKAGE}_");
+/// Downloads Debian's `package` into `dir` (`apt-get download`: no root
+/// needed, only apt's lists; run `apt-get update` first when root and the
+/// lists are missing) unless its `.deb` is already there, and unpacks it
+/// with `dpkg -x` into `dir` itself. Returns `dir`, the root of the unpacked
+/// tree. Several packages may share one `dir`: each `.deb` is found by its
+/// own name prefix.
+pub fn unpack_debian_package(package: &str, dir: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let deb = match find_deb(dir, package)? {
+        Some(deb) => deb,
+        None => {
+            eprintln!(
+                "xtask: fetching {package}: apt-get download {package} into {}",
+                dir.display()
+            );
+            let download = || {
+                let mut command = Command::new("apt-get");
+                // As root, apt's `_apt` user may not write `dir`: say so
+                // instead of a warning on every download.
+                if is_root() {
+                    command.args(["-o", "APT::Sandbox::User=root"]);
+                }
+                run_checked(
+                    command.args(["download", package]).current_dir(dir),
+                    &format!("apt-get download {package}"),
+                )
+            };
+            if let Err(first) = download() {
+                // A fresh machine may have no package lists yet.
+                if !is_root() {
+                    return Err(first.context(format!(
+                        "run `sudo apt-get update` and retry (apt-get cannot find {package})"
+                    )));
+                }
+                run_checked(Command::new("apt-get").arg("update"), "apt-get update")?;
+                download()?;
+            }
+            find_deb(dir, package)?.with_context(|| {
+                format!(
+                    "apt-get download left no {package}_*.deb in {}",
+                    dir.display()
+                )
+            })?
+        }
+    };
+    run_checked(
+        Command::new("dpkg").arg("-x").arg(&deb).arg(dir),
+        &format!("dpkg -x {} {}", deb.display(), dir.display()),
+    )?;
+    Ok(dir.to_path_buf())
+}
+
+fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>> {
+    let prefix = format!("{package}_");
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         let name = path
@@ -196,7 +214,8 @@ pub fn ensure(env: Env) -> Result<()> {
     }
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
     // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
