@@ -4,6 +4,7 @@
 
 use crate::detect::CpuidScan;
 use crate::table::{install, InstallError, PvOps};
+use crate::translate::KernelMap;
 use core::fmt;
 
 /// How the kernel was entered, which decides what a backend may assume.
@@ -24,10 +25,13 @@ pub struct BootContext<'a> {
     /// Physical memory (all RAM and the low 4 GiB of device memory) is
     /// mapped at virtual `paddr + phys_offset`; 0 for an identity map.
     pub phys_offset: u64,
-    /// The kernel image (where pvops' own statics live) is mapped at virtual
-    /// `paddr + image_offset`; backends use it to hand the hypervisor the
-    /// physical address of per-CPU areas. 0 for an identity-mapped image.
-    pub image_offset: u64,
+    /// How the kernel image (where pvops' own statics live) is mapped:
+    /// backends hand the hypervisor the physical address of per-CPU areas
+    /// inside it. [`KernelMap::PageTables`] is right for any layout (pvops
+    /// walks the live page tables through `phys_offset`);
+    /// [`KernelMap::IDENTITY`] for an identity-mapped image. See
+    /// [`crate::translate`].
+    pub kernel_map: KernelMap,
     /// Physical address of the ACPI RSDP if the loader gave one.
     pub rsdp: Option<u64>,
     /// The kernel command line (pvops reads `pvops.*` options from it).
@@ -111,6 +115,33 @@ pub enum SelectError {
     AllFailed(BackendError),
     /// The table could not be installed.
     Install(InstallError),
+    /// A [`BootContext`] field cannot be right; nothing was installed.
+    BadContext(ContextError),
+}
+
+/// A [`BootContext`] field that cannot be right, found before any backend
+/// ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContextError {
+    /// [`BootContext::kernel_map`] does not translate pvops' own statics.
+    KernelMap(crate::translate::TranslateError),
+}
+
+impl fmt::Display for ContextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContextError::KernelMap(e) => write!(f, "BootContext::kernel_map: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for ContextError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            ContextError::KernelMap(e) => Some(e),
+        }
+    }
 }
 
 impl fmt::Display for SelectError {
@@ -119,6 +150,7 @@ impl fmt::Display for SelectError {
             SelectError::NoBackend => f.write_str("no pvops backend can run here"),
             SelectError::AllFailed(e) => write!(f, "every pvops backend failed; last: {e}"),
             SelectError::Install(e) => e.fmt(f),
+            SelectError::BadContext(e) => write!(f, "bad boot context: {e}"),
         }
     }
 }

@@ -49,3 +49,4 @@ pub mod shmem;
 pub mod smp;
 pub mod table;
 pub mod time;
+pub mod translate;

@@ -380,7 +380,7 @@ pub fn init_xen_pv(
     };
     let ctx = BootContext {
         phys_offset: 0,
-        image_offset: 0,
+        kernel_map: crate::KernelMap::IDENTITY,
         rsdp: None,
         cmdline,
         entry: BootEntry::XenPv,
@@ -510,7 +510,10 @@ pub fn init_pvh(
     };
     let ctx = BootContext {
         phys_offset: 0,
-        image_offset: 0,
+        // The image is identity-mapped now, but a kernel may build its own
+        // tables before its other CPUs register their records: the walk
+        // follows whatever CR3 holds then.
+        kernel_map: crate::KernelMap::PageTables,
         rsdp,
         cmdline,
         entry: BootEntry::Pvh,

@@ -18,7 +18,7 @@
 //! fn early_boot(cmdline: &str, rsdp: Option<u64>) {
 //!     let ctx = BootContext {
 //!         phys_offset: 0, // identity-mapped physical memory
-//!         image_offset: 0, // and an identity-mapped kernel image
+//!         kernel_map: pvops::KernelMap::IDENTITY, // and kernel image
 //!         rsdp,
 //!         cmdline,
 //!         entry: BootEntry::Pvh,
@@ -41,8 +41,10 @@
 
 pub use pvops_core::backend::{BackendError, BootContext, BootEntry, SelectError};
 pub use pvops_core::table::{install, is_installed, InstallError, PvOps};
+pub use pvops_core::translate::KernelMap;
 pub use pvops_core::{
     abi, backend, cmdline, cpu, detect, irq, lock, mmu, patch, phys, platform, smp, table, time,
+    translate,
 };
 
 #[cfg(feature = "native")]
@@ -72,9 +74,99 @@ pub const CANDIDATES: &[Candidate] = &[
 /// Detects the platform, installs the best backend that initialises, and
 /// returns the installed table. A backend that bids but fails is reported
 /// to `on_fallback` and the next is tried (native last).
+///
+/// First it records how the kernel image is mapped
+/// ([`BootContext::kernel_map`], see [`translate`]) and checks that pvops'
+/// own statics translate: a map that cannot be right is refused here, as
+/// [`SelectError::BadContext`], before any hypervisor is handed an address.
 pub fn init(
     ctx: &BootContext<'_>,
     on_fallback: impl FnMut(&BackendError),
 ) -> Result<&'static PvOps, SelectError> {
+    record_kernel_map(ctx)?;
     pvops_core::backend::select_and_install(ctx, CANDIDATES, on_fallback)
+}
+
+/// Records `ctx.kernel_map` for the backends and translates a static of
+/// pvops with it.
+fn record_kernel_map(ctx: &BootContext<'_>) -> Result<(), SelectError> {
+    use pvops_core::backend::ContextError;
+    use pvops_core::translate::{self, KernelMap, TranslateError};
+    let bad = |e| SelectError::BadContext(ContextError::KernelMap(e));
+    if matches!(ctx.kernel_map, KernelMap::PageTables) && ctx.entry == BootEntry::XenPv {
+        // Under Xen PV, CR3 names machine frames: no walk through the
+        // direct map can read them.
+        return Err(bad(TranslateError::NeedsRing0));
+    }
+    cfg_if::cfg_if! {
+        if #[cfg(feature = "native")] {
+            pvops_native::record_kernel_map(ctx);
+        } else {
+            fn no_root() -> translate::PagingRoot {
+                panic!("pvops: KernelMap::PageTables needs the native backend compiled in")
+            }
+            translate::configure(ctx.kernel_map, ctx.phys_offset, no_root);
+        }
+    }
+    /// A static of this crate: if it does not translate, nothing will.
+    static PROBE: u64 = 0;
+    translate::phys_of(&PROBE).map(drop).map_err(bad)
+}
+
+#[cfg(test)]
+extern crate std;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvops_core::backend::ContextError;
+    use pvops_core::detect::CpuidScan;
+    use pvops_core::translate::{KernelMap, TranslateError};
+    use std::string::ToString;
+
+    fn ctx(kernel_map: KernelMap, entry: BootEntry) -> BootContext<'static> {
+        BootContext {
+            phys_offset: 0,
+            kernel_map,
+            rsdp: None,
+            cmdline: "",
+            entry,
+            cpuid: CpuidScan::empty(),
+            xen_pv: None,
+        }
+    }
+
+    // One test: the recorded map is process-wide.
+    #[test]
+    fn maps_that_cannot_be_right_are_refused_before_any_backend() {
+        fn nothing(_: u64) -> Option<u64> {
+            None
+        }
+        let r = record_kernel_map(&ctx(KernelMap::Function(nothing), BootEntry::Other));
+        assert!(
+            matches!(
+                r,
+                Err(SelectError::BadContext(ContextError::KernelMap(
+                    TranslateError::NotMapped { level: 0, .. }
+                )))
+            ),
+            "{r:?}"
+        );
+        let r = record_kernel_map(&ctx(KernelMap::PageTables, BootEntry::XenPv));
+        assert!(
+            matches!(
+                r,
+                Err(SelectError::BadContext(ContextError::KernelMap(
+                    TranslateError::NeedsRing0
+                )))
+            ),
+            "{r:?}"
+        );
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("BootContext::kernel_map"), "{e}");
+        assert_eq!(
+            record_kernel_map(&ctx(KernelMap::IDENTITY, BootEntry::Other)),
+            Ok(())
+        );
+    }
 }

@@ -165,8 +165,11 @@ impl<W: Write> Writer<W> {
 mod tests {
     use super::*;
 
-    /// Reads a newc archive back: (name, mode, rdev, data) per entry.
-    fn parse(mut bytes: &[u8]) -> Vec<(String, u32, (u32, u32), Vec<u8>)> {
+    /// One entry read back: name, mode, (rdevmajor, rdevminor), data.
+    type Entry = (String, u32, (u32, u32), Vec<u8>);
+
+    /// Reads a newc archive back.
+    fn parse(mut bytes: &[u8]) -> Vec<Entry> {
         let mut out = Vec::new();
         let mut offset = 0usize;
         loop {

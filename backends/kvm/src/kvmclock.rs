@@ -30,7 +30,7 @@ use pvops_core::time::WallClock;
 
 use crate::abi::{KVM_MSR_ENABLED, MSR_KVM_SYSTEM_TIME_NEW, MSR_KVM_WALL_CLOCK_NEW};
 use crate::hypercall::{Hypervisor, KvmError};
-use crate::percpu::{phys_of, this_cpu, PerCpu};
+use crate::percpu::{this_cpu, PerCpu};
 use crate::warn::{warn, warn_once};
 
 static AREAS: PerCpu<Shared<VcpuTimeInfo>> =
@@ -104,7 +104,7 @@ pub(crate) fn rdtsc_ordered() -> u64 {
 /// Registers `cpu`'s record with the host and checks it got filled.
 pub(crate) fn register<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) -> Result<(), KvmError> {
     let area = AREAS.get(cpu).ok_or(KvmError::CpuOutOfRange(cpu.0))?;
-    let paddr = phys_of(area.as_ptr());
+    let paddr = crate::hypercall::area_paddr(h, area.as_ptr(), MSR_KVM_SYSTEM_TIME_NEW)?;
     if !paddr.is_multiple_of(4) {
         return Err(KvmError::Misaligned {
             msr: MSR_KVM_SYSTEM_TIME_NEW,
@@ -159,7 +159,10 @@ pub(crate) fn setup_boot<H: Hypervisor + ?Sized>(
 }
 
 fn setup_wall_clock<H: Hypervisor + ?Sized>(h: &H) {
-    let paddr = phys_of(WALL.as_ptr());
+    let paddr = match crate::hypercall::area_paddr(h, WALL.as_ptr(), MSR_KVM_WALL_CLOCK_NEW) {
+        Ok(p) => p,
+        Err(e) => return warn(format_args!("kvmclock wall clock: {e}: native wall clock")),
+    };
     // SAFETY: a 12-byte, 64-byte-aligned static of this crate in RAM; the
     // host writes it once, during this MSR write.
     unsafe { h.write_msr(MSR_KVM_WALL_CLOCK_NEW, paddr) };

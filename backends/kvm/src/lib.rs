@@ -76,7 +76,7 @@
 //! fn early_boot(cmdline: &str) {
 //!     let ctx = BootContext {
 //!         phys_offset: 0,
-//!         image_offset: 0,
+//!         kernel_map: pvops_core::translate::KernelMap::IDENTITY,
 //!         rsdp: None,
 //!         cmdline,
 //!         entry: BootEntry::Pvh,
@@ -322,7 +322,7 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     }
     arm_faults(ctx);
     hypercall::select(HypercallInsn::detect(&HardwareCpuid));
-    percpu::set_image_offset(ctx.image_offset);
+    pvops_native::record_kernel_map(ctx);
     let hypercalls = hypercalls_usable(
         HypercallPolicy::parse(ctx.option("kvm.hypercalls")),
         plan(&cpuid, &off, true).on,
@@ -377,7 +377,7 @@ mod tests {
         };
         let ctx = |cpuid| BootContext {
             phys_offset: 0,
-            image_offset: 0,
+            kernel_map: pvops_core::translate::KernelMap::IDENTITY,
             rsdp: None,
             cmdline: "",
             entry: pvops_core::backend::BootEntry::Pvh,
@@ -419,6 +419,70 @@ mod tests {
         assert_eq!(
             (ok | FeatureSet::PV_TLB_FLUSH).with_dependencies(),
             FeatureSet::PV_EOI | FeatureSet::POLL_CONTROL
+        );
+    }
+
+    #[test]
+    fn scattered_image_gets_each_area_its_own_frame() {
+        // Regression: a kernel whose image pages lie in scattered frames
+        // (the bootloader crate's .bss) was handed "virtual minus one
+        // offset", and KVM wrote into the kernel's stacks. Each MSR must
+        // carry the translation of its own area.
+        use crate::hypercall::tests::Layout;
+        let h = FakeHv {
+            layout: Layout::Scattered,
+            ..FakeHv::default()
+        };
+        warn::take_log();
+        let cpu = CpuId(9);
+        let ok = setup_cpu(
+            &h,
+            cpu,
+            FeatureSet::STEAL_TIME | FeatureSet::PV_EOI,
+            false,
+            false,
+        );
+        // The fake never fills steal time: withdrawn, as on any such host.
+        assert_eq!(ok, FeatureSet::PV_EOI);
+        let msrs = h.msrs.borrow();
+        let first = |msr| msrs.iter().find(|(m, _)| *m == msr).map(|(_, v)| *v);
+        let word = pv_eoi::WORDS.get(cpu).unwrap() as *const _ as u64;
+        assert_eq!(
+            first(abi::MSR_KVM_PV_EOI_EN),
+            Some(Layout::Scattered.translate(word).unwrap() | 1)
+        );
+        let steal = steal_time::AREAS.get(cpu).unwrap() as *const _ as u64;
+        assert_eq!(
+            first(abi::MSR_KVM_STEAL_TIME),
+            Some(Layout::Scattered.translate(steal).unwrap() | 1)
+        );
+        assert_ne!(Layout::Scattered.translate(word), Some(word));
+    }
+
+    #[test]
+    fn untranslatable_areas_are_never_registered() {
+        use crate::hypercall::tests::Layout;
+        let h = FakeHv {
+            layout: Layout::Unmapped,
+            ..FakeHv::default()
+        };
+        warn::take_log();
+        let ok = setup_cpu(&h, CpuId(3), FeatureSet::PER_CPU, true, true);
+        // Poll control needs no area; the three that do are off, and the
+        // host was never given an address.
+        assert_eq!(ok, FeatureSet::POLL_CONTROL);
+        let msrs = h.msrs.borrow();
+        assert!(
+            msrs.iter().all(|(m, _)| *m == abi::MSR_KVM_POLL_CONTROL),
+            "{msrs:?}"
+        );
+        let log = warn::take_log();
+        assert!(
+            log.iter()
+                .filter(|l| l.contains("no physical address for MSR"))
+                .count()
+                == 3,
+            "{log:?}"
         );
     }
 

@@ -4,8 +4,8 @@
 //! Per-CPU arrays are indexed by APIC ID ([`CpuId`]) and hold
 //! [`MAX_CPUS`] entries; a CPU whose APIC ID is beyond that gets no
 //! per-CPU features (a warning says so), and nothing outside an array is
-//! ever touched. The host is given physical addresses: virtual minus
-//! `BootContext::image_offset`.
+//! ever touched. The host is given physical addresses found by
+//! [`pvops_core::translate`] (`BootContext::kernel_map`), never a guess.
 //!
 //! ## Which CPU am I?
 //! The native answer reads the local APIC ID, which under KVM without
@@ -17,7 +17,7 @@
 //! TSC_AUX itself) falls back to the APIC. Kernels that want TSC_AUX for
 //! themselves should turn `pv-eoi` off or not expose `rdtscp`/`rdpid`.
 
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 use pvops_core::cpu::CpuId;
 use pvops_core::detect::CpuidSource;
 use pvops_core::irq::MAX_CPUS;
@@ -45,18 +45,6 @@ impl<T> PerCpu<T> {
 /// Whether `cpu` has per-CPU slots.
 pub fn in_range(cpu: CpuId) -> bool {
     (cpu.0 as usize) < MAX_CPUS
-}
-
-static IMAGE_OFFSET: AtomicU64 = AtomicU64::new(0);
-
-/// Records where the kernel image is mapped (`BootContext::image_offset`).
-pub(crate) fn set_image_offset(offset: u64) {
-    IMAGE_OFFSET.store(offset, Ordering::Relaxed);
-}
-
-/// The physical address of a `static` of this crate.
-pub(crate) fn phys_of<T>(p: *const T) -> u64 {
-    (p as u64).wrapping_sub(IMAGE_OFFSET.load(Ordering::Relaxed))
 }
 
 /// `IA32_TSC_AUX`.

@@ -23,7 +23,7 @@
 //! fn early_boot(cmdline: &str, rsdp: Option<u64>) {
 //!     let ctx = BootContext {
 //!         phys_offset: 0,
-//!         image_offset: 0,
+//!         kernel_map: pvops_core::translate::KernelMap::IDENTITY,
 //!         rsdp,
 //!         cmdline,
 //!         entry: BootEntry::Pvh,
@@ -50,6 +50,7 @@ mod inline;
 mod irq;
 mod lock;
 mod mmu;
+pub use mmu::{paging_root, record_kernel_map};
 pub mod pic;
 pub mod pit;
 pub mod rtc;
@@ -301,7 +302,7 @@ mod tests {
     fn ctx(cpuid: pvops_core::detect::CpuidScan, entry: BootEntry) -> BootContext<'static> {
         BootContext {
             phys_offset: 0,
-            image_offset: 0,
+            kernel_map: pvops_core::translate::KernelMap::IDENTITY,
             rsdp: None,
             cmdline: "",
             entry,

@@ -185,7 +185,7 @@ pub(crate) mod tests {
     fn ctx(cpuid: CpuidScan, entry: BootEntry) -> BootContext<'static> {
         BootContext {
             phys_offset: 0,
-            image_offset: 0,
+            kernel_map: pvops_core::translate::KernelMap::IDENTITY,
             rsdp: None,
             cmdline: "",
             entry,

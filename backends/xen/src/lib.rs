@@ -72,7 +72,7 @@
 //! Ring 0; the IDT routing [`pvops_core::smp::SERVICE_VECTOR`] to
 //! `pvops_core::smp::service_interrupt` and the APIC's spurious vector
 //! ([`pvops_native::apic::SPURIOUS_VECTOR`]) to a handler that returns;
-//! the kernel image mapped at `paddr + image_offset` in every address
+//! the kernel image mapped as `kernel_map` says in every address
 //! space it uses (Xen writes the runstate areas by virtual address).
 //!
 //! ## Example
@@ -85,7 +85,7 @@
 //! fn early_boot(cmdline: &str) {
 //!     let ctx = BootContext {
 //!         phys_offset: 0,
-//!         image_offset: 0,
+//!         kernel_map: pvops_core::translate::KernelMap::IDENTITY,
 //!         rsdp: None,
 //!         cmdline,
 //!         entry: BootEntry::Pvh,
@@ -407,7 +407,7 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     let insn = Instruction::for_cpu(&HardwareCpuid);
     hypercall::select(insn);
     PHYS_OFFSET.store(ctx.phys_offset, Ordering::Relaxed);
-    shared::set_image_offset(ctx.image_offset);
+    pvops_native::record_kernel_map(ctx);
     percpu::configure(cpuid.vcpu_id_leaf(), cpuid.tsc_native());
 
     // The first hypercalls: nothing can be printed before they answer.
@@ -447,7 +447,13 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     }
     setup::set_via(via);
 
-    let gpfn = shared::paddr_of(shared::SHARED_INFO.as_ptr()) >> 12;
+    let gpfn = shared::paddr_of(shared::SHARED_INFO.as_ptr()).map_err(|e| {
+        warn::error(format_args!("xen: the shared-info page: {e}"));
+        fail(
+            "no physical address for the shared-info page (BootContext::kernel_map)",
+            None,
+        )
+    })? >> 12;
     XEN.map_shared_info(gpfn)
         .map_err(|e| fail("XENMEM_add_to_physmap(shared_info) failed", Some(e)))?;
     shared::set_mapped();
