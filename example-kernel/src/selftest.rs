@@ -823,6 +823,17 @@ fn smp_all_cpus_online(_: &mut Context<'_>) -> TestResult {
             smp::cpu_id(i).0
         );
     }
+    // Every CPU runs with the boot CPU's caching and write protection
+    // (an AP leaves INIT with CR0.CD and CR0.NW set and CR0.WP clear).
+    const CD_NW_WP: u64 = (1 << 30) | (1 << 29) | (1 << 16);
+    let boot = cpu::read_cr0() & CD_NW_WP;
+    for i in 1..smp::online() {
+        let r = smp::run_on(i, |_| cpu::read_cr0() & CD_NW_WP, 0, REMOTE_LIMIT_NS);
+        ensure!(
+            r == Some(boot),
+            "cpu index {i} has CR0 CD/NW/WP {r:x?}, the boot CPU {boot:#x}"
+        );
+    }
     Ok(())
 }
 

@@ -53,14 +53,21 @@ pub struct SecondaryStart {
     pub arg: u64,
     /// Top of the stack `entry` runs on (16-byte aligned).
     pub stack_top: u64,
-    /// CR3 the new CPU runs with; must identity-map the page at
-    /// `trampoline` and map `entry` and the stack.
+    /// CR3 the new CPU runs with (any physical address; it needs no
+    /// identity map): it must map `entry` and the stack.
     pub cr3: u64,
-    /// Physical address of one free 4 KiB page below 1 MiB that the backend
-    /// may overwrite with start-up code (native/KVM start CPUs in real mode
-    /// there). It must stay untouched until `entry` runs.
+    /// Physical address of [`TRAMPOLINE_SIZE`] free bytes, page-aligned,
+    /// below 1 MiB, that the backend may overwrite with start-up code and
+    /// temporary page tables (native/KVM start CPUs in real mode there;
+    /// it is written through the direct map at `BootContext::phys_offset`).
+    /// It must stay untouched until `entry` runs.
     pub trampoline: u64,
 }
+
+/// How much memory below 1 MiB [`SecondaryStart::trampoline`] names: the
+/// start-up code and a temporary root table with an identity map of the
+/// code (a higher-half kernel has none), for 4- or 5-level paging.
+pub const TRAMPOLINE_SIZE: usize = 5 * 4096;
 
 /// Why a secondary CPU did not start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

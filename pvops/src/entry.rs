@@ -132,7 +132,7 @@ macro_rules! pvh_entry {
                 or $0x100, %eax
                 wrmsr
                 mov %cr0, %eax
-                or $0x80000001, %eax
+                or $0x80010001, %eax                /* PG | WP | PE */
                 mov %eax, %cr0
                 lgdt pvops_boot_gdt_ptr
                 ljmp $0x08, $3f

@@ -101,6 +101,11 @@ fn cpu_io_delay() {
 /// `BootContext::phys_offset`, kept for secondary CPUs.
 static PHYS_OFFSET: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
+/// `BootContext::phys_offset`, as recorded at init.
+pub(crate) fn phys_offset() -> u64 {
+    PHYS_OFFSET.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// The backend's name, as `pvops.backend=` names it.
 pub const NAME: &str = "native";
 
