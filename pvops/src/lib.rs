@@ -73,7 +73,11 @@ pub const CANDIDATES: &[Candidate] = &[
 
 /// Detects the platform, installs the best backend that initialises, and
 /// returns the installed table. A backend that bids but fails is reported
-/// to `on_fallback` and the next is tried (native last).
+/// to `on_fallback` and the next is tried (native last). When none can
+/// start, the error comes back and, in ring 0, a failsafe table with only
+/// the serial console and power-off is installed
+/// ([`native::install_failsafe`]): check [`is_installed`] to print the
+/// error and shut down.
 ///
 /// First it records how the kernel image is mapped
 /// ([`BootContext::kernel_map`], see [`translate`]) and checks that pvops'
@@ -83,8 +87,15 @@ pub fn init(
     ctx: &BootContext<'_>,
     on_fallback: impl FnMut(&BackendError),
 ) -> Result<&'static PvOps, SelectError> {
-    record_kernel_map(ctx)?;
-    pvops_core::backend::select_and_install(ctx, CANDIDATES, on_fallback)
+    let installed = record_kernel_map(ctx)
+        .and_then(|()| pvops_core::backend::select_and_install(ctx, CANDIDATES, on_fallback));
+    #[cfg(feature = "native")]
+    if installed.is_err() {
+        // Nothing could start: leave the kernel a console and a power-off
+        // (ring 0 only) so it can say why instead of halting in silence.
+        pvops_native::install_failsafe(ctx);
+    }
+    installed
 }
 
 /// Records `ctx.kernel_map` for the backends and translates a static of
