@@ -792,10 +792,17 @@ fn start_info_parsed(ctx: &mut Context<'_>) -> TestResult {
     let si = ctx.start_info;
     let ram: u64 = si.ram_regions().map(|(_, size)| size).sum();
     ensure!(ram >= 16 << 20, "only {ram} bytes of RAM in the memory map");
+    // Any command line is fine (an empty one runs the tests too); what
+    // arrived must be printable text naming a mode this kernel has.
+    let cmdline = si.cmdline();
     ensure!(
-        si.cmdline().contains("pvops.mode="),
-        "cmdline {:?} lacks pvops.mode",
-        si.cmdline()
+        cmdline.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
+        "cmdline {cmdline:?} holds non-printable bytes"
+    );
+    let mode = pvops::cmdline::option(cmdline, "mode");
+    ensure!(
+        matches!(mode, None | Some("test") | Some("bench")),
+        "unknown pvops.mode={mode:?}"
     );
     ensure!(ctx.frames.allocated() > 0, "no frames allocated");
     Ok(())

@@ -42,6 +42,7 @@
 pub use pvops_core::backend::{BackendError, BootContext, BootEntry, SelectError};
 pub use pvops_core::table::{install, is_installed, InstallError, PvOps};
 pub use pvops_core::translate::KernelMap;
+pub use pvops_core::x86_64;
 pub use pvops_core::{
     abi, backend, cmdline, cpu, detect, irq, lock, mmu, patch, phys, platform, smp, table, time,
     translate,

@@ -297,6 +297,18 @@ fn install_failsafe(ctx: &BootContext<'_>, platform: Platform) {
     }
 }
 
+/// Why this backend declines `ctx` before touching anything, if it does:
+/// a kernel entered by firmware or a loader under Xen (an HVM guest) gets
+/// native, and its fallback report says so.
+pub(crate) fn declined(ctx: &BootContext<'_>) -> Option<BackendError> {
+    (ctx.entry == BootEntry::Other).then_some(BackendError {
+        backend: NAME,
+        reason: "Xen HVM guest entered by firmware or a loader (BootEntry::Other): \
+                 no HVM mode yet, so native runs with every EOI, IPI and timer trapping",
+        detail: None,
+    })
+}
+
 /// Prints `pvops: error: xen: <reason>[: <error>]` and builds the error.
 pub(crate) fn fail(reason: &'static str, e: Option<XenError>) -> BackendError {
     match e {
@@ -364,6 +376,9 @@ fn preferred_via(ctx: &BootContext<'_>) -> Option<UpcallVia> {
 /// that `pvops::is_installed()` is true and the kernel can print the error
 /// and shut down.
 pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
+    if let Some(e) = declined(ctx) {
+        return Err(e);
+    }
     let (r, platform) = match (ctx.entry, ctx.xen_pv) {
         (BootEntry::XenPv, Some(si)) => (pv::bring_up(ctx, si), Platform::XenPv),
         (BootEntry::XenPv, None) => {
