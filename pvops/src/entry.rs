@@ -378,15 +378,13 @@ pub fn init_xen_pv(
         Ok(si) => (si.cmdline(), Some(si)),
         Err(_) => ("", None),
     };
-    let ctx = BootContext {
-        phys_offset: 0,
-        kernel_map: crate::KernelMap::IDENTITY,
-        rsdp: None,
+    let mut ctx = BootContext::new(
+        BootEntry::XenPv,
         cmdline,
-        entry: BootEntry::XenPv,
-        cpuid: crate::detect::scan(&crate::detect::HardwareCpuid),
-        xen_pv: pv,
-    };
+        crate::detect::scan(&crate::detect::HardwareCpuid),
+    );
+    ctx.kernel_map = crate::KernelMap::IDENTITY;
+    ctx.xen_pv = pv;
     let installed = crate::init(&ctx, on_fallback);
     match (parsed, installed) {
         (Ok(si), Ok(ops)) => {
@@ -508,18 +506,16 @@ pub fn init_pvh(
         Ok(si) => (si.cmdline(), si.rsdp),
         Err(_) => ("", None),
     };
-    let ctx = BootContext {
-        phys_offset: 0,
-        // The image is identity-mapped now, but a kernel may build its own
-        // tables before its other CPUs register their records: the walk
-        // follows whatever CR3 holds then.
-        kernel_map: crate::KernelMap::PageTables,
-        rsdp,
+    // Identity-mapped memory; the image found by walking the page tables:
+    // it is identity-mapped now, but a kernel may build its own tables
+    // before its other CPUs register their records, and the walk follows
+    // whatever CR3 holds then.
+    let mut ctx = BootContext::new(
+        BootEntry::Pvh,
         cmdline,
-        entry: BootEntry::Pvh,
-        cpuid: crate::detect::scan(&crate::detect::HardwareCpuid),
-        xen_pv: None,
-    };
+        crate::detect::scan(&crate::detect::HardwareCpuid),
+    );
+    ctx.rsdp = rsdp;
     let installed = crate::init(&ctx, on_fallback);
     match (parsed, installed) {
         (Ok(mut start_info), Ok(ops)) => {

@@ -16,15 +16,14 @@
 //! use pvops::{BootContext, BootEntry};
 //!
 //! fn early_boot(cmdline: &str, rsdp: Option<u64>) {
-//!     let ctx = BootContext {
-//!         phys_offset: 0, // identity-mapped physical memory
-//!         kernel_map: pvops::KernelMap::IDENTITY, // and kernel image
-//!         rsdp,
+//!     let mut ctx = BootContext::new(
+//!         BootEntry::Other, // entered by the kernel's own loader
 //!         cmdline,
-//!         entry: BootEntry::Pvh,
-//!         cpuid: pvops::detect::scan(&pvops::detect::HardwareCpuid),
-//!         xen_pv: None,
-//!     };
+//!         pvops::detect::scan(&pvops::detect::HardwareCpuid),
+//!     );
+//!     ctx.phys_offset = 0xffff_8000_0000_0000; // all RAM mapped here
+//!     ctx.kernel_map = pvops::KernelMap::PageTables; // the default: any layout
+//!     ctx.rsdp = rsdp;
 //!     let ops = pvops::init(&ctx, |e| {
 //!         // A backend bid but failed: say so, the next one is tried.
 //!         let _ = e;
@@ -40,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub use pvops_core::backend::{BackendError, BootContext, BootEntry, SelectError};
+pub use pvops_core::cpu::CpuNumber;
 pub use pvops_core::table::{install, is_installed, InstallError, PvOps};
 pub use pvops_core::translate::KernelMap;
 pub use pvops_core::x86_64;
@@ -112,7 +112,7 @@ fn record_kernel_map(ctx: &BootContext<'_>) -> Result<(), SelectError> {
     }
     cfg_if::cfg_if! {
         if #[cfg(feature = "native")] {
-            pvops_native::record_kernel_map(ctx);
+            pvops_native::record_boot_context(ctx);
         } else {
             fn no_root() -> translate::PagingRoot {
                 panic!("pvops: KernelMap::PageTables needs the native backend compiled in")
@@ -137,15 +137,9 @@ mod tests {
     use std::string::ToString;
 
     fn ctx(kernel_map: KernelMap, entry: BootEntry) -> BootContext<'static> {
-        BootContext {
-            phys_offset: 0,
-            kernel_map,
-            rsdp: None,
-            cmdline: "",
-            entry,
-            cpuid: CpuidScan::empty(),
-            xen_pv: None,
-        }
+        let mut c = BootContext::new(entry, "", CpuidScan::empty());
+        c.kernel_map = kernel_map;
+        c
     }
 
     // One test: the recorded map is process-wide.

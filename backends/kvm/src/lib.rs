@@ -74,15 +74,7 @@
 //! use pvops_core::detect::{scan, HardwareCpuid};
 //!
 //! fn early_boot(cmdline: &str) {
-//!     let ctx = BootContext {
-//!         phys_offset: 0,
-//!         kernel_map: pvops_core::translate::KernelMap::IDENTITY,
-//!         rsdp: None,
-//!         cmdline,
-//!         entry: BootEntry::Pvh,
-//!         cpuid: scan(&HardwareCpuid),
-//!         xen_pv: None,
-//!     };
+//!     let ctx = BootContext::new(BootEntry::Pvh, cmdline, scan(&HardwareCpuid));
 //!     let ops = select_and_install(&ctx, &[pvops_kvm::CANDIDATE, pvops_native::CANDIDATE], |_| {})
 //!         .expect("no backend could start");
 //!     let _ = ops.identity.features;
@@ -305,7 +297,7 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     let cpuid = KvmCpuid::read(&HardwareCpuid, &leaf);
     let off = OffList::parse(ctx.option("kvm.off").unwrap_or(""));
     arm_faults(ctx);
-    pvops_native::record_kernel_map(ctx);
+    pvops_native::record_boot_context(ctx);
     // kvmclock's scale is the TSC frequency KVM gives the guest: native
     // then needs neither CPUID leaves nor a PIT (microvm has none).
     let tsc_hz = if plan(&cpuid, &off, true).on.has(Feature::Kvmclock) {
@@ -338,7 +330,9 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
         plan(&cpuid, &off, true).on,
     );
     let p = plan(&cpuid, &off, hypercalls);
-    if p.on.intersects(FeatureSet::PER_CPU) {
+    if pvops_core::cpu::kernel_owns_cpu_number() {
+        percpu::use_source(IdSource::Kernel);
+    } else if p.on.intersects(FeatureSet::PER_CPU) {
         percpu::use_source(IdSource::probe(&HardwareCpuid));
     }
     let cpu = (native.cpu.current_cpu)();
@@ -385,15 +379,7 @@ mod tests {
             edx: 0,
             vendor: b"GenuineIntel",
         };
-        let ctx = |cpuid| BootContext {
-            phys_offset: 0,
-            kernel_map: pvops_core::translate::KernelMap::IDENTITY,
-            rsdp: None,
-            cmdline: "",
-            entry: pvops_core::backend::BootEntry::Pvh,
-            cpuid,
-            xen_pv: None,
-        };
+        let ctx = |cpuid| BootContext::new(pvops_core::backend::BootEntry::Pvh, "", cpuid);
         assert_eq!(detect(&ctx(scan(&kvm))), Some(Priority(100)));
         assert_eq!(detect(&ctx(pvops_core::detect::CpuidScan::empty())), None);
     }

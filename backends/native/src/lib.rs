@@ -21,15 +21,8 @@
 //! use pvops_core::detect::{scan, HardwareCpuid};
 //!
 //! fn early_boot(cmdline: &str, rsdp: Option<u64>) {
-//!     let ctx = BootContext {
-//!         phys_offset: 0,
-//!         kernel_map: pvops_core::translate::KernelMap::IDENTITY,
-//!         rsdp,
-//!         cmdline,
-//!         entry: BootEntry::Pvh,
-//!         cpuid: scan(&HardwareCpuid),
-//!         xen_pv: None,
-//!     };
+//!     let mut ctx = BootContext::new(BootEntry::Pvh, cmdline, scan(&HardwareCpuid));
+//!     ctx.rsdp = rsdp;
 //!     let table = pvops_native::init(&ctx).expect("no TSC or APIC timer");
 //!     pvops_core::table::install(table).expect("installed once");
 //!     // Or call the instructions directly (static dispatch):
@@ -50,7 +43,7 @@ mod inline;
 mod irq;
 mod lock;
 mod mmu;
-pub use mmu::{paging_root, record_kernel_map};
+pub use mmu::{paging_root, record_boot_context};
 pub mod pic;
 pub mod pit;
 pub mod rtc;
@@ -359,15 +352,7 @@ mod tests {
     }
 
     fn ctx(cpuid: pvops_core::detect::CpuidScan, entry: BootEntry) -> BootContext<'static> {
-        BootContext {
-            phys_offset: 0,
-            kernel_map: pvops_core::translate::KernelMap::IDENTITY,
-            rsdp: None,
-            cmdline: "",
-            entry,
-            cpuid,
-            xen_pv: None,
-        }
+        BootContext::new(entry, "", cpuid)
     }
 
     fn bid(sig: &'static [u8; 12], entry: BootEntry) -> Option<Priority> {

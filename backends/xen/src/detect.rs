@@ -186,15 +186,7 @@ pub(crate) mod tests {
     }
 
     fn ctx(cpuid: CpuidScan, entry: BootEntry) -> BootContext<'static> {
-        BootContext {
-            phys_offset: 0,
-            kernel_map: pvops_core::translate::KernelMap::IDENTITY,
-            rsdp: None,
-            cmdline: "",
-            entry,
-            cpuid,
-            xen_pv: None,
-        }
+        BootContext::new(entry, "", cpuid)
     }
 
     #[test]

@@ -83,15 +83,7 @@
 //! use pvops_core::detect::{scan, HardwareCpuid};
 //!
 //! fn early_boot(cmdline: &str) {
-//!     let ctx = BootContext {
-//!         phys_offset: 0,
-//!         kernel_map: pvops_core::translate::KernelMap::IDENTITY,
-//!         rsdp: None,
-//!         cmdline,
-//!         entry: BootEntry::Pvh,
-//!         cpuid: scan(&HardwareCpuid),
-//!         xen_pv: None,
-//!     };
+//!     let ctx = BootContext::new(BootEntry::Pvh, cmdline, scan(&HardwareCpuid));
 //!     let ops = select_and_install(&ctx, &[pvops_xen::CANDIDATE, pvops_native::CANDIDATE], |_| {})
 //!         .expect("no backend could start");
 //!     let _ = ops.identity.features;
@@ -422,7 +414,7 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     let insn = Instruction::for_cpu(&HardwareCpuid);
     hypercall::select(insn);
     PHYS_OFFSET.store(ctx.phys_offset, Ordering::Relaxed);
-    pvops_native::record_kernel_map(ctx);
+    pvops_native::record_boot_context(ctx);
     percpu::configure(cpuid.vcpu_id_leaf(), cpuid.tsc_native());
 
     // The first hypercalls: nothing can be printed before they answer.

@@ -181,6 +181,12 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
         ));
     };
     IMAGE_OFFSET.store(offset, Ordering::Relaxed);
+    if matches!(ctx.cpu_number, pvops_core::cpu::CpuNumber::Kernel(_)) {
+        return Err(fail(
+            "Xen PV names vCPUs by the kernel GS base: BootContext::cpu_number must be CpuNumber::Pvops",
+            None,
+        ));
+    }
     // Linear needs no page-table reader (CR3 names machine frames here).
     pvops_core::translate::configure(ctx.kernel_map, ctx.phys_offset, || {
         unreachable!("KernelMap::Linear reads no page tables")
