@@ -125,6 +125,8 @@ impl fmt::Display for BackendError {
     }
 }
 
+impl core::error::Error for BackendError {}
+
 /// One backend as detection sees it.
 #[derive(Clone, Copy)]
 pub struct Candidate {
@@ -190,6 +192,17 @@ impl fmt::Display for SelectError {
             SelectError::AllFailed(e) => write!(f, "every pvops backend failed; last: {e}"),
             SelectError::Install(e) => e.fmt(f),
             SelectError::BadContext(e) => write!(f, "bad boot context: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for SelectError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            SelectError::NoBackend => None,
+            SelectError::AllFailed(e) => Some(e),
+            SelectError::Install(e) => Some(e),
+            SelectError::BadContext(e) => Some(e),
         }
     }
 }

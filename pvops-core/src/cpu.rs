@@ -154,6 +154,8 @@ impl core::fmt::Display for StartCpuError {
     }
 }
 
+impl core::error::Error for StartCpuError {}
+
 /// The CPU operations a backend provides.
 ///
 /// Methods take no `self`: a backend is a set of functions over global

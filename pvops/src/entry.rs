@@ -490,6 +490,8 @@ impl fmt::Display for BootError {
     }
 }
 
+impl core::error::Error for BootError {}
+
 /// For a kernel entered through [`pvh_entry!`](crate::pvh_entry) (first
 /// 4 GiB identity-mapped, image identity-mapped): parses the start info at
 /// `start_info_paddr`, detects the platform and installs the best backend.

@@ -37,6 +37,7 @@
 //! ```
 #![no_std]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use pvops_core::backend::{BackendError, BootContext, BootEntry, SelectError};
 pub use pvops_core::cpu::CpuNumber;
@@ -49,14 +50,17 @@ pub use pvops_core::{
 };
 
 #[cfg(feature = "native")]
+#[cfg_attr(docsrs, doc(cfg(feature = "native")))]
 pub use pvops_native as native;
 
 pub mod entry;
 
 #[cfg(feature = "kvm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kvm")))]
 pub use pvops_kvm as kvm;
 
 #[cfg(feature = "xen")]
+#[cfg_attr(docsrs, doc(cfg(feature = "xen")))]
 pub use pvops_xen as xen;
 
 use pvops_core::backend::Candidate;

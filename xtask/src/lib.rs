@@ -23,6 +23,7 @@ pub mod provision;
 pub mod qemu;
 pub mod qmp;
 pub mod record;
+pub mod release;
 pub mod report;
 
 pub use boot::{boot, Boot, BootImage, BootOptions, Mode, Plan};

@@ -303,6 +303,16 @@ fn hardening(root: &std::path::Path) -> Hardening {
             "no Miri on a nightly toolchain (rustup component add miri rust-src --toolchain nightly)",
         );
     }
+    for check in [xtask::release::publish_dry_run, xtask::release::msrv_check] {
+        match check(root) {
+            xtask::release::Outcome::Passed(line) => h.lines.push(line),
+            xtask::release::Outcome::Failed(line) => {
+                h.ok = false;
+                h.lines.push(line);
+            }
+            xtask::release::Outcome::Missing(why) => missing(&mut h, "msrv", &why),
+        }
+    }
     match xtask::fuzz::unavailable(root) {
         Some(why) => missing(&mut h, "fuzz", &why),
         None => {

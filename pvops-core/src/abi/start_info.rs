@@ -406,6 +406,8 @@ impl fmt::Display for StartInfoError {
     }
 }
 
+impl core::error::Error for StartInfoError {}
+
 /// A checked, owned copy of an `hvm_start_info` and what it points to.
 ///
 /// The scalar header fields are public; the memory map, module list and
