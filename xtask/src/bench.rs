@@ -74,6 +74,9 @@ pub struct Variant {
     pub cpu: Option<String>,
     /// Backend features that must be off in this variant.
     pub absent: Vec<String>,
+    /// The KVM signature is hidden (`kvm=off`): the native backend is
+    /// expected instead of the environment's.
+    pub native: bool,
 }
 
 impl Variant {
@@ -83,6 +86,7 @@ impl Variant {
             name: "default".into(),
             cpu: None,
             absent: Vec::new(),
+            native: false,
         }
     }
 
@@ -95,6 +99,11 @@ impl Variant {
         let e = &mut plan.expectation;
         e.features_present.retain(|f| !self.absent.contains(f));
         e.features_absent.extend(self.absent.iter().cloned());
+        if self.native {
+            e.platform = "native".into();
+            e.backend = "native".into();
+            e.features_present.clear();
+        }
         Ok(())
     }
 }

@@ -70,6 +70,14 @@ impl<W: Write> Writer<W> {
         self.tree_under(dir, "")
     }
 
+    /// Every file, directory and symlink under `dir`, named as under
+    /// `name` (no leading `/`; `name` itself and its parents are not
+    /// written, see [`Writer::dir`]).
+    pub fn tree_at(&mut self, dir: &Path, name: &str) -> Result<()> {
+        let prefix = name.trim_end_matches('/');
+        self.tree_under(dir, &format!("{prefix}/"))
+    }
+
     fn tree_under(&mut self, dir: &Path, prefix: &str) -> Result<()> {
         let mut entries = fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?
@@ -165,8 +173,11 @@ impl<W: Write> Writer<W> {
 mod tests {
     use super::*;
 
-    /// Reads a newc archive back: (name, mode, rdev, data) per entry.
-    fn parse(mut bytes: &[u8]) -> Vec<(String, u32, (u32, u32), Vec<u8>)> {
+    /// One entry read back: name, mode, rdev, data.
+    type Entry = (String, u32, (u32, u32), Vec<u8>);
+
+    /// Reads a newc archive back, entry by entry.
+    fn parse(mut bytes: &[u8]) -> Vec<Entry> {
         let mut out = Vec::new();
         let mut offset = 0usize;
         loop {

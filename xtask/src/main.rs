@@ -52,8 +52,11 @@ struct BenchArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Environment: tcg, kvm, kvm-hidden, xen-pvh or xen-pv [default: the
-    /// best one available here, and the harness says which and why]
+    /// Environment: tcg, kvm, kvm-hidden, xen-pvh, xen-pv or kvm-nested
+    /// [default: kvm where the host's KVM completes hypercalls (its CPU
+    /// offers VMX/SVM), else kvm-nested (Linux's real KVM inside QEMU TCG,
+    /// provisioned into target/kvm-nested by apt-get download), else tcg;
+    /// the harness says which and why]
     #[arg(long, value_name = "ENV")]
     env: Option<Env>,
     /// Number of virtual CPUs [default: what the tests boot the environment
@@ -87,22 +90,45 @@ fn main() -> ExitCode {
     })
 }
 
-/// The environment `run` uses without `--env`, and why.
+/// The environment `run` uses without `--env`, and why: the host's KVM
+/// when it completes hypercalls (every kvm backend feature works there);
+/// else kvm-nested, Linux's real KVM inside QEMU TCG (where hypercalls
+/// complete, at emulated speed); TCG when QEMU is missing its parts.
 fn default_env() -> (Env, String) {
-    if !Env::Kvm.is_implemented() {
-        let Status::NotImplemented { issue } = Env::Kvm.status() else {
-            unreachable!()
-        };
-        return (
-            Env::Tcg,
-            format!(
-                "the kvm environment is not implemented yet (issue #{issue}); kvm-hidden is \
-                 never the default (slower than TCG on these machines)"
-            ),
-        );
+    let kvm = provision::kvm_usable();
+    match (&kvm, provision::kvm_completes_hypercalls()) {
+        (Ok(()), Ok(())) if Env::Kvm.is_implemented() => {
+            return (
+                Env::Kvm,
+                format!(
+                    "{} is usable and the CPU offers VMX/SVM, so KVM completes hypercalls",
+                    provision::KVM_DEVICE
+                ),
+            )
+        }
+        (_, Err(no_hypercalls)) if Env::KvmNested.is_implemented() => {
+            let host = match &kvm {
+                Ok(()) => format!("{} is usable, but {no_hypercalls}", provision::KVM_DEVICE),
+                Err(why) => format!("KVM is not usable here ({why})"),
+            };
+            return (
+                Env::KvmNested,
+                format!(
+                    "{host}; kvm-nested runs Linux's real KVM inside QEMU TCG, where hypercalls \
+                     complete (pv-ipi, pv-unhalt and pv-sched-yield work)"
+                ),
+            );
+        }
+        _ => {}
     }
-    match provision::kvm_usable() {
-        Ok(()) => (Env::Kvm, format!("{} is usable", provision::KVM_DEVICE)),
+    match kvm {
+        Ok(()) if Env::Kvm.is_implemented() => {
+            (Env::Kvm, format!("{} is usable", provision::KVM_DEVICE))
+        }
+        Ok(()) => (
+            Env::Tcg,
+            "the kvm environment is not implemented yet".into(),
+        ),
         Err(why) => (Env::Tcg, format!("KVM is not usable: {why}")),
     }
 }
@@ -220,7 +246,14 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         plan.cmdline,
         plan.timeout.as_secs()
     );
-    eprintln!("xtask: {}", plan.command_line());
+    if env.is_nested() {
+        eprintln!(
+            "xtask: inner QEMU (in the outer machine): {}",
+            plan.command_line()
+        );
+    } else {
+        eprintln!("xtask: {}", plan.command_line());
+    }
     let booted = boot::run_plan(plan, true)?;
     for note in &booted.outcome.console.notes {
         println!("xtask: kernel {:?}: {}", note.kind, note.text);
@@ -589,7 +622,12 @@ mod tests {
     #[test]
     fn default_is_never_kvm_hidden() {
         let (env, why) = default_env();
-        assert!(matches!(env, Env::Tcg | Env::Kvm), "{env}");
+        assert!(matches!(env, Env::Tcg | Env::Kvm | Env::KvmNested), "{env}");
         assert!(!why.is_empty());
+        // Where the host's KVM cannot complete a hypercall, the default
+        // must not be the host's KVM.
+        if provision::kvm_completes_hypercalls().is_err() {
+            assert_ne!(env, Env::Kvm, "{why}");
+        }
     }
 }
