@@ -136,10 +136,12 @@ pub const KVM_FEATURES_OFF: &[KvmFeatureOff] = &[
         qemu_flag: "kvmclock",
         absent: &["kvmclock"],
     },
-    // Steal time also carries the preempted flag PV TLB flush needs.
+    // Steal time also carries the preempted flag PV TLB flush and PV
+    // sched-yield need (the backend's plan, as Linux's guest, turns both
+    // off without it; sched-yield shows only where hypercalls complete).
     KvmFeatureOff {
         qemu_flag: "kvm-steal-time",
-        absent: &["steal-time", "pv-tlb-flush"],
+        absent: &["steal-time", "pv-tlb-flush", "pv-sched-yield"],
     },
     KvmFeatureOff {
         qemu_flag: "kvm-pv-eoi",
