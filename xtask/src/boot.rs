@@ -309,7 +309,11 @@ pub fn run_plan_observed(plan: Plan, echo: bool, observer: &mut dyn FnMut(&str))
                 observer(l.text)
             }
         };
-        let nested = crate::nested::run(std::slice::from_ref(&plan), echo, false, &mut inner)?;
+        let options = crate::nested::Options {
+            echo,
+            ..crate::nested::Options::default()
+        };
+        let nested = crate::nested::run(std::slice::from_ref(&plan), &options, &mut inner)?;
         if echo {
             eprintln!("xtask: kvm-nested: {}", nested.timings.summary());
         }

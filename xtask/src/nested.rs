@@ -39,6 +39,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -721,14 +722,41 @@ pub fn boot_matrix(kernel: &Path, options: &BootOptions) -> Result<NestedRun> {
             .chain(Env::KvmNested.bench_variants())
             .collect();
     let plans = plans(kernel, options, &variants)?;
-    run(&plans, options.echo, false, &mut |_| {})
+    let outer = Options {
+        echo: options.echo,
+        ..Options::default()
+    };
+    run(&plans, &outer, &mut |_| {})
+}
+
+/// How [`run`] runs the outer machine.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Echo the outer console live to stdout.
+    pub echo: bool,
+    /// Put each inner QEMU's QMP on the outer second serial port.
+    pub qmp: bool,
+    /// The outer `-cpu` (default `max`: it must offer SVM; the tests use
+    /// `qemu64,-svm` to check that its absence fails loudly).
+    pub outer_cpu: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            echo: false,
+            qmp: false,
+            outer_cpu: OUTER_CPU.to_owned(),
+        }
+    }
 }
 
 /// Boots the outer machine once and runs every plan's inner QEMU in turn
 /// (each plan made for [`Env::KvmNested`]: its kernel, command line,
-/// arguments, bound and expectation are the inner run's). With `qmp`,
-/// each inner QEMU's QMP is on the outer second serial port, reached at
-/// [`qmp_socket`]. `observer` sees every console line as it arrives.
+/// arguments, bound and expectation are the inner run's). With
+/// `options.qmp`, each inner QEMU's QMP is on the outer second serial
+/// port (a unix socket of the outer QEMU). `observer` sees every console line as
+/// it arrives.
 ///
 /// Errors (never a silent pass): provisioning missing, the outer machine
 /// killed at its bound, `/init` reporting a failure (a module that does
@@ -736,10 +764,14 @@ pub fn boot_matrix(kernel: &Path, options: &BootOptions) -> Result<NestedRun> {
 /// run that never ended; each with the console's tail.
 pub fn run(
     plans: &[Plan],
-    echo: bool,
-    qmp: bool,
+    options: &Options,
     observer: &mut dyn FnMut(Line<'_>),
 ) -> Result<NestedRun> {
+    let Options {
+        echo,
+        qmp,
+        ref outer_cpu,
+    } = *options;
     if plans.is_empty() {
         bail!("kvm-nested: nothing to run");
     }
@@ -751,7 +783,7 @@ pub fn run(
     let qemu = provision::qemu().context("qemu-system-x86_64 is not on PATH")?;
 
     // The per-run archive: /guest and the configurations, after the base.
-    let run_dir = dir().join(format!("run-{}", std::process::id()));
+    let run_dir = run_dir();
     let _ = fs::remove_dir_all(&run_dir);
     fs::create_dir_all(&run_dir)?;
     let _cleanup = RemoveOnDrop(run_dir.clone());
@@ -773,9 +805,9 @@ pub fn run(
         }
         w.finish()?.flush()?;
     }
-    let socket = qmp_socket();
+    let socket = qmp_socket(&run_dir);
     let _ = fs::remove_file(&socket);
-    let args = outer_args(&assets, &initrd, &socket);
+    let args = outer_args(&assets, &initrd, &socket, outer_cpu);
     let bound = OUTER_BOOT_BOUND + plans.iter().map(|p| p.timeout).sum::<Duration>();
     if echo {
         eprintln!(
@@ -1016,10 +1048,10 @@ fn inner_args(plan: &Plan, qmp: bool) -> Result<Vec<String>> {
 }
 
 /// The outer QEMU's arguments.
-fn outer_args(assets: &Assets, initrd: &Path, socket: &Path) -> Vec<OsString> {
+fn outer_args(assets: &Assets, initrd: &Path, socket: &Path, cpu: &str) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-    push(&["-accel", "tcg", "-cpu", OUTER_CPU, "-smp", OUTER_SMP]);
+    push(&["-accel", "tcg", "-cpu", cpu, "-smp", OUTER_SMP]);
     push(&["-m", OUTER_MEMORY, "-nodefaults", "-display", "none"]);
     push(&["-no-reboot", "-serial", "stdio"]);
     a.push("-serial".into());
@@ -1033,16 +1065,23 @@ fn outer_args(assets: &Assets, initrd: &Path, socket: &Path) -> Vec<OsString> {
     a
 }
 
+/// A folder of its own for each outer run (concurrent runs, from one
+/// process or several, must not share files or the socket).
+fn run_dir() -> PathBuf {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    dir().join(format!("run-{}-{n}", std::process::id()))
+}
+
 /// The unix socket of the outer machine's second serial port (the inner
 /// QMP), short enough for `AF_UNIX` wherever the workspace is.
-pub fn qmp_socket() -> PathBuf {
-    let preferred = dir()
-        .join(format!("run-{}", std::process::id()))
-        .join("qmp.sock");
+fn qmp_socket(run_dir: &Path) -> PathBuf {
+    let preferred = run_dir.join("qmp.sock");
     if preferred.as_os_str().len() < 100 {
         preferred
     } else {
-        std::env::temp_dir().join(format!("pvops-nested-{}.sock", std::process::id()))
+        let name = run_dir.file_name().unwrap_or_default().to_string_lossy();
+        std::env::temp_dir().join(format!("pvops-nested-{name}.sock"))
     }
 }
 
