@@ -91,3 +91,54 @@ fn inner_runs_that_do_not_start_or_hang_fail() {
     assert!(report.contains("booting"), "the guest's console: {report}");
     eprintln!("{}", run.timings.summary());
 }
+
+/// Bench mode on kvm-nested: the inner KVM's counters come back over the
+/// outer machine's second serial port around every loop, and hypercalls
+/// complete (no other environment here can show one): a PV IPI (to one
+/// vCPU or to all others) and a lock kick are one hypercall each, a remote
+/// TLB flush at most one, and the interrupt-flag and CR ops none and
+/// (almost) no exit.
+#[test]
+fn bench_mode_counts_exits_and_hypercalls() {
+    if !available() {
+        return;
+    }
+    let kernel = pvops_tests::kernel_image().expect("kernel image");
+    let variants = [xtask::bench::Variant::default_variant()];
+    let runs =
+        xtask::bench::run_nested(kernel, 2, &variants, false).unwrap_or_else(|e| panic!("{e:#}"));
+    let (run, boot) = &runs[0];
+    assert!(boot.passed(), "{}", boot.report());
+    for line in xtask::report::bench_lines(run) {
+        eprintln!("{line}");
+    }
+    let per_op = |op: &str, path: &str, key: &str| -> f64 {
+        let row = run
+            .rows
+            .iter()
+            .find(|r| r.op == op && r.path == path)
+            .unwrap_or_else(|| panic!("no bench line for {op} {path}: {:?}", run.rows));
+        *row.per_op
+            .get(key)
+            .unwrap_or_else(|| panic!("{op} {path}: no {key} count: {:?}", row.per_op))
+    };
+    for op in ["send_ipi_one", "send_ipi_all", "lock_kick"] {
+        let calls = per_op(op, "pvops", "hypercalls");
+        assert!(
+            (0.9..=1.1).contains(&calls),
+            "{op}: {calls} hypercalls per op, expected one"
+        );
+        assert!(per_op(op, "pvops", "exits") >= 0.9, "{op}: no exit counted");
+    }
+    let flush = per_op("flush_tlb_others", "pvops", "hypercalls");
+    assert!(flush <= 1.1, "remote TLB flush: {flush} hypercalls per op");
+    for (op, path) in [
+        ("irq_disable_enable", "patched"),
+        ("irq_save_restore", "patched"),
+        ("read_cr2", "patched"),
+    ] {
+        assert!(per_op(op, path, "hypercalls").abs() < 0.05, "{op} {path}");
+        let exits = per_op(op, path, "exits");
+        assert!(exits < 0.2, "{op} {path}: {exits} exits per op");
+    }
+}

@@ -189,6 +189,27 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
                 bail!("environment {env} is not implemented yet");
             }
             provision::ensure(env)?;
+            if env.is_nested() {
+                // Every configuration in one outer boot.
+                let variants: Vec<Variant> = std::iter::once(Variant::default_variant())
+                    .chain(env.bench_variants())
+                    .collect();
+                eprintln!(
+                    "xtask: bench {env} ({}), one outer boot",
+                    variants
+                        .iter()
+                        .map(|v| v.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                for (run, _) in xtask::bench::run_nested(&kernel, args.smp, &variants, false)? {
+                    for line in xtask::report::bench_lines(&run) {
+                        println!("{line}");
+                    }
+                    guests.push(run);
+                }
+                continue;
+            }
             for variant in std::iter::once(Variant::default_variant()).chain(env.bench_variants()) {
                 eprintln!("xtask: bench {env} ({})", variant.name);
                 let (run, _) = run_guest(env, &kernel, args.smp, &variant)?;

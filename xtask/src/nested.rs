@@ -694,6 +694,9 @@ pub struct Line<'a> {
     pub begins: bool,
     /// The text.
     pub text: &'a str,
+    /// The unix socket of the outer second serial port (the inner QMP
+    /// with [`Options::qmp`]).
+    pub socket: &'a Path,
 }
 
 /// Plans for one inner run each (test or bench), as [`Plan::new`] makes
@@ -844,6 +847,7 @@ pub fn run(
                     run: Some(i),
                     begins: false,
                     text: before,
+                    socket: &socket,
                 });
             }
         } else {
@@ -851,6 +855,7 @@ pub fn run(
                 run: None,
                 begins: false,
                 text: line,
+                socket: &socket,
             });
         }
         let Some(marker) = marker else { return };
@@ -875,6 +880,7 @@ pub fn run(
                     run: current,
                     begins: true,
                     text: line,
+                    socket: &socket,
                 });
             }
             "end" => {
