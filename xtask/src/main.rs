@@ -26,8 +26,9 @@ enum Cmd {
     /// Boot the example kernel in one environment, stream its console, and
     /// exit 0 only if the run passed.
     Run(RunArgs),
-    /// Provision QEMU (and Xen if needed), build the kernel, and run every
-    /// host test and boot test (`cargo test --workspace`).
+    /// Provision QEMU (and Xen, and kvm-nested's outer machine in
+    /// target/kvm-nested), build the kernel, and run every host test and
+    /// boot test (`cargo test --workspace`).
     Test,
     /// Benchmarks: boot the kernel in bench mode per environment (VM exits
     /// per op from QEMU under KVM) and/or run the host-process benchmark;
@@ -38,6 +39,9 @@ enum Cmd {
 #[derive(Debug, Args)]
 struct BenchArgs {
     /// Environments to boot in bench mode [default: every implemented one].
+    /// kvm-nested runs its default configuration, each KVM feature off and
+    /// kvm=off as inner runs of one outer boot (about 50 s each), with the
+    /// inner KVM's counters read over its serial QMP.
     #[arg(long = "env", value_name = "ENV")]
     envs: Vec<Env>,
     /// Also run the hardware-speed host benchmark (`cargo bench -p pvops-bench`).

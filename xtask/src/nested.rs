@@ -860,6 +860,13 @@ pub fn run(
         }
         let Some(marker) = marker else { return };
         let word = marker.split_whitespace().next().unwrap_or_default();
+        if !echo && matches!(word, "ready" | "begin" | "end" | "FAIL:") {
+            // Progress, for runs that do not echo the console.
+            eprintln!(
+                "xtask: {MARKER}{marker} (+{:.1} s)",
+                (now - start).as_secs_f64()
+            );
+        }
         let value = |key: &str| {
             marker
                 .split_whitespace()

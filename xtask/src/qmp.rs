@@ -274,6 +274,65 @@ pub fn sum_vcpu_stats(reply: &Value) -> Result<Stats> {
 mod tests {
     use super::*;
 
+    /// The serial line's habits, played by a socket server: its own
+    /// command echoed first (the tty not yet raw), noise, an answer to
+    /// someone else, then the answers; a second session negotiates again.
+    #[test]
+    fn serial_qmp_takes_only_its_own_answers() {
+        use std::os::unix::net::UnixListener;
+        let path =
+            std::env::temp_dir().join(format!("xtask-serial-qmp-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut out = stream.try_clone().unwrap();
+            let mut lines = BufReader::new(stream);
+            let mut seen = Vec::new();
+            let mut line = String::new();
+            while lines.read_line(&mut line).unwrap() > 0 {
+                let text = line.trim().to_owned();
+                line.clear();
+                let Ok(cmd) = serde_json::from_str::<Value>(&text) else {
+                    continue; // the ESC reset, blank lines
+                };
+                let name = cmd["execute"].as_str().unwrap().to_owned();
+                let id = cmd["id"].clone();
+                seen.push(name.clone());
+                // The echo, noise, a stranger's answer, then ours.
+                writeln!(out, "{text}\r").unwrap();
+                writeln!(out, "\0garbage{{").unwrap();
+                writeln!(out, "{}", json!({"return": {}, "id": "other"})).unwrap();
+                let answer = if name == "query-stats" {
+                    json!({"return": [{"provider": "kvm", "qom-path": "/c0",
+                        "stats": [{"name": "exits", "value": 7}]}], "id": id})
+                } else {
+                    json!({"return": {}, "id": id})
+                };
+                writeln!(out, "{answer}\r").unwrap();
+                if seen.len() == 4 {
+                    return seen;
+                }
+            }
+            seen
+        });
+        let mut q = SerialQmp::connect(&path, Duration::from_secs(5)).unwrap();
+        assert_eq!(q.vcpu_stats().unwrap().get("exits"), Some(&7));
+        q.new_session();
+        assert_eq!(q.vcpu_stats().unwrap().get("exits"), Some(&7));
+        let seen = server.join().unwrap();
+        assert_eq!(
+            seen,
+            [
+                "qmp_capabilities",
+                "query-stats",
+                "qmp_capabilities",
+                "query-stats"
+            ]
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
     #[test]
     fn sums_over_vcpus_and_ignores_odd_entries() {
         let reply = json!([
