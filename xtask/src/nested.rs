@@ -79,6 +79,17 @@ const OUTER_APPEND: &str = "console=ttyS0 quiet panic=1";
 /// power-off (measured 4-12 s; generous for a loaded machine).
 const OUTER_BOOT_BOUND: Duration = Duration::from_secs(150);
 
+/// What the outer Linux prints when one of its CPUs is stuck: seen once
+/// under heavy host load, a CPU of the outer machine never leaving the
+/// inner guest, the outer /init's watchdog unable to kill it. Nothing
+/// finishes after that, so the run ends there.
+const OUTER_STUCK: &[&str] = &[
+    "watchdog: BUG: soft lockup",
+    "rcu: INFO: rcu_preempt detected stalls",
+    "rcu: INFO: rcu_sched detected stalls",
+    "self-detected stall on CPU",
+];
+
 /// Prefix of the outer `/init`'s marker lines.
 pub const MARKER: &str = "kvm-nested: ";
 
@@ -903,16 +914,35 @@ pub fn run(
             _ => {}
         }
     };
-    let result = qemu::run_observed(&qemu, &args, bound, echo, &mut watch);
+    let log_path = log_path(&run_dir);
+    let mut log = File::create(&log_path).ok().map(BufWriter::new);
+    let mut watch_and_log = |line: &str| {
+        if let Some(f) = log.as_mut() {
+            let _ = writeln!(f, "{line}");
+            let _ = f.flush();
+        }
+        watch(line)
+    };
+    let result = qemu::run_watched(&qemu, &args, bound, echo, &mut watch_and_log, OUTER_STUCK);
+    drop(log);
     timings.total = start.elapsed();
     let _ = fs::remove_file(&socket);
     let outer = match result {
         Ok(r) => r,
         Err(e) => {
+            let why = match e.downcast_ref::<qemu::Killed>().map(|k| &k.reason) {
+                Some(qemu::KillReason::GuestStopped(line)) => {
+                    format!("the outer Linux reports a stuck CPU ({line:?}), so nothing can finish")
+                }
+                _ => format!(
+                    "the outer machine did not end by itself within {} s",
+                    bound.as_secs()
+                ),
+            };
             return Err(e.context(format!(
-                "kvm-nested: the outer machine did not end by itself within {} s",
-                bound.as_secs()
-            )))
+                "kvm-nested: {why} (whole console: {})",
+                log_path.display()
+            )));
         }
     };
     let tail = || {
@@ -925,6 +955,7 @@ pub fn run(
             s.push_str("\n  ! ");
             s.push_str(l);
         }
+        s.push_str(&format!("\n(whole console: {})", log_path.display()));
         s
     };
     if let Some(why) = failure {
@@ -1076,6 +1107,15 @@ fn outer_args(assets: &Assets, initrd: &Path, socket: &Path, cpu: &str) -> Vec<O
     a.push("-append".into());
     a.push(OUTER_APPEND.into());
     a
+}
+
+/// Where the outer console of the run in `run_dir` is kept (the last
+/// runs' consoles, for a look after a failure): `target/kvm-nested/log/`.
+fn log_path(run_dir: &Path) -> PathBuf {
+    let logs = dir().join("log");
+    let _ = fs::create_dir_all(&logs);
+    let name = run_dir.file_name().unwrap_or_default().to_string_lossy();
+    logs.join(format!("{name}.console"))
 }
 
 /// A folder of its own for each outer run (concurrent runs, from one
