@@ -299,7 +299,30 @@ pub fn run_plan(plan: Plan, echo: bool) -> Result<Boot> {
 }
 
 /// [`run_plan`], showing `observer` every console line as it arrives.
+/// A kvm-nested plan is the inner run: it gets an outer machine of its
+/// own ([`crate::nested::run`]; to run several in one outer boot, call
+/// that), and `observer` sees the inner run's lines.
 pub fn run_plan_observed(plan: Plan, echo: bool, observer: &mut dyn FnMut(&str)) -> Result<Boot> {
+    if plan.env.is_nested() {
+        let mut inner = |l: crate::nested::Line<'_>| {
+            if l.run.is_some() && !l.begins {
+                observer(l.text)
+            }
+        };
+        let options = crate::nested::Options {
+            echo,
+            ..crate::nested::Options::default()
+        };
+        let nested = crate::nested::run(std::slice::from_ref(&plan), &options, &mut inner)?;
+        if echo {
+            eprintln!("xtask: kvm-nested: {}", nested.timings.summary());
+        }
+        return nested
+            .boots
+            .into_iter()
+            .next()
+            .context("kvm-nested returned no inner run");
+    }
     let run = qemu::run_observed(&plan.qemu, &plan.args, plan.timeout, echo, observer)
         .with_context(|| format!("booting {} in {}", plan.image.path.display(), plan.env))?;
     let outcome = Outcome {

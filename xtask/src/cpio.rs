@@ -70,6 +70,14 @@ impl<W: Write> Writer<W> {
         self.tree_under(dir, "")
     }
 
+    /// Every file, directory and symlink under `dir`, named as under
+    /// `name` (no leading `/`; `name` itself and its parents are not
+    /// written, see [`Writer::dir`]).
+    pub fn tree_at(&mut self, dir: &Path, name: &str) -> Result<()> {
+        let prefix = name.trim_end_matches('/');
+        self.tree_under(dir, &format!("{prefix}/"))
+    }
+
     fn tree_under(&mut self, dir: &Path, prefix: &str) -> Result<()> {
         let mut entries = fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?

@@ -27,6 +27,11 @@ pub enum Env {
     XenPvh,
     /// Xen 4.17 inside QEMU (TCG), the kernel as classic PV dom0.
     XenPv,
+    /// Linux's real KVM (kvm-amd) inside QEMU TCG (`-cpu max`, which
+    /// emulates AMD SVM), running an inner QEMU with `-accel kvm -cpu host`;
+    /// the kvm backend with every feature, hypercalls included. See
+    /// [`crate::nested`].
+    KvmNested,
 }
 
 /// Whether the kernel side of an environment exists yet.
@@ -69,6 +74,24 @@ const MEMORY_DIRECT: &str = "256M";
 const MEMORY_XEN: &str = "512M";
 /// KVM paravirt features the kvm backend is expected to use.
 const KVM_PV_CPU: &str = "qemu64,+kvm-pv-ipi,+kvm-pv-tlb-flush,+kvm-pv-unhalt,+kvm-pv-sched-yield,+kvmclock-stable-bit,+kvm-poll-control";
+/// The inner QEMU's CPU model in kvm-nested: the nested KVM passes the
+/// (emulated) host CPU through and offers every KVM paravirt feature.
+pub const KVM_NESTED_CPU: &str = "host";
+
+/// What the kvm backend must report on a KVM that completes hypercalls
+/// (kvm-nested): every feature, the hypercall-based ones included. Their
+/// presence also proves the backend found no emulated instructions.
+pub const KVM_NESTED_REQUIRED_FEATURES: &[&str] = &[
+    "kvmclock",
+    "steal-time",
+    "pv-eoi",
+    "pv-ipi",
+    "pv-tlb-flush",
+    "pv-unhalt",
+    "pv-sched-yield",
+    "poll-control",
+    "nop-io-delay",
+];
 
 /// KVM features the kvm backend must turn on with the kvm CPU model on any
 /// KVM host. (pv-ipi, pv-unhalt and pv-sched-yield need hypercalls, which
@@ -113,10 +136,12 @@ pub const KVM_FEATURES_OFF: &[KvmFeatureOff] = &[
         qemu_flag: "kvmclock",
         absent: &["kvmclock"],
     },
-    // Steal time also carries the preempted flag PV TLB flush needs.
+    // Steal time also carries the preempted flag PV TLB flush and PV
+    // sched-yield need (the backend's plan, as Linux's guest, turns both
+    // off without it; sched-yield shows only where hypercalls complete).
     KvmFeatureOff {
         qemu_flag: "kvm-steal-time",
-        absent: &["steal-time", "pv-tlb-flush"],
+        absent: &["steal-time", "pv-tlb-flush", "pv-sched-yield"],
     },
     KvmFeatureOff {
         qemu_flag: "kvm-pv-eoi",
@@ -156,13 +181,25 @@ pub const KVM_FEATURES_OFF: &[KvmFeatureOff] = &[
 impl KvmFeatureOff {
     /// The `-cpu` value: the kvm environment's, less this flag.
     pub fn cpu(&self) -> String {
-        format!("{KVM_PV_CPU},-{}", self.qemu_flag)
+        self.cpu_from(KVM_PV_CPU)
+    }
+
+    /// The `-cpu` value: `base`, less this flag.
+    pub fn cpu_from(&self, base: &str) -> String {
+        format!("{base},-{}", self.qemu_flag)
     }
 }
 
 impl Env {
     /// Every environment, in the order reports list them.
-    pub const ALL: [Env; 5] = [Env::Tcg, Env::Kvm, Env::KvmHidden, Env::XenPvh, Env::XenPv];
+    pub const ALL: [Env; 6] = [
+        Env::Tcg,
+        Env::Kvm,
+        Env::KvmHidden,
+        Env::XenPvh,
+        Env::XenPv,
+        Env::KvmNested,
+    ];
 
     /// The name `--env` takes.
     pub const fn name(self) -> &'static str {
@@ -172,6 +209,7 @@ impl Env {
             Env::KvmHidden => "kvm-hidden",
             Env::XenPvh => "xen-pvh",
             Env::XenPv => "xen-pv",
+            Env::KvmNested => "kvm-nested",
         }
     }
 
@@ -183,6 +221,9 @@ impl Env {
             Env::KvmHidden => "QEMU with KVM acceleration, KVM signature hidden (kvm=off)",
             Env::XenPvh => "Xen 4.17 inside QEMU, kernel as PVH dom0",
             Env::XenPv => "Xen 4.17 inside QEMU, kernel as classic PV dom0",
+            Env::KvmNested => {
+                "Linux's real KVM (kvm-amd) inside QEMU TCG, inner QEMU -accel kvm -cpu host"
+            }
         }
     }
 
@@ -194,6 +235,7 @@ impl Env {
             Env::Kvm => Status::Implemented,
             Env::XenPvh => Status::Implemented,
             Env::XenPv => Status::Implemented,
+            Env::KvmNested => Status::Implemented,
         }
     }
 
@@ -206,7 +248,7 @@ impl Env {
     pub const fn expected_platform(self) -> &'static str {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
-            Env::Kvm => "kvm",
+            Env::Kvm | Env::KvmNested => "kvm",
             Env::XenPvh => "xen-pvh",
             Env::XenPv => "xen-pv",
         }
@@ -216,7 +258,7 @@ impl Env {
     pub const fn expected_backend(self) -> &'static str {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
-            Env::Kvm => "kvm",
+            Env::Kvm | Env::KvmNested => "kvm",
             Env::XenPvh | Env::XenPv => "xen",
         }
     }
@@ -224,7 +266,8 @@ impl Env {
     /// How a run in this environment ends when the kernel finishes.
     pub const fn ending(self) -> Ending {
         match self {
-            Env::Tcg | Env::Kvm | Env::KvmHidden => Ending::DebugExit,
+            // kvm-nested: the inner QEMU's status, which the outer /init reports.
+            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested => Ending::DebugExit,
             // Under Xen the kernel is dom0 and cannot reach QEMU's
             // isa-debug-exit; it asks Xen to reboot, and -no-reboot turns
             // that reset into QEMU's exit.
@@ -247,6 +290,10 @@ impl Env {
                     .iter()
                     .map(|f| f.to_string())
                     .collect(),
+                Env::KvmNested => KVM_NESTED_REQUIRED_FEATURES
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect(),
                 _ => Vec::new(),
             },
             features_absent: Vec::new(),
@@ -256,12 +303,16 @@ impl Env {
 
     /// Wall-clock bound of one test-mode run. Generous: KVM on these
     /// machines emulates most guest instructions (~2 M/s), Xen runs under
-    /// TCG, and the two cores may be shared with another boot.
+    /// TCG, and the two cores may be shared with another boot. For
+    /// kvm-nested, the bound of one inner run (its outer /init kills an
+    /// inner QEMU that passes it); the outer machine's bound adds them up
+    /// (see [`crate::nested`]).
     pub const fn timeout(self) -> Duration {
         match self {
             Env::Tcg => Duration::from_secs(120),
             Env::Kvm | Env::KvmHidden => Duration::from_secs(180),
             Env::XenPvh | Env::XenPv => Duration::from_secs(300),
+            Env::KvmNested => Duration::from_secs(90),
         }
     }
 
@@ -276,7 +327,25 @@ impl Env {
                     name: format!("-{}", f.qemu_flag),
                     cpu: Some(f.cpu()),
                     absent: f.absent.iter().map(|a| a.to_string()).collect(),
+                    native: false,
                 })
+                .collect(),
+            // The same matrix on the nested KVM, plus the KVM signature
+            // hidden (what kvm-hidden is on the host's KVM).
+            Env::KvmNested => KVM_FEATURES_OFF
+                .iter()
+                .map(|f| crate::bench::Variant {
+                    name: format!("-{}", f.qemu_flag),
+                    cpu: Some(f.cpu_from(KVM_NESTED_CPU)),
+                    absent: f.absent.iter().map(|a| a.to_string()).collect(),
+                    native: false,
+                })
+                .chain(std::iter::once(crate::bench::Variant {
+                    name: "kvm=off".into(),
+                    cpu: Some(format!("{KVM_NESTED_CPU},kvm=off")),
+                    absent: Vec::new(),
+                    native: true,
+                }))
                 .collect(),
             _ => Vec::new(),
         }
@@ -288,13 +357,21 @@ impl Env {
         2
     }
 
-    /// The accelerator QEMU runs this environment with.
+    /// The accelerator of the QEMU the harness starts on this machine.
     pub const fn accel(self) -> Accel {
         match self {
             Env::Kvm | Env::KvmHidden => Accel::Kvm,
             // Xen inside QEMU crashed during its own boot under KVM here.
-            Env::Tcg | Env::XenPvh | Env::XenPv => Accel::Tcg,
+            // kvm-nested's outer machine is TCG (its KVM is the outer
+            // Linux's, which the host's /dev/kvm plays no part in).
+            Env::Tcg | Env::XenPvh | Env::XenPv | Env::KvmNested => Accel::Tcg,
         }
+    }
+
+    /// Whether the kernel runs in an inner QEMU inside an outer machine
+    /// (kvm-nested), booted through [`crate::nested`].
+    pub const fn is_nested(self) -> bool {
+        matches!(self, Env::KvmNested)
     }
 
     /// Whether QEMU boots Xen, with the kernel as dom0.
@@ -307,11 +384,13 @@ impl Env {
         match self {
             Env::XenPvh => Some("console=com1 loglvl=all dom0=pvh dom0-iommu=none"),
             Env::XenPv => Some("console=com1 loglvl=all dom0_mem=64M,max:64M"),
-            Env::Tcg | Env::Kvm | Env::KvmHidden => None,
+            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested => None,
         }
     }
 
-    /// QEMU's arguments (not the program name) for one launch.
+    /// QEMU's arguments (not the program name) for one launch. For
+    /// kvm-nested, the inner QEMU's (the same as the kvm environment's but
+    /// `-cpu host`); [`crate::nested`] adds the outer machine around them.
     pub fn qemu_args(self, launch: &Launch<'_>) -> Result<Vec<OsString>> {
         if launch.smp == 0 {
             bail!("--smp must be at least 1");
@@ -340,6 +419,7 @@ impl Env {
             Env::Tcg | Env::XenPvh | Env::XenPv => push(&["-accel", "tcg", "-cpu", "max"]),
             Env::KvmHidden => push(&["-accel", "kvm", "-cpu", "qemu64,kvm=off"]),
             Env::Kvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
+            Env::KvmNested => push(&["-accel", "kvm", "-cpu", KVM_NESTED_CPU]),
         }
         match self.xen_cmdline() {
             None => {
@@ -465,7 +545,17 @@ mod tests {
             assert_eq!(env.to_string().parse::<Env>().unwrap(), env);
         }
         let names: Vec<String> = Env::ALL.iter().map(ToString::to_string).collect();
-        assert_eq!(names, ["tcg", "kvm", "kvm-hidden", "xen-pvh", "xen-pv"]);
+        assert_eq!(
+            names,
+            [
+                "tcg",
+                "kvm",
+                "kvm-hidden",
+                "xen-pvh",
+                "xen-pv",
+                "kvm-nested"
+            ]
+        );
     }
 
     #[test]
@@ -473,7 +563,7 @@ mod tests {
         let err = "kvm_hidden".parse::<Env>().unwrap_err().to_string();
         assert!(err.contains("kvm_hidden"), "{err}");
         assert!(
-            err.contains("tcg, kvm, kvm-hidden, xen-pvh, xen-pv"),
+            err.contains("tcg, kvm, kvm-hidden, xen-pvh, xen-pv, kvm-nested"),
             "{err}"
         );
     }
@@ -485,6 +575,7 @@ mod tests {
         assert!(Env::Kvm.is_implemented());
         assert!(Env::XenPvh.is_implemented());
         assert!(Env::XenPv.is_implemented());
+        assert!(Env::KvmNested.is_implemented());
     }
 
     #[test]
@@ -500,7 +591,8 @@ mod tests {
                 ("kvm", "kvm"),
                 ("native", "native"),
                 ("xen-pvh", "xen"),
-                ("xen-pv", "xen")
+                ("xen-pv", "xen"),
+                ("kvm", "kvm")
             ]
         );
         assert_eq!(Env::Tcg.expectation().min_ok, MIN_OK_TESTS);
@@ -542,6 +634,31 @@ mod tests {
         let args = args_of(Env::Kvm, None);
         assert!(has_pair(&args, "-accel", "kvm"));
         assert!(has_pair(&args, "-cpu", KVM_PV_CPU));
+
+        // kvm-nested: the inner QEMU's arguments, the kvm environment's
+        // but for the CPU model.
+        let inner = args_of(Env::KvmNested, None);
+        assert!(has_pair(&inner, "-cpu", "host"));
+        let without_cpu = |a: Vec<String>| {
+            let i = a.iter().position(|x| x == "-cpu").unwrap();
+            [&a[..i], &a[i + 2..]].concat()
+        };
+        assert_eq!(without_cpu(inner), without_cpu(args));
+    }
+
+    #[test]
+    fn nested_matrix() {
+        let variants = Env::KvmNested.bench_variants();
+        assert_eq!(variants.len(), KVM_FEATURES_OFF.len() + 1);
+        assert!(variants
+            .iter()
+            .all(|v| v.cpu.as_deref().unwrap().starts_with("host,")));
+        let hidden = variants.last().unwrap();
+        assert_eq!(hidden.cpu.as_deref(), Some("host,kvm=off"));
+        assert!(hidden.native);
+        let ipi = variants.iter().find(|v| v.name == "-kvm-pv-ipi").unwrap();
+        assert_eq!(ipi.cpu.as_deref(), Some("host,-kvm-pv-ipi"));
+        assert!(!ipi.native);
     }
 
     #[test]
