@@ -50,8 +50,19 @@ const TIMER_LATE_NS: u64 = 250_000_000;
 /// which allows for the APIC timer's calibration error.
 const TIMER_EARLY_PERCENT: u64 = 90;
 
-/// Runs every test; returns (passed, failed).
-pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
+/// Returns from a test as skipped (`test <name> ... skipped: <reason>`):
+/// the environment lacks what the test needs. The harness holds every
+/// environment to an exact set of skipped tests.
+macro_rules! skip {
+    ($($arg:tt)*) => {{
+        let mut m = Message::skip();
+        let _ = core::fmt::Write::write_fmt(&mut m, format_args!($($arg)*));
+        return Err(m);
+    }};
+}
+
+/// Runs every test; returns (passed, failed, skipped).
+pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32, u32) {
     let tests: &[Test] = &[
         ("cpuid_identity", cpuid_identity),
         ("irq_save_restore", irq_save_restore),
@@ -96,7 +107,7 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
         ("smp_stress_ipi", stress_ipi),
         ("smp_stress_tlb", stress_tlb),
     ];
-    let (mut passed, mut failed) = (0, 0);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let smp = if smp::online() > 1 {
         smp_tests
     } else {
@@ -119,6 +130,10 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
                 passed += 1;
                 crate::kprintln!("test {name} ... ok");
             }
+            Err(why) if why.is_skip() => {
+                skipped += 1;
+                crate::kprintln!("test {name} ... skipped: {}", why.as_str());
+            }
             Err(why) => {
                 failed += 1;
                 crate::kprintln!("test {name} ... FAILED: {}", why.as_str());
@@ -127,7 +142,7 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
         // A test must not leave interrupts off for the next.
         irq::enable();
     }
-    (passed, failed)
+    (passed, failed, skipped)
 }
 
 fn cpuid_identity(_: &mut Context<'_>) -> TestResult {
@@ -299,8 +314,12 @@ fn kernel_stack_reaches_the_platform(_: &mut Context<'_>) -> TestResult {
 }
 
 fn io_port_roundtrip(_: &mut Context<'_>) -> TestResult {
-    // The CMOS index/data pair: select the RTC's "seconds alarm" register
-    // and read it back twice; reading must be stable and not hang.
+    // The CMOS index/data pair: select CMOS register 0x0f, write a value
+    // and read it back, then restore it. A domain with no device behind
+    // the ports (a Xen domU without a device model) reads all ones and
+    // drops writes: that is what the ops must deliver there (no fault, no
+    // hang), and the test says it skipped the round trip; the harness
+    // knows which environments have no CMOS.
     // SAFETY: CMOS register 0x0f (shutdown status) is scratch after boot.
     unsafe {
         cpu::outb(0x70, 0x0f);
@@ -312,6 +331,9 @@ fn io_port_roundtrip(_: &mut Context<'_>) -> TestResult {
         let b = cpu::inb(0x71);
         cpu::outb(0x70, 0x0f);
         cpu::outb(0x71, a);
+        if a == 0xff && b == 0xff {
+            skip!("no CMOS behind ports 0x70/0x71 (reads all ones, writes dropped)");
+        }
         ensure!(
             b == a ^ 0x5a,
             "CMOS 0x0f read {b:#x}, wrote {:#x}",

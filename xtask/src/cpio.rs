@@ -70,6 +70,12 @@ impl<W: Write> Writer<W> {
         self.tree_under(dir, "")
     }
 
+    /// [`tree`](Self::tree), with every name under `at` (a directory the
+    /// archive already holds, no leading or trailing `/`).
+    pub fn tree_at(&mut self, dir: &Path, at: &str) -> Result<()> {
+        self.tree_under(dir, &format!("{at}/"))
+    }
+
     fn tree_under(&mut self, dir: &Path, prefix: &str) -> Result<()> {
         let mut entries = fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?
@@ -165,8 +171,11 @@ impl<W: Write> Writer<W> {
 mod tests {
     use super::*;
 
-    /// Reads a newc archive back: (name, mode, rdev, data) per entry.
-    fn parse(mut bytes: &[u8]) -> Vec<(String, u32, (u32, u32), Vec<u8>)> {
+    /// One entry read back: (name, mode, rdev, data).
+    type Entry = (String, u32, (u32, u32), Vec<u8>);
+
+    /// Reads a newc archive back, entry by entry.
+    fn parse(mut bytes: &[u8]) -> Vec<Entry> {
         let mut out = Vec::new();
         let mut offset = 0usize;
         loop {
@@ -234,5 +243,20 @@ mod tests {
         assert_eq!(names, ["a", "b", "b/c", "b/c/f", "b/l"]);
         assert_eq!(entries[3].3, b"123");
         assert_eq!(entries[4].3, b"c/f");
+    }
+
+    #[test]
+    fn a_tree_goes_under_a_prefix() {
+        let dir = std::env::temp_dir().join(format!("xtask-cpio-at-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("k")).unwrap();
+        fs::write(dir.join("k/en-us"), b"map").unwrap();
+        let mut w = Writer::new(Vec::new());
+        w.dir("usr", 0o755).unwrap();
+        w.tree_at(&dir, "usr").unwrap();
+        let entries = parse(&w.finish().unwrap());
+        fs::remove_dir_all(&dir).unwrap();
+        let names: Vec<_> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, ["usr", "usr/k", "usr/k/en-us"]);
     }
 }

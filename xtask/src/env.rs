@@ -27,6 +27,16 @@ pub enum Env {
     XenPvh,
     /// Xen 4.17 inside QEMU (TCG), the kernel as classic PV dom0.
     XenPv,
+    /// Xen 4.17 inside QEMU (TCG), Debian's Linux as PV dom0 running Xen's
+    /// toolstack; the kernel as a PVH domU made by `xl` ([`crate::domu`]).
+    XenPvhDomu,
+    /// As [`Env::XenPvhDomu`], the kernel as a classic PV domU.
+    XenPvDomu,
+    /// As [`Env::XenPvhDomu`], the kernel in an HVM container, loaded by
+    /// libxl as the firmware (`firmware_override`): it enters through its
+    /// PVH entry, with no command line. Not yet the HVM boot people use
+    /// (hvmloader, SeaBIOS, GRUB): not implemented, bootable with `--force`.
+    XenHvmDomu,
 }
 
 /// Whether the kernel side of an environment exists yet.
@@ -162,7 +172,19 @@ impl KvmFeatureOff {
 
 impl Env {
     /// Every environment, in the order reports list them.
-    pub const ALL: [Env; 5] = [Env::Tcg, Env::Kvm, Env::KvmHidden, Env::XenPvh, Env::XenPv];
+    pub const ALL: [Env; 8] = [
+        Env::Tcg,
+        Env::Kvm,
+        Env::KvmHidden,
+        Env::XenPvh,
+        Env::XenPv,
+        Env::XenPvhDomu,
+        Env::XenPvDomu,
+        Env::XenHvmDomu,
+    ];
+
+    /// The domU environments, in the order one dom0 boot runs them.
+    pub const DOMU: [Env; 3] = [Env::XenPvhDomu, Env::XenPvDomu, Env::XenHvmDomu];
 
     /// The name `--env` takes.
     pub const fn name(self) -> &'static str {
@@ -172,6 +194,9 @@ impl Env {
             Env::KvmHidden => "kvm-hidden",
             Env::XenPvh => "xen-pvh",
             Env::XenPv => "xen-pv",
+            Env::XenPvhDomu => "xen-pvh-domu",
+            Env::XenPvDomu => "xen-pv-domu",
+            Env::XenHvmDomu => "xen-hvm-domu",
         }
     }
 
@@ -183,6 +208,16 @@ impl Env {
             Env::KvmHidden => "QEMU with KVM acceleration, KVM signature hidden (kvm=off)",
             Env::XenPvh => "Xen 4.17 inside QEMU, kernel as PVH dom0",
             Env::XenPv => "Xen 4.17 inside QEMU, kernel as classic PV dom0",
+            Env::XenPvhDomu => {
+                "Xen 4.17 inside QEMU, kernel as a PVH domU made by xl in a Linux dom0"
+            }
+            Env::XenPvDomu => {
+                "Xen 4.17 inside QEMU, kernel as a classic PV domU made by xl in a Linux dom0"
+            }
+            Env::XenHvmDomu => {
+                "Xen 4.17 inside QEMU, kernel in an HVM domU as libxl's firmware_override \
+                 (its PVH entry, no command line)"
+            }
         }
     }
 
@@ -194,6 +229,11 @@ impl Env {
             Env::Kvm => Status::Implemented,
             Env::XenPvh => Status::Implemented,
             Env::XenPv => Status::Implemented,
+            Env::XenPvhDomu => Status::Implemented,
+            Env::XenPvDomu => Status::Implemented,
+            // firmware_override gives no command line (start_info_parsed
+            // fails) and is not how HVM guests boot (GRUB from a disk).
+            Env::XenHvmDomu => Status::NotImplemented { issue: 16 },
         }
     }
 
@@ -207,8 +247,9 @@ impl Env {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
             Env::Kvm => "kvm",
-            Env::XenPvh => "xen-pvh",
-            Env::XenPv => "xen-pv",
+            // The HVM container is entered through the PVH entry.
+            Env::XenPvh | Env::XenPvhDomu | Env::XenHvmDomu => "xen-pvh",
+            Env::XenPv | Env::XenPvDomu => "xen-pv",
         }
     }
 
@@ -217,7 +258,7 @@ impl Env {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
             Env::Kvm => "kvm",
-            Env::XenPvh | Env::XenPv => "xen",
+            Env::XenPvh | Env::XenPv | Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => "xen",
         }
     }
 
@@ -229,6 +270,19 @@ impl Env {
             // isa-debug-exit; it asks Xen to reboot, and -no-reboot turns
             // that reset into QEMU's exit.
             Env::XenPvh | Env::XenPv => Ending::GuestReboot,
+            // A domU asks Xen for a reboot too (the harness checks the
+            // domain's end in dom0); dom0 then reboots the machine.
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => Ending::GuestReboot,
+        }
+    }
+
+    /// Self-tests the kernel must report as `skipped`, exactly these: a
+    /// domU made by `xl` without a device model has no CMOS behind ports
+    /// 0x70/0x71 (they read all ones).
+    pub const fn expected_skips(self) -> &'static [&'static str] {
+        match self {
+            Env::XenPvhDomu | Env::XenPvDomu => &["io_port_roundtrip"],
+            _ => &[],
         }
     }
 
@@ -247,9 +301,21 @@ impl Env {
                     .iter()
                     .map(|f| f.to_string())
                     .collect(),
+                // A domU prints through its console ring, from the first line.
+                Env::XenPvDomu => XEN_PV_REQUIRED_FEATURES
+                    .iter()
+                    .chain(&["console-ring"])
+                    .map(|f| f.to_string())
+                    .collect(),
+                Env::XenPvhDomu | Env::XenHvmDomu => vec!["console-ring".to_owned()],
                 _ => Vec::new(),
             },
             features_absent: Vec::new(),
+            skipped: self
+                .expected_skips()
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
             ending: self.ending(),
         }
     }
@@ -262,6 +328,9 @@ impl Env {
             Env::Tcg => Duration::from_secs(120),
             Env::Kvm | Env::KvmHidden => Duration::from_secs(180),
             Env::XenPvh | Env::XenPv => Duration::from_secs(300),
+            // One domU's own run, once dom0 is up (the whole boot's bound
+            // is [`crate::domu::run_timeout`]).
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => Duration::from_secs(180),
         }
     }
 
@@ -293,13 +362,37 @@ impl Env {
         match self {
             Env::Kvm | Env::KvmHidden => Accel::Kvm,
             // Xen inside QEMU crashed during its own boot under KVM here.
-            Env::Tcg | Env::XenPvh | Env::XenPv => Accel::Tcg,
+            Env::Tcg
+            | Env::XenPvh
+            | Env::XenPv
+            | Env::XenPvhDomu
+            | Env::XenPvDomu
+            | Env::XenHvmDomu => Accel::Tcg,
         }
     }
 
-    /// Whether QEMU boots Xen, with the kernel as dom0.
+    /// Whether QEMU boots Xen (with the kernel as dom0, or as a domU).
     pub const fn is_xen(self) -> bool {
-        matches!(self, Env::XenPvh | Env::XenPv)
+        matches!(
+            self,
+            Env::XenPvh | Env::XenPv | Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu
+        )
+    }
+
+    /// Whether the kernel runs as a domU made by `xl` in a Linux dom0
+    /// ([`crate::domu`] boots these, several in one dom0 boot).
+    pub const fn is_domu(self) -> bool {
+        self.domu_kind().is_some()
+    }
+
+    /// The domU's kind as the dom0 `/init` takes it (`pvh`, `pv`, `hvm`).
+    pub const fn domu_kind(self) -> Option<&'static str> {
+        match self {
+            Env::XenPvhDomu => Some("pvh"),
+            Env::XenPvDomu => Some("pv"),
+            Env::XenHvmDomu => Some("hvm"),
+            _ => None,
+        }
     }
 
     /// Xen's own command line in the Xen environments.
@@ -308,6 +401,7 @@ impl Env {
             Env::XenPvh => Some("console=com1 loglvl=all dom0=pvh dom0-iommu=none"),
             Env::XenPv => Some("console=com1 loglvl=all dom0_mem=64M,max:64M"),
             Env::Tcg | Env::Kvm | Env::KvmHidden => None,
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => None,
         }
     }
 
@@ -315,6 +409,9 @@ impl Env {
     pub fn qemu_args(self, launch: &Launch<'_>) -> Result<Vec<OsString>> {
         if launch.smp == 0 {
             bail!("--smp must be at least 1");
+        }
+        if self.is_domu() {
+            bail!("environment {self} boots a Linux dom0 that makes the domU: see xtask::domu");
         }
         let memory = if self.is_xen() {
             MEMORY_XEN
@@ -338,6 +435,7 @@ impl Env {
         push(&["-device", "isa-debug-exit,iobase=0x501,iosize=2"]);
         match self {
             Env::Tcg | Env::XenPvh | Env::XenPv => push(&["-accel", "tcg", "-cpu", "max"]),
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => unreachable!("refused above"),
             Env::KvmHidden => push(&["-accel", "kvm", "-cpu", "qemu64,kvm=off"]),
             Env::Kvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
         }
@@ -465,7 +563,19 @@ mod tests {
             assert_eq!(env.to_string().parse::<Env>().unwrap(), env);
         }
         let names: Vec<String> = Env::ALL.iter().map(ToString::to_string).collect();
-        assert_eq!(names, ["tcg", "kvm", "kvm-hidden", "xen-pvh", "xen-pv"]);
+        assert_eq!(
+            names,
+            [
+                "tcg",
+                "kvm",
+                "kvm-hidden",
+                "xen-pvh",
+                "xen-pv",
+                "xen-pvh-domu",
+                "xen-pv-domu",
+                "xen-hvm-domu"
+            ]
+        );
     }
 
     #[test]
@@ -473,7 +583,7 @@ mod tests {
         let err = "kvm_hidden".parse::<Env>().unwrap_err().to_string();
         assert!(err.contains("kvm_hidden"), "{err}");
         assert!(
-            err.contains("tcg, kvm, kvm-hidden, xen-pvh, xen-pv"),
+            err.contains("tcg, kvm, kvm-hidden, xen-pvh, xen-pv, xen-pvh-domu"),
             "{err}"
         );
     }
@@ -485,6 +595,35 @@ mod tests {
         assert!(Env::Kvm.is_implemented());
         assert!(Env::XenPvh.is_implemented());
         assert!(Env::XenPv.is_implemented());
+        assert!(Env::XenPvhDomu.is_implemented());
+        assert!(Env::XenPvDomu.is_implemented());
+        assert_eq!(
+            Env::XenHvmDomu.status(),
+            Status::NotImplemented { issue: 16 }
+        );
+    }
+
+    #[test]
+    fn domu_expectations() {
+        assert_eq!(Env::XenPvDomu.domu_kind(), Some("pv"));
+        assert!(Env::DOMU.iter().all(|e| e.is_domu() && e.is_xen()));
+        assert!(!Env::XenPv.is_domu());
+        let pv = Env::XenPvDomu.expectation();
+        assert!(pv.features_present.contains(&"console-ring".to_owned()));
+        assert!(pv.features_present.contains(&"mmu-update".to_owned()));
+        assert_eq!(pv.skipped, ["io_port_roundtrip"]);
+        assert_eq!(Env::XenPvhDomu.expected_platform(), "xen-pvh");
+        for env in [Env::Tcg, Env::Kvm, Env::XenPv, Env::XenPvh] {
+            assert!(env.expectation().skipped.is_empty(), "{env}");
+        }
+        let kernel = PathBuf::from("/k");
+        let launch = Launch {
+            kernel: &kernel,
+            cmdline: "",
+            smp: 2,
+            xen: Some(Path::new("/x/xen")),
+        };
+        assert!(Env::XenPvDomu.qemu_args(&launch).is_err());
     }
 
     #[test]
@@ -500,7 +639,10 @@ mod tests {
                 ("kvm", "kvm"),
                 ("native", "native"),
                 ("xen-pvh", "xen"),
-                ("xen-pv", "xen")
+                ("xen-pv", "xen"),
+                ("xen-pvh", "xen"),
+                ("xen-pv", "xen"),
+                ("xen-pvh", "xen")
             ]
         );
         assert_eq!(Env::Tcg.expectation().min_ok, MIN_OK_TESTS);
@@ -510,7 +652,7 @@ mod tests {
 
     #[test]
     fn common_arguments() {
-        for env in Env::ALL {
+        for env in Env::ALL.into_iter().filter(|e| !e.is_domu()) {
             let args = args_of(env, Some(Path::new("/x/xen")));
             assert!(has_pair(&args, "-machine", "pc"), "{env}: {args:?}");
             assert!(has_pair(&args, "-smp", "2"), "{env}");

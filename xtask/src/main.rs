@@ -52,7 +52,8 @@ struct BenchArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Environment: tcg, kvm, kvm-hidden, xen-pvh or xen-pv [default: the
+    /// Environment: tcg, kvm, kvm-hidden, xen-pvh, xen-pv, xen-pvh-domu or
+    /// xen-pv-domu [default: the
     /// best one available here, and the harness says which and why]
     #[arg(long, value_name = "ENV")]
     env: Option<Env>,
@@ -118,7 +119,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         Env::ALL
             .iter()
             .copied()
-            .filter(|e| e.is_implemented())
+            .filter(|e| e.is_implemented() && !e.is_domu())
             .collect()
     };
     let mut host = None;
@@ -161,6 +162,9 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         for env in envs {
             if !env.is_implemented() {
                 bail!("environment {env} is not implemented yet");
+            }
+            if env.is_domu() {
+                bail!("bench mode in the domU environments is not implemented yet (issue #16)");
             }
             provision::ensure(env)?;
             for variant in std::iter::once(Variant::default_variant()).chain(env.bench_variants()) {
@@ -211,17 +215,34 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         timeout: args.timeout.map(Duration::from_secs),
         min_ok: None,
     };
-    let plan = Plan::new(env, &kernel, &options)?;
-    eprintln!(
-        "xtask: booting {} (sha256 {}) in {env} ({}), cmdline `{}`, time bound {} s",
-        plan.image.path.display(),
-        &plan.image.sha256[..16],
-        env.description(),
-        plan.cmdline,
-        plan.timeout.as_secs()
-    );
-    eprintln!("xtask: {}", plan.command_line());
-    let booted = boot::run_plan(plan, true)?;
+    let booted = if env.is_domu() {
+        let image = boot::BootImage::read(&kernel)?;
+        eprintln!(
+            "xtask: booting {} (sha256 {}) in {env} ({}): Xen, Debian's Linux as dom0, then \
+             `xl create` of the domU with cmdline `{}`; time bound {} s",
+            image.path.display(),
+            &image.sha256[..16],
+            env.description(),
+            options.cmdline(),
+            xtask::domu::run_timeout(&[env]).as_secs()
+        );
+        let mut boots = xtask::domu::boot(&kernel, &[(env, options)], true)?;
+        let b = boots.pop().context("no domU was judged")?;
+        eprintln!("xtask: {}", b.plan.command_line());
+        b
+    } else {
+        let plan = Plan::new(env, &kernel, &options)?;
+        eprintln!(
+            "xtask: booting {} (sha256 {}) in {env} ({}), cmdline `{}`, time bound {} s",
+            plan.image.path.display(),
+            &plan.image.sha256[..16],
+            env.description(),
+            plan.cmdline,
+            plan.timeout.as_secs()
+        );
+        eprintln!("xtask: {}", plan.command_line());
+        boot::run_plan(plan, true)?
+    };
     for note in &booted.outcome.console.notes {
         println!("xtask: kernel {:?}: {}", note.kind, note.text);
     }
@@ -394,6 +415,9 @@ fn test() -> Result<ExitCode> {
     if Env::ALL.iter().any(|e| e.is_xen() && e.is_implemented()) {
         provision::ensure_xen()?;
     }
+    if Env::ALL.iter().any(|e| e.is_domu() && e.is_implemented()) {
+        xtask::domu::ensure_dom0()?;
+    }
     let image = kernel::build()?;
     eprintln!("xtask: kernel image {}", image.display());
 
@@ -452,7 +476,7 @@ fn test() -> Result<ExitCode> {
                 "NOT RUN: its boot test left no record (did the tests build and run?)".to_owned()
             }
         };
-        println!("  {:<11} {line}", env.name());
+        println!("  {:<13} {line}", env.name());
     }
     if !status.success() {
         println!("cargo test --workspace failed ({status})");

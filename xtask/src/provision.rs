@@ -118,6 +118,18 @@ pub fn ensure_xen() -> Result<PathBuf> {
 /// tree. Several packages may share one `dir`: each `.deb` is found by its
 /// own name prefix.
 pub fn unpack_debian_package(package: &str, dir: &Path) -> Result<PathBuf> {
+    let deb = fetch_debian_package(package, dir)?;
+    run_checked(
+        Command::new("dpkg").arg("-x").arg(&deb).arg(dir),
+        &format!("dpkg -x {} {}", deb.display(), dir.display()),
+    )?;
+    Ok(dir.to_path_buf())
+}
+
+/// The `.deb` of Debian's `package` in `dir`, downloaded with
+/// `apt-get download` unless it is already there (see
+/// [`unpack_debian_package`]); not unpacked.
+pub fn fetch_debian_package(package: &str, dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let deb = match find_deb(dir, package)? {
         Some(deb) => deb,
@@ -156,14 +168,11 @@ pub fn unpack_debian_package(package: &str, dir: &Path) -> Result<PathBuf> {
             })?
         }
     };
-    run_checked(
-        Command::new("dpkg").arg("-x").arg(&deb).arg(dir),
-        &format!("dpkg -x {} {}", deb.display(), dir.display()),
-    )?;
-    Ok(dir.to_path_buf())
+    Ok(deb)
 }
 
-fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>> {
+/// The `.deb` of `package` already in `dir`, if any.
+pub fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>> {
     let prefix = format!("{package}_");
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
@@ -191,6 +200,11 @@ pub fn unavailable(env: Env) -> Option<String> {
             return Some(why);
         }
     }
+    if env.is_domu() {
+        if let Some(why) = crate::domu::unavailable() {
+            return Some(why);
+        }
+    }
     if env.is_xen() && !xen_binary().is_file() {
         return Some(format!(
             "the Xen binary {} is missing (`cargo xtask test` or `cargo xtask run --env {env}` \
@@ -207,6 +221,9 @@ pub fn ensure(env: Env) -> Result<()> {
     ensure_qemu()?;
     if env.is_xen() {
         ensure_xen()?;
+    }
+    if env.is_domu() {
+        crate::domu::ensure_dom0()?;
     }
     match unavailable(env) {
         None => Ok(()),
@@ -236,7 +253,7 @@ fn os_release_is_debian_like(text: &str) -> bool {
 }
 
 /// Runs `command` with inherited output and a non-interactive apt.
-fn run_checked(command: &mut Command, shown: &str) -> Result<()> {
+pub(crate) fn run_checked(command: &mut Command, shown: &str) -> Result<()> {
     let status = command
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdin(Stdio::null())
