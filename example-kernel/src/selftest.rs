@@ -124,7 +124,15 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32, u32) {
         }
         &[]
     };
-    for (name, test) in tests.iter().chain(smp).chain(stress) {
+    // Last: waiting for the toolstack to ask for a shutdown (the harness
+    // runs `xl shutdown` when it sees the waiting line).
+    let control: &[Test] =
+        if pvops::cmdline::option(ctx.start_info.cmdline(), "wait_shutdown").is_some() {
+            &[("shutdown_request", shutdown_request)]
+        } else {
+            &[]
+        };
+    for (name, test) in tests.iter().chain(smp).chain(stress).chain(control) {
         match test(ctx) {
             Ok(()) => {
                 passed += 1;
@@ -311,6 +319,32 @@ fn kernel_stack_reaches_the_platform(_: &mut Context<'_>) -> TestResult {
         );
     }
     Ok(())
+}
+
+/// `pvops.wait_shutdown=<s>`: waits up to that long for a shutdown request
+/// from outside (a Xen toolstack's `xl shutdown`), polling the platform;
+/// the request is acknowledged by the op, and the kernel's final shutdown
+/// then ends the way it asked.
+fn shutdown_request(ctx: &mut Context<'_>) -> TestResult {
+    let secs = pvops::cmdline::option(ctx.start_info.cmdline(), "wait_shutdown")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(60);
+    crate::kprintln!("pvops: info: waiting for a shutdown request ({secs} s)");
+    let start = time::sched_clock();
+    let deadline = start.saturating_add(secs.saturating_mul(1_000_000_000));
+    let mut polls = 0u64;
+    loop {
+        polls += 1;
+        if let Some(req) = pvops::platform::shutdown_requested() {
+            let ms = (time::sched_clock() - start) / 1_000_000;
+            crate::kprintln!("pvops: info: shutdown request {req:?} after {ms} ms, {polls} polls");
+            return Ok(());
+        }
+        ensure!(
+            time::sched_clock() < deadline,
+            "no shutdown request within {secs} s ({polls} polls)"
+        );
+    }
 }
 
 fn io_port_roundtrip(_: &mut Context<'_>) -> TestResult {

@@ -3,10 +3,12 @@
 # busybox sh in Debian's Linux as a classic PV dom0 under Xen.
 #
 # Brings up Xen's toolstack (xenfs, xenstored, xen-init-dom0, xenconsoled),
-# then makes one domU per word of /guest/guests ("<kind>:<name>", kind pvh,
-# pv or hvm; the kernel is /guest/kernel, its command line
+# then makes one domU per word of /guest/guests ("<kind>:<name>:<action>",
+# kind pvh, pv or hvm; the kernel is /guest/kernel, its command line
 # /guest/<name>.cmdline), one after another: `xl create -p`, `xl unpause`,
-# wait until it shuts down or crashes (or guest_timeout= seconds pass),
+# (action "shutdown": once the guest's console says it waits for a
+# shutdown request, `xl shutdown` it), wait until it shuts down or
+# crashes (or guest_timeout= seconds pass),
 # then print its console between marker lines and one result line:
 #
 #   XENDOMU-CONSOLE-BEGIN name=<name>
@@ -110,8 +112,8 @@ write_config() { # kind name cmdline-file cfgfile
 
 elapsed_since() { awk -v a="$1" -v b="$(up)" 'BEGIN { printf "%.1f", b - a }'; }
 
-run_guest() { # kind name
-    kind=$1; name=$2
+run_guest() { # kind name action
+    kind=$1; name=$2; action=$3
     cfg=/etc/xen/$name.cfg
     log=/var/log/xen/console/guest-$name.log
     write_config "$kind" "$name" "/guest/$name.cmdline" "$cfg"
@@ -130,7 +132,14 @@ run_guest() { # kind name
     xl unpause "$name"
     say "XENDOMU: $name unpaused ($(elapsed_since "$t0") s to create)"
     state=running; reason=-
+    asked=no
     while :; do
+        if [ "$action" = shutdown ] && [ $asked = no ] &&
+           grep -q 'waiting for a shutdown request' "$log" 2>/dev/null; then
+            say "XENDOMU: xl shutdown $name"
+            xl shutdown "$name" 2>&1
+            asked=yes
+        fi
         line=$(xl list -v "$name" 2>/dev/null | awk 'NR == 2')
         if [ -z "$line" ]; then state=gone; break; fi
         st=$(echo "$line" | awk '{ print $5 }')
@@ -170,6 +179,7 @@ run_guest() { # kind name
 }
 
 for g in $(cat /guest/guests); do
-    run_guest "${g%%:*}" "${g#*:}"
+    # shellcheck disable=SC2046
+    run_guest $(echo "$g" | tr ':' ' ')
 done
 finish "all guests done"

@@ -475,7 +475,12 @@ fn guest_archive(kernel: &[u8], guests: &[(Env, String)]) -> Result<Vec<u8>> {
         if cmdline.contains(['"', '\n', '\\']) {
             bail!("a domU command line cannot hold quotes, backslashes or newlines: {cmdline:?}");
         }
-        let _ = write!(list, "{kind}:{name} ");
+        let action = if env.domu_shutdown_test() {
+            "shutdown"
+        } else {
+            "none"
+        };
+        let _ = write!(list, "{kind}:{name}:{action} ");
         w.file(&format!("guest/{name}.cmdline"), 0o644, cmdline.as_bytes())?;
     }
     w.file("guest/guests", 0o644, list.trim_end().as_bytes())?;
@@ -564,8 +569,30 @@ pub fn split<S: AsRef<str>>(console: &[S], name: &str) -> Section {
     s
 }
 
-/// Problems with how the domain ended, as dom0's toolstack saw it.
-fn end_problems(s: &Section) -> Vec<Problem> {
+/// The reason a domU of `env` must end with: a power-off when the
+/// toolstack asked for one (`xl shutdown`), else the reboot the kernel's
+/// shutdown op asks for.
+pub fn expected_end(env: Env) -> &'static str {
+    if env.domu_shutdown_test() {
+        "poweroff"
+    } else {
+        "reboot"
+    }
+}
+
+/// The command line a domU of `env` gets: `options`' plus, where the
+/// harness runs `xl shutdown`, how long to wait for it.
+pub fn guest_cmdline(env: Env, options: &BootOptions) -> String {
+    let mut c = options.cmdline();
+    if env.domu_shutdown_test() {
+        c.push_str(" pvops.wait_shutdown=120");
+    }
+    c
+}
+
+/// Problems with how the domain ended, as dom0's toolstack saw it;
+/// `want` is the shutdown reason expected.
+fn end_problems(s: &Section, want: &str) -> Vec<Problem> {
     let mut p = Vec::new();
     if !s.complete {
         p.push(Problem::DomainEnd(
@@ -574,9 +601,9 @@ fn end_problems(s: &Section) -> Vec<Problem> {
     }
     match (s.get("state"), s.get("reason")) {
         (None, _) => p.push(Problem::DomainEnd("no XENDOMU-RESULT line".into())),
-        (Some("shutdown"), Some("reboot")) => {}
+        (Some("shutdown"), Some(r)) if r == want => {}
         (Some(state), reason) => p.push(Problem::DomainEnd(format!(
-            "state={state} reason={}, expected a shutdown with reason reboot",
+            "state={state} reason={}, expected a shutdown with reason {want}",
             reason.unwrap_or("-")
         ))),
     }
@@ -598,13 +625,17 @@ pub fn boot(kernel: &Path, guests: &[(Env, BootOptions)], echo: bool) -> Result<
             eprintln!("xtask: note: every domU gets 2 vCPUs (asked: {})", o.smp);
         }
     }
-    let dom0 = Dom0::at(&dir());
     if let Some(why) = unavailable() {
         bail!("{why}");
     }
+    // Rebuilt here when an input changed since (cheap otherwise).
+    let dom0 = ensure_dom0()?;
     let image = BootImage::read(kernel)?;
     let kernel_bytes = fs::read(&image.path)?;
-    let list: Vec<(Env, String)> = guests.iter().map(|(e, o)| (*e, o.cmdline())).collect();
+    let list: Vec<(Env, String)> = guests
+        .iter()
+        .map(|(e, o)| (*e, guest_cmdline(*e, o)))
+        .collect();
     let run_dir = dir().join("runs");
     fs::create_dir_all(&run_dir)?;
     // One file per process and call: tests may boot concurrently.
@@ -686,11 +717,11 @@ pub fn boot(kernel: &Path, guests: &[(Env, BootOptions)], echo: bool) -> Result<
             expectation.min_ok = min_ok;
         }
         let mut problems = protocol::check(&outcome, &expectation);
-        problems.extend(end_problems(&section));
+        problems.extend(end_problems(&section, expected_end(*env)));
         let plan = Plan {
             env: *env,
             image: image.clone(),
-            cmdline: o.cmdline(),
+            cmdline: guest_cmdline(*env, o),
             qemu: qemu_path.clone(),
             args: args.clone(),
             timeout,
@@ -737,7 +768,8 @@ mod tests {
         assert!(pv.complete);
         assert_eq!(pv.get("state"), Some("shutdown"));
         assert_eq!(pv.get("run_s"), Some("1.2"));
-        assert_eq!(end_problems(&pv), []);
+        assert_eq!(end_problems(&pv, "reboot"), []);
+        assert_eq!(end_problems(&pv, "poweroff").len(), 1);
 
         let pvh = split(&lines, "pvh");
         assert!(!pvh.complete);
@@ -747,11 +779,11 @@ mod tests {
             "another guest's marker is not this one's"
         );
         assert_eq!(pvh.get("reason"), Some("crash"));
-        assert_eq!(end_problems(&pvh).len(), 2, "{:?}", end_problems(&pvh));
+        assert_eq!(end_problems(&pvh, "reboot").len(), 2);
 
         let none = split(&lines, "hvm");
         assert!(none.console.is_empty());
-        assert_eq!(end_problems(&none).len(), 2);
+        assert_eq!(end_problems(&none, "reboot").len(), 2);
     }
 
     #[test]
@@ -785,7 +817,7 @@ mod tests {
         .unwrap();
         let text = String::from_utf8_lossy(&a);
         assert!(text.contains("guest/pv.cmdline"), "{text}");
-        assert!(text.contains("pvh:pvh pv:pv"), "{text}");
+        assert!(text.contains("pvh:pvh:shutdown pv:pv:shutdown"), "{text}");
         assert!(text.contains("pvops.mode=bench x=1"), "{text}");
         assert!(guest_archive(b"", &[(Env::XenPvDomu, "a=\"b\"".into())]).is_err());
     }

@@ -106,6 +106,10 @@ pub const XEN_PV_REQUIRED_FEATURES: &[&str] = &[
     "pvclock",
 ];
 
+/// The example kernel's test of a shutdown request from the toolstack
+/// (run with `pvops.wait_shutdown=<s>`).
+pub const DOMU_SHUTDOWN_TEST: &str = "shutdown_request";
+
 /// One KVM paravirt feature switched off in QEMU: the fallback test boots
 /// the kvm environment once per entry and checks the features line and the
 /// self-tests.
@@ -316,6 +320,11 @@ impl Env {
                 .iter()
                 .map(|t| t.to_string())
                 .collect(),
+            required: if self.domu_shutdown_test() {
+                vec![DOMU_SHUTDOWN_TEST.to_owned()]
+            } else {
+                Vec::new()
+            },
             ending: self.ending(),
         }
     }
@@ -383,6 +392,13 @@ impl Env {
     /// ([`crate::domu`] boots these, several in one dom0 boot).
     pub const fn is_domu(self) -> bool {
         self.domu_kind().is_some()
+    }
+
+    /// Whether the domU, after its self-tests, waits for the toolstack's
+    /// `xl shutdown` (through xenstore's `control/shutdown`), reports it as
+    /// test [`DOMU_SHUTDOWN_TEST`] and then powers off as asked.
+    pub const fn domu_shutdown_test(self) -> bool {
+        matches!(self, Env::XenPvhDomu | Env::XenPvDomu)
     }
 
     /// The domU's kind as the dom0 `/init` takes it (`pvh`, `pv`, `hvm`).

@@ -194,6 +194,8 @@ pub struct Expectation {
     /// The tests that must report `skipped`, exactly these (any other
     /// skip, or one of these not skipped, is a problem).
     pub skipped: Vec<String>,
+    /// Tests that must be reported (ok), besides any number of others.
+    pub required: Vec<String>,
     /// How the run must end.
     pub ending: Ending,
 }
@@ -255,6 +257,8 @@ pub enum Problem {
     },
     /// A test the environment must skip did not report `skipped`.
     SkipMissing(String),
+    /// A test the environment must run was not reported.
+    TestMissing(String),
     /// A test name reported more than once.
     DuplicateTest(String),
     /// No `test result:` line.
@@ -330,6 +334,12 @@ impl fmt::Display for Problem {
                  test needs), but did not"
             ),
             Problem::DuplicateTest(name) => write!(f, "test {name} reported more than once"),
+            Problem::TestMissing(name) => {
+                write!(
+                    f,
+                    "test {name} must run in this environment, but was not reported"
+                )
+            }
             Problem::DomainEnd(why) => write!(f, "the domU did not end cleanly: {why}"),
             Problem::MissingSummary => f.write_str("no `test result:` summary line"),
             Problem::DuplicateSummary(n) => write!(f, "{n} `test result:` lines (expected one)"),
@@ -683,6 +693,11 @@ pub fn check(outcome: &Outcome, expect: &Expectation) -> Vec<Problem> {
             names_seen.push(&test.name);
         }
     }
+    for name in &expect.required {
+        if !console.tests.iter().any(|t| &t.name == name) {
+            problems.push(Problem::TestMissing(name.clone()));
+        }
+    }
     for name in &expect.skipped {
         let skipped = console
             .tests
@@ -817,6 +832,7 @@ mod tests {
             features_present: Vec::new(),
             features_absent: Vec::new(),
             skipped: Vec::new(),
+            required: Vec::new(),
             platform: "native".into(),
             backend: "native".into(),
             min_ok: 5,
@@ -829,6 +845,7 @@ mod tests {
             features_present: Vec::new(),
             features_absent: Vec::new(),
             skipped: Vec::new(),
+            required: Vec::new(),
             platform: "xen-pv".into(),
             backend: "xen".into(),
             min_ok: 5,
@@ -1462,6 +1479,7 @@ mod skip_tests {
             features_present: Vec::new(),
             features_absent: Vec::new(),
             skipped: skipped.iter().map(|s| s.to_string()).collect(),
+            required: vec!["a".into()],
             ending: Ending::GuestReboot,
         }
     }
@@ -1532,6 +1550,13 @@ mod skip_tests {
             .replace("1 passed; 0 failed; 1 skipped", "2 passed; 0 failed");
         let problems = check(&outcome(&text), &expect(&["io_port_roundtrip"]));
         assert_eq!(problems, [Problem::SkipMissing("io_port_roundtrip".into())]);
+    }
+
+    #[test]
+    fn a_required_test_must_be_reported() {
+        let text = SKIPPING.replace("test a ... ok\n", "test b ... ok\n");
+        let problems = check(&outcome(&text), &expect(&["io_port_roundtrip"]));
+        assert_eq!(problems, [Problem::TestMissing("a".into())]);
     }
 
     #[test]

@@ -119,6 +119,9 @@ impl ShutdownOps for XenPv {
     fn shutdown(code: u8) -> ! {
         <XenPvh as ShutdownOps>::shutdown(code)
     }
+    fn requested() -> Option<pvops_core::platform::ShutdownRequest> {
+        <XenPvh as ShutdownOps>::requested()
+    }
 }
 
 impl MemoryMapOps for XenPv {
@@ -200,6 +203,26 @@ fn choose_console(ctx: &BootContext<'_>, si: &PvStartInfo) -> Option<(u64, u32)>
     }
 }
 
+/// A classic PV domU's xenstore ring, named in `start_info` by machine
+/// frame (dom0 has none at boot). Runs once the direct map covers every
+/// frame of the domain.
+fn find_xenstore(ctx: &BootContext<'_>, si: &PvStartInfo) {
+    use pvops_core::abi::pv_start_info::SifFlags;
+    if si.flags.contains(SifFlags::INITDOMAIN) {
+        return;
+    }
+    // The same check as the console ring's: the domain's own frame.
+    match crate::console::pv_ring_frame(si.store_mfn, si.store_evtchn, si.nr_pages, p2m::pfn) {
+        // SAFETY: the direct map maps every frame of the domain at
+        // `pfn << 12` (plus phys_offset) for good; this one is the
+        // xenstore ring, used by nothing else in the kernel.
+        Ok(pfn) => unsafe {
+            crate::xenstore::use_ring_at((pfn << 12).wrapping_add(ctx.phys_offset), si.store_evtchn)
+        },
+        Err(e) => warn::warn(format_args!("xen-pv: xenstore ring: {e}")),
+    }
+}
+
 fn xen_err(reason: &'static str) -> impl FnOnce(crate::XenError) -> BackendError {
     move |e| fail(reason, Some(e))
 }
@@ -268,6 +291,7 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
         // `pfn << 12` (plus phys_offset) for good; `va` is the ring's.
         unsafe { crate::console::use_ring_at(va, port) };
     }
+    find_xenstore(ctx, si);
     // Below the kernel is nothing Xen gave the kernel to use.
     RESERVED_START.store(0, Ordering::Relaxed);
     RESERVED_END.store(reserved_end, Ordering::Relaxed);
