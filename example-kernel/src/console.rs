@@ -35,7 +35,7 @@ impl Message {
         }
     }
 
-    /// A self-test's "skipped: <reason>" instead of a failure: the
+    /// A self-test's `skipped: <reason>` instead of a failure: the
     /// environment lacks what the test needs.
     pub const fn skip() -> Self {
         let mut m = Self::new();

@@ -713,6 +713,32 @@ mod tests {
     }
 
     #[test]
+    fn the_shared_ring_uses_the_shared_layout() {
+        use crate::abi::xenstore::XenstoreInterface;
+        use std::boxed::Box;
+        use zerocopy::FromZeros;
+        let mut page = Box::new(XenstoreInterface::new_zeroed());
+        page.req_prod = u32::MAX;
+        page.req_cons = u32::MAX;
+        page.rsp[RING_SIZE - 1] = b'a';
+        page.rsp[0] = b'b';
+        page.rsp_cons = u32::MAX;
+        page.rsp_prod = 1;
+        let raw: *mut XenstoreInterface = &mut *page;
+        // SAFETY: the box outlives `r` and is touched only through it
+        // until its last use.
+        let r = unsafe { SharedXsRing::new(raw) };
+        assert_eq!(ring_write(&r, b"xy"), Ok(2));
+        let mut out = [0u8; 4];
+        assert_eq!(ring_read(&r, &mut out), Ok(2));
+        assert_eq!(&out[..2], b"ab");
+        assert_eq!(page.req_prod, 1, "index wrapped past u32::MAX");
+        assert_eq!(page.req[RING_SIZE - 1], b'x');
+        assert_eq!(page.req[0], b'y');
+        assert_eq!(page.rsp_cons, 1);
+    }
+
+    #[test]
     fn shutdown_values() {
         assert_eq!(parse_shutdown(b"poweroff"), Some(ShutdownRequest::PowerOff));
         assert_eq!(parse_shutdown(b"reboot"), Some(ShutdownRequest::Reboot));
