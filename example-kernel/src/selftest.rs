@@ -848,12 +848,18 @@ fn start_info_parsed(ctx: &mut Context<'_>) -> TestResult {
     let si = ctx.start_info;
     let ram: u64 = si.ram_regions().map(|(_, size)| size).sum();
     ensure!(ram >= 16 << 20, "only {ram} bytes of RAM in the memory map");
+    ensure!(ctx.frames.allocated() > 0, "no frames allocated");
+    // A loader that gives no command line at all (libxl's
+    // firmware_override) leaves nothing to check; the harness knows
+    // which environments have none.
+    if si.cmdline().trim().is_empty() {
+        skip!("the loader gave no command line");
+    }
     ensure!(
         si.cmdline().contains("pvops.mode="),
         "cmdline {:?} lacks pvops.mode",
         si.cmdline()
     );
-    ensure!(ctx.frames.allocated() > 0, "no frames allocated");
     Ok(())
 }
 

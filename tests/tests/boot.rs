@@ -42,6 +42,14 @@ fn boot_xen_pv_domu() {
     assert_boots(Env::XenPvDomu);
 }
 
+/// The kernel in an HVM domU, loaded by libxl as `firmware_override` (same
+/// dom0 boot as above): it enters through its PVH entry with no command
+/// line, so it reports `platform=xen-pvh` and skips `start_info_parsed`.
+#[test]
+fn boot_xen_hvm_domu() {
+    assert_boots(Env::XenHvmDomu);
+}
+
 /// Every environment boots the very same ELF: same path, same bytes.
 #[test]
 fn same_image_in_every_env() {

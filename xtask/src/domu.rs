@@ -43,7 +43,7 @@ const INIT: &str = include_str!("dom0-init.sh");
 
 /// Bumped whenever the archive's layout changes, so cached images are
 /// rebuilt.
-const BUILDER_VERSION: &str = "dom0-initramfs v1";
+const BUILDER_VERSION: &str = "dom0-initramfs v2";
 
 /// The meta package whose dependency names the dom0 kernel's package.
 const LINUX_META: &str = "linux-image-amd64";
@@ -70,6 +70,9 @@ pub const PACKAGES: &[&str] = &[
     // -vnc none) and option ROMs.
     "qemu-system-xen",
     "qemu-system-data",
+    // libxl loads SeaBIOS for an HVM guest with the qemu-xen device model
+    // even when firmware_override replaces hvmloader.
+    "seabios",
 ];
 
 /// Xen's tools dom0 runs, under `usr/lib/xen-4.17/bin`.
@@ -307,6 +310,7 @@ fn write_initramfs(root: &Path, kver: &str, out: &Path) -> Result<()> {
         "usr/lib/xen-4.17/boot",
         "usr/share",
         "usr/share/qemu",
+        "usr/share/seabios",
         "lib64",
         "dev",
         "proc",
@@ -355,6 +359,11 @@ fn write_initramfs(root: &Path, kver: &str, out: &Path) -> Result<()> {
         "usr/lib/xen-4.17/boot/hvmloader",
         0o644,
         &read(&root.join("usr/lib/xen-4.17/boot/hvmloader"))?,
+    )?;
+    w.file(
+        "usr/share/seabios/bios-256k.bin",
+        0o644,
+        &read(&root.join("usr/share/seabios/bios-256k.bin"))?,
     )?;
     w.dir("usr/share/qemu/keymaps", 0o755)?;
     w.tree_at(
