@@ -502,14 +502,16 @@ fn names(env: Env) -> (&'static str, &'static str) {
     (kind, kind)
 }
 
-/// The whole run's time bound for `n` guests: dom0's boot, then each
-/// guest's own bound (dom0 gives up on a guest after it).
-pub fn run_timeout(guests: &[Env]) -> Duration {
-    DOM0_BOUND
-        + guests
-            .iter()
-            .map(|e| e.timeout() + Duration::from_secs(30))
-            .sum::<Duration>()
+/// The whole run's time bound for `guests` (each with its own bound, or
+/// its environment's): dom0's boot, then per guest the longest bound
+/// (dom0 gives up on a guest after it) and time to create and report it.
+pub fn run_timeout(guests: &[(Env, Option<Duration>)]) -> Duration {
+    let longest = guests
+        .iter()
+        .map(|(e, t)| t.unwrap_or(e.timeout()))
+        .max()
+        .unwrap_or_default();
+    DOM0_BOUND + (longest + Duration::from_secs(30)) * guests.len() as u32
 }
 
 /// One guest's part of the console, as dom0 printed it.
@@ -657,7 +659,6 @@ pub fn boot(kernel: &Path, guests: &[(Env, BootOptions)], echo: bool) -> Result<
         f.write_all(&guest_archive(&kernel_bytes, &list)?)?;
         f.flush()?;
     }
-    let envs: Vec<Env> = guests.iter().map(|(e, _)| *e).collect();
     let guest_bound = guests
         .iter()
         .map(|(e, o)| o.timeout.unwrap_or(e.timeout()))
@@ -709,7 +710,9 @@ pub fn boot(kernel: &Path, guests: &[(Env, BootOptions)], echo: bool) -> Result<
             provision::QEMU_PACKAGE
         )
     })?;
-    let timeout = run_timeout(&envs);
+    let bounds: Vec<(Env, Option<Duration>)> =
+        guests.iter().map(|(e, o)| (*e, o.timeout)).collect();
+    let timeout = run_timeout(&bounds);
     let run = qemu::run(&qemu_path, &args, timeout, echo);
     let _ = fs::remove_file(&initrd);
     let run = run.context("booting the dom0 that runs the domUs")?;
@@ -833,9 +836,11 @@ mod tests {
 
     #[test]
     fn the_run_bound_grows_with_the_guests() {
-        let one = run_timeout(&[Env::XenPvDomu]);
-        let two = run_timeout(&[Env::XenPvDomu, Env::XenPvhDomu]);
+        let one = run_timeout(&[(Env::XenPvDomu, None)]);
+        let two = run_timeout(&[(Env::XenPvDomu, None), (Env::XenPvhDomu, None)]);
         assert!(two > one && one > DOM0_BOUND);
+        let long = run_timeout(&[(Env::XenPvDomu, Some(Duration::from_secs(900)))]);
+        assert!(long > Duration::from_secs(900) + DOM0_BOUND);
     }
 
     #[test]

@@ -163,9 +163,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             if !env.is_implemented() {
                 bail!("environment {env} is not implemented yet");
             }
-            if env.is_domu() {
-                bail!("bench mode in the domU environments is not implemented yet (issue #16)");
-            }
+
             provision::ensure(env)?;
             for variant in std::iter::once(Variant::default_variant()).chain(env.bench_variants()) {
                 eprintln!("xtask: bench {env} ({})", variant.name);
@@ -224,7 +222,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             &image.sha256[..16],
             env.description(),
             options.cmdline(),
-            xtask::domu::run_timeout(&[env]).as_secs()
+            xtask::domu::run_timeout(&[(env, options.timeout)]).as_secs()
         );
         let mut boots = xtask::domu::boot(&kernel, &[(env, options)], true)?;
         let b = boots.pop().context("no domU was judged")?;
