@@ -131,6 +131,12 @@ impl Plan {
     /// Decides how to boot `kernel` in `env`. Needs QEMU on PATH (and, for
     /// Xen, the Xen binary); does not check whether `env` is implemented.
     pub fn new(env: Env, kernel: &Path, options: &BootOptions) -> Result<Plan> {
+        if env.is_domu() {
+            anyhow::bail!(
+                "{env} boots a Linux dom0 that makes the kernel a domU: use xtask::domu::boot \
+                 (or xtask::boot::boot)"
+            );
+        }
         let image = BootImage::read(kernel)?;
         let cmdline = options.cmdline();
         let xen = provision::xen_binary();
@@ -289,6 +295,10 @@ impl Boot {
 /// A time-out, or QEMU stopping the guest for good, is an error (a
 /// [`qemu::Killed`] inside the `anyhow::Error`).
 pub fn boot(env: Env, kernel: &Path, options: &BootOptions) -> Result<Boot> {
+    if env.is_domu() {
+        let mut boots = crate::domu::boot(kernel, &[(env, options.clone())], options.echo)?;
+        return boots.pop().context("the domU run judged no guest");
+    }
     let plan = Plan::new(env, kernel, options)?;
     run_plan(plan, options.echo)
 }

@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod boot;
 pub mod cpio;
+pub mod domu;
 pub mod env;
 pub mod fuzz;
 pub mod kernel;

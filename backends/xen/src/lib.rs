@@ -121,6 +121,7 @@ pub mod time;
 pub mod upcall;
 mod warn;
 pub mod xen;
+pub mod xenstore;
 
 pub use error::XenError;
 
@@ -167,6 +168,9 @@ impl pvops_core::platform::MemoryMapOps for XenPvh {
 impl ShutdownOps for XenPvh {
     fn shutdown(code: u8) -> ! {
         shutdown::shutdown(code)
+    }
+    fn requested() -> Option<pvops_core::platform::ShutdownRequest> {
+        xenstore::poll_shutdown_request()
     }
 }
 
@@ -322,6 +326,28 @@ fn choose_console(features: XenFeatures, phys_offset: u64) {
     }
 }
 
+/// A PVH domU's xenstore ring, from its HVM parameters (dom0 has none at
+/// boot: its xenstored starts later).
+fn find_xenstore(features: XenFeatures, phys_offset: u64) {
+    use crate::abi::hvm::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
+    if features.contains(XenFeatures::DOM0) {
+        return;
+    }
+    let (Ok(pfn), Ok(port)) = (
+        XEN.hvm_get_param(HVM_PARAM_STORE_PFN),
+        XEN.hvm_get_param(HVM_PARAM_STORE_EVTCHN),
+    ) else {
+        return;
+    };
+    if pfn == 0 || port == 0 || port > u64::from(u32::MAX) {
+        return;
+    }
+    // SAFETY: under PVH the BootContext contract maps every guest frame
+    // at `phys + phys_offset` for good; the frame is the ring Xen named,
+    // used by nothing else in the kernel.
+    unsafe { xenstore::use_ring_at((pfn << 12).wrapping_add(phys_offset), port as u32) };
+}
+
 /// The callback vector was refused: the per-vCPU upcall vector instead,
 /// when Xen offers it (every vCPU set up from now on gets it too).
 fn per_vcpu_instead(cpuid: &XenCpuid, me: u32, e: XenError) -> Result<UpcallVia, BackendError> {
@@ -429,6 +455,7 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
         detail: Some(e.detail()),
     })?;
     choose_console(features, ctx.phys_offset);
+    find_xenstore(features, ctx.phys_offset);
     arm_faults(ctx);
     if !ctx.cpuid.hypervisor_bit {
         warn::warn(format_args!(
