@@ -72,6 +72,12 @@ pub struct Machine {
     /// A free 4 KiB page below 1 MiB for the SMP start-up trampoline, if
     /// the loader's memory map has one.
     pub trampoline: Option<u64>,
+    /// Identity-map the trampoline page while the second CPU starts, as
+    /// `SecondaryStart::cr3` asks. `false` (`loader.trampoline=unmapped` on
+    /// the multiboot2 kernel's command line) shows whether the backend
+    /// copes without: natively, today, it does not (it writes the page at
+    /// virtual == physical).
+    pub identity_map_trampoline: bool,
 }
 
 /// Everything after the kernel's own entry: GDT and IDT, `pvops::init`

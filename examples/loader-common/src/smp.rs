@@ -73,18 +73,23 @@ pub fn start_second(machine: &crate::Machine) -> Result<CpuId, &'static str> {
     let off = machine.phys_offset;
     // An identity mapping of the trampoline page (SecondaryStart::cr3 must
     // have one), made only if nothing is mapped there.
-    let pte = crate::paging::pte_for(off, page, true)?;
-    // SAFETY: the live PTE of `page`.
-    let before = unsafe { mmu::read_entry(PtLevel::Pte, pte) };
-    let made = if before & 1 == 0 {
-        // SAFETY: nothing was mapped at `page`; the mapping is the page's
-        // own frame, which the loader's map says is free.
-        unsafe { crate::paging::map(off, page, page)? };
-        true
-    } else if before & 0x000f_ffff_ffff_f000 == page {
-        false
+    let made = if machine.identity_map_trampoline {
+        let pte = crate::paging::pte_for(off, page, true)?;
+        // SAFETY: the live PTE of `page`.
+        let before = unsafe { mmu::read_entry(PtLevel::Pte, pte) };
+        if before & 1 == 0 {
+            // SAFETY: nothing was mapped at `page`; the mapping is the
+            // page's own frame, which the loader's map says is free.
+            unsafe { crate::paging::map(off, page, page)? };
+            true
+        } else if before & 0x000f_ffff_ffff_f000 == page {
+            false
+        } else {
+            return Err("the trampoline page's address is mapped to another frame");
+        }
     } else {
-        return Err("the trampoline page's address is mapped to another frame");
+        crate::kprintln!("pvops: info: trampoline page {page:#x} left unmapped");
+        false
     };
     let how = SecondaryStart {
         entry: ap_entry,

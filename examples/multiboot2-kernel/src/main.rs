@@ -295,6 +295,9 @@ extern "C" fn kernel_main(info: u64) -> ! {
     let machine = Machine {
         phys_offset: PHYS_OFFSET,
         trampoline: parsed.trampoline,
+        identity_map_trampoline: !cmdline
+            .split_ascii_whitespace()
+            .any(|w| w == "loader.trampoline=unmapped"),
     };
     let extra: [Test; 1] = [("multiboot2_info_parsed", multiboot2_info_parsed)];
     loader_common::run(&ctx, machine, &extra)
