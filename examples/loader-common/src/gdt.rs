@@ -14,7 +14,10 @@ pub const DATA: u16 = 0x10;
 #[repr(C, align(16))]
 struct Gdt([u64; 3]);
 
-static GDT: Gdt = Gdt([0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff]);
+// The accessed bits are set: a loader may map `.rodata` read-only (the
+// bootloader crate does), and loading a selector whose descriptor has the
+// bit clear makes the CPU write it.
+static GDT: Gdt = Gdt([0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff]);
 
 /// Loads the GDT on this CPU through pvops (after `pvops::init`) and makes
 /// its selectors the kernel's.
