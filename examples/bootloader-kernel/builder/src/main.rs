@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bootloader_boot_config::LevelFilter;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let [_, kernel, out] = args.as_slice() else {
@@ -18,13 +20,25 @@ fn main() -> ExitCode {
         eprintln!("creating {}: {e}", out.display());
         return ExitCode::FAILURE;
     }
+    // The bootloader's log goes to the serial console only, warnings and
+    // errors only: drawing text into the framebuffer pixel by pixel costs
+    // tens of seconds where the CPU is emulated.
+    let mut config = bootloader::BootConfig::default();
+    config.frame_buffer_logging = false;
+    config.log_level = LevelFilter::Warn;
     let bios = out.join("bios.img");
-    if let Err(e) = bootloader::BiosBoot::new(&kernel).create_disk_image(&bios) {
+    if let Err(e) = bootloader::BiosBoot::new(&kernel)
+        .set_boot_config(&config)
+        .create_disk_image(&bios)
+    {
         eprintln!("building {}: {e:#}", bios.display());
         return ExitCode::FAILURE;
     }
     let uefi = out.join("uefi.img");
-    if let Err(e) = bootloader::UefiBoot::new(&kernel).create_disk_image(&uefi) {
+    if let Err(e) = bootloader::UefiBoot::new(&kernel)
+        .set_boot_config(&config)
+        .create_disk_image(&uefi)
+    {
         eprintln!("building {}: {e:#}", uefi.display());
         return ExitCode::FAILURE;
     }
