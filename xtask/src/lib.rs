@@ -18,6 +18,7 @@ pub mod cpio;
 pub mod env;
 pub mod fuzz;
 pub mod kernel;
+pub mod loaders;
 pub mod protocol;
 pub mod provision;
 pub mod qemu;

@@ -221,7 +221,7 @@ pub fn is_root() -> bool {
 }
 
 /// Debian, Ubuntu, or a derivative that declares itself one.
-fn is_debian_like() -> bool {
+pub(crate) fn is_debian_like() -> bool {
     if Path::new("/etc/debian_version").exists() {
         return true;
     }
@@ -236,7 +236,7 @@ fn os_release_is_debian_like(text: &str) -> bool {
 }
 
 /// Runs `command` with inherited output and a non-interactive apt.
-fn run_checked(command: &mut Command, shown: &str) -> Result<()> {
+pub(crate) fn run_checked(command: &mut Command, shown: &str) -> Result<()> {
     let status = command
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdin(Stdio::null())
