@@ -2,7 +2,7 @@
 //! on a GRUB ISO made with `grub-mkrescue`, and `examples/bootloader-kernel`
 //! on the `bootloader` crate 0.11's BIOS and UEFI disk images. What each
 //! needs (GRUB's tools, OVMF, a nightly toolchain for the image builder) is
-//! installed by [`provision`] where it can be, and named by [`unavailable`]
+//! installed by [`provision()`] where it can be, and named by [`unavailable`]
 //! where it is not.
 
 use std::fs;

@@ -1,5 +1,5 @@
 //! The IDT: one assembly stub per vector saving the scratch registers and
-//! calling [`dispatch`]; the stubs return with `jmp pvops_interrupt_return`
+//! calling `dispatch`; the stubs return with `jmp pvops_interrupt_return`
 //! (not `iretq`), as pvops asks. Vectors: exceptions (fatal, printed),
 //! [`TIMER_VECTOR`], pvops' [`SERVICE_VECTOR`] and the APIC's spurious
 //! vector 0xff.
