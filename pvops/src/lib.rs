@@ -43,11 +43,15 @@ pub use pvops_core::backend::{BackendError, BootContext, BootEntry, SelectError}
 pub use pvops_core::cpu::CpuNumber;
 pub use pvops_core::table::{install, is_installed, InstallError, PvOps};
 pub use pvops_core::translate::KernelMap;
-pub use pvops_core::x86_64;
 pub use pvops_core::{
     abi, backend, cmdline, cpu, detect, irq, lock, mmu, patch, phys, platform, smp, table, time,
     translate,
 };
+/// The `x86_64` crate, at the version pvops' API takes its types from
+/// ([`x86_64::VirtAddr`] in [`mmu::set_pte`] and [`mmu::flush_tlb_single`],
+/// [`cpu::DescriptorTablePointer`]): a kernel names them through
+/// `pvops::x86_64` and cannot end up with a second, incompatible version.
+pub use x86_64;
 
 #[cfg(feature = "native")]
 #[cfg_attr(docsrs, doc(cfg(feature = "native")))]

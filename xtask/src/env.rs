@@ -66,11 +66,34 @@ pub enum Accel {
     Kvm,
 }
 
+/// How the kernel image reaches the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Medium {
+    /// QEMU loads the ELF itself (`-kernel`: PVH or multiboot), with the
+    /// command line as `-append`.
+    #[default]
+    Kernel,
+    /// A bootable CD image (GRUB, from `grub-mkrescue`) as `-cdrom`; the
+    /// command line is inside the image.
+    Cdrom,
+    /// A raw disk image a BIOS boots (the `bootloader` crate's). Adds a VGA:
+    /// the bootloader's BIOS stages set a VESA mode and stop silently
+    /// without one.
+    BiosDisk,
+    /// A raw disk image UEFI firmware boots; the firmware (OVMF) as `-bios`.
+    UefiDisk,
+}
+
 /// What [`Env::qemu_args`] needs to know about one launch.
 #[derive(Debug, Clone, Copy)]
 pub struct Launch<'a> {
-    /// The kernel ELF (booted directly, or handed to Xen as its dom0 module).
+    /// The kernel ELF (booted directly, or handed to Xen as its dom0
+    /// module), or the loader's image for the other [`Medium`]s.
     pub kernel: &'a Path,
+    /// How [`Launch::kernel`] is given to QEMU.
+    pub medium: Medium,
+    /// UEFI firmware, for [`Medium::UefiDisk`].
+    pub firmware: Option<&'a Path>,
     /// The kernel's command line.
     pub cmdline: &'a str,
     /// Number of virtual CPUs.
@@ -535,6 +558,34 @@ impl Env {
             Env::Kvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
             Env::KvmNested => push(&["-accel", "kvm", "-cpu", KVM_NESTED_CPU]),
         }
+        if launch.medium != Medium::Kernel {
+            if self.is_xen() {
+                bail!("environment {self} boots Xen with the kernel as dom0: only Medium::Kernel fits");
+            }
+            let mut drive = OsString::from("format=raw,file=");
+            drive.push(launch.kernel);
+            match launch.medium {
+                Medium::Kernel => {}
+                Medium::Cdrom => {
+                    args.push("-cdrom".into());
+                    args.push(launch.kernel.into());
+                }
+                Medium::BiosDisk => {
+                    args.extend(["-vga", "std", "-drive"].map(OsString::from));
+                    args.push(drive);
+                }
+                Medium::UefiDisk => {
+                    let Some(firmware) = launch.firmware else {
+                        bail!("a UEFI disk boot needs the firmware (OVMF)");
+                    };
+                    args.extend(["-vga", "std", "-bios"].map(OsString::from));
+                    args.push(firmware.into());
+                    args.push("-drive".into());
+                    args.push(drive);
+                }
+            }
+            return Ok(args);
+        }
         match self.xen_cmdline() {
             None => {
                 args.push("-kernel".into());
@@ -638,6 +689,8 @@ mod tests {
         let kernel = PathBuf::from("/k/example-kernel");
         let launch = Launch {
             kernel: &kernel,
+            medium: Medium::Kernel,
+            firmware: None,
             cmdline: "pvops.mode=test a=1,2",
             smp: 2,
             xen,
@@ -842,6 +895,8 @@ mod tests {
         let kernel = PathBuf::from("/k/example-kernel");
         let launch = Launch {
             kernel: &kernel,
+            medium: Medium::Kernel,
+            firmware: None,
             cmdline: "",
             smp: 1,
             xen: None,
@@ -855,11 +910,55 @@ mod tests {
         let kernel = PathBuf::from("/k");
         let launch = Launch {
             kernel: &kernel,
+            medium: Medium::Kernel,
+            firmware: None,
             cmdline: "",
             smp: 0,
             xen: None,
         };
         assert!(Env::Tcg.qemu_args(&launch).is_err());
+    }
+
+    #[test]
+    fn loader_media() {
+        let image = PathBuf::from("/l/image");
+        let ovmf = PathBuf::from("/fw/OVMF.fd");
+        let args = |env: Env, medium, firmware| {
+            let launch = Launch {
+                kernel: &image,
+                medium,
+                firmware,
+                cmdline: "ignored",
+                smp: 2,
+                xen: None,
+            };
+            env.qemu_args(&launch).map(|a| {
+                a.into_iter()
+                    .map(|a| a.into_string().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let cd = args(Env::Kvm, Medium::Cdrom, None).unwrap();
+        assert!(has_pair(&cd, "-cdrom", "/l/image"), "{cd:?}");
+        assert!(!cd.contains(&"-kernel".to_owned()) && !cd.contains(&"-append".to_owned()));
+        assert!(has_pair(&cd, "-cpu", KVM_PV_CPU));
+        let bios = args(Env::Tcg, Medium::BiosDisk, None).unwrap();
+        assert!(has_pair(&bios, "-drive", "format=raw,file=/l/image"));
+        assert!(has_pair(&bios, "-vga", "std"));
+        assert!(!bios.contains(&"-bios".to_owned()));
+        let uefi = args(Env::Tcg, Medium::UefiDisk, Some(&ovmf)).unwrap();
+        assert!(has_pair(&uefi, "-bios", "/fw/OVMF.fd"));
+        assert!(has_pair(&uefi, "-drive", "format=raw,file=/l/image"));
+        assert!(args(Env::Tcg, Medium::UefiDisk, None).is_err());
+        assert!(args(Env::XenPvh, Medium::Cdrom, None).is_err());
+        for a in [&cd, &bios, &uefi] {
+            assert!(has_pair(
+                a,
+                "-device",
+                "isa-debug-exit,iobase=0x501,iosize=2"
+            ));
+            assert!(a.contains(&"-no-reboot".to_owned()));
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod env;
 pub mod fuzz;
 pub mod kernel;
 pub mod nested;
+pub mod loaders;
 pub mod protocol;
 pub mod provision;
 pub mod qemu;

@@ -286,7 +286,7 @@ pub fn is_root() -> bool {
 }
 
 /// Debian, Ubuntu, or a derivative that declares itself one.
-fn is_debian_like() -> bool {
+pub(crate) fn is_debian_like() -> bool {
     if Path::new("/etc/debian_version").exists() {
         return true;
     }
