@@ -109,10 +109,9 @@ static PROBE: Shared<VcpuTimeInfo> = Shared::<VcpuTimeInfo>::zeroed();
 /// registers [`PROBE`], reads it once filled, unregisters it. `None` when
 /// the record does not fill or its scale is no real frequency.
 pub(crate) fn probe_tsc_hz<H: Hypervisor + ?Sized>(h: &H) -> Option<u64> {
+    // Not a registration, and before `pvops.fail=` is armed: the
+    // injected refusals apply to the CPUs' own records.
     let paddr = crate::hypercall::area_paddr(h, PROBE.as_ptr(), MSR_KVM_SYSTEM_TIME_NEW).ok()?;
-    if h.fail(crate::fault_points::KVMCLOCK) {
-        return None;
-    }
     // SAFETY: a 32-byte, 64-byte-aligned static of this crate in RAM,
     // written by the host only until the registration is withdrawn below.
     unsafe { h.write_msr(MSR_KVM_SYSTEM_TIME_NEW, paddr | KVM_MSR_ENABLED) };

@@ -296,7 +296,6 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
         .ok_or(err("no KVM signature in CPUID"))?;
     let cpuid = KvmCpuid::read(&HardwareCpuid, &leaf);
     let off = OffList::parse(ctx.option("kvm.off").unwrap_or(""));
-    arm_faults(ctx);
     pvops_native::record_boot_context(ctx);
     // kvmclock's scale is the TSC frequency KVM gives the guest: native
     // then needs neither CPUID leaves nor a PIT (microvm has none).
@@ -324,6 +323,8 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
             u.as_str()
         ));
     }
+    // After native's init: its serial console carries the warnings.
+    arm_faults(ctx);
     hypercall::select(HypercallInsn::detect(&HardwareCpuid));
     let hypercalls = hypercalls_usable(
         HypercallPolicy::parse(ctx.option("kvm.hypercalls")),
