@@ -43,6 +43,10 @@ pub enum Env {
     /// Not the HVM boot people use (hvmloader, SeaBIOS, GRUB), which is
     /// still to do (issue #16).
     XenHvmDomu,
+    /// QEMU's `microvm` machine with KVM, no PIT, PIC or RTC (a VMM without
+    /// legacy devices, as Firecracker-like VMMs are); the kvm backend,
+    /// which takes the TSC frequency from kvmclock.
+    Microvm,
 }
 
 /// Whether the kernel side of an environment exists yet.
@@ -230,7 +234,7 @@ impl KvmFeatureOff {
 
 impl Env {
     /// Every environment, in the order reports list them.
-    pub const ALL: [Env; 9] = [
+    pub const ALL: [Env; 10] = [
         Env::Tcg,
         Env::Kvm,
         Env::KvmHidden,
@@ -240,6 +244,7 @@ impl Env {
         Env::XenPvhDomu,
         Env::XenPvDomu,
         Env::XenHvmDomu,
+        Env::Microvm,
     ];
 
     /// The domU environments, in the order one dom0 boot runs them.
@@ -257,6 +262,7 @@ impl Env {
             Env::XenPvhDomu => "xen-pvh-domu",
             Env::XenPvDomu => "xen-pv-domu",
             Env::XenHvmDomu => "xen-hvm-domu",
+            Env::Microvm => "microvm",
         }
     }
 
@@ -282,6 +288,7 @@ impl Env {
                  firmware_override (a PVH entry in an HVM container, no command line; \
                  not hvmloader/SeaBIOS/GRUB)"
             }
+            Env::Microvm => "QEMU microvm with KVM, no PIT, PIC or RTC (pit=off,pic=off,rtc=off)",
         }
     }
 
@@ -299,6 +306,7 @@ impl Env {
             // The firmware_override variant, labelled as such; the GRUB
             // boot of issue #16 would be another variant.
             Env::XenHvmDomu => Status::Implemented,
+            Env::Microvm => Status::Implemented,
         }
     }
 
@@ -311,7 +319,7 @@ impl Env {
     pub const fn expected_platform(self) -> &'static str {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
-            Env::Kvm | Env::KvmNested => "kvm",
+            Env::Kvm | Env::KvmNested | Env::Microvm => "kvm",
             // The HVM container is entered through the PVH entry.
             Env::XenPvh | Env::XenPvhDomu | Env::XenHvmDomu => "xen-pvh",
             Env::XenPv | Env::XenPvDomu => "xen-pv",
@@ -322,7 +330,7 @@ impl Env {
     pub const fn expected_backend(self) -> &'static str {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
-            Env::Kvm | Env::KvmNested => "kvm",
+            Env::Kvm | Env::KvmNested | Env::Microvm => "kvm",
             Env::XenPvh | Env::XenPv | Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => "xen",
         }
     }
@@ -331,7 +339,9 @@ impl Env {
     pub const fn ending(self) -> Ending {
         match self {
             // kvm-nested: the inner QEMU's status, which the outer /init reports.
-            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested => Ending::DebugExit,
+            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => {
+                Ending::DebugExit
+            }
             // Under Xen the kernel is dom0 and cannot reach QEMU's
             // isa-debug-exit; it asks Xen to reboot, and -no-reboot turns
             // that reset into QEMU's exit.
@@ -351,6 +361,8 @@ impl Env {
         match self {
             Env::XenPvhDomu | Env::XenPvDomu => &["io_port_roundtrip"],
             Env::XenHvmDomu => &["start_info_parsed"],
+            // rtc=off: no CMOS either.
+            Env::Microvm => &["io_port_roundtrip"],
             _ => &[],
         }
     }
@@ -362,7 +374,8 @@ impl Env {
             backend: self.expected_backend().to_owned(),
             min_ok: MIN_OK_TESTS,
             features_present: match self {
-                Env::Kvm => KVM_REQUIRED_FEATURES
+                // microvm: kvmclock above all (the only TSC frequency there).
+                Env::Kvm | Env::Microvm => KVM_REQUIRED_FEATURES
                     .iter()
                     .map(|f| f.to_string())
                     .collect(),
@@ -407,7 +420,7 @@ impl Env {
     pub const fn timeout(self) -> Duration {
         match self {
             Env::Tcg => Duration::from_secs(120),
-            Env::Kvm | Env::KvmHidden => Duration::from_secs(180),
+            Env::Kvm | Env::KvmHidden | Env::Microvm => Duration::from_secs(180),
             Env::XenPvh | Env::XenPv => Duration::from_secs(300),
             Env::KvmNested => Duration::from_secs(90),
             // One domU's own run, once dom0 is up (the whole boot's bound
@@ -460,7 +473,7 @@ impl Env {
     /// The accelerator of the QEMU the harness starts on this machine.
     pub const fn accel(self) -> Accel {
         match self {
-            Env::Kvm | Env::KvmHidden => Accel::Kvm,
+            Env::Kvm | Env::KvmHidden | Env::Microvm => Accel::Kvm,
             // Xen inside QEMU crashed during its own boot under KVM here.
             // kvm-nested's outer machine is TCG (its KVM is the outer
             // Linux's, which the host's /dev/kvm plays no part in).
@@ -516,7 +529,7 @@ impl Env {
         match self {
             Env::XenPvh => Some("console=com1 loglvl=all dom0=pvh dom0-iommu=none"),
             Env::XenPv => Some("console=com1 loglvl=all dom0_mem=64M,max:64M"),
-            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested => None,
+            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => None,
             Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => None,
         }
     }
@@ -540,7 +553,12 @@ impl Env {
         let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
         // -nodefaults also drops the default monitor, so no `-monitor none`
         // is needed; -serial stdio is then the only character device.
-        push(&["-machine", "pc", "-m", memory]);
+        let machine = match self {
+            // No legacy devices: what a Firecracker-like VMM offers.
+            Env::Microvm => "microvm,pit=off,pic=off,rtc=off",
+            _ => "pc",
+        };
+        push(&["-machine", machine, "-m", memory]);
         push(&["-smp", &launch.smp.to_string()]);
         push(&[
             "-nodefaults",
@@ -555,7 +573,7 @@ impl Env {
             Env::Tcg | Env::XenPvh | Env::XenPv => push(&["-accel", "tcg", "-cpu", "max"]),
             Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => unreachable!("refused above"),
             Env::KvmHidden => push(&["-accel", "kvm", "-cpu", "qemu64,kvm=off"]),
-            Env::Kvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
+            Env::Kvm | Env::Microvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
             Env::KvmNested => push(&["-accel", "kvm", "-cpu", KVM_NESTED_CPU]),
         }
         if launch.medium != Medium::Kernel {
@@ -723,7 +741,8 @@ mod tests {
                 "kvm-nested",
                 "xen-pvh-domu",
                 "xen-pv-domu",
-                "xen-hvm-domu"
+                "xen-hvm-domu",
+                "microvm"
             ]
         );
     }
@@ -793,7 +812,8 @@ mod tests {
                 ("kvm", "kvm"),
                 ("xen-pvh", "xen"),
                 ("xen-pv", "xen"),
-                ("xen-pvh", "xen")
+                ("xen-pvh", "xen"),
+                ("kvm", "kvm")
             ]
         );
         assert_eq!(Env::Tcg.expectation().min_ok, MIN_OK_TESTS);
@@ -805,7 +825,12 @@ mod tests {
     fn common_arguments() {
         for env in Env::ALL.into_iter().filter(|e| !e.is_domu()) {
             let args = args_of(env, Some(Path::new("/x/xen")));
-            assert!(has_pair(&args, "-machine", "pc"), "{env}: {args:?}");
+            let machine = if env == Env::Microvm {
+                "microvm,pit=off,pic=off,rtc=off"
+            } else {
+                "pc"
+            };
+            assert!(has_pair(&args, "-machine", machine), "{env}: {args:?}");
             assert!(has_pair(&args, "-smp", "2"), "{env}");
             assert!(has_pair(&args, "-serial", "stdio"), "{env}");
             assert!(has_pair(&args, "-display", "none"), "{env}");
