@@ -299,6 +299,11 @@ extern "C" fn kernel_main(info: u64) -> ! {
             .split_ascii_whitespace()
             .any(|w| w == "loader.trampoline=unmapped"),
     };
+    kprintln!(
+        "pvops: info: multiboot2 cmdline=\"{cmdline}\" rsdp={:?} trampoline={:?}",
+        parsed.rsdp,
+        parsed.trampoline
+    );
     let extra: [Test; 1] = [("multiboot2_info_parsed", multiboot2_info_parsed)];
     loader_common::run(&ctx, machine, &extra)
 }
