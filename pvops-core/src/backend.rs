@@ -2,6 +2,7 @@
 //! priority; the highest that says yes and initialises wins, and one that
 //! fails to initialise gives way to the next (in the end, native).
 
+use crate::cpu::CpuNumber;
 use crate::detect::CpuidScan;
 use crate::table::{install, InstallError, PvOps};
 use crate::translate::KernelMap;
@@ -20,7 +21,22 @@ pub enum BootEntry {
 }
 
 /// What the kernel tells pvops about the machine at boot.
+///
+/// Made with [`BootContext::new`] (which fills every field it can
+/// default), then its public fields set; new fields can then be added
+/// without breaking kernels.
+///
+/// ```
+/// use pvops_core::backend::{BootContext, BootEntry};
+/// use pvops_core::translate::KernelMap;
+/// # let scan = pvops_core::detect::CpuidScan::empty();
+/// let mut ctx = BootContext::new(BootEntry::Other, "console=ttyS0", scan);
+/// ctx.phys_offset = 0xffff_8000_0000_0000; // a direct map of all RAM
+/// ctx.kernel_map = KernelMap::PageTables; // (the default)
+/// ctx.rsdp = Some(0xf_5a00);
+/// ```
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct BootContext<'a> {
     /// Physical memory (all RAM and the low 4 GiB of device memory) is
     /// mapped at virtual `paddr + phys_offset`; 0 for an identity map.
@@ -32,6 +48,10 @@ pub struct BootContext<'a> {
     /// [`KernelMap::IDENTITY`] for an identity-mapped image. See
     /// [`crate::translate`].
     pub kernel_map: KernelMap,
+    /// Who owns `IA32_TSC_AUX` and the kernel GS base, where a CPU number
+    /// can be read without an exit: pvops ([`CpuNumber::Pvops`], the
+    /// default) or the kernel ([`CpuNumber::Kernel`]).
+    pub cpu_number: CpuNumber,
     /// Physical address of the ACPI RSDP if the loader gave one.
     pub rsdp: Option<u64>,
     /// The kernel command line (pvops reads `pvops.*` options from it).
@@ -45,7 +65,26 @@ pub struct BootContext<'a> {
     pub xen_pv: Option<&'a crate::abi::pv_start_info::PvStartInfo>,
 }
 
-impl BootContext<'_> {
+impl<'a> BootContext<'a> {
+    /// A context for a kernel entered through `entry` with `cmdline`, whose
+    /// hypervisor leaves `cpuid` found ([`crate::detect::scan`]): physical
+    /// memory identity-mapped (`phys_offset` 0), the image found by walking
+    /// the page tables ([`KernelMap::PageTables`]), pvops owning the
+    /// CPU-number registers ([`CpuNumber::Pvops`]), no RSDP, no Xen PV
+    /// start info. Set the fields that differ.
+    pub fn new(entry: BootEntry, cmdline: &'a str, cpuid: CpuidScan) -> Self {
+        BootContext {
+            phys_offset: 0,
+            kernel_map: KernelMap::PageTables,
+            cpu_number: CpuNumber::Pvops,
+            rsdp: None,
+            cmdline,
+            entry,
+            cpuid,
+            xen_pv: None,
+        }
+    }
+
     /// The value of `pvops.<key>=` on the command line, if present.
     pub fn option(&self, key: &str) -> Option<&str> {
         crate::cmdline::option(self.cmdline, key)
@@ -85,6 +124,8 @@ impl fmt::Display for BackendError {
         Ok(())
     }
 }
+
+impl core::error::Error for BackendError {}
 
 /// One backend as detection sees it.
 #[derive(Clone, Copy)]
@@ -151,6 +192,17 @@ impl fmt::Display for SelectError {
             SelectError::AllFailed(e) => write!(f, "every pvops backend failed; last: {e}"),
             SelectError::Install(e) => e.fmt(f),
             SelectError::BadContext(e) => write!(f, "bad boot context: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for SelectError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            SelectError::NoBackend => None,
+            SelectError::AllFailed(e) => Some(e),
+            SelectError::Install(e) => Some(e),
+            SelectError::BadContext(e) => Some(e),
         }
     }
 }

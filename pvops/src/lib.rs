@@ -16,15 +16,14 @@
 //! use pvops::{BootContext, BootEntry};
 //!
 //! fn early_boot(cmdline: &str, rsdp: Option<u64>) {
-//!     let ctx = BootContext {
-//!         phys_offset: 0, // identity-mapped physical memory
-//!         kernel_map: pvops::KernelMap::IDENTITY, // and kernel image
-//!         rsdp,
+//!     let mut ctx = BootContext::new(
+//!         BootEntry::Other, // entered by the kernel's own loader
 //!         cmdline,
-//!         entry: BootEntry::Pvh,
-//!         cpuid: pvops::detect::scan(&pvops::detect::HardwareCpuid),
-//!         xen_pv: None,
-//!     };
+//!         pvops::detect::scan(&pvops::detect::HardwareCpuid),
+//!     );
+//!     ctx.phys_offset = 0xffff_8000_0000_0000; // all RAM mapped here
+//!     ctx.kernel_map = pvops::KernelMap::PageTables; // the default: any layout
+//!     ctx.rsdp = rsdp;
 //!     let ops = pvops::init(&ctx, |e| {
 //!         // A backend bid but failed: say so, the next one is tried.
 //!         let _ = e;
@@ -38,8 +37,10 @@
 //! ```
 #![no_std]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use pvops_core::backend::{BackendError, BootContext, BootEntry, SelectError};
+pub use pvops_core::cpu::CpuNumber;
 pub use pvops_core::table::{install, is_installed, InstallError, PvOps};
 pub use pvops_core::translate::KernelMap;
 pub use pvops_core::{
@@ -53,14 +54,17 @@ pub use pvops_core::{
 pub use x86_64;
 
 #[cfg(feature = "native")]
+#[cfg_attr(docsrs, doc(cfg(feature = "native")))]
 pub use pvops_native as native;
 
 pub mod entry;
 
 #[cfg(feature = "kvm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kvm")))]
 pub use pvops_kvm as kvm;
 
 #[cfg(feature = "xen")]
+#[cfg_attr(docsrs, doc(cfg(feature = "xen")))]
 pub use pvops_xen as xen;
 
 use pvops_core::backend::Candidate;
@@ -78,7 +82,11 @@ pub const CANDIDATES: &[Candidate] = &[
 
 /// Detects the platform, installs the best backend that initialises, and
 /// returns the installed table. A backend that bids but fails is reported
-/// to `on_fallback` and the next is tried (native last).
+/// to `on_fallback` and the next is tried (native last). When none can
+/// start, the error comes back and, in ring 0, a failsafe table with only
+/// the serial console and power-off is installed
+/// ([`native::install_failsafe`]): check [`is_installed`] to print the
+/// error and shut down.
 ///
 /// First it records how the kernel image is mapped
 /// ([`BootContext::kernel_map`], see [`translate`]) and checks that pvops'
@@ -88,8 +96,15 @@ pub fn init(
     ctx: &BootContext<'_>,
     on_fallback: impl FnMut(&BackendError),
 ) -> Result<&'static PvOps, SelectError> {
-    record_kernel_map(ctx)?;
-    pvops_core::backend::select_and_install(ctx, CANDIDATES, on_fallback)
+    let installed = record_kernel_map(ctx)
+        .and_then(|()| pvops_core::backend::select_and_install(ctx, CANDIDATES, on_fallback));
+    #[cfg(feature = "native")]
+    if installed.is_err() {
+        // Nothing could start: leave the kernel a console and a power-off
+        // (ring 0 only) so it can say why instead of halting in silence.
+        pvops_native::install_failsafe(ctx);
+    }
+    installed
 }
 
 /// Records `ctx.kernel_map` for the backends and translates a static of
@@ -105,7 +120,7 @@ fn record_kernel_map(ctx: &BootContext<'_>) -> Result<(), SelectError> {
     }
     cfg_if::cfg_if! {
         if #[cfg(feature = "native")] {
-            pvops_native::record_kernel_map(ctx);
+            pvops_native::record_boot_context(ctx);
         } else {
             fn no_root() -> translate::PagingRoot {
                 panic!("pvops: KernelMap::PageTables needs the native backend compiled in")
@@ -130,15 +145,9 @@ mod tests {
     use std::string::ToString;
 
     fn ctx(kernel_map: KernelMap, entry: BootEntry) -> BootContext<'static> {
-        BootContext {
-            phys_offset: 0,
-            kernel_map,
-            rsdp: None,
-            cmdline: "",
-            entry,
-            cpuid: CpuidScan::empty(),
-            xen_pv: None,
-        }
+        let mut c = BootContext::new(entry, "", CpuidScan::empty());
+        c.kernel_map = kernel_map;
+        c
     }
 
     // One test: the recorded map is process-wide.

@@ -1,6 +1,6 @@
 //! Boots the example kernel in every implemented environment.
 //!
-//! One test per environment, the KVM feature-off matrix, bench mode under
+//! One test per environment (the domU ones share one dom0 boot), the KVM feature-off matrix, bench mode under
 //! KVM (exits counted by the host) and under Xen PV (hypercalls counted by
 //! the guest).
 
@@ -26,6 +26,28 @@ fn boot_xen_pvh() {
 #[test]
 fn boot_xen_pv() {
     assert_boots(Env::XenPv);
+}
+
+/// The kernel as a PVH domU made by `xl` in a Linux dom0 (one dom0 boot
+/// runs this and the other domU kinds): its own console ring from the
+/// first line, 2 vCPUs, and a shutdown the toolstack sees as a reboot.
+#[test]
+fn boot_xen_pvh_domu() {
+    assert_boots(Env::XenPvhDomu);
+}
+
+/// The kernel as a classic PV domU made by `xl` (same dom0 boot as above).
+#[test]
+fn boot_xen_pv_domu() {
+    assert_boots(Env::XenPvDomu);
+}
+
+/// The kernel in an HVM domU, loaded by libxl as `firmware_override` (same
+/// dom0 boot as above): it enters through its PVH entry with no command
+/// line, so it reports `platform=xen-pvh` and skips `start_info_parsed`.
+#[test]
+fn boot_xen_hvm_domu() {
+    assert_boots(Env::XenHvmDomu);
 }
 
 /// Every environment boots the very same ELF: same path, same bytes.
@@ -165,6 +187,61 @@ fn bench_mode_counts_hypercalls_under_xen_pv() {
 #[test]
 fn boot_kvm() {
     assert_boots(Env::Kvm);
+}
+
+/// kvm-nested in one outer boot: the default configuration (every KVM
+/// feature on, hypercalls completing), then each feature switched off in
+/// the inner QEMU (`-cpu host,-<flag>`), then the KVM signature hidden
+/// (`kvm=off`, the native backend); each inner run judged on its own.
+#[test]
+fn boot_kvm_nested() {
+    use pvops_tests::{nested_matrix_once, NestedBooted};
+    use xtask::record::{self, Record};
+    let env = Env::KvmNested;
+    let run = match nested_matrix_once() {
+        NestedBooted::Skipped(why) => {
+            record::write(env, &Record::Skipped(why.clone()));
+            skip(why);
+            return;
+        }
+        NestedBooted::Error(e) => {
+            record::write(env, &Record::Failed(e.clone()));
+            panic!("kvm-nested failed: {e}");
+        }
+        NestedBooted::Ran(run) => run,
+    };
+    let expected = 1 + Env::KvmNested.bench_variants().len();
+    assert_eq!(run.boots.len(), expected, "inner runs missing");
+    let mut failures = Vec::new();
+    for b in &run.boots {
+        let name = b
+            .plan
+            .args
+            .iter()
+            .position(|a| a == "-cpu")
+            .map(|i| b.plan.args[i + 1].to_string_lossy().into_owned())
+            .unwrap_or_default();
+        eprintln!("-cpu {name}: {}", b.verdict());
+        if !b.passed() {
+            failures.push(format!("-cpu {name}:\n{}", b.report()));
+        }
+    }
+    eprintln!("kvm-nested: {}", run.timings.summary());
+    let default = &run.boots[0];
+    let summary = format!(
+        "{}; {}/{} inner runs passed (default, {} features off, kvm=off) in one outer boot of {:.1} s",
+        default.verdict(),
+        run.boots.len() - failures.len(),
+        run.boots.len(),
+        run.boots.len() - 2,
+        run.timings.total.as_secs_f64()
+    );
+    if failures.is_empty() {
+        record::write(env, &Record::Passed(summary));
+    } else {
+        record::write(env, &Record::Failed(summary));
+        panic!("{}", failures.join("\n"));
+    }
 }
 
 /// Each KVM feature switched off in QEMU in turn: the backend falls back to

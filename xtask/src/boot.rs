@@ -136,6 +136,12 @@ impl Plan {
     /// Decides how to boot `kernel` in `env`. Needs QEMU on PATH (and, for
     /// Xen, the Xen binary); does not check whether `env` is implemented.
     pub fn new(env: Env, kernel: &Path, options: &BootOptions) -> Result<Plan> {
+        if env.is_domu() {
+            anyhow::bail!(
+                "{env} boots a Linux dom0 that makes the kernel a domU: use xtask::domu::boot \
+                 (or xtask::boot::boot)"
+            );
+        }
         let image = BootImage::read(kernel)?;
         let cmdline = options.cmdline();
         let xen = provision::xen_binary();
@@ -307,6 +313,10 @@ impl Boot {
 /// A time-out, or QEMU stopping the guest for good, is an error (a
 /// [`qemu::Killed`] inside the `anyhow::Error`).
 pub fn boot(env: Env, kernel: &Path, options: &BootOptions) -> Result<Boot> {
+    if env.is_domu() {
+        let mut boots = crate::domu::boot(kernel, &[(env, options.clone())], options.echo)?;
+        return boots.pop().context("the domU run judged no guest");
+    }
     let plan = Plan::new(env, kernel, options)?;
     run_plan(plan, options.echo)
 }
@@ -317,7 +327,30 @@ pub fn run_plan(plan: Plan, echo: bool) -> Result<Boot> {
 }
 
 /// [`run_plan`], showing `observer` every console line as it arrives.
+/// A kvm-nested plan is the inner run: it gets an outer machine of its
+/// own ([`crate::nested::run`]; to run several in one outer boot, call
+/// that), and `observer` sees the inner run's lines.
 pub fn run_plan_observed(plan: Plan, echo: bool, observer: &mut dyn FnMut(&str)) -> Result<Boot> {
+    if plan.env.is_nested() {
+        let mut inner = |l: crate::nested::Line<'_>| {
+            if l.run.is_some() && !l.begins {
+                observer(l.text)
+            }
+        };
+        let options = crate::nested::Options {
+            echo,
+            ..crate::nested::Options::default()
+        };
+        let nested = crate::nested::run(std::slice::from_ref(&plan), &options, &mut inner)?;
+        if echo {
+            eprintln!("xtask: kvm-nested: {}", nested.timings.summary());
+        }
+        return nested
+            .boots
+            .into_iter()
+            .next()
+            .context("kvm-nested returned no inner run");
+    }
     let run = qemu::run_observed(&plan.qemu, &plan.args, plan.timeout, echo, observer)
         .with_context(|| format!("booting {} in {}", plan.image.path.display(), plan.env))?;
     let outcome = Outcome {

@@ -70,6 +70,14 @@ impl<W: Write> Writer<W> {
         self.tree_under(dir, "")
     }
 
+    /// Every file, directory and symlink under `dir`, named as under
+    /// `name` (no leading `/`; `name` itself and its parents are not
+    /// written, see [`Writer::dir`]).
+    pub fn tree_at(&mut self, dir: &Path, name: &str) -> Result<()> {
+        let prefix = name.trim_end_matches('/');
+        self.tree_under(dir, &format!("{prefix}/"))
+    }
+
     fn tree_under(&mut self, dir: &Path, prefix: &str) -> Result<()> {
         let mut entries = fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?
@@ -237,5 +245,20 @@ mod tests {
         assert_eq!(names, ["a", "b", "b/c", "b/c/f", "b/l"]);
         assert_eq!(entries[3].3, b"123");
         assert_eq!(entries[4].3, b"c/f");
+    }
+
+    #[test]
+    fn a_tree_goes_under_a_prefix() {
+        let dir = std::env::temp_dir().join(format!("xtask-cpio-at-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("k")).unwrap();
+        fs::write(dir.join("k/en-us"), b"map").unwrap();
+        let mut w = Writer::new(Vec::new());
+        w.dir("usr", 0o755).unwrap();
+        w.tree_at(&dir, "usr").unwrap();
+        let entries = parse(&w.finish().unwrap());
+        fs::remove_dir_all(&dir).unwrap();
+        let names: Vec<_> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, ["usr", "usr/k", "usr/k/en-us"]);
     }
 }

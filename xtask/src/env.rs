@@ -27,6 +27,22 @@ pub enum Env {
     XenPvh,
     /// Xen 4.17 inside QEMU (TCG), the kernel as classic PV dom0.
     XenPv,
+    /// Linux's real KVM (kvm-amd) inside QEMU TCG (`-cpu max`, which
+    /// emulates AMD SVM), running an inner QEMU with `-accel kvm -cpu host`;
+    /// the kvm backend with every feature, hypercalls included. See
+    /// [`crate::nested`].
+    KvmNested,
+    /// Xen 4.17 inside QEMU (TCG), Debian's Linux as PV dom0 running Xen's
+    /// toolstack; the kernel as a PVH domU made by `xl` ([`crate::domu`]).
+    XenPvhDomu,
+    /// As [`Env::XenPvhDomu`], the kernel as a classic PV domU.
+    XenPvDomu,
+    /// As [`Env::XenPvhDomu`], the kernel in an HVM container, loaded by
+    /// libxl as the firmware (`firmware_override`): it enters through its
+    /// PVH entry, with no command line, and reports `platform=xen-pvh`.
+    /// Not the HVM boot people use (hvmloader, SeaBIOS, GRUB), which is
+    /// still to do (issue #16).
+    XenHvmDomu,
 }
 
 /// Whether the kernel side of an environment exists yet.
@@ -92,6 +108,24 @@ const MEMORY_DIRECT: &str = "256M";
 const MEMORY_XEN: &str = "512M";
 /// KVM paravirt features the kvm backend is expected to use.
 const KVM_PV_CPU: &str = "qemu64,+kvm-pv-ipi,+kvm-pv-tlb-flush,+kvm-pv-unhalt,+kvm-pv-sched-yield,+kvmclock-stable-bit,+kvm-poll-control";
+/// The inner QEMU's CPU model in kvm-nested: the nested KVM passes the
+/// (emulated) host CPU through and offers every KVM paravirt feature.
+pub const KVM_NESTED_CPU: &str = "host";
+
+/// What the kvm backend must report on a KVM that completes hypercalls
+/// (kvm-nested): every feature, the hypercall-based ones included. Their
+/// presence also proves the backend found no emulated instructions.
+pub const KVM_NESTED_REQUIRED_FEATURES: &[&str] = &[
+    "kvmclock",
+    "steal-time",
+    "pv-eoi",
+    "pv-ipi",
+    "pv-tlb-flush",
+    "pv-unhalt",
+    "pv-sched-yield",
+    "poll-control",
+    "nop-io-delay",
+];
 
 /// KVM features the kvm backend must turn on with the kvm CPU model on any
 /// KVM host. (pv-ipi, pv-unhalt and pv-sched-yield need hypercalls, which
@@ -119,6 +153,10 @@ pub const XEN_PV_REQUIRED_FEATURES: &[&str] = &[
     "pvclock",
 ];
 
+/// The example kernel's test of a shutdown request from the toolstack
+/// (run with `pvops.wait_shutdown=<s>`).
+pub const DOMU_SHUTDOWN_TEST: &str = "shutdown_request";
+
 /// One KVM paravirt feature switched off in QEMU: the fallback test boots
 /// the kvm environment once per entry and checks the features line and the
 /// self-tests.
@@ -136,10 +174,12 @@ pub const KVM_FEATURES_OFF: &[KvmFeatureOff] = &[
         qemu_flag: "kvmclock",
         absent: &["kvmclock"],
     },
-    // Steal time also carries the preempted flag PV TLB flush needs.
+    // Steal time also carries the preempted flag PV TLB flush and PV
+    // sched-yield need (the backend's plan, as Linux's guest, turns both
+    // off without it; sched-yield shows only where hypercalls complete).
     KvmFeatureOff {
         qemu_flag: "kvm-steal-time",
-        absent: &["steal-time", "pv-tlb-flush"],
+        absent: &["steal-time", "pv-tlb-flush", "pv-sched-yield"],
     },
     KvmFeatureOff {
         qemu_flag: "kvm-pv-eoi",
@@ -179,13 +219,31 @@ pub const KVM_FEATURES_OFF: &[KvmFeatureOff] = &[
 impl KvmFeatureOff {
     /// The `-cpu` value: the kvm environment's, less this flag.
     pub fn cpu(&self) -> String {
-        format!("{KVM_PV_CPU},-{}", self.qemu_flag)
+        self.cpu_from(KVM_PV_CPU)
+    }
+
+    /// The `-cpu` value: `base`, less this flag.
+    pub fn cpu_from(&self, base: &str) -> String {
+        format!("{base},-{}", self.qemu_flag)
     }
 }
 
 impl Env {
     /// Every environment, in the order reports list them.
-    pub const ALL: [Env; 5] = [Env::Tcg, Env::Kvm, Env::KvmHidden, Env::XenPvh, Env::XenPv];
+    pub const ALL: [Env; 9] = [
+        Env::Tcg,
+        Env::Kvm,
+        Env::KvmHidden,
+        Env::XenPvh,
+        Env::XenPv,
+        Env::KvmNested,
+        Env::XenPvhDomu,
+        Env::XenPvDomu,
+        Env::XenHvmDomu,
+    ];
+
+    /// The domU environments, in the order one dom0 boot runs them.
+    pub const DOMU: [Env; 3] = [Env::XenPvhDomu, Env::XenPvDomu, Env::XenHvmDomu];
 
     /// The name `--env` takes.
     pub const fn name(self) -> &'static str {
@@ -195,6 +253,10 @@ impl Env {
             Env::KvmHidden => "kvm-hidden",
             Env::XenPvh => "xen-pvh",
             Env::XenPv => "xen-pv",
+            Env::KvmNested => "kvm-nested",
+            Env::XenPvhDomu => "xen-pvh-domu",
+            Env::XenPvDomu => "xen-pv-domu",
+            Env::XenHvmDomu => "xen-hvm-domu",
         }
     }
 
@@ -206,6 +268,20 @@ impl Env {
             Env::KvmHidden => "QEMU with KVM acceleration, KVM signature hidden (kvm=off)",
             Env::XenPvh => "Xen 4.17 inside QEMU, kernel as PVH dom0",
             Env::XenPv => "Xen 4.17 inside QEMU, kernel as classic PV dom0",
+            Env::KvmNested => {
+                "Linux's real KVM (kvm-amd) inside QEMU TCG, inner QEMU -accel kvm -cpu host"
+            }
+            Env::XenPvhDomu => {
+                "Xen 4.17 inside QEMU, kernel as a PVH domU made by xl in a Linux dom0"
+            }
+            Env::XenPvDomu => {
+                "Xen 4.17 inside QEMU, kernel as a classic PV domU made by xl in a Linux dom0"
+            }
+            Env::XenHvmDomu => {
+                "Xen 4.17 inside QEMU, kernel in an HVM domU loaded as libxl's \
+                 firmware_override (a PVH entry in an HVM container, no command line; \
+                 not hvmloader/SeaBIOS/GRUB)"
+            }
         }
     }
 
@@ -217,6 +293,12 @@ impl Env {
             Env::Kvm => Status::Implemented,
             Env::XenPvh => Status::Implemented,
             Env::XenPv => Status::Implemented,
+            Env::KvmNested => Status::Implemented,
+            Env::XenPvhDomu => Status::Implemented,
+            Env::XenPvDomu => Status::Implemented,
+            // The firmware_override variant, labelled as such; the GRUB
+            // boot of issue #16 would be another variant.
+            Env::XenHvmDomu => Status::Implemented,
         }
     }
 
@@ -229,9 +311,10 @@ impl Env {
     pub const fn expected_platform(self) -> &'static str {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
-            Env::Kvm => "kvm",
-            Env::XenPvh => "xen-pvh",
-            Env::XenPv => "xen-pv",
+            Env::Kvm | Env::KvmNested => "kvm",
+            // The HVM container is entered through the PVH entry.
+            Env::XenPvh | Env::XenPvhDomu | Env::XenHvmDomu => "xen-pvh",
+            Env::XenPv | Env::XenPvDomu => "xen-pv",
         }
     }
 
@@ -239,19 +322,36 @@ impl Env {
     pub const fn expected_backend(self) -> &'static str {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
-            Env::Kvm => "kvm",
-            Env::XenPvh | Env::XenPv => "xen",
+            Env::Kvm | Env::KvmNested => "kvm",
+            Env::XenPvh | Env::XenPv | Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => "xen",
         }
     }
 
     /// How a run in this environment ends when the kernel finishes.
     pub const fn ending(self) -> Ending {
         match self {
-            Env::Tcg | Env::Kvm | Env::KvmHidden => Ending::DebugExit,
+            // kvm-nested: the inner QEMU's status, which the outer /init reports.
+            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested => Ending::DebugExit,
             // Under Xen the kernel is dom0 and cannot reach QEMU's
             // isa-debug-exit; it asks Xen to reboot, and -no-reboot turns
             // that reset into QEMU's exit.
             Env::XenPvh | Env::XenPv => Ending::GuestReboot,
+            // A domU asks Xen for a reboot too (the harness checks the
+            // domain's end in dom0); dom0 then reboots the machine.
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => Ending::GuestReboot,
+        }
+    }
+
+    /// Self-tests the kernel must report as `skipped`, exactly these: a
+    /// domU made by `xl` without a device model has no CMOS behind ports
+    /// 0x70/0x71 (they read all ones); libxl gives a kernel loaded as
+    /// `firmware_override` no command line (it refuses `cmdline=` without
+    /// `kernel=`).
+    pub const fn expected_skips(self) -> &'static [&'static str] {
+        match self {
+            Env::XenPvhDomu | Env::XenPvDomu => &["io_port_roundtrip"],
+            Env::XenHvmDomu => &["start_info_parsed"],
+            _ => &[],
         }
     }
 
@@ -270,21 +370,49 @@ impl Env {
                     .iter()
                     .map(|f| f.to_string())
                     .collect(),
+                Env::KvmNested => KVM_NESTED_REQUIRED_FEATURES
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect(),
+                // A domU prints through its console ring, from the first line.
+                Env::XenPvDomu => XEN_PV_REQUIRED_FEATURES
+                    .iter()
+                    .chain(&["console-ring"])
+                    .map(|f| f.to_string())
+                    .collect(),
+                Env::XenPvhDomu | Env::XenHvmDomu => vec!["console-ring".to_owned()],
                 _ => Vec::new(),
             },
             features_absent: Vec::new(),
+            skipped: self
+                .expected_skips()
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            required: if self.domu_shutdown_test() {
+                vec![DOMU_SHUTDOWN_TEST.to_owned()]
+            } else {
+                Vec::new()
+            },
             ending: self.ending(),
         }
     }
 
     /// Wall-clock bound of one test-mode run. Generous: KVM on these
     /// machines emulates most guest instructions (~2 M/s), Xen runs under
-    /// TCG, and the two cores may be shared with another boot.
+    /// TCG, and the two cores may be shared with another boot. For
+    /// kvm-nested, the bound of one inner run (its outer /init kills an
+    /// inner QEMU that passes it); the outer machine's bound adds them up
+    /// (see [`crate::nested`]).
     pub const fn timeout(self) -> Duration {
         match self {
             Env::Tcg => Duration::from_secs(120),
             Env::Kvm | Env::KvmHidden => Duration::from_secs(180),
             Env::XenPvh | Env::XenPv => Duration::from_secs(300),
+            Env::KvmNested => Duration::from_secs(90),
+            // One domU's own run, once dom0 is up (the whole boot's bound
+            // is [`crate::domu::run_timeout`]).
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => Duration::from_secs(180),
         }
     }
 
@@ -299,7 +427,25 @@ impl Env {
                     name: format!("-{}", f.qemu_flag),
                     cpu: Some(f.cpu()),
                     absent: f.absent.iter().map(|a| a.to_string()).collect(),
+                    native: false,
                 })
+                .collect(),
+            // The same matrix on the nested KVM, plus the KVM signature
+            // hidden (what kvm-hidden is on the host's KVM).
+            Env::KvmNested => KVM_FEATURES_OFF
+                .iter()
+                .map(|f| crate::bench::Variant {
+                    name: format!("-{}", f.qemu_flag),
+                    cpu: Some(f.cpu_from(KVM_NESTED_CPU)),
+                    absent: f.absent.iter().map(|a| a.to_string()).collect(),
+                    native: false,
+                })
+                .chain(std::iter::once(crate::bench::Variant {
+                    name: "kvm=off".into(),
+                    cpu: Some(format!("{KVM_NESTED_CPU},kvm=off")),
+                    absent: Vec::new(),
+                    native: true,
+                }))
                 .collect(),
             _ => Vec::new(),
         }
@@ -311,18 +457,58 @@ impl Env {
         2
     }
 
-    /// The accelerator QEMU runs this environment with.
+    /// The accelerator of the QEMU the harness starts on this machine.
     pub const fn accel(self) -> Accel {
         match self {
             Env::Kvm | Env::KvmHidden => Accel::Kvm,
             // Xen inside QEMU crashed during its own boot under KVM here.
-            Env::Tcg | Env::XenPvh | Env::XenPv => Accel::Tcg,
+            // kvm-nested's outer machine is TCG (its KVM is the outer
+            // Linux's, which the host's /dev/kvm plays no part in).
+            Env::Tcg
+            | Env::XenPvh
+            | Env::XenPv
+            | Env::KvmNested
+            | Env::XenPvhDomu
+            | Env::XenPvDomu
+            | Env::XenHvmDomu => Accel::Tcg,
         }
     }
 
-    /// Whether QEMU boots Xen, with the kernel as dom0.
+    /// Whether the kernel runs in an inner QEMU inside an outer machine
+    /// (kvm-nested), booted through [`crate::nested`].
+    pub const fn is_nested(self) -> bool {
+        matches!(self, Env::KvmNested)
+    }
+
+    /// Whether QEMU boots Xen (with the kernel as dom0, or as a domU).
     pub const fn is_xen(self) -> bool {
-        matches!(self, Env::XenPvh | Env::XenPv)
+        matches!(
+            self,
+            Env::XenPvh | Env::XenPv | Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu
+        )
+    }
+
+    /// Whether the kernel runs as a domU made by `xl` in a Linux dom0
+    /// ([`crate::domu`] boots these, several in one dom0 boot).
+    pub const fn is_domu(self) -> bool {
+        self.domu_kind().is_some()
+    }
+
+    /// Whether the domU, after its self-tests, waits for the toolstack's
+    /// `xl shutdown` (through xenstore's `control/shutdown`), reports it as
+    /// test [`DOMU_SHUTDOWN_TEST`] and then powers off as asked.
+    pub const fn domu_shutdown_test(self) -> bool {
+        matches!(self, Env::XenPvhDomu | Env::XenPvDomu)
+    }
+
+    /// The domU's kind as the dom0 `/init` takes it (`pvh`, `pv`, `hvm`).
+    pub const fn domu_kind(self) -> Option<&'static str> {
+        match self {
+            Env::XenPvhDomu => Some("pvh"),
+            Env::XenPvDomu => Some("pv"),
+            Env::XenHvmDomu => Some("hvm"),
+            _ => None,
+        }
     }
 
     /// Xen's own command line in the Xen environments.
@@ -330,14 +516,20 @@ impl Env {
         match self {
             Env::XenPvh => Some("console=com1 loglvl=all dom0=pvh dom0-iommu=none"),
             Env::XenPv => Some("console=com1 loglvl=all dom0_mem=64M,max:64M"),
-            Env::Tcg | Env::Kvm | Env::KvmHidden => None,
+            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested => None,
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => None,
         }
     }
 
-    /// QEMU's arguments (not the program name) for one launch.
+    /// QEMU's arguments (not the program name) for one launch. For
+    /// kvm-nested, the inner QEMU's (the same as the kvm environment's but
+    /// `-cpu host`); [`crate::nested`] adds the outer machine around them.
     pub fn qemu_args(self, launch: &Launch<'_>) -> Result<Vec<OsString>> {
         if launch.smp == 0 {
             bail!("--smp must be at least 1");
+        }
+        if self.is_domu() {
+            bail!("environment {self} boots a Linux dom0 that makes the domU: see xtask::domu");
         }
         let memory = if self.is_xen() {
             MEMORY_XEN
@@ -361,8 +553,10 @@ impl Env {
         push(&["-device", "isa-debug-exit,iobase=0x501,iosize=2"]);
         match self {
             Env::Tcg | Env::XenPvh | Env::XenPv => push(&["-accel", "tcg", "-cpu", "max"]),
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => unreachable!("refused above"),
             Env::KvmHidden => push(&["-accel", "kvm", "-cpu", "qemu64,kvm=off"]),
             Env::Kvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
+            Env::KvmNested => push(&["-accel", "kvm", "-cpu", KVM_NESTED_CPU]),
         }
         if launch.medium != Medium::Kernel {
             if self.is_xen() {
@@ -518,7 +712,20 @@ mod tests {
             assert_eq!(env.to_string().parse::<Env>().unwrap(), env);
         }
         let names: Vec<String> = Env::ALL.iter().map(ToString::to_string).collect();
-        assert_eq!(names, ["tcg", "kvm", "kvm-hidden", "xen-pvh", "xen-pv"]);
+        assert_eq!(
+            names,
+            [
+                "tcg",
+                "kvm",
+                "kvm-hidden",
+                "xen-pvh",
+                "xen-pv",
+                "kvm-nested",
+                "xen-pvh-domu",
+                "xen-pv-domu",
+                "xen-hvm-domu"
+            ]
+        );
     }
 
     #[test]
@@ -526,7 +733,7 @@ mod tests {
         let err = "kvm_hidden".parse::<Env>().unwrap_err().to_string();
         assert!(err.contains("kvm_hidden"), "{err}");
         assert!(
-            err.contains("tcg, kvm, kvm-hidden, xen-pvh, xen-pv"),
+            err.contains("tcg, kvm, kvm-hidden, xen-pvh, xen-pv, kvm-nested, xen-pvh-domu"),
             "{err}"
         );
     }
@@ -538,6 +745,33 @@ mod tests {
         assert!(Env::Kvm.is_implemented());
         assert!(Env::XenPvh.is_implemented());
         assert!(Env::XenPv.is_implemented());
+        assert!(Env::KvmNested.is_implemented());
+        assert!(Env::XenPvhDomu.is_implemented());
+        assert!(Env::XenPvDomu.is_implemented());
+        assert!(Env::XenHvmDomu.is_implemented());
+    }
+
+    #[test]
+    fn domu_expectations() {
+        assert_eq!(Env::XenPvDomu.domu_kind(), Some("pv"));
+        assert!(Env::DOMU.iter().all(|e| e.is_domu() && e.is_xen()));
+        assert!(!Env::XenPv.is_domu());
+        let pv = Env::XenPvDomu.expectation();
+        assert!(pv.features_present.contains(&"console-ring".to_owned()));
+        assert!(pv.features_present.contains(&"mmu-update".to_owned()));
+        assert_eq!(pv.skipped, ["io_port_roundtrip"]);
+        assert_eq!(Env::XenPvhDomu.expected_platform(), "xen-pvh");
+        for env in [Env::Tcg, Env::Kvm, Env::XenPv, Env::XenPvh] {
+            assert!(env.expectation().skipped.is_empty(), "{env}");
+        }
+        let kernel = PathBuf::from("/k");
+        let launch = Launch {
+            kernel: &kernel,
+            cmdline: "",
+            smp: 2,
+            xen: Some(Path::new("/x/xen")),
+        };
+        assert!(Env::XenPvDomu.qemu_args(&launch).is_err());
     }
 
     #[test]
@@ -553,7 +787,11 @@ mod tests {
                 ("kvm", "kvm"),
                 ("native", "native"),
                 ("xen-pvh", "xen"),
-                ("xen-pv", "xen")
+                ("xen-pv", "xen"),
+                ("kvm", "kvm"),
+                ("xen-pvh", "xen"),
+                ("xen-pv", "xen"),
+                ("xen-pvh", "xen")
             ]
         );
         assert_eq!(Env::Tcg.expectation().min_ok, MIN_OK_TESTS);
@@ -563,7 +801,7 @@ mod tests {
 
     #[test]
     fn common_arguments() {
-        for env in Env::ALL {
+        for env in Env::ALL.into_iter().filter(|e| !e.is_domu()) {
             let args = args_of(env, Some(Path::new("/x/xen")));
             assert!(has_pair(&args, "-machine", "pc"), "{env}: {args:?}");
             assert!(has_pair(&args, "-smp", "2"), "{env}");
@@ -595,6 +833,31 @@ mod tests {
         let args = args_of(Env::Kvm, None);
         assert!(has_pair(&args, "-accel", "kvm"));
         assert!(has_pair(&args, "-cpu", KVM_PV_CPU));
+
+        // kvm-nested: the inner QEMU's arguments, the kvm environment's
+        // but for the CPU model.
+        let inner = args_of(Env::KvmNested, None);
+        assert!(has_pair(&inner, "-cpu", "host"));
+        let without_cpu = |a: Vec<String>| {
+            let i = a.iter().position(|x| x == "-cpu").unwrap();
+            [&a[..i], &a[i + 2..]].concat()
+        };
+        assert_eq!(without_cpu(inner), without_cpu(args));
+    }
+
+    #[test]
+    fn nested_matrix() {
+        let variants = Env::KvmNested.bench_variants();
+        assert_eq!(variants.len(), KVM_FEATURES_OFF.len() + 1);
+        assert!(variants
+            .iter()
+            .all(|v| v.cpu.as_deref().unwrap().starts_with("host,")));
+        let hidden = variants.last().unwrap();
+        assert_eq!(hidden.cpu.as_deref(), Some("host,kvm=off"));
+        assert!(hidden.native);
+        let ipi = variants.iter().find(|v| v.name == "-kvm-pv-ipi").unwrap();
+        assert_eq!(ipi.cpu.as_deref(), Some("host,-kvm-pv-ipi"));
+        assert!(!ipi.native);
     }
 
     #[test]

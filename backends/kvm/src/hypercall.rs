@@ -182,6 +182,8 @@ impl fmt::Display for KvmError {
     }
 }
 
+impl core::error::Error for KvmError {}
+
 /// What the feature code needs from the hypervisor. [`Real`] is KVM; tests
 /// implement it to count calls and return errors.
 pub trait Hypervisor {

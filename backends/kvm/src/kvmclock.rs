@@ -101,6 +101,27 @@ pub(crate) fn rdtsc_ordered() -> u64 {
     pvops_native::tsc::read()
 }
 
+/// A record registered only while [`probe_tsc_hz`] runs, before any CPU's
+/// own.
+static PROBE: Shared<VcpuTimeInfo> = Shared::<VcpuTimeInfo>::zeroed();
+
+/// The TSC frequency KVM gives this guest, from a kvmclock record's scale:
+/// registers [`PROBE`], reads it once filled, unregisters it. `None` when
+/// the record does not fill or its scale is no real frequency.
+pub(crate) fn probe_tsc_hz<H: Hypervisor + ?Sized>(h: &H) -> Option<u64> {
+    let paddr = crate::hypercall::area_paddr(h, PROBE.as_ptr(), MSR_KVM_SYSTEM_TIME_NEW).ok()?;
+    if h.fail(crate::fault_points::KVMCLOCK) {
+        return None;
+    }
+    // SAFETY: a 32-byte, 64-byte-aligned static of this crate in RAM,
+    // written by the host only until the registration is withdrawn below.
+    unsafe { h.write_msr(MSR_KVM_SYSTEM_TIME_NEW, paddr | KVM_MSR_ENABLED) };
+    let rec = read_time_info(&PROBE, DEFAULT_MAX_TRIES);
+    // SAFETY: enable bit clear: the host stops writing the record.
+    unsafe { h.write_msr(MSR_KVM_SYSTEM_TIME_NEW, 0) };
+    rec.ok().filter(filled)?.scale().hz()
+}
+
 /// Registers `cpu`'s record with the host and checks it got filled.
 pub(crate) fn register<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) -> Result<(), KvmError> {
     let area = AREAS.get(cpu).ok_or(KvmError::CpuOutOfRange(cpu.0))?;

@@ -74,15 +74,7 @@
 //! use pvops_core::detect::{scan, HardwareCpuid};
 //!
 //! fn early_boot(cmdline: &str) {
-//!     let ctx = BootContext {
-//!         phys_offset: 0,
-//!         kernel_map: pvops_core::translate::KernelMap::IDENTITY,
-//!         rsdp: None,
-//!         cmdline,
-//!         entry: BootEntry::Pvh,
-//!         cpuid: scan(&HardwareCpuid),
-//!         xen_pv: None,
-//!     };
+//!     let ctx = BootContext::new(BootEntry::Pvh, cmdline, scan(&HardwareCpuid));
 //!     let ops = select_and_install(&ctx, &[pvops_kvm::CANDIDATE, pvops_native::CANDIDATE], |_| {})
 //!         .expect("no backend could start");
 //!     let _ = ops.identity.features;
@@ -118,6 +110,7 @@ use pvops_core::detect::{HardwareCpuid, HypervisorKind};
 use pvops_core::irq::MAX_CPUS;
 use pvops_core::platform::{Identity, Platform};
 use pvops_core::table::PvOps;
+use pvops_native::NativeHints;
 
 use crate::features::KvmCpuid;
 use crate::hypercall::{HypercallInsn, HypercallPolicy, Hypervisor, Real};
@@ -303,7 +296,18 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
         .ok_or(err("no KVM signature in CPUID"))?;
     let cpuid = KvmCpuid::read(&HardwareCpuid, &leaf);
     let off = OffList::parse(ctx.option("kvm.off").unwrap_or(""));
-    let native = pvops_native::init(ctx).map_err(|e| BackendError { backend: NAME, ..e })?;
+    arm_faults(ctx);
+    pvops_native::record_boot_context(ctx);
+    // kvmclock's scale is the TSC frequency KVM gives the guest: native
+    // then needs neither CPUID leaves nor a PIT (microvm has none).
+    let tsc_hz = if plan(&cpuid, &off, true).on.has(Feature::Kvmclock) {
+        kvmclock::probe_tsc_hz(&Real)
+    } else {
+        None
+    };
+    let hints = tsc_hz.map_or(NativeHints::NONE, NativeHints::with_tsc_hz);
+    let native =
+        pvops_native::init_with(ctx, hints).map_err(|e| BackendError { backend: NAME, ..e })?;
     native::save(&native);
     CPUID_EAX.store(cpuid.features.bits(), Ordering::Relaxed);
     CPUID_EDX.store(cpuid.hints.bits(), Ordering::Relaxed);
@@ -320,15 +324,15 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
             u.as_str()
         ));
     }
-    arm_faults(ctx);
     hypercall::select(HypercallInsn::detect(&HardwareCpuid));
-    pvops_native::record_kernel_map(ctx);
     let hypercalls = hypercalls_usable(
         HypercallPolicy::parse(ctx.option("kvm.hypercalls")),
         plan(&cpuid, &off, true).on,
     );
     let p = plan(&cpuid, &off, hypercalls);
-    if p.on.intersects(FeatureSet::PER_CPU) {
+    if pvops_core::cpu::kernel_owns_cpu_number() {
+        percpu::use_source(IdSource::Kernel);
+    } else if p.on.intersects(FeatureSet::PER_CPU) {
         percpu::use_source(IdSource::probe(&HardwareCpuid));
     }
     let cpu = (native.cpu.current_cpu)();
@@ -375,15 +379,7 @@ mod tests {
             edx: 0,
             vendor: b"GenuineIntel",
         };
-        let ctx = |cpuid| BootContext {
-            phys_offset: 0,
-            kernel_map: pvops_core::translate::KernelMap::IDENTITY,
-            rsdp: None,
-            cmdline: "",
-            entry: pvops_core::backend::BootEntry::Pvh,
-            cpuid,
-            xen_pv: None,
-        };
+        let ctx = |cpuid| BootContext::new(pvops_core::backend::BootEntry::Pvh, "", cpuid);
         assert_eq!(detect(&ctx(scan(&kvm))), Some(Priority(100)));
         assert_eq!(detect(&ctx(pvops_core::detect::CpuidScan::empty())), None);
     }
@@ -457,6 +453,19 @@ mod tests {
             Some(Layout::Scattered.translate(steal).unwrap() | 1)
         );
         assert_ne!(Layout::Scattered.translate(word), Some(word));
+    }
+
+    #[test]
+    fn tsc_probe_record_is_always_withdrawn() {
+        // A host that never fills the record: no frequency, and the probe
+        // registration is withdrawn (the host stops writing the static).
+        let h = FakeHv::default();
+        assert_eq!(kvmclock::probe_tsc_hz(&h), None);
+        let msrs = h.msrs.borrow();
+        assert_eq!(msrs.len(), 2, "{msrs:?}");
+        assert_eq!(msrs[0].0, abi::MSR_KVM_SYSTEM_TIME_NEW);
+        assert_eq!(msrs[0].1 & 1, 1);
+        assert_eq!(msrs[1], (abi::MSR_KVM_SYSTEM_TIME_NEW, 0));
     }
 
     #[test]

@@ -64,6 +64,8 @@ impl fmt::Display for SetupError {
     }
 }
 
+impl core::error::Error for SetupError {}
+
 fn step<T>(step: &'static str, r: Result<T, XenError>) -> Result<T, SetupError> {
     r.map_err(|error| SetupError { step, error })
 }

@@ -62,9 +62,10 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
             continue;
         }
         usable += region.end - region.start;
-        // A free page below 1 MiB (not page 0) for the SMP trampoline.
+        // Free memory below 1 MiB (not page 0) for the SMP trampoline.
         let first = region.start.max(0x1000).next_multiple_of(0x1000);
-        if trampoline.is_none() && first + 0x1000 <= region.end.min(0x10_0000) {
+        let size = pvops::cpu::TRAMPOLINE_SIZE as u64;
+        if trampoline.is_none() && first + size <= region.end.min(0x10_0000) {
             trampoline = Some(first);
         }
     }
@@ -73,20 +74,19 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         FIRMWARE_RSDP = rsdp.is_some();
         USABLE_BYTES = usable;
     }
-    let ctx = pvops::BootContext {
-        phys_offset,
-        kernel_map: pvops::KernelMap::PageTables,
-        rsdp,
-        // The bootloader crate passes no command line.
-        cmdline: "",
-        entry: pvops::BootEntry::Other,
-        cpuid: pvops::detect::scan(&pvops::detect::HardwareCpuid),
-        xen_pv: None,
-    };
+    // The bootloader crate passes no command line.
+    let mut ctx = pvops::BootContext::new(
+        pvops::BootEntry::Other,
+        "",
+        pvops::detect::scan(&pvops::detect::HardwareCpuid),
+    );
+    ctx.phys_offset = phys_offset;
+    // Its .bss pages lie in frames of their own: walk the page tables.
+    ctx.kernel_map = pvops::KernelMap::PageTables;
+    ctx.rsdp = rsdp;
     let machine = Machine {
         phys_offset,
         trampoline,
-        identity_map_trampoline: true,
     };
     let extra: [Test; 1] = [("boot_info_parsed", boot_info_parsed)];
     loader_common::run(&ctx, machine, &extra)

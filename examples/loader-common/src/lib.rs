@@ -69,15 +69,10 @@ pub fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 pub struct Machine {
     /// Physical memory is mapped at `phys + phys_offset`.
     pub phys_offset: u64,
-    /// A free 4 KiB page below 1 MiB for the SMP start-up trampoline, if
-    /// the loader's memory map has one.
+    /// `pvops::cpu::TRAMPOLINE_SIZE` free bytes below 1 MiB for the SMP
+    /// start-up trampoline, if the loader's memory map has them. Nothing
+    /// needs to map them: pvops writes them through the direct map.
     pub trampoline: Option<u64>,
-    /// Identity-map the trampoline page while the second CPU starts, as
-    /// `SecondaryStart::cr3` asks. `false` (`loader.trampoline=unmapped` on
-    /// the multiboot2 kernel's command line) shows whether the backend
-    /// copes without: natively, today, it does not (it writes the page at
-    /// virtual == physical).
-    pub identity_map_trampoline: bool,
 }
 
 /// Everything after the kernel's own entry: GDT and IDT, `pvops::init`

@@ -5,9 +5,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use pvops::cpu::{CpuId, SecondaryStart};
-use pvops::irq::CpuMask;
-use pvops::mmu::{self, PtLevel, TlbRange};
-use pvops::x86_64::VirtAddr;
+use pvops::mmu;
 
 /// The second CPU's stack.
 pub const AP_STACK: usize = 32 * 1024;
@@ -59,37 +57,16 @@ extern "C" fn ap_entry(arg: u64) -> ! {
     }
 }
 
-/// Starts the first possible CPU other than this one; waits until it runs
-/// the kernel's code; unmaps the trampoline and flushes it on both CPUs
-/// (the remote flush goes through pvops' service vector on the new CPU).
+/// Starts the first possible CPU other than this one (the kernel maps
+/// nothing for it: no identity map, pvops reaches the trampoline through
+/// the direct map) and waits until it runs the kernel's code.
 pub fn start_second(machine: &crate::Machine) -> Result<CpuId, &'static str> {
     let me = pvops::cpu::current_cpu();
     let Some(target) = pvops::cpu::possible_cpus().iter().find(|c| *c != me) else {
         return Err("only one CPU is possible (boot with -smp 2)");
     };
     let Some(page) = machine.trampoline else {
-        return Err("the loader's memory map has no free page below 1 MiB");
-    };
-    let off = machine.phys_offset;
-    // An identity mapping of the trampoline page (SecondaryStart::cr3 must
-    // have one), made only if nothing is mapped there.
-    let made = if machine.identity_map_trampoline {
-        let pte = crate::paging::pte_for(off, page, true)?;
-        // SAFETY: the live PTE of `page`.
-        let before = unsafe { mmu::read_entry(PtLevel::Pte, pte) };
-        if before & 1 == 0 {
-            // SAFETY: nothing was mapped at `page`; the mapping is the
-            // page's own frame, which the loader's map says is free.
-            unsafe { crate::paging::map(off, page, page)? };
-            true
-        } else if before & 0x000f_ffff_ffff_f000 == page {
-            false
-        } else {
-            return Err("the trampoline page's address is mapped to another frame");
-        }
-    } else {
-        crate::kprintln!("pvops: info: trampoline page {page:#x} left unmapped");
-        false
+        return Err("the loader's memory map has no free TRAMPOLINE_SIZE below 1 MiB");
     };
     let how = SecondaryStart {
         entry: ap_entry,
@@ -115,19 +92,6 @@ pub fn start_second(machine: &crate::Machine) -> Result<CpuId, &'static str> {
             return Err("the CPU started but never reached the kernel's entry");
         }
         core::hint::spin_loop();
-    }
-    if made {
-        // SAFETY: both CPUs are past the trampoline.
-        unsafe { crate::paging::unmap(off, page)? };
-        let mut others = CpuMask::new();
-        others.insert(target);
-        mmu::flush_tlb_others(
-            &others,
-            TlbRange::Pages {
-                start: VirtAddr::new(page),
-                pages: 1,
-            },
-        );
     }
     if ARG.load(Ordering::Relaxed) != MAGIC_ARG {
         return Err("the new CPU got the wrong argument");

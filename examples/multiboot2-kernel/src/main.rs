@@ -227,12 +227,13 @@ fn parse(info: u64) -> Result<Info, &'static str> {
                     let len = lo(8) | lo(12) << 32;
                     if read_u32(e + 16) == 1 {
                         parsed.available_bytes += len;
-                        // A page below 1 MiB for the SMP trampoline, not
-                        // the first one and not under the information.
+                        // Room below 1 MiB for the SMP trampoline, not
+                        // the first page and not under the information.
+                        let size = pvops::cpu::TRAMPOLINE_SIZE as u64;
                         let first = addr.max(0x1000).next_multiple_of(0x1000);
                         let mut page = first;
-                        while page + 0x1000 <= (addr + len).min(0x10_0000) {
-                            let clear = page + 0x1000 <= info || page >= info + total;
+                        while page + size <= (addr + len).min(0x10_0000) {
+                            let clear = page + size <= info || page >= info + total;
                             if clear && parsed.trampoline.is_none() {
                                 parsed.trampoline = Some(page);
                             }
@@ -283,21 +284,17 @@ extern "C" fn kernel_main(info: u64) -> ! {
     // SAFETY: CMDLINE was filled by `parse` and is never written again.
     let bytes = unsafe { &(&*core::ptr::addr_of!(CMDLINE))[..parsed.cmdline_len] };
     let cmdline = core::str::from_utf8(bytes).unwrap_or("");
-    let ctx = pvops::BootContext {
-        phys_offset: PHYS_OFFSET,
-        kernel_map: pvops::KernelMap::PageTables,
-        rsdp: parsed.rsdp,
+    let mut ctx = pvops::BootContext::new(
+        pvops::BootEntry::Other,
         cmdline,
-        entry: pvops::BootEntry::Other,
-        cpuid: pvops::detect::scan(&pvops::detect::HardwareCpuid),
-        xen_pv: None,
-    };
+        pvops::detect::scan(&pvops::detect::HardwareCpuid),
+    );
+    ctx.phys_offset = PHYS_OFFSET;
+    ctx.kernel_map = pvops::KernelMap::PageTables;
+    ctx.rsdp = parsed.rsdp;
     let machine = Machine {
         phys_offset: PHYS_OFFSET,
         trampoline: parsed.trampoline,
-        identity_map_trampoline: !cmdline
-            .split_ascii_whitespace()
-            .any(|w| w == "loader.trampoline=unmapped"),
     };
     kprintln!(
         "pvops: info: multiboot2 cmdline=\"{cmdline}\" rsdp={:?} trampoline={:?}",
