@@ -767,6 +767,8 @@ mod tests {
         let kernel = PathBuf::from("/k");
         let launch = Launch {
             kernel: &kernel,
+            medium: Medium::Kernel,
+            firmware: None,
             cmdline: "",
             smp: 2,
             xen: Some(Path::new("/x/xen")),
