@@ -6,8 +6,15 @@
 //! page-table update and flush through its own tables, the one-shot timer,
 //! a second CPU, features, its boot information, memory canaries) and must
 //! report all of them ok in the protocol, with the platform, backend and
-//! (under KVM) features the environment expects. UEFI runs under tcg only:
-//! OVMF does not get through this host's emulating KVM.
+//! (under KVM) features the environment expects. Under kvm-nested each
+//! boot is an outer machine of its own, whose QEMU runs the loader's image
+//! on Linux's real KVM.
+//!
+//! UEFI runs under tcg only. OVMF does not get through this host's
+//! emulating KVM; under kvm-nested the outer QEMU (7.2, TCG) aborts as soon
+//! as the inner QEMU starts OVMF (`tcg-accel-ops.c:81:tcg_handle_interrupt:
+//! assertion failed: (qemu_mutex_iothread_locked())`, signal 6, twice in two
+//! tries): a bug of the outer emulator, not of the kernel, so no test here.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -28,7 +35,7 @@ const LOADER_TESTS: usize = 8;
 /// own run takes under a second).
 fn timeout(env: Env) -> Duration {
     match env {
-        Env::Tcg => Duration::from_secs(120),
+        Env::Tcg | Env::KvmNested => Duration::from_secs(120),
         _ => Duration::from_secs(300),
     }
 }
@@ -115,4 +122,16 @@ fn bootloader_kernel_bios_kvm_hidden() {
 #[test]
 fn bootloader_kernel_uefi_tcg() {
     boot_loader(Env::Tcg, Loader::BootloaderUefi);
+}
+
+/// Linux's real KVM inside QEMU TCG: hypercalls complete there, so every
+/// KVM feature is expected on the platform line.
+#[test]
+fn multiboot2_kernel_grub_kvm_nested() {
+    boot_loader(Env::KvmNested, Loader::Grub);
+}
+
+#[test]
+fn bootloader_kernel_bios_kvm_nested() {
+    boot_loader(Env::KvmNested, Loader::BootloaderBios);
 }

@@ -296,6 +296,11 @@ extern "C" fn kernel_main(info: u64) -> ! {
         phys_offset: PHYS_OFFSET,
         trampoline: parsed.trampoline,
     };
+    kprintln!(
+        "pvops: info: multiboot2 cmdline=\"{cmdline}\" rsdp={:?} trampoline={:?}",
+        parsed.rsdp,
+        parsed.trampoline
+    );
     let extra: [Test; 1] = [("multiboot2_info_parsed", multiboot2_info_parsed)];
     loader_common::run(&ctx, machine, &extra)
 }
