@@ -95,9 +95,21 @@ impl<'a> BootContext<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Priority(pub u8);
 
+/// Every backend's bid, in one place, so that the order among them is
+/// read here and nowhere else. Higher wins; a backend that fails to
+/// initialise gives way to the next. When one hypervisor offers another's
+/// interface beside its own (Xen's Viridian leaves, KVM's Hyper-V
+/// enlightenments), the native interface of the host should win: give it
+/// the higher number.
 impl Priority {
     /// The bid of a backend that works everywhere (native).
     pub const FALLBACK: Priority = Priority(0);
+    /// KVM's paravirtual interface.
+    pub const KVM: Priority = Priority(100);
+    /// Xen (PVH, PV): above KVM, since Xen can present KVM-like leaves
+    /// nowhere but its own range, and a Xen guest must never take KVM's
+    /// path.
+    pub const XEN: Priority = Priority(120);
 }
 
 /// Why a backend could not be brought up.

@@ -171,7 +171,7 @@ fn arm_faults(ctx: &BootContext<'_>) {
 pub const NAME: &str = "kvm";
 
 /// KVM's detection priority (native bids 0).
-pub const PRIORITY: Priority = Priority(100);
+pub const PRIORITY: Priority = Priority::KVM;
 
 /// The features in force (a [`FeatureSet`]).
 static ACTIVE: AtomicU16 = AtomicU16::new(0);

@@ -15,7 +15,7 @@ use pvops_core::detect::{
 
 /// The detection bid: above KVM's 100 (a Xen domain never also runs on
 /// KVM's interface) and native's 0.
-pub const PRIORITY: Priority = Priority(120);
+pub const PRIORITY: Priority = Priority::XEN;
 
 /// The oldest Xen this backend runs on: 4.10 brought PVH guests (the
 /// `hvm_start_info` entry, `VCPUOP_initialise` with an HVM context).
