@@ -451,6 +451,17 @@ impl PatchTable {
         self
     }
 
+    /// Makes `witness` the entry `op`'s sites are bound to and `call` what
+    /// they call, with no inline bytes (see [`PvOps::with_sched_clock`]).
+    pub(crate) const fn rebind(mut self, op: Op, witness: *const (), call: *const ()) -> Self {
+        self.entries[op as usize] = Entry {
+            witness: Code(witness),
+            call: Code(call),
+            inline: None,
+        };
+        self
+    }
+
     /// Adds `set`; private so that bytes can only join the witnesses of the
     /// backend that declared them (in [`PvOps::of_inline`]).
     pub(crate) const fn with_inline(mut self, set: &InlineSet) -> Self {
@@ -922,6 +933,41 @@ mod tests {
             }
         );
         assert!(matches!(binding(&t, Op::Enable), Binding::Backend { .. }));
+    }
+
+    fn other_clock() -> u64 {
+        7
+    }
+    extern "C" fn other_clock_c() -> u64 {
+        other_clock()
+    }
+
+    /// A backend's own clock (kvmclock) binds its sites to its C entry, a
+    /// direct call after patching, not the table thunk; replacing it again
+    /// afterwards routes through the table once more.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "compares function addresses, which Miri makes different per use"
+    )]
+    fn replaced_sched_clock_binds_its_own_entry() {
+        let base = PvOps::of::<crate::table::NotInstalled>(ID);
+        // SAFETY: other_clock_c is other_clock behind the C ABI.
+        let t = unsafe { base.with_sched_clock(other_clock, other_clock_c) };
+        assert_eq!(
+            binding(&t, Op::SchedClock),
+            Binding::Backend {
+                call: other_clock_c as *const () as u64,
+                inline: None
+            }
+        );
+        assert_eq!((t.time.sched_clock)(), 7);
+        let mut again = t;
+        again.time.sched_clock = || 8;
+        assert!(matches!(
+            binding(&again, Op::SchedClock),
+            Binding::Table { .. }
+        ));
     }
 
     extern "C" fn direct_disable() {}

@@ -105,6 +105,26 @@ impl PvOps {
         t
     }
 
+    /// Replaces `time.sched_clock` with `clock` and binds its call sites
+    /// to `c_entry`, so that [`crate::patch::apply`] makes each a direct
+    /// call to it (a replaced entry otherwise goes through the table thunk,
+    /// an indirect call, as Linux's paravirt sites never do).
+    ///
+    /// # Safety
+    /// `c_entry` must return what `clock` returns (it is `clock` behind the
+    /// C ABI, which `sched_clock`'s sites use).
+    pub const unsafe fn with_sched_clock(
+        mut self,
+        clock: fn() -> u64,
+        c_entry: extern "C" fn() -> u64,
+    ) -> Self {
+        self.time.sched_clock = clock;
+        self.patch = self
+            .patch
+            .rebind(Op::SchedClock, clock as *const (), c_entry as *const ());
+        self
+    }
+
     /// Makes `entry` what `op`'s call sites call (patched into a direct
     /// call, or through the slot), instead of the register-saving stub in
     /// front of the table's function: for a backend with an assembly

@@ -307,6 +307,12 @@ pub fn sched_clock() -> u64 {
     raw_now().saturating_sub(BASE_RAW.load(Ordering::Relaxed))
 }
 
+/// [`sched_clock`] behind the C ABI: what `sched_clock`'s patched call
+/// sites call directly (`PvOps::with_sched_clock`).
+pub extern "C" fn sched_clock_c() -> u64 {
+    sched_clock()
+}
+
 /// The `time.wall_clock` op: the host's wall clock at time 0 plus kvmclock.
 pub fn wall_clock() -> WallClock {
     if !WALL_OK.load(Ordering::Acquire) {

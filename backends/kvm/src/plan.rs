@@ -287,7 +287,10 @@ pub fn build_table(on: FeatureSet, native: &PvOps, identity: Identity) -> PvOps 
     let mut t = *native;
     t.identity = identity;
     if on.has(Feature::Kvmclock) {
-        t.time.sched_clock = crate::kvmclock::sched_clock;
+        // SAFETY: sched_clock_c is sched_clock behind the C ABI.
+        t = unsafe {
+            t.with_sched_clock(crate::kvmclock::sched_clock, crate::kvmclock::sched_clock_c)
+        };
         t.time.wall_clock = crate::kvmclock::wall_clock;
     }
     if on.has(Feature::StealTime) {
