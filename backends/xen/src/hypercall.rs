@@ -102,7 +102,8 @@ pub fn select(insn: Instruction) {
 }
 
 /// The instruction chosen by [`select`], if any.
-pub fn selected() -> Option<Instruction> {
+#[cfg(test)]
+fn selected() -> Option<Instruction> {
     match INSN.load(Ordering::Relaxed) {
         1 => Some(Instruction::Vmcall),
         2 => Some(Instruction::Vmmcall),

@@ -1,6 +1,6 @@
 //! # pvops-xen
 //!
-//! The Xen backend of pvops, for PVH guests (dom0 or domU) and, in [`pv`],
+//! The Xen backend of pvops, for PVH guests (dom0 or domU) and, in `pv`,
 //! for classic 64-bit PV guests (the kernel in ring 3, page tables and
 //! traps through hypercalls; see that module). What follows is the PVH
 //! side: hardware virtualisation for the CPU and MMU, Xen's paravirtual
@@ -11,22 +11,22 @@
 //! | op group | how |
 //! |---|---|
 //! | CPU, MMU, interrupt flag | the instructions ([`pvops_native`]); `io_delay` is nothing |
-//! | console | `CONSOLEIO_write` (dom0) or the PV console ring (domU) — [`console`], [`ring`] |
-//! | events | 2-level event channels ([`evtchn`]); upcalls on [`pvops_core::smp::SERVICE_VECTOR`] through `HVM_PARAM_CALLBACK_IRQ` ([`upcall`]) |
-//! | IPIs | one IPI port per vCPU, vectors re-raised by local-APIC self-IPI ([`ipi`]) |
-//! | time | pvclock in `vcpu_info` (shared math: [`pvops_core::abi::pvclock`]), wall clock in shared info, `VCPUOP_set_singleshot_timer` + `VIRQ_TIMER`, runstate steal time ([`time`], [`runstate`]) |
-//! | halt | `sti; hlt` (see [`irq`] for why not `SCHEDOP_block`) |
-//! | locks | `SCHEDOP_poll` on a masked per-vCPU port, kicked with `EVTCHNOP_send` ([`lock`]) |
-//! | SMP | `VCPUOP_is_up` to count vCPUs, `VCPUOP_initialise` (64-bit HVM context) + `VCPUOP_up` ([`smp`]) |
-//! | shutdown | `SCHEDOP_shutdown(SHUTDOWN_reboot)`; the exit code is in the kernel's `pvops: exit code=<n>` line ([`shutdown`]) |
+//! | console | `CONSOLEIO_write` (dom0) or the PV console ring (domU) — `console`, [`ring`] |
+//! | events | 2-level event channels ([`evtchn`]); upcalls on [`pvops_core::smp::SERVICE_VECTOR`] through `HVM_PARAM_CALLBACK_IRQ` (`upcall`) |
+//! | IPIs | one IPI port per vCPU, vectors re-raised by local-APIC self-IPI (`ipi`) |
+//! | time | pvclock in `vcpu_info` (shared math: [`pvops_core::abi::pvclock`]), wall clock in shared info, `VCPUOP_set_singleshot_timer` + `VIRQ_TIMER`, runstate steal time (`time`, `runstate`) |
+//! | halt | `sti; hlt` (see `irq` for why not `SCHEDOP_block`) |
+//! | locks | `SCHEDOP_poll` on a masked per-vCPU port, kicked with `EVTCHNOP_send` (`lock`) |
+//! | SMP | `VCPUOP_is_up` to count vCPUs, `VCPUOP_initialise` (64-bit HVM context) + `VCPUOP_up` (`smp`) |
+//! | shutdown | `SCHEDOP_shutdown(SHUTDOWN_reboot)`; the exit code is in the kernel's `pvops: exit code=<n>` line (`shutdown`) |
 //!
 //! Hypercalls are issued with `vmcall`/`vmmcall` chosen by CPU vendor, not
-//! through a hypercall page ([`hypercall`] says why), behind the
-//! [`hypercall::Hypercall`] trait so host tests fake Xen; [`xen::Xen`]
+//! through a hypercall page (`hypercall` says why), behind the
+//! `hypercall::Hypercall` trait so host tests fake Xen; `xen::Xen`
 //! gives them types and `Result<_, XenError>`. The raw ABI is in [`abi`].
 //!
 //! ## Detection and requirements
-//! The backend bids [`detect::PRIORITY`] (above KVM's) when CPUID shows
+//! The backend bids `detect::PRIORITY` (above KVM's) when CPUID shows
 //! `XenVMMXenVMM` at 0x40000000 or 0x40000100 and the kernel came in
 //! through the PVH entry. It needs Xen 4.10 or later,
 //! `XENFEAT_hvm_safe_pvclock`, and either `XENFEAT_hvm_callback_vector` or
@@ -35,7 +35,7 @@
 //! `init` fails; since no other backend can run a PVH domain (the native
 //! one declines there), a failsafe console and shutdown stay installed
 //! (see [`init`]). Xen is found by its signature even when CPUID's
-//! hypervisor bit is clear ([`detect::xen_leaf`]).
+//! hypervisor bit is clear (`detect::xen_leaf`).
 //!
 //! ## Fault injection
 //! `pvops.fail=<point>[:<n>],...` makes the setup hypercalls listed in
@@ -52,7 +52,7 @@
 //! ## Memory map
 //! Xen 4.17 gives a PVH *dom0* a version 0 `hvm_start_info`, without a
 //! memory map. The backend's `platform.memory_map` op
-//! ([`memmap::platform_map`]) reads it with `XENMEM_memory_map`;
+//! (`memmap::platform_map`) reads it with `XENMEM_memory_map`;
 //! `pvops::entry::init_pvh` asks that op whenever a start info has no map.
 //!
 //! ## Exit codes
@@ -63,9 +63,9 @@
 //! power-off would leave the machine halted and QEMU running.
 //!
 //! ## Machine state this backend owns
-//! `IA32_TSC_AUX` (the vCPU id, see [`percpu`]), the page of `.bss` that
-//! shared info is mapped over and the other shared areas ([`shared`],
-//! [`runstate`]), and [`pvops_core::smp::SERVICE_VECTOR`] as the upcall
+//! `IA32_TSC_AUX` (the vCPU id, see `percpu`), the page of `.bss` that
+//! shared info is mapped over and the other shared areas (`shared`,
+//! `runstate`), and [`pvops_core::smp::SERVICE_VECTOR`] as the upcall
 //! vector.
 //!
 //! ## What the kernel must provide
@@ -96,31 +96,31 @@
 extern crate std;
 
 pub mod abi;
-pub mod console;
+pub(crate) mod console;
 mod cpu;
-pub mod detect;
+pub(crate) mod detect;
 pub mod error;
 pub mod evtchn;
-pub mod hypercall;
-pub mod ipi;
-pub mod irq;
-pub mod lock;
-pub mod memmap;
+pub(crate) mod hypercall;
+pub(crate) mod ipi;
+pub(crate) mod irq;
+pub(crate) mod lock;
+pub(crate) mod memmap;
 mod mmu;
-pub mod percpu;
-pub mod ports;
-pub mod pv;
-pub mod require;
+pub(crate) mod percpu;
+pub(crate) mod ports;
+pub(crate) mod pv;
+pub(crate) mod require;
 pub mod ring;
-pub mod runstate;
-pub mod setup;
-pub mod shared;
-pub mod shutdown;
-pub mod smp;
-pub mod time;
-pub mod upcall;
+pub(crate) mod runstate;
+pub(crate) mod setup;
+pub(crate) mod shared;
+pub(crate) mod shutdown;
+pub(crate) mod smp;
+pub(crate) mod time;
+pub(crate) mod upcall;
 mod warn;
-pub mod xen;
+pub(crate) mod xen;
 pub mod xenstore;
 
 pub use error::XenError;
@@ -183,7 +183,7 @@ pub fn phys_offset() -> u64 {
     PHYS_OFFSET.load(Ordering::Relaxed)
 }
 
-/// Bids [`detect::PRIORITY`] under Xen, entered through PVH.
+/// Bids `detect::PRIORITY` under Xen, entered through PVH.
 pub fn detect(ctx: &BootContext<'_>) -> Option<pvops_core::backend::Priority> {
     detect::detect(ctx)
 }

@@ -26,14 +26,6 @@ static UPCALLS: AtomicU64 = AtomicU64::new(0);
 /// Ports handled (all vCPUs).
 static PORTS_HANDLED: AtomicU64 = AtomicU64::new(0);
 
-/// (upcalls, ports handled) since boot.
-pub fn stats() -> (u64, u64) {
-    (
-        UPCALLS.load(Ordering::Relaxed),
-        PORTS_HANDLED.load(Ordering::Relaxed),
-    )
-}
-
 /// The upcall handler registered with
 /// [`pvops_core::smp::set_upcall_handler`]. Runs with interrupts off.
 pub fn handle() {

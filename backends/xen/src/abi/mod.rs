@@ -4,8 +4,8 @@
 //! Xen's public headers (`xen/include/public/`, interface of Xen 4.17, the
 //! 64-bit x86 layout).
 //!
-//! Nothing here executes anything: [`crate::hypercall`] issues hypercalls
-//! and [`crate::xen`] gives them types.
+//! Nothing here executes anything: `hypercall` issues hypercalls
+//! and `xen` gives them types.
 
 pub mod console;
 pub mod cpuid;

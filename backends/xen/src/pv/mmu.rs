@@ -113,11 +113,6 @@ impl From<EntryError> for EntryRefused {
 static LAST_ERROR: AtomicU64 = AtomicU64::new(0);
 static ERRORS: AtomicU64 = AtomicU64::new(0);
 
-/// Entry updates refused since boot.
-pub fn refused() -> u64 {
-    ERRORS.load(Ordering::Relaxed)
-}
-
 fn report(e: EntryError) {
     ERRORS.fetch_add(1, Ordering::Relaxed);
     LAST_ERROR.store(e.entry, Ordering::Relaxed);
@@ -444,14 +439,18 @@ fn current_pte_of(va: u64) -> Option<u64> {
 /// A PTE update and the flush of its page in one hypercall:
 /// `update_va_mapping` when `entry` is the current tree's PTE for `va`,
 /// else `mmu_update` and `INVLPG` in one multicall; queued in lazy mode.
-pub fn set_pte_flush(entry: u64, value: u64, va: u64) -> Result<(), EntryError> {
+///
+/// # Safety
+/// As [`set_entry`], for the PTE at `entry`, which maps `va`.
+pub unsafe fn set_pte_flush(entry: u64, value: u64, va: u64) -> Result<(), EntryError> {
     let err = |error| EntryError {
         entry,
         value,
         error,
     };
     if lazy_here() {
-        set_entry(PtLevel::Pte, entry, value)?;
+        // SAFETY: this function's own contract, passed on.
+        unsafe { set_entry(PtLevel::Pte, entry, value) }?;
         if queue_flush(Some(va)) {
             return Ok(());
         }
@@ -491,7 +490,12 @@ pub fn set_pte_flush(entry: u64, value: u64, va: u64) -> Result<(), EntryError> 
 }
 
 /// Writes one entry now or into the lazy queue.
-pub fn set_entry(level: PtLevel, entry: u64, value: u64) -> Result<(), EntryError> {
+///
+/// # Safety
+/// As `MmuOps::set_entry`: `entry` is the address of a live page-table
+/// entry at `level` and `value` maps only what the kernel may map there;
+/// the write remaps memory for every CPU using that tree.
+pub unsafe fn set_entry(level: PtLevel, entry: u64, value: u64) -> Result<(), EntryError> {
     let req = request(level, entry, value).map_err(|error| EntryError {
         entry,
         value,
@@ -739,7 +743,8 @@ impl MmuOps for XenPv {
     }
 
     unsafe fn set_entry(level: PtLevel, entry: *mut u64, value: u64) {
-        if let Err(e) = set_entry(level, entry as u64, value) {
+        // SAFETY: the op's contract, which the caller upholds.
+        if let Err(e) = unsafe { set_entry(level, entry as u64, value) } {
             report(e);
         }
     }
@@ -753,7 +758,8 @@ impl MmuOps for XenPv {
             // A refusal must come back to this caller, not to a later flush.
             flush_queue();
         }
-        set_entry(level, entry as u64, value).map_err(|e| {
+        // SAFETY: the op's contract, which the caller upholds.
+        unsafe { set_entry(level, entry as u64, value) }.map_err(|e| {
             ERRORS.fetch_add(1, Ordering::Relaxed);
             e.into()
         })
@@ -783,7 +789,8 @@ impl MmuOps for XenPv {
     }
 
     unsafe fn set_pte_flush(entry: *mut u64, value: u64, addr: VirtAddr) {
-        if let Err(e) = set_pte_flush(entry as u64, value, addr.as_u64()) {
+        // SAFETY: the op's contract, which the caller upholds.
+        if let Err(e) = unsafe { set_pte_flush(entry as u64, value, addr.as_u64()) } {
             report(e);
         }
     }

@@ -277,7 +277,9 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
         UVMF_INVLPG,
     )
     .map_err(xen_err("update_va_mapping(shared_info) failed"))?;
-    p2m::set_override(mmu_pfn_of(shared_va), shared_mfn);
+    // SAFETY: shared info (shared_mfn) was just mapped over the page at
+    // shared_va, whose frame it now backs.
+    unsafe { p2m::set_override(mmu_pfn_of(shared_va), shared_mfn) };
     crate::shared::set_mapped();
     irq::save_and_mask();
     if let Some(sh) = crate::shared::shared_info() {

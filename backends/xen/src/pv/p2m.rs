@@ -39,7 +39,12 @@ pub fn nr_pages() -> u64 {
 
 /// Backs pseudo-physical frame `pfn` with machine frame `mfn` in every
 /// translation made from now on (the shared-info page).
-pub fn set_override(pfn: u64, mfn: u64) {
+///
+/// # Safety
+/// Every page-table entry written afterwards for `pfn` maps `mfn`: it must
+/// be the frame that now backs `pfn` (Xen's shared-info page mapped over
+/// it), or kernel mappings of `pfn` would reach another machine frame.
+pub unsafe fn set_override(pfn: u64, mfn: u64) {
     OVERRIDE_MFN.store(mfn, Ordering::Relaxed);
     OVERRIDE_PFN.store(pfn, Ordering::Release);
 }
@@ -123,10 +128,12 @@ pub(crate) mod tests {
         assert_eq!(to_machine(0x4000 | 0x3), None, "beyond the domain");
         assert_eq!(to_machine(0xabc0), Some(0xabc0), "not present: as is");
         assert_eq!(to_pseudo(0xabc0), 0xabc0);
-        set_override(2, 0x999);
+        // SAFETY: on the host no page table is written from it.
+        unsafe { set_override(2, 0x999) };
         assert_eq!(mfn(2), Some(0x999));
         assert_eq!(pfn(0x999), Some(2));
         assert_eq!(to_pseudo(0x999000 | 0x7), 0x2000 | 0x7);
-        set_override(u64::MAX, u64::MAX);
+        // SAFETY: as above.
+        unsafe { set_override(u64::MAX, u64::MAX) };
     }
 }
