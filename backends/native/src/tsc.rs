@@ -75,11 +75,15 @@ pub fn hz_from_cpuid(src: &impl CpuidSource) -> Option<(u64, TscSource)> {
 /// Measures the TSC against the PIT: the fastest of three 10 ms windows
 /// (being descheduled only ever lengthens a window).
 pub fn hz_from_pit() -> Option<u64> {
+    hz_against_pit(pit::tsc_ticks_during)
+}
+
+/// The fastest of three 10 ms windows, each `window(pit_ticks)` TSC ticks
+/// long, as a plausible frequency.
+fn hz_against_pit(window: impl Fn(u16) -> Option<u64>) -> Option<u64> {
     const WINDOW_MS: u64 = 10;
     let pit_ticks = (pit::PIT_HZ * WINDOW_MS / 1000) as u16;
-    let best = (0..3)
-        .filter_map(|_| pit::tsc_ticks_during(pit_ticks))
-        .min()?;
+    let best = (0..3).filter_map(|_| window(pit_ticks)).min()?;
     let hz = best * pit::PIT_HZ / u64::from(pit_ticks);
     PLAUSIBLE_HZ.contains(&hz).then_some(hz)
 }
@@ -100,13 +104,7 @@ pub fn hz_from_hypervisor_leaf(src: &impl CpuidSource, base: u32) -> Option<u64>
 /// Measures the TSC against PIT channel 0's counter, read by latching (no
 /// gate port needed): the fastest of three 10 ms windows.
 pub fn hz_from_pit_counter() -> Option<u64> {
-    const WINDOW_MS: u64 = 10;
-    let pit_ticks = (pit::PIT_HZ * WINDOW_MS / 1000) as u16;
-    let best = (0..3)
-        .filter_map(|_| pit::tsc_ticks_counting(pit_ticks))
-        .min()?;
-    let hz = best * pit::PIT_HZ / u64::from(pit_ticks);
-    PLAUSIBLE_HZ.contains(&hz).then_some(hz)
+    hz_against_pit(pit::tsc_ticks_counting)
 }
 
 /// The TSC frequency: `given` (a paravirtual clock's, from the backend
