@@ -580,7 +580,10 @@ impl Env {
             if self.is_xen() {
                 bail!("environment {self} boots Xen with the kernel as dom0: only Medium::Kernel fits");
             }
-            let mut drive = OsString::from("format=raw,file=");
+            // snapshot=on: the image is opened read-only with a throw-away
+            // overlay, so boots of one image may run side by side (tests
+            // run in parallel; a writable drive takes QEMU's write lock).
+            let mut drive = OsString::from("format=raw,snapshot=on,file=");
             drive.push(launch.kernel);
             match launch.medium {
                 Medium::Kernel => {}
@@ -970,12 +973,20 @@ mod tests {
         assert!(!cd.contains(&"-kernel".to_owned()) && !cd.contains(&"-append".to_owned()));
         assert!(has_pair(&cd, "-cpu", KVM_PV_CPU));
         let bios = args(Env::Tcg, Medium::BiosDisk, None).unwrap();
-        assert!(has_pair(&bios, "-drive", "format=raw,file=/l/image"));
+        assert!(has_pair(
+            &bios,
+            "-drive",
+            "format=raw,snapshot=on,file=/l/image"
+        ));
         assert!(has_pair(&bios, "-vga", "std"));
         assert!(!bios.contains(&"-bios".to_owned()));
         let uefi = args(Env::Tcg, Medium::UefiDisk, Some(&ovmf)).unwrap();
         assert!(has_pair(&uefi, "-bios", "/fw/OVMF.fd"));
-        assert!(has_pair(&uefi, "-drive", "format=raw,file=/l/image"));
+        assert!(has_pair(
+            &uefi,
+            "-drive",
+            "format=raw,snapshot=on,file=/l/image"
+        ));
         assert!(args(Env::Tcg, Medium::UefiDisk, None).is_err());
         assert!(args(Env::XenPvh, Medium::Cdrom, None).is_err());
         for a in [&cd, &bios, &uefi] {
