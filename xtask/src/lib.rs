@@ -11,7 +11,7 @@
 //! and the verdict), [`boot`](mod@boot) (the three together), [`record`] (what the
 //! boot tests report to `cargo xtask test`), [`nested`] (kvm-nested: the
 //! outer machine with a real KVM, and its inner runs), [`qmp`] (KVM
-//! counters), [`bench`] and [`report`] (benchmarks).
+//! counters), [`bench`](mod@bench) and [`report`] (benchmarks).
 
 pub mod bench;
 pub mod boot;
