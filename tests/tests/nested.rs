@@ -105,9 +105,12 @@ fn bench_mode_counts_exits_and_hypercalls() {
     }
     let kernel = pvops_tests::kernel_image().expect("kernel image");
     let variants = [xtask::bench::Variant::default_variant()];
-    let runs =
-        xtask::bench::run_nested(kernel, 2, &variants, false).unwrap_or_else(|e| panic!("{e:#}"));
-    let (run, boot) = &runs[0];
+    // 512 iterations, not the published 2048: the counts asserted here
+    // are whole hypercalls, and the run is ~15 s shorter.
+    let runs = xtask::bench::run_nested(kernel, 2, &variants, 512, false)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(runs.failures.is_empty(), "{}", runs.failures.join("\n"));
+    let (run, boot) = &runs.runs[0];
     assert!(boot.passed(), "{}", boot.report());
     for line in xtask::report::bench_lines(run) {
         eprintln!("{line}");
