@@ -23,6 +23,7 @@ macro_rules! kprintln {
 pub struct Message {
     buf: [u8; 160],
     len: usize,
+    skip: bool,
 }
 
 impl Message {
@@ -30,7 +31,21 @@ impl Message {
         Self {
             buf: [0; 160],
             len: 0,
+            skip: false,
         }
+    }
+
+    /// A self-test's `skipped: <reason>` instead of a failure: the
+    /// environment lacks what the test needs.
+    pub const fn skip() -> Self {
+        let mut m = Self::new();
+        m.skip = true;
+        m
+    }
+
+    /// Whether this is a skip, not a failure.
+    pub const fn is_skip(&self) -> bool {
+        self.skip
     }
 
     pub fn as_str(&self) -> &str {

@@ -50,8 +50,19 @@ const TIMER_LATE_NS: u64 = 250_000_000;
 /// which allows for the APIC timer's calibration error.
 const TIMER_EARLY_PERCENT: u64 = 90;
 
-/// Runs every test; returns (passed, failed).
-pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
+/// Returns from a test as skipped (`test <name> ... skipped: <reason>`):
+/// the environment lacks what the test needs. The harness holds every
+/// environment to an exact set of skipped tests.
+macro_rules! skip {
+    ($($arg:tt)*) => {{
+        let mut m = Message::skip();
+        let _ = core::fmt::Write::write_fmt(&mut m, format_args!($($arg)*));
+        return Err(m);
+    }};
+}
+
+/// Runs every test; returns (passed, failed, skipped).
+pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32, u32) {
     let tests: &[Test] = &[
         ("cpuid_identity", cpuid_identity),
         ("irq_save_restore", irq_save_restore),
@@ -98,7 +109,7 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
         ("smp_stress_ipi", stress_ipi),
         ("smp_stress_tlb", stress_tlb),
     ];
-    let (mut passed, mut failed) = (0, 0);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let smp = if smp::online() > 1 {
         smp_tests
     } else {
@@ -115,11 +126,23 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
         }
         &[]
     };
-    for (name, test) in tests.iter().chain(smp).chain(stress) {
+    // Last: waiting for the toolstack to ask for a shutdown (the harness
+    // runs `xl shutdown` when it sees the waiting line).
+    let control: &[Test] =
+        if pvops::cmdline::option(ctx.start_info.cmdline(), "wait_shutdown").is_some() {
+            &[("shutdown_request", shutdown_request)]
+        } else {
+            &[]
+        };
+    for (name, test) in tests.iter().chain(smp).chain(stress).chain(control) {
         match test(ctx) {
             Ok(()) => {
                 passed += 1;
                 crate::kprintln!("test {name} ... ok");
+            }
+            Err(why) if why.is_skip() => {
+                skipped += 1;
+                crate::kprintln!("test {name} ... skipped: {}", why.as_str());
             }
             Err(why) => {
                 failed += 1;
@@ -129,7 +152,7 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32) {
         // A test must not leave interrupts off for the next.
         irq::enable();
     }
-    (passed, failed)
+    (passed, failed, skipped)
 }
 
 fn cpuid_identity(_: &mut Context<'_>) -> TestResult {
@@ -300,9 +323,39 @@ fn kernel_stack_reaches_the_platform(_: &mut Context<'_>) -> TestResult {
     Ok(())
 }
 
+/// `pvops.wait_shutdown=<s>`: waits up to that long for a shutdown request
+/// from outside (a Xen toolstack's `xl shutdown`), polling the platform;
+/// the request is acknowledged by the op, and the kernel's final shutdown
+/// then ends the way it asked.
+fn shutdown_request(ctx: &mut Context<'_>) -> TestResult {
+    let secs = pvops::cmdline::option(ctx.start_info.cmdline(), "wait_shutdown")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(60);
+    crate::kprintln!("pvops: info: waiting for a shutdown request ({secs} s)");
+    let start = time::sched_clock();
+    let deadline = start.saturating_add(secs.saturating_mul(1_000_000_000));
+    let mut polls = 0u64;
+    loop {
+        polls += 1;
+        if let Some(req) = pvops::platform::shutdown_requested() {
+            let ms = (time::sched_clock() - start) / 1_000_000;
+            crate::kprintln!("pvops: info: shutdown request {req:?} after {ms} ms, {polls} polls");
+            return Ok(());
+        }
+        ensure!(
+            time::sched_clock() < deadline,
+            "no shutdown request within {secs} s ({polls} polls)"
+        );
+    }
+}
+
 fn io_port_roundtrip(_: &mut Context<'_>) -> TestResult {
-    // The CMOS index/data pair: select the RTC's "seconds alarm" register
-    // and read it back twice; reading must be stable and not hang.
+    // The CMOS index/data pair: select CMOS register 0x0f, write a value
+    // and read it back, then restore it. A domain with no device behind
+    // the ports (a Xen domU without a device model) reads all ones and
+    // drops writes: that is what the ops must deliver there (no fault, no
+    // hang), and the test says it skipped the round trip; the harness
+    // knows which environments have no CMOS.
     // SAFETY: CMOS register 0x0f (shutdown status) is scratch after boot.
     unsafe {
         cpu::outb(0x70, 0x0f);
@@ -314,6 +367,9 @@ fn io_port_roundtrip(_: &mut Context<'_>) -> TestResult {
         let b = cpu::inb(0x71);
         cpu::outb(0x70, 0x0f);
         cpu::outb(0x71, a);
+        if a == 0xff && b == 0xff {
+            skip!("no CMOS behind ports 0x70/0x71 (reads all ones, writes dropped)");
+        }
         ensure!(
             b == a ^ 0x5a,
             "CMOS 0x0f read {b:#x}, wrote {:#x}",
@@ -838,12 +894,24 @@ fn start_info_parsed(ctx: &mut Context<'_>) -> TestResult {
     let si = ctx.start_info;
     let ram: u64 = si.ram_regions().map(|(_, size)| size).sum();
     ensure!(ram >= 16 << 20, "only {ram} bytes of RAM in the memory map");
-    ensure!(
-        si.cmdline().contains("pvops.mode="),
-        "cmdline {:?} lacks pvops.mode",
-        si.cmdline()
-    );
     ensure!(ctx.frames.allocated() > 0, "no frames allocated");
+    // A loader that gives no command line at all (libxl's
+    // firmware_override) leaves nothing to check; the harness knows
+    // which environments have none.
+    if si.cmdline().trim().is_empty() {
+        skip!("the loader gave no command line");
+    }
+    // What arrived must be printable text naming a mode this kernel has.
+    let cmdline = si.cmdline();
+    ensure!(
+        cmdline.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
+        "cmdline {cmdline:?} holds non-printable bytes"
+    );
+    let mode = pvops::cmdline::option(cmdline, "mode");
+    ensure!(
+        matches!(mode, None | Some("test") | Some("bench")),
+        "unknown pvops.mode={mode:?}"
+    );
     Ok(())
 }
 
@@ -867,6 +935,17 @@ fn smp_all_cpus_online(_: &mut Context<'_>) -> TestResult {
             r == Some(smp::cpu_id(i).0.into()),
             "cpu index {i} says it is {r:?}, expected {}",
             smp::cpu_id(i).0
+        );
+    }
+    // Every CPU runs with the boot CPU's caching and write protection
+    // (an AP leaves INIT with CR0.CD and CR0.NW set and CR0.WP clear).
+    const CD_NW_WP: u64 = (1 << 30) | (1 << 29) | (1 << 16);
+    let boot = cpu::read_cr0() & CD_NW_WP;
+    for i in 1..smp::online() {
+        let r = smp::run_on(i, |_| cpu::read_cr0() & CD_NW_WP, 0, REMOTE_LIMIT_NS);
+        ensure!(
+            r == Some(boot),
+            "cpu index {i} has CR0 CD/NW/WP {r:x?}, the boot CPU {boot:#x}"
         );
     }
     Ok(())

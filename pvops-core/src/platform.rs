@@ -156,12 +156,31 @@ pub trait ConsoleOps {
     fn write(bytes: &[u8]);
 }
 
+/// A shutdown that whoever runs the machine asked the kernel for (a Xen
+/// toolstack's `xl shutdown` / `xl reboot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownRequest {
+    /// Power off (`xl shutdown`).
+    PowerOff,
+    /// Reboot (`xl reboot`).
+    Reboot,
+}
+
 /// The shutdown operations a backend provides.
 pub trait ShutdownOps {
     /// Powers the machine (or domain) off, reporting `code` to whoever
     /// started it where the platform can carry it (QEMU's debug-exit device,
-    /// Xen's shutdown reason). Never returns.
+    /// Xen's shutdown reason). Never returns. After an acknowledged
+    /// [`requested`](Self::requested) shutdown, ends the way that request
+    /// asked.
     fn shutdown(code: u8) -> !;
+
+    /// Polls for a shutdown request from outside (never blocks for long):
+    /// `Some` once, acknowledged to the requester, when one came. Default:
+    /// the platform has no such channel.
+    fn requested() -> Option<ShutdownRequest> {
+        None
+    }
 }
 
 /// Where the platform itself (rather than the boot loader) says what
@@ -191,6 +210,7 @@ pub trait CounterOps {
 pub struct PlatformOpsTable {
     pub console_write: fn(&[u8]),
     pub shutdown: fn(u8) -> !,
+    pub shutdown_requested: fn() -> Option<ShutdownRequest>,
     pub memory_map: fn(&mut [HvmMemmapEntry]) -> usize,
     pub hypercalls: fn() -> Option<u64>,
 }
@@ -201,6 +221,7 @@ impl PlatformOpsTable {
         Self {
             console_write: <T as ConsoleOps>::write,
             shutdown: <T as ShutdownOps>::shutdown,
+            shutdown_requested: <T as ShutdownOps>::requested,
             memory_map: <T as MemoryMapOps>::memory_map,
             hypercalls: <T as CounterOps>::hypercalls,
         }
@@ -224,6 +245,14 @@ pub fn console_write(bytes: &[u8]) {
 #[inline]
 pub fn shutdown(code: u8) -> ! {
     (ops().platform.shutdown)(code)
+}
+
+/// A shutdown request from outside, if one came since the last call
+/// ([`ShutdownOps::requested`]); acknowledged to the requester. A kernel
+/// that gets one ends with [`shutdown`], which then ends the way asked.
+#[inline]
+pub fn shutdown_requested() -> Option<ShutdownRequest> {
+    (ops().platform.shutdown_requested)()
 }
 
 /// The platform's own memory map (see [`MemoryMapOps::memory_map`]).

@@ -95,8 +95,30 @@ pub fn nested_matrix_once() -> &'static NestedBooted {
     })
 }
 
+/// Boots the kernel in every implemented domU environment at once, in one
+/// dom0 boot ([`xtask::domu::boot`]), once per test process.
+fn domus_once() -> &'static Result<Vec<Boot>, String> {
+    static DOMUS: OnceLock<Result<Vec<Boot>, String>> = OnceLock::new();
+    DOMUS.get_or_init(|| {
+        let kernel = kernel_image().map_err(|e| format!("could not get the kernel image: {e}"))?;
+        let guests: Vec<(Env, BootOptions)> = Env::DOMU
+            .into_iter()
+            .filter(|e| e.is_implemented())
+            .map(|e| {
+                let options = BootOptions {
+                    smp: e.test_smp(),
+                    ..BootOptions::default()
+                };
+                (e, options)
+            })
+            .collect();
+        xtask::domu::boot(kernel, &guests, false).map_err(|e| format!("{e:#}"))
+    })
+}
+
 /// Boots the kernel in `env` once per test process (test mode, 1 CPU); later
-/// callers, including concurrent ones, share the result.
+/// callers, including concurrent ones, share the result. The domU
+/// environments share one dom0 boot.
 pub fn boot_once(env: Env) -> &'static Booted {
     static BOOTS: [OnceLock<Booted>; Env::ALL.len()] = [const { OnceLock::new() }; Env::ALL.len()];
     let index = Env::ALL.iter().position(|&e| e == env).unwrap_or_default();
@@ -113,6 +135,15 @@ pub fn boot_once(env: Env) -> &'static Booted {
         }
         if let Some(why) = provision::unavailable(env) {
             return Booted::Skipped(format!("environment {env}: {why}"));
+        }
+        if env.is_domu() {
+            return match domus_once() {
+                Err(e) => Booted::Error(e.clone()),
+                Ok(boots) => match boots.iter().find(|b| b.plan.env == env) {
+                    Some(b) => Booted::Ran(Box::new(b.clone())),
+                    None => Booted::Error(format!("the domU run did not include {env}")),
+                },
+            };
         }
         let kernel = match kernel_image() {
             Ok(kernel) => kernel,

@@ -1,6 +1,6 @@
 //! Boots the example kernel in every implemented environment.
 //!
-//! One test per environment, the KVM feature-off matrix, bench mode under
+//! One test per environment (the domU ones share one dom0 boot), the KVM feature-off matrix, bench mode under
 //! KVM (exits counted by the host) and under Xen PV (hypercalls counted by
 //! the guest).
 
@@ -26,6 +26,28 @@ fn boot_xen_pvh() {
 #[test]
 fn boot_xen_pv() {
     assert_boots(Env::XenPv);
+}
+
+/// The kernel as a PVH domU made by `xl` in a Linux dom0 (one dom0 boot
+/// runs this and the other domU kinds): its own console ring from the
+/// first line, 2 vCPUs, and a shutdown the toolstack sees as a reboot.
+#[test]
+fn boot_xen_pvh_domu() {
+    assert_boots(Env::XenPvhDomu);
+}
+
+/// The kernel as a classic PV domU made by `xl` (same dom0 boot as above).
+#[test]
+fn boot_xen_pv_domu() {
+    assert_boots(Env::XenPvDomu);
+}
+
+/// The kernel in an HVM domU, loaded by libxl as `firmware_override` (same
+/// dom0 boot as above): it enters through its PVH entry with no command
+/// line, so it reports `platform=xen-pvh` and skips `start_info_parsed`.
+#[test]
+fn boot_xen_hvm_domu() {
+    assert_boots(Env::XenHvmDomu);
 }
 
 /// Every environment boots the very same ELF: same path, same bytes.
@@ -165,6 +187,14 @@ fn bench_mode_counts_hypercalls_under_xen_pv() {
 #[test]
 fn boot_kvm() {
     assert_boots(Env::Kvm);
+}
+
+/// A VMM without PIT, PIC or RTC: the kvm backend must install with the
+/// TSC frequency from kvmclock (native alone finds none there), and the
+/// CMOS round trip is skipped, as the harness expects.
+#[test]
+fn boot_microvm() {
+    assert_boots(Env::Microvm);
 }
 
 /// kvm-nested in one outer boot: the default configuration (every KVM

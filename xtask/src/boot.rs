@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::env::{Env, Launch};
+use crate::env::{Env, Launch, Medium};
 use crate::protocol::{self, Outcome, Problem};
 use crate::provision;
 use crate::qemu::{self, QemuRun};
@@ -54,6 +54,10 @@ pub struct BootOptions {
     /// Override of the fewest `ok` test lines a pass needs (for kernels
     /// with fewer self-tests than the example kernel).
     pub min_ok: Option<usize>,
+    /// How the image reaches the machine: an ELF for `-kernel` (the
+    /// default), or a loader's CD or disk image (whose command line is its
+    /// own: `cmdline()` is not passed then).
+    pub medium: Medium,
 }
 
 impl Default for BootOptions {
@@ -65,6 +69,7 @@ impl Default for BootOptions {
             echo: false,
             timeout: None,
             min_ok: None,
+            medium: Medium::Kernel,
         }
     }
 }
@@ -131,6 +136,12 @@ impl Plan {
     /// Decides how to boot `kernel` in `env`. Needs QEMU on PATH (and, for
     /// Xen, the Xen binary); does not check whether `env` is implemented.
     pub fn new(env: Env, kernel: &Path, options: &BootOptions) -> Result<Plan> {
+        if env.is_domu() {
+            anyhow::bail!(
+                "{env} boots a Linux dom0 that makes the kernel a domU: use xtask::domu::boot \
+                 (or xtask::boot::boot)"
+            );
+        }
         let image = BootImage::read(kernel)?;
         let cmdline = options.cmdline();
         let xen = provision::xen_binary();
@@ -140,8 +151,21 @@ impl Plan {
                 xen.display()
             );
         }
+        let firmware = match options.medium {
+            Medium::UefiDisk => Some(Path::new(crate::loaders::OVMF)),
+            _ => None,
+        };
+        if let Some(f) = firmware.filter(|f| !f.is_file()) {
+            anyhow::bail!(
+                "UEFI firmware {} is missing (apt-get install -y {})",
+                f.display(),
+                crate::loaders::OVMF_PACKAGE
+            );
+        }
         let launch = Launch {
             kernel: &image.path,
+            medium: options.medium,
+            firmware,
             cmdline: &cmdline,
             smp: options.smp,
             xen: env.is_xen().then_some(xen.as_path()),
@@ -289,6 +313,10 @@ impl Boot {
 /// A time-out, or QEMU stopping the guest for good, is an error (a
 /// [`qemu::Killed`] inside the `anyhow::Error`).
 pub fn boot(env: Env, kernel: &Path, options: &BootOptions) -> Result<Boot> {
+    if env.is_domu() {
+        let mut boots = crate::domu::boot(kernel, &[(env, options.clone())], options.echo)?;
+        return boots.pop().context("the domU run judged no guest");
+    }
     let plan = Plan::new(env, kernel, options)?;
     run_plan(plan, options.echo)
 }

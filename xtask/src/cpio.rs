@@ -173,10 +173,10 @@ impl<W: Write> Writer<W> {
 mod tests {
     use super::*;
 
-    /// One entry read back: name, mode, rdev, data.
+    /// One entry read back: name, mode, (rdevmajor, rdevminor), data.
     type Entry = (String, u32, (u32, u32), Vec<u8>);
 
-    /// Reads a newc archive back, entry by entry.
+    /// Reads a newc archive back.
     fn parse(mut bytes: &[u8]) -> Vec<Entry> {
         let mut out = Vec::new();
         let mut offset = 0usize;
@@ -245,5 +245,20 @@ mod tests {
         assert_eq!(names, ["a", "b", "b/c", "b/c/f", "b/l"]);
         assert_eq!(entries[3].3, b"123");
         assert_eq!(entries[4].3, b"c/f");
+    }
+
+    #[test]
+    fn a_tree_goes_under_a_prefix() {
+        let dir = std::env::temp_dir().join(format!("xtask-cpio-at-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("k")).unwrap();
+        fs::write(dir.join("k/en-us"), b"map").unwrap();
+        let mut w = Writer::new(Vec::new());
+        w.dir("usr", 0o755).unwrap();
+        w.tree_at(&dir, "usr").unwrap();
+        let entries = parse(&w.finish().unwrap());
+        fs::remove_dir_all(&dir).unwrap();
+        let names: Vec<_> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, ["usr", "usr/k", "usr/k/en-us"]);
     }
 }

@@ -32,6 +32,21 @@ pub enum Env {
     /// the kvm backend with every feature, hypercalls included. See
     /// [`crate::nested`].
     KvmNested,
+    /// Xen 4.17 inside QEMU (TCG), Debian's Linux as PV dom0 running Xen's
+    /// toolstack; the kernel as a PVH domU made by `xl` ([`crate::domu`]).
+    XenPvhDomu,
+    /// As [`Env::XenPvhDomu`], the kernel as a classic PV domU.
+    XenPvDomu,
+    /// As [`Env::XenPvhDomu`], the kernel in an HVM container, loaded by
+    /// libxl as the firmware (`firmware_override`): it enters through its
+    /// PVH entry, with no command line, and reports `platform=xen-pvh`.
+    /// Not the HVM boot people use (hvmloader, SeaBIOS, GRUB), which is
+    /// still to do (issue #16).
+    XenHvmDomu,
+    /// QEMU's `microvm` machine with KVM, no PIT, PIC or RTC (a VMM without
+    /// legacy devices, as Firecracker-like VMMs are); the kvm backend,
+    /// which takes the TSC frequency from kvmclock.
+    Microvm,
 }
 
 /// Whether the kernel side of an environment exists yet.
@@ -55,11 +70,34 @@ pub enum Accel {
     Kvm,
 }
 
+/// How the kernel image reaches the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Medium {
+    /// QEMU loads the ELF itself (`-kernel`: PVH or multiboot), with the
+    /// command line as `-append`.
+    #[default]
+    Kernel,
+    /// A bootable CD image (GRUB, from `grub-mkrescue`) as `-cdrom`; the
+    /// command line is inside the image.
+    Cdrom,
+    /// A raw disk image a BIOS boots (the `bootloader` crate's). Adds a VGA:
+    /// the bootloader's BIOS stages set a VESA mode and stop silently
+    /// without one.
+    BiosDisk,
+    /// A raw disk image UEFI firmware boots; the firmware (OVMF) as `-bios`.
+    UefiDisk,
+}
+
 /// What [`Env::qemu_args`] needs to know about one launch.
 #[derive(Debug, Clone, Copy)]
 pub struct Launch<'a> {
-    /// The kernel ELF (booted directly, or handed to Xen as its dom0 module).
+    /// The kernel ELF (booted directly, or handed to Xen as its dom0
+    /// module), or the loader's image for the other [`Medium`]s.
     pub kernel: &'a Path,
+    /// How [`Launch::kernel`] is given to QEMU.
+    pub medium: Medium,
+    /// UEFI firmware, for [`Medium::UefiDisk`].
+    pub firmware: Option<&'a Path>,
     /// The kernel's command line.
     pub cmdline: &'a str,
     /// Number of virtual CPUs.
@@ -118,6 +156,10 @@ pub const XEN_PV_REQUIRED_FEATURES: &[&str] = &[
     "evtchn-2l",
     "pvclock",
 ];
+
+/// The example kernel's test of a shutdown request from the toolstack
+/// (run with `pvops.wait_shutdown=<s>`).
+pub const DOMU_SHUTDOWN_TEST: &str = "shutdown_request";
 
 /// One KVM paravirt feature switched off in QEMU: the fallback test boots
 /// the kvm environment once per entry and checks the features line and the
@@ -192,14 +234,21 @@ impl KvmFeatureOff {
 
 impl Env {
     /// Every environment, in the order reports list them.
-    pub const ALL: [Env; 6] = [
+    pub const ALL: [Env; 10] = [
         Env::Tcg,
         Env::Kvm,
         Env::KvmHidden,
         Env::XenPvh,
         Env::XenPv,
         Env::KvmNested,
+        Env::XenPvhDomu,
+        Env::XenPvDomu,
+        Env::XenHvmDomu,
+        Env::Microvm,
     ];
+
+    /// The domU environments, in the order one dom0 boot runs them.
+    pub const DOMU: [Env; 3] = [Env::XenPvhDomu, Env::XenPvDomu, Env::XenHvmDomu];
 
     /// The name `--env` takes.
     pub const fn name(self) -> &'static str {
@@ -210,6 +259,10 @@ impl Env {
             Env::XenPvh => "xen-pvh",
             Env::XenPv => "xen-pv",
             Env::KvmNested => "kvm-nested",
+            Env::XenPvhDomu => "xen-pvh-domu",
+            Env::XenPvDomu => "xen-pv-domu",
+            Env::XenHvmDomu => "xen-hvm-domu",
+            Env::Microvm => "microvm",
         }
     }
 
@@ -224,6 +277,18 @@ impl Env {
             Env::KvmNested => {
                 "Linux's real KVM (kvm-amd) inside QEMU TCG, inner QEMU -accel kvm -cpu host"
             }
+            Env::XenPvhDomu => {
+                "Xen 4.17 inside QEMU, kernel as a PVH domU made by xl in a Linux dom0"
+            }
+            Env::XenPvDomu => {
+                "Xen 4.17 inside QEMU, kernel as a classic PV domU made by xl in a Linux dom0"
+            }
+            Env::XenHvmDomu => {
+                "Xen 4.17 inside QEMU, kernel in an HVM domU loaded as libxl's \
+                 firmware_override (a PVH entry in an HVM container, no command line; \
+                 not hvmloader/SeaBIOS/GRUB)"
+            }
+            Env::Microvm => "QEMU microvm with KVM, no PIT, PIC or RTC (pit=off,pic=off,rtc=off)",
         }
     }
 
@@ -236,6 +301,12 @@ impl Env {
             Env::XenPvh => Status::Implemented,
             Env::XenPv => Status::Implemented,
             Env::KvmNested => Status::Implemented,
+            Env::XenPvhDomu => Status::Implemented,
+            Env::XenPvDomu => Status::Implemented,
+            // The firmware_override variant, labelled as such; the GRUB
+            // boot of issue #16 would be another variant.
+            Env::XenHvmDomu => Status::Implemented,
+            Env::Microvm => Status::Implemented,
         }
     }
 
@@ -248,9 +319,10 @@ impl Env {
     pub const fn expected_platform(self) -> &'static str {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
-            Env::Kvm | Env::KvmNested => "kvm",
-            Env::XenPvh => "xen-pvh",
-            Env::XenPv => "xen-pv",
+            Env::Kvm | Env::KvmNested | Env::Microvm => "kvm",
+            // The HVM container is entered through the PVH entry.
+            Env::XenPvh | Env::XenPvhDomu | Env::XenHvmDomu => "xen-pvh",
+            Env::XenPv | Env::XenPvDomu => "xen-pv",
         }
     }
 
@@ -258,8 +330,8 @@ impl Env {
     pub const fn expected_backend(self) -> &'static str {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
-            Env::Kvm | Env::KvmNested => "kvm",
-            Env::XenPvh | Env::XenPv => "xen",
+            Env::Kvm | Env::KvmNested | Env::Microvm => "kvm",
+            Env::XenPvh | Env::XenPv | Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => "xen",
         }
     }
 
@@ -267,11 +339,31 @@ impl Env {
     pub const fn ending(self) -> Ending {
         match self {
             // kvm-nested: the inner QEMU's status, which the outer /init reports.
-            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested => Ending::DebugExit,
+            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => {
+                Ending::DebugExit
+            }
             // Under Xen the kernel is dom0 and cannot reach QEMU's
             // isa-debug-exit; it asks Xen to reboot, and -no-reboot turns
             // that reset into QEMU's exit.
             Env::XenPvh | Env::XenPv => Ending::GuestReboot,
+            // A domU asks Xen for a reboot too (the harness checks the
+            // domain's end in dom0); dom0 then reboots the machine.
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => Ending::GuestReboot,
+        }
+    }
+
+    /// Self-tests the kernel must report as `skipped`, exactly these: a
+    /// domU made by `xl` without a device model has no CMOS behind ports
+    /// 0x70/0x71 (they read all ones); libxl gives a kernel loaded as
+    /// `firmware_override` no command line (it refuses `cmdline=` without
+    /// `kernel=`).
+    pub const fn expected_skips(self) -> &'static [&'static str] {
+        match self {
+            Env::XenPvhDomu | Env::XenPvDomu => &["io_port_roundtrip"],
+            Env::XenHvmDomu => &["start_info_parsed"],
+            // rtc=off: no CMOS either.
+            Env::Microvm => &["io_port_roundtrip"],
+            _ => &[],
         }
     }
 
@@ -282,7 +374,8 @@ impl Env {
             backend: self.expected_backend().to_owned(),
             min_ok: MIN_OK_TESTS,
             features_present: match self {
-                Env::Kvm => KVM_REQUIRED_FEATURES
+                // microvm: kvmclock above all (the only TSC frequency there).
+                Env::Kvm | Env::Microvm => KVM_REQUIRED_FEATURES
                     .iter()
                     .map(|f| f.to_string())
                     .collect(),
@@ -294,9 +387,26 @@ impl Env {
                     .iter()
                     .map(|f| f.to_string())
                     .collect(),
+                // A domU prints through its console ring, from the first line.
+                Env::XenPvDomu => XEN_PV_REQUIRED_FEATURES
+                    .iter()
+                    .chain(&["console-ring"])
+                    .map(|f| f.to_string())
+                    .collect(),
+                Env::XenPvhDomu | Env::XenHvmDomu => vec!["console-ring".to_owned()],
                 _ => Vec::new(),
             },
             features_absent: Vec::new(),
+            skipped: self
+                .expected_skips()
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            required: if self.domu_shutdown_test() {
+                vec![DOMU_SHUTDOWN_TEST.to_owned()]
+            } else {
+                Vec::new()
+            },
             ending: self.ending(),
         }
     }
@@ -310,9 +420,12 @@ impl Env {
     pub const fn timeout(self) -> Duration {
         match self {
             Env::Tcg => Duration::from_secs(120),
-            Env::Kvm | Env::KvmHidden => Duration::from_secs(180),
+            Env::Kvm | Env::KvmHidden | Env::Microvm => Duration::from_secs(180),
             Env::XenPvh | Env::XenPv => Duration::from_secs(300),
             Env::KvmNested => Duration::from_secs(90),
+            // One domU's own run, once dom0 is up (the whole boot's bound
+            // is [`crate::domu::run_timeout`]).
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => Duration::from_secs(180),
         }
     }
 
@@ -360,11 +473,17 @@ impl Env {
     /// The accelerator of the QEMU the harness starts on this machine.
     pub const fn accel(self) -> Accel {
         match self {
-            Env::Kvm | Env::KvmHidden => Accel::Kvm,
+            Env::Kvm | Env::KvmHidden | Env::Microvm => Accel::Kvm,
             // Xen inside QEMU crashed during its own boot under KVM here.
             // kvm-nested's outer machine is TCG (its KVM is the outer
             // Linux's, which the host's /dev/kvm plays no part in).
-            Env::Tcg | Env::XenPvh | Env::XenPv | Env::KvmNested => Accel::Tcg,
+            Env::Tcg
+            | Env::XenPvh
+            | Env::XenPv
+            | Env::KvmNested
+            | Env::XenPvhDomu
+            | Env::XenPvDomu
+            | Env::XenHvmDomu => Accel::Tcg,
         }
     }
 
@@ -374,9 +493,35 @@ impl Env {
         matches!(self, Env::KvmNested)
     }
 
-    /// Whether QEMU boots Xen, with the kernel as dom0.
+    /// Whether QEMU boots Xen (with the kernel as dom0, or as a domU).
     pub const fn is_xen(self) -> bool {
-        matches!(self, Env::XenPvh | Env::XenPv)
+        matches!(
+            self,
+            Env::XenPvh | Env::XenPv | Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu
+        )
+    }
+
+    /// Whether the kernel runs as a domU made by `xl` in a Linux dom0
+    /// ([`crate::domu`] boots these, several in one dom0 boot).
+    pub const fn is_domu(self) -> bool {
+        self.domu_kind().is_some()
+    }
+
+    /// Whether the domU, after its self-tests, waits for the toolstack's
+    /// `xl shutdown` (through xenstore's `control/shutdown`), reports it as
+    /// test [`DOMU_SHUTDOWN_TEST`] and then powers off as asked.
+    pub const fn domu_shutdown_test(self) -> bool {
+        matches!(self, Env::XenPvhDomu | Env::XenPvDomu)
+    }
+
+    /// The domU's kind as the dom0 `/init` takes it (`pvh`, `pv`, `hvm`).
+    pub const fn domu_kind(self) -> Option<&'static str> {
+        match self {
+            Env::XenPvhDomu => Some("pvh"),
+            Env::XenPvDomu => Some("pv"),
+            Env::XenHvmDomu => Some("hvm"),
+            _ => None,
+        }
     }
 
     /// Xen's own command line in the Xen environments.
@@ -384,7 +529,8 @@ impl Env {
         match self {
             Env::XenPvh => Some("console=com1 loglvl=all dom0=pvh dom0-iommu=none"),
             Env::XenPv => Some("console=com1 loglvl=all dom0_mem=64M,max:64M"),
-            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested => None,
+            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => None,
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => None,
         }
     }
 
@@ -395,6 +541,9 @@ impl Env {
         if launch.smp == 0 {
             bail!("--smp must be at least 1");
         }
+        if self.is_domu() {
+            bail!("environment {self} boots a Linux dom0 that makes the domU: see xtask::domu");
+        }
         let memory = if self.is_xen() {
             MEMORY_XEN
         } else {
@@ -404,7 +553,12 @@ impl Env {
         let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
         // -nodefaults also drops the default monitor, so no `-monitor none`
         // is needed; -serial stdio is then the only character device.
-        push(&["-machine", "pc", "-m", memory]);
+        let machine = match self {
+            // No legacy devices: what a Firecracker-like VMM offers.
+            Env::Microvm => "microvm,pit=off,pic=off,rtc=off",
+            _ => "pc",
+        };
+        push(&["-machine", machine, "-m", memory]);
         push(&["-smp", &launch.smp.to_string()]);
         push(&[
             "-nodefaults",
@@ -417,9 +571,38 @@ impl Env {
         push(&["-device", "isa-debug-exit,iobase=0x501,iosize=2"]);
         match self {
             Env::Tcg | Env::XenPvh | Env::XenPv => push(&["-accel", "tcg", "-cpu", "max"]),
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => unreachable!("refused above"),
             Env::KvmHidden => push(&["-accel", "kvm", "-cpu", "qemu64,kvm=off"]),
-            Env::Kvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
+            Env::Kvm | Env::Microvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
             Env::KvmNested => push(&["-accel", "kvm", "-cpu", KVM_NESTED_CPU]),
+        }
+        if launch.medium != Medium::Kernel {
+            if self.is_xen() {
+                bail!("environment {self} boots Xen with the kernel as dom0: only Medium::Kernel fits");
+            }
+            let mut drive = OsString::from("format=raw,file=");
+            drive.push(launch.kernel);
+            match launch.medium {
+                Medium::Kernel => {}
+                Medium::Cdrom => {
+                    args.push("-cdrom".into());
+                    args.push(launch.kernel.into());
+                }
+                Medium::BiosDisk => {
+                    args.extend(["-vga", "std", "-drive"].map(OsString::from));
+                    args.push(drive);
+                }
+                Medium::UefiDisk => {
+                    let Some(firmware) = launch.firmware else {
+                        bail!("a UEFI disk boot needs the firmware (OVMF)");
+                    };
+                    args.extend(["-vga", "std", "-bios"].map(OsString::from));
+                    args.push(firmware.into());
+                    args.push("-drive".into());
+                    args.push(drive);
+                }
+            }
+            return Ok(args);
         }
         match self.xen_cmdline() {
             None => {
@@ -524,6 +707,8 @@ mod tests {
         let kernel = PathBuf::from("/k/example-kernel");
         let launch = Launch {
             kernel: &kernel,
+            medium: Medium::Kernel,
+            firmware: None,
             cmdline: "pvops.mode=test a=1,2",
             smp: 2,
             xen,
@@ -553,7 +738,11 @@ mod tests {
                 "kvm-hidden",
                 "xen-pvh",
                 "xen-pv",
-                "kvm-nested"
+                "kvm-nested",
+                "xen-pvh-domu",
+                "xen-pv-domu",
+                "xen-hvm-domu",
+                "microvm"
             ]
         );
     }
@@ -563,7 +752,7 @@ mod tests {
         let err = "kvm_hidden".parse::<Env>().unwrap_err().to_string();
         assert!(err.contains("kvm_hidden"), "{err}");
         assert!(
-            err.contains("tcg, kvm, kvm-hidden, xen-pvh, xen-pv, kvm-nested"),
+            err.contains("tcg, kvm, kvm-hidden, xen-pvh, xen-pv, kvm-nested, xen-pvh-domu"),
             "{err}"
         );
     }
@@ -576,6 +765,34 @@ mod tests {
         assert!(Env::XenPvh.is_implemented());
         assert!(Env::XenPv.is_implemented());
         assert!(Env::KvmNested.is_implemented());
+        assert!(Env::XenPvhDomu.is_implemented());
+        assert!(Env::XenPvDomu.is_implemented());
+        assert!(Env::XenHvmDomu.is_implemented());
+    }
+
+    #[test]
+    fn domu_expectations() {
+        assert_eq!(Env::XenPvDomu.domu_kind(), Some("pv"));
+        assert!(Env::DOMU.iter().all(|e| e.is_domu() && e.is_xen()));
+        assert!(!Env::XenPv.is_domu());
+        let pv = Env::XenPvDomu.expectation();
+        assert!(pv.features_present.contains(&"console-ring".to_owned()));
+        assert!(pv.features_present.contains(&"mmu-update".to_owned()));
+        assert_eq!(pv.skipped, ["io_port_roundtrip"]);
+        assert_eq!(Env::XenPvhDomu.expected_platform(), "xen-pvh");
+        for env in [Env::Tcg, Env::Kvm, Env::XenPv, Env::XenPvh] {
+            assert!(env.expectation().skipped.is_empty(), "{env}");
+        }
+        let kernel = PathBuf::from("/k");
+        let launch = Launch {
+            kernel: &kernel,
+            medium: Medium::Kernel,
+            firmware: None,
+            cmdline: "",
+            smp: 2,
+            xen: Some(Path::new("/x/xen")),
+        };
+        assert!(Env::XenPvDomu.qemu_args(&launch).is_err());
     }
 
     #[test]
@@ -592,6 +809,10 @@ mod tests {
                 ("native", "native"),
                 ("xen-pvh", "xen"),
                 ("xen-pv", "xen"),
+                ("kvm", "kvm"),
+                ("xen-pvh", "xen"),
+                ("xen-pv", "xen"),
+                ("xen-pvh", "xen"),
                 ("kvm", "kvm")
             ]
         );
@@ -602,9 +823,14 @@ mod tests {
 
     #[test]
     fn common_arguments() {
-        for env in Env::ALL {
+        for env in Env::ALL.into_iter().filter(|e| !e.is_domu()) {
             let args = args_of(env, Some(Path::new("/x/xen")));
-            assert!(has_pair(&args, "-machine", "pc"), "{env}: {args:?}");
+            let machine = if env == Env::Microvm {
+                "microvm,pit=off,pic=off,rtc=off"
+            } else {
+                "pc"
+            };
+            assert!(has_pair(&args, "-machine", machine), "{env}: {args:?}");
             assert!(has_pair(&args, "-smp", "2"), "{env}");
             assert!(has_pair(&args, "-serial", "stdio"), "{env}");
             assert!(has_pair(&args, "-display", "none"), "{env}");
@@ -696,6 +922,8 @@ mod tests {
         let kernel = PathBuf::from("/k/example-kernel");
         let launch = Launch {
             kernel: &kernel,
+            medium: Medium::Kernel,
+            firmware: None,
             cmdline: "",
             smp: 1,
             xen: None,
@@ -709,11 +937,55 @@ mod tests {
         let kernel = PathBuf::from("/k");
         let launch = Launch {
             kernel: &kernel,
+            medium: Medium::Kernel,
+            firmware: None,
             cmdline: "",
             smp: 0,
             xen: None,
         };
         assert!(Env::Tcg.qemu_args(&launch).is_err());
+    }
+
+    #[test]
+    fn loader_media() {
+        let image = PathBuf::from("/l/image");
+        let ovmf = PathBuf::from("/fw/OVMF.fd");
+        let args = |env: Env, medium, firmware| {
+            let launch = Launch {
+                kernel: &image,
+                medium,
+                firmware,
+                cmdline: "ignored",
+                smp: 2,
+                xen: None,
+            };
+            env.qemu_args(&launch).map(|a| {
+                a.into_iter()
+                    .map(|a| a.into_string().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let cd = args(Env::Kvm, Medium::Cdrom, None).unwrap();
+        assert!(has_pair(&cd, "-cdrom", "/l/image"), "{cd:?}");
+        assert!(!cd.contains(&"-kernel".to_owned()) && !cd.contains(&"-append".to_owned()));
+        assert!(has_pair(&cd, "-cpu", KVM_PV_CPU));
+        let bios = args(Env::Tcg, Medium::BiosDisk, None).unwrap();
+        assert!(has_pair(&bios, "-drive", "format=raw,file=/l/image"));
+        assert!(has_pair(&bios, "-vga", "std"));
+        assert!(!bios.contains(&"-bios".to_owned()));
+        let uefi = args(Env::Tcg, Medium::UefiDisk, Some(&ovmf)).unwrap();
+        assert!(has_pair(&uefi, "-bios", "/fw/OVMF.fd"));
+        assert!(has_pair(&uefi, "-drive", "format=raw,file=/l/image"));
+        assert!(args(Env::Tcg, Medium::UefiDisk, None).is_err());
+        assert!(args(Env::XenPvh, Medium::Cdrom, None).is_err());
+        for a in [&cd, &bios, &uefi] {
+            assert!(has_pair(
+                a,
+                "-device",
+                "isa-debug-exit,iobase=0x501,iosize=2"
+            ));
+            assert!(a.contains(&"-no-reboot".to_owned()));
+        }
     }
 
     #[test]

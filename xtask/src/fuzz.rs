@@ -12,8 +12,9 @@ use anyhow::{bail, Context, Result};
 /// (PVH and PV), ACPI, the command line, clock scaling, CPUID detection,
 /// the pvclock version protocol under a racing writer, the Xen console
 /// ring indices, event-channel bitmap walking, KVM feature/hint parsing
-/// and planning, and the ELF-note layout of a PVH image. Eleven targets of
-/// [`SHORT_RUN_SECS`] each keep the short run under two minutes.
+/// and planning, the ELF-note layout of a PVH image, and the xenstore
+/// client against a scripted daemon. Twelve targets of [`SHORT_RUN_SECS`]
+/// each keep the short run around two minutes.
 pub const TARGETS: &[&str] = &[
     "start_info",
     "pv_start_info",
@@ -26,6 +27,7 @@ pub const TARGETS: &[&str] = &[
     "evtchn",
     "kvm_features",
     "elfnote",
+    "xenstore",
 ];
 
 /// Seconds each target runs in `cargo xtask test`.

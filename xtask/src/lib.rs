@@ -16,15 +16,18 @@
 pub mod bench;
 pub mod boot;
 pub mod cpio;
+pub mod domu;
 pub mod env;
 pub mod fuzz;
 pub mod kernel;
+pub mod loaders;
 pub mod nested;
 pub mod protocol;
 pub mod provision;
 pub mod qemu;
 pub mod qmp;
 pub mod record;
+pub mod release;
 pub mod report;
 
 pub use boot::{boot, Boot, BootImage, BootOptions, Mode, Plan};

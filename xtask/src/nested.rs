@@ -808,6 +808,12 @@ pub fn run(
         std::io::copy(&mut base, &mut out)?;
         let mut w = cpio::Writer::new(out);
         w.file("guest", 0o644, &fs::read(&guest.path)?)?;
+        // A loader's UEFI firmware (Medium::UefiDisk) goes in beside it.
+        if let Some(firmware) = firmware_of(&plans[0]) {
+            let bytes = fs::read(&firmware)
+                .with_context(|| format!("reading the firmware {}", firmware.display()))?;
+            w.file(GUEST_FIRMWARE.trim_start_matches('/'), 0o644, &bytes)?;
+        }
         for (i, plan) in plans.iter().enumerate() {
             let stem = format!("etc/nested/run-{:03}", i + 1);
             let mut args = inner_args(plan, qmp)?.join("\n");
@@ -1063,9 +1069,20 @@ fn name_of(plan: &Plan) -> String {
     }
 }
 
+/// Where a loader's UEFI firmware is in the outer machine.
+const GUEST_FIRMWARE: &str = "/guest-firmware.fd";
+
+/// The `-bios` file of `plan` (a loader's UEFI firmware), if any.
+fn firmware_of(plan: &Plan) -> Option<PathBuf> {
+    let i = plan.args.iter().position(|a| a == "-bios")?;
+    plan.args.get(i + 1).map(PathBuf::from)
+}
+
 /// The inner QEMU's arguments for `plan`: its own (made for
-/// [`Env::KvmNested`]), the guest at `/guest`, the firmware folders, and
-/// QMP on the outer second serial port when asked.
+/// [`Env::KvmNested`]), the guest at `/guest` (an ELF for `-kernel`, or a
+/// loader's `-cdrom` or `-drive` image, its `-bios` firmware at
+/// [`GUEST_FIRMWARE`]), the firmware folders, and QMP on the outer second
+/// serial port when asked.
 fn inner_args(plan: &Plan, qmp: bool) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let mut args = plan.args.iter();
@@ -1074,9 +1091,20 @@ fn inner_args(plan: &Plan, qmp: bool) -> Result<Vec<String>> {
             .to_str()
             .with_context(|| format!("inner QEMU argument {a:?} is not text"))?;
         out.push(a.to_owned());
-        if a == "-kernel" {
-            args.next();
-            out.push("/guest".to_owned());
+        match a {
+            "-kernel" | "-cdrom" => {
+                args.next();
+                out.push("/guest".to_owned());
+            }
+            "-drive" => {
+                args.next();
+                out.push("format=raw,file=/guest".to_owned());
+            }
+            "-bios" => {
+                args.next();
+                out.push(GUEST_FIRMWARE.to_owned());
+            }
+            _ => {}
         }
     }
     for d in FIRMWARE_DIRS {
@@ -1284,6 +1312,46 @@ mod tests {
         assert!(pair("-L", "/usr/share/qemu"));
         assert!(pair("-qmp", "/dev/ttyS1"));
         assert!(!inner_args(&p, false).unwrap().contains(&"-qmp".to_owned()));
+    }
+
+    #[test]
+    fn loader_images_are_the_guest_too() {
+        use crate::env::Medium;
+        let image = std::env::temp_dir().join(format!("nested-medium-{}", std::process::id()));
+        fs::write(&image, b"image").unwrap();
+        for (medium, flag, value) in [
+            (Medium::Cdrom, "-cdrom", "/guest"),
+            (Medium::BiosDisk, "-drive", "format=raw,file=/guest"),
+            (Medium::UefiDisk, "-drive", "format=raw,file=/guest"),
+        ] {
+            let options = BootOptions {
+                medium,
+                ..BootOptions::default()
+            };
+            let p = match Plan::new(Env::KvmNested, &image, &options) {
+                Ok(p) => p,
+                // No OVMF on this machine: nothing to check for UEFI.
+                Err(e) if medium == Medium::UefiDisk => {
+                    assert!(format!("{e:#}").contains("OVMF") || format!("{e:#}").contains("ovmf"));
+                    continue;
+                }
+                Err(e) => panic!("{e:#}"),
+            };
+            let args = inner_args(&p, false).unwrap();
+            let pair = |a: &str, b: &str| args.windows(2).any(|w| w[0] == a && w[1] == b);
+            assert!(pair(flag, value), "{medium:?}: {args:?}");
+            assert!(
+                !args.iter().any(|a| a.contains(image.to_str().unwrap())),
+                "{args:?}"
+            );
+            if medium == Medium::UefiDisk {
+                assert!(pair("-bios", GUEST_FIRMWARE), "{args:?}");
+                assert!(firmware_of(&p).is_some_and(|f| f.is_file()));
+            } else {
+                assert_eq!(firmware_of(&p), None);
+            }
+        }
+        fs::remove_file(&image).unwrap();
     }
 
     fn section(lines: &[&str], status: i32, killed: bool) -> Boot {

@@ -1,5 +1,5 @@
-//! The console protocol of the example kernel (see the README and
-//! DESIGN.md): parsing its lines out of a console capture, and judging a
+//! The console protocol of the example kernel (its home is the README's
+//! "Console protocol" section): parsing its lines out of a console capture, and judging a
 //! finished run against what its environment expects.
 //!
 //! Protocol lines may be mixed with other output (Xen's log, firmware) and
@@ -60,6 +60,13 @@ pub enum Verdict {
         /// The reason the kernel gave (may be empty).
         reason: String,
     },
+    /// `... skipped: <reason>`: the environment lacks what the test
+    /// needs (which tests each environment skips is fixed:
+    /// [`Expectation::skipped`]).
+    Skipped {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// One benchmark line.
@@ -92,6 +99,8 @@ pub struct Summary {
     pub passed: u64,
     /// `<M> failed`
     pub failed: u64,
+    /// `; <K> skipped` (0 when the line has no such part).
+    pub skipped: u64,
 }
 
 /// Kind of a [`Note`].
@@ -182,6 +191,11 @@ pub struct Expectation {
     pub features_present: Vec<String>,
     /// Features the platform line must not name (switched off on purpose).
     pub features_absent: Vec<String>,
+    /// The tests that must report `skipped`, exactly these (any other
+    /// skip, or one of these not skipped, is a problem).
+    pub skipped: Vec<String>,
+    /// Tests that must be reported (ok), besides any number of others.
+    pub required: Vec<String>,
     /// How the run must end.
     pub ending: Ending,
 }
@@ -234,6 +248,17 @@ pub enum Problem {
         /// Its reason.
         reason: String,
     },
+    /// A test reported `skipped` where the environment does not expect it.
+    UnexpectedSkip {
+        /// Test name.
+        name: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// A test the environment must skip did not report `skipped`.
+    SkipMissing(String),
+    /// A test the environment must run was not reported.
+    TestMissing(String),
     /// A test name reported more than once.
     DuplicateTest(String),
     /// No `test result:` line.
@@ -248,6 +273,8 @@ pub enum Problem {
         ok_seen: usize,
         /// FAILED lines seen.
         failed_seen: usize,
+        /// skipped lines seen.
+        skipped_seen: usize,
     },
     /// The summary says ok with failures, or FAILED with none.
     SummaryVerdictInconsistent(Summary),
@@ -259,6 +286,9 @@ pub enum Problem {
     NonZeroExitCode(u32),
     /// A protocol line that did not parse.
     Malformed(Malformed),
+    /// The domU did not end the way a finished kernel ends it (a
+    /// shutdown with reason reboot), as dom0's toolstack saw it.
+    DomainEnd(String),
     /// QEMU did not end the way the environment ends.
     WrongTermination {
         /// What happened.
@@ -294,18 +324,35 @@ impl fmt::Display for Problem {
                 write!(f, "only {found} test(s) ok, at least {min} required")
             }
             Problem::TestFailed { name, reason } => write!(f, "test {name} FAILED: {reason}"),
+            Problem::UnexpectedSkip { name, reason } => write!(
+                f,
+                "test {name} skipped ({reason}), but this environment skips no such test"
+            ),
+            Problem::SkipMissing(name) => write!(
+                f,
+                "test {name} must report `skipped` in this environment (it lacks what the \
+                 test needs), but did not"
+            ),
             Problem::DuplicateTest(name) => write!(f, "test {name} reported more than once"),
+            Problem::TestMissing(name) => {
+                write!(
+                    f,
+                    "test {name} must run in this environment, but was not reported"
+                )
+            }
+            Problem::DomainEnd(why) => write!(f, "the domU did not end cleanly: {why}"),
             Problem::MissingSummary => f.write_str("no `test result:` summary line"),
             Problem::DuplicateSummary(n) => write!(f, "{n} `test result:` lines (expected one)"),
             Problem::SummaryMismatch {
                 summary,
                 ok_seen,
                 failed_seen,
+                skipped_seen,
             } => write!(
                 f,
-                "summary says {} passed; {} failed, but the console shows {ok_seen} ok and \
-                 {failed_seen} FAILED test line(s)",
-                summary.passed, summary.failed
+                "summary says {} passed; {} failed; {} skipped, but the console shows {ok_seen} \
+                 ok, {failed_seen} FAILED and {skipped_seen} skipped test line(s)",
+                summary.passed, summary.failed, summary.skipped
             ),
             Problem::SummaryVerdictInconsistent(s) => write!(
                 f,
@@ -516,6 +563,10 @@ fn parse_test(rest: &str) -> Result<Item, String> {
     let verdict = verdict.trim();
     let verdict = if verdict == "ok" {
         Verdict::Ok
+    } else if let Some(after) = verdict.strip_prefix("skipped:") {
+        Verdict::Skipped {
+            reason: after.trim().to_owned(),
+        }
     } else if let Some(after) = verdict.strip_prefix("FAILED") {
         // A FAILED without a well-formed reason is still a failure: it
         // must never be lost as merely malformed.
@@ -553,11 +604,18 @@ fn parse_summary(rest: &str) -> Result<Item, String> {
             ))
         }
     };
-    // Anything after `<M> failed` (`; 2 ignored`, ...) is tolerated.
+    // `; <K> skipped` may follow; anything else after `<M> failed`
+    // (`; 2 ignored`, ...) is tolerated.
     let mut parts = counts.split(';').map(str::trim);
     let passed = count(parts.next(), "passed").ok_or(SHAPE)?;
     let failed = count(parts.next(), "failed").ok_or(SHAPE)?;
-    Ok(Item::Summary(Summary { ok, passed, failed }))
+    let skipped = count(parts.next(), "skipped").unwrap_or(0);
+    Ok(Item::Summary(Summary {
+        ok,
+        passed,
+        failed,
+        skipped,
+    }))
 }
 
 /// Parses `"<n> <word>"`.
@@ -605,10 +663,20 @@ pub fn check(outcome: &Outcome, expect: &Expectation) -> Vec<Problem> {
 
     let mut ok_seen = 0;
     let mut failed_seen = 0;
+    let mut skipped_seen = 0;
     let mut names_seen: Vec<&str> = Vec::new();
     for test in &console.tests {
         match &test.verdict {
             Verdict::Ok => ok_seen += 1,
+            Verdict::Skipped { reason } => {
+                skipped_seen += 1;
+                if !expect.skipped.contains(&test.name) {
+                    problems.push(Problem::UnexpectedSkip {
+                        name: test.name.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
             Verdict::Failed { reason } => {
                 failed_seen += 1;
                 problems.push(Problem::TestFailed {
@@ -625,6 +693,20 @@ pub fn check(outcome: &Outcome, expect: &Expectation) -> Vec<Problem> {
             names_seen.push(&test.name);
         }
     }
+    for name in &expect.required {
+        if !console.tests.iter().any(|t| &t.name == name) {
+            problems.push(Problem::TestMissing(name.clone()));
+        }
+    }
+    for name in &expect.skipped {
+        let skipped = console
+            .tests
+            .iter()
+            .any(|t| &t.name == name && matches!(t.verdict, Verdict::Skipped { .. }));
+        if !skipped {
+            problems.push(Problem::SkipMissing(name.clone()));
+        }
+    }
     if ok_seen < expect.min_ok {
         problems.push(Problem::TooFewTests {
             min: expect.min_ok,
@@ -638,11 +720,15 @@ pub fn check(outcome: &Outcome, expect: &Expectation) -> Vec<Problem> {
             if !rest.is_empty() {
                 problems.push(Problem::DuplicateSummary(console.summaries.len()));
             }
-            if summary.passed != ok_seen as u64 || summary.failed != failed_seen as u64 {
+            if summary.passed != ok_seen as u64
+                || summary.failed != failed_seen as u64
+                || summary.skipped != skipped_seen as u64
+            {
                 problems.push(Problem::SummaryMismatch {
                     summary: *summary,
                     ok_seen,
                     failed_seen,
+                    skipped_seen,
                 });
             }
             if summary.ok != (summary.failed == 0) {
@@ -745,6 +831,8 @@ mod tests {
         Expectation {
             features_present: Vec::new(),
             features_absent: Vec::new(),
+            skipped: Vec::new(),
+            required: Vec::new(),
             platform: "native".into(),
             backend: "native".into(),
             min_ok: 5,
@@ -756,6 +844,8 @@ mod tests {
         Expectation {
             features_present: Vec::new(),
             features_absent: Vec::new(),
+            skipped: Vec::new(),
+            required: Vec::new(),
             platform: "xen-pv".into(),
             backend: "xen".into(),
             min_ok: 5,
@@ -806,7 +896,8 @@ mod tests {
             [Summary {
                 ok: true,
                 passed: 5,
-                failed: 0
+                failed: 0,
+                skipped: 0
             }]
         );
         assert_eq!(c.exit_codes, [0]);
@@ -1017,7 +1108,8 @@ mod tests {
             Some(Ok(Item::Summary(Summary {
                 ok: false,
                 passed: 3,
-                failed: 2
+                failed: 2,
+                skipped: 0
             })))
         );
     }
@@ -1113,10 +1205,12 @@ mod tests {
                     summary: Summary {
                         ok: true,
                         passed: 5,
-                        failed: 0
+                        failed: 0,
+                        skipped: 0
                     },
                     ok_seen: 4,
-                    failed_seen: 1
+                    failed_seen: 1,
+                    skipped_seen: 0
                 },
             ]
         );
@@ -1200,10 +1294,12 @@ mod tests {
                     summary: Summary {
                         ok: true,
                         passed: 5,
-                        failed: 0
+                        failed: 0,
+                        skipped: 0
                     },
                     ok_seen: 6,
-                    failed_seen: 0
+                    failed_seen: 0,
+                    skipped_seen: 0
                 },
             ]
         );
@@ -1367,6 +1463,115 @@ mod tests {
         assert!(
             text.iter().any(|t| t.contains("malformed protocol line 1")),
             "{text:?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod skip_tests {
+    use super::*;
+
+    fn expect(skipped: &[&str]) -> Expectation {
+        Expectation {
+            platform: "xen-pv".into(),
+            backend: "xen".into(),
+            min_ok: 1,
+            features_present: Vec::new(),
+            features_absent: Vec::new(),
+            skipped: skipped.iter().map(|s| s.to_string()).collect(),
+            required: vec!["a".into()],
+            ending: Ending::GuestReboot,
+        }
+    }
+
+    fn outcome(text: &str) -> Outcome {
+        let lines: Vec<&str> = text.lines().collect();
+        Outcome {
+            console: parse(&lines),
+            termination: Termination::Exited(0),
+        }
+    }
+
+    const SKIPPING: &str = "pvops: platform=xen-pv backend=xen features=-\n\
+        test a ... ok\n\
+        test io_port_roundtrip ... skipped: no CMOS behind ports 0x70/0x71\n\
+        test result: ok. 1 passed; 0 failed; 1 skipped\n\
+        pvops: exit code=0\n";
+
+    #[test]
+    fn skipped_lines_parse() {
+        assert_eq!(
+            parse_line("test x ... skipped: no device"),
+            Some(Ok(Item::Test(TestCase {
+                name: "x".into(),
+                verdict: Verdict::Skipped {
+                    reason: "no device".into()
+                }
+            })))
+        );
+        assert_eq!(
+            parse_line("test result: ok. 3 passed; 0 failed; 2 skipped"),
+            Some(Ok(Item::Summary(Summary {
+                ok: true,
+                passed: 3,
+                failed: 0,
+                skipped: 2
+            })))
+        );
+    }
+
+    #[test]
+    fn the_expected_skip_set_passes_exactly() {
+        assert_eq!(
+            check(&outcome(SKIPPING), &expect(&["io_port_roundtrip"])),
+            []
+        );
+    }
+
+    #[test]
+    fn a_skip_where_none_is_expected_fails() {
+        let problems = check(&outcome(SKIPPING), &expect(&[]));
+        assert_eq!(
+            problems,
+            [Problem::UnexpectedSkip {
+                name: "io_port_roundtrip".into(),
+                reason: "no CMOS behind ports 0x70/0x71".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn an_expected_skip_that_ran_fails() {
+        let text = SKIPPING
+            .replace(
+                "io_port_roundtrip ... skipped: no CMOS behind ports 0x70/0x71",
+                "io_port_roundtrip ... ok",
+            )
+            .replace("1 passed; 0 failed; 1 skipped", "2 passed; 0 failed");
+        let problems = check(&outcome(&text), &expect(&["io_port_roundtrip"]));
+        assert_eq!(problems, [Problem::SkipMissing("io_port_roundtrip".into())]);
+    }
+
+    #[test]
+    fn a_required_test_must_be_reported() {
+        let text = SKIPPING.replace("test a ... ok\n", "test b ... ok\n");
+        let problems = check(&outcome(&text), &expect(&["io_port_roundtrip"]));
+        assert_eq!(problems, [Problem::TestMissing("a".into())]);
+    }
+
+    #[test]
+    fn the_summary_must_count_the_skips() {
+        let text = SKIPPING.replace("; 1 skipped", "");
+        let problems = check(&outcome(&text), &expect(&["io_port_roundtrip"]));
+        assert!(
+            matches!(
+                problems.as_slice(),
+                [Problem::SummaryMismatch {
+                    skipped_seen: 1,
+                    ..
+                }]
+            ),
+            "{problems:?}"
         );
     }
 }

@@ -209,7 +209,8 @@ pub fn download_debian_package(package: &str, dir: &Path) -> Result<PathBuf> {
     })
 }
 
-fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>> {
+/// The `.deb` of `package` already in `dir`, if any.
+pub fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>> {
     let prefix = format!("{package}_");
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
@@ -234,6 +235,11 @@ pub fn unavailable(env: Env) -> Option<String> {
     }
     if env.accel() == Accel::Kvm {
         if let Err(why) = kvm_usable() {
+            return Some(why);
+        }
+    }
+    if env.is_domu() {
+        if let Some(why) = crate::domu::unavailable() {
             return Some(why);
         }
     }
@@ -264,6 +270,9 @@ pub fn ensure(env: Env) -> Result<()> {
     if env.is_nested() {
         crate::nested::ensure()?;
     }
+    if env.is_domu() {
+        crate::domu::ensure_dom0()?;
+    }
     match unavailable(env) {
         None => Ok(()),
         Some(why) => bail!("environment {env} cannot run on this machine: {why}"),
@@ -277,7 +286,7 @@ pub fn is_root() -> bool {
 }
 
 /// Debian, Ubuntu, or a derivative that declares itself one.
-fn is_debian_like() -> bool {
+pub(crate) fn is_debian_like() -> bool {
     if Path::new("/etc/debian_version").exists() {
         return true;
     }

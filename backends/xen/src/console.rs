@@ -4,6 +4,11 @@
 //! keep it), located through `HVM_PARAM_CONSOLE_PFN` and signalled through
 //! the port in `HVM_PARAM_CONSOLE_EVTCHN`.
 //!
+//! A classic PV domU finds the same ring in `start_info`
+//! (`console.domU.mfn`, a machine frame, and `console.domU.evtchn`):
+//! [`pv_ring_frame`] turns the frame into the domain's own pseudo-physical
+//! frame, which the PV backend maps, then [`use_ring_at`].
+//!
 //! Writes never block for long: a ring that stays full (no console
 //! backend draining it) loses the rest of the write.
 
@@ -77,10 +82,67 @@ pub fn use_ring(phys_offset: u64) -> Result<(), XenError> {
             errno: crate::abi::errno::ENOENT,
         });
     }
-    RING_VA.store((pfn << 12).wrapping_add(phys_offset), Ordering::Relaxed);
-    RING_PORT.store(port as u32, Ordering::Relaxed);
-    MODE.store(RING, Ordering::Release);
+    // SAFETY: under PVH the BootContext contract maps every guest frame
+    // at `phys + phys_offset` for good; the frame is the ring Xen named.
+    unsafe { use_ring_at((pfn << 12).wrapping_add(phys_offset), port as u32) };
     Ok(())
+}
+
+/// Prints through the console ring page mapped at virtual address `va`,
+/// signalled through event channel `port`, from now on (what
+/// [`use_ring`] does once it found the page; a classic PV domU finds it
+/// in `start_info`, see [`pv_ring_frame`]).
+///
+/// # Safety
+/// `va` must map the console ring page, writable, for good, and Rust code
+/// must reach that page only through this module from now on.
+pub unsafe fn use_ring_at(va: u64, port: u32) {
+    RING_VA.store(va, Ordering::Relaxed);
+    RING_PORT.store(port, Ordering::Relaxed);
+    MODE.store(RING, Ordering::Release);
+}
+
+/// Why a classic PV domU's console ring cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PvRingRefused {
+    /// `start_info` names no ring (frame or event channel 0).
+    NotOffered,
+    /// The ring's machine frame is not one of the domain's frames.
+    ForeignFrame {
+        /// The machine frame `start_info` named.
+        mfn: u64,
+    },
+}
+
+impl core::fmt::Display for PvRingRefused {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PvRingRefused::NotOffered => f.write_str("start_info offers no console ring"),
+            PvRingRefused::ForeignFrame { mfn } => write!(
+                f,
+                "the console ring's machine frame {mfn:#x} is not one of the domain's frames"
+            ),
+        }
+    }
+}
+
+/// The pseudo-physical frame of a classic PV domU's console ring, from
+/// `start_info`'s machine frame `mfn` and port `evtchn`: `pfn_of`
+/// translates a machine frame back (the machine-to-phys table, checked
+/// against the pfn list), and the frame must be below `nr_pages`.
+pub fn pv_ring_frame(
+    mfn: u64,
+    evtchn: u32,
+    nr_pages: u64,
+    pfn_of: impl FnOnce(u64) -> Option<u64>,
+) -> Result<u64, PvRingRefused> {
+    if mfn == 0 || evtchn == 0 {
+        return Err(PvRingRefused::NotOffered);
+    }
+    match pfn_of(mfn) {
+        Some(pfn) if pfn < nr_pages => Ok(pfn),
+        _ => Err(PvRingRefused::ForeignFrame { mfn }),
+    }
 }
 
 fn write_ring(bytes: &[u8]) {
@@ -134,5 +196,46 @@ pub fn write(bytes: &[u8]) {
         }
         RING => write_ring(bytes),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn pv_ring_frame_translates_the_domains_own_frame() {
+        let m2p = |mfn: u64| (mfn == 0x1234).then_some(0x42);
+        assert_eq!(pv_ring_frame(0x1234, 3, 0x8000, m2p), Ok(0x42));
+    }
+
+    #[test]
+    fn pv_ring_frame_refuses_what_is_not_offered() {
+        let never = |_: u64| -> Option<u64> { panic!("not looked up") };
+        assert_eq!(
+            pv_ring_frame(0, 3, 0x8000, never),
+            Err(PvRingRefused::NotOffered)
+        );
+        assert_eq!(
+            pv_ring_frame(0x1234, 0, 0x8000, never),
+            Err(PvRingRefused::NotOffered)
+        );
+    }
+
+    #[test]
+    fn pv_ring_frame_refuses_foreign_or_out_of_range_frames() {
+        // Not in the machine-to-phys table (or its entry names another frame).
+        assert_eq!(
+            pv_ring_frame(0x999, 3, 0x8000, |_| None),
+            Err(PvRingRefused::ForeignFrame { mfn: 0x999 })
+        );
+        // A pfn beyond the domain's memory: never mapped by the backend.
+        assert_eq!(
+            pv_ring_frame(0x999, 3, 0x8000, |_| Some(0x8000)),
+            Err(PvRingRefused::ForeignFrame { mfn: 0x999 })
+        );
+        let e = PvRingRefused::ForeignFrame { mfn: 0x999 }.to_string();
+        assert!(e.contains("0x999"), "{e}");
     }
 }

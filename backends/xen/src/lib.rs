@@ -72,7 +72,7 @@
 //! Ring 0; the IDT routing [`pvops_core::smp::SERVICE_VECTOR`] to
 //! `pvops_core::smp::service_interrupt` and the APIC's spurious vector
 //! ([`pvops_native::apic::SPURIOUS_VECTOR`]) to a handler that returns;
-//! the kernel image mapped at `paddr + image_offset` in every address
+//! the kernel image mapped as `kernel_map` says in every address
 //! space it uses (Xen writes the runstate areas by virtual address).
 //!
 //! ## Example
@@ -83,15 +83,7 @@
 //! use pvops_core::detect::{scan, HardwareCpuid};
 //!
 //! fn early_boot(cmdline: &str) {
-//!     let ctx = BootContext {
-//!         phys_offset: 0,
-//!         image_offset: 0,
-//!         rsdp: None,
-//!         cmdline,
-//!         entry: BootEntry::Pvh,
-//!         cpuid: scan(&HardwareCpuid),
-//!         xen_pv: None,
-//!     };
+//!     let ctx = BootContext::new(BootEntry::Pvh, cmdline, scan(&HardwareCpuid));
 //!     let ops = select_and_install(&ctx, &[pvops_xen::CANDIDATE, pvops_native::CANDIDATE], |_| {})
 //!         .expect("no backend could start");
 //!     let _ = ops.identity.features;
@@ -129,6 +121,7 @@ pub mod time;
 pub mod upcall;
 mod warn;
 pub mod xen;
+pub mod xenstore;
 
 pub use error::XenError;
 
@@ -175,6 +168,9 @@ impl pvops_core::platform::MemoryMapOps for XenPvh {
 impl ShutdownOps for XenPvh {
     fn shutdown(code: u8) -> ! {
         shutdown::shutdown(code)
+    }
+    fn requested() -> Option<pvops_core::platform::ShutdownRequest> {
+        xenstore::poll_shutdown_request()
     }
 }
 
@@ -297,6 +293,18 @@ fn install_failsafe(ctx: &BootContext<'_>, platform: Platform) {
     }
 }
 
+/// Why this backend declines `ctx` before touching anything, if it does:
+/// a kernel entered by firmware or a loader under Xen (an HVM guest) gets
+/// native, and its fallback report says so.
+pub(crate) fn declined(ctx: &BootContext<'_>) -> Option<BackendError> {
+    (ctx.entry == BootEntry::Other).then_some(BackendError {
+        backend: NAME,
+        reason: "Xen HVM guest entered by firmware or a loader (BootEntry::Other): \
+                 no HVM mode yet, so native runs with every EOI, IPI and timer trapping",
+        detail: None,
+    })
+}
+
 /// Prints `pvops: error: xen: <reason>[: <error>]` and builds the error.
 pub(crate) fn fail(reason: &'static str, e: Option<XenError>) -> BackendError {
     match e {
@@ -316,6 +324,28 @@ fn choose_console(features: XenFeatures, phys_offset: u64) {
     if features.contains(XenFeatures::DOM0) || console::use_ring(phys_offset).is_err() {
         console::use_hypercall();
     }
+}
+
+/// A PVH domU's xenstore ring, from its HVM parameters (dom0 has none at
+/// boot: its xenstored starts later).
+fn find_xenstore(features: XenFeatures, phys_offset: u64) {
+    use crate::abi::hvm::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
+    if features.contains(XenFeatures::DOM0) {
+        return;
+    }
+    let (Ok(pfn), Ok(port)) = (
+        XEN.hvm_get_param(HVM_PARAM_STORE_PFN),
+        XEN.hvm_get_param(HVM_PARAM_STORE_EVTCHN),
+    ) else {
+        return;
+    };
+    if pfn == 0 || port == 0 || port > u64::from(u32::MAX) {
+        return;
+    }
+    // SAFETY: under PVH the BootContext contract maps every guest frame
+    // at `phys + phys_offset` for good; the frame is the ring Xen named,
+    // used by nothing else in the kernel.
+    unsafe { xenstore::use_ring_at((pfn << 12).wrapping_add(phys_offset), port as u32) };
 }
 
 /// The callback vector was refused: the per-vCPU upcall vector instead,
@@ -364,6 +394,9 @@ fn preferred_via(ctx: &BootContext<'_>) -> Option<UpcallVia> {
 /// that `pvops::is_installed()` is true and the kernel can print the error
 /// and shut down.
 pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
+    if let Some(e) = declined(ctx) {
+        return Err(e);
+    }
     let (r, platform) = match (ctx.entry, ctx.xen_pv) {
         (BootEntry::XenPv, Some(si)) => (pv::bring_up(ctx, si), Platform::XenPv),
         (BootEntry::XenPv, None) => {
@@ -407,7 +440,7 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     let insn = Instruction::for_cpu(&HardwareCpuid);
     hypercall::select(insn);
     PHYS_OFFSET.store(ctx.phys_offset, Ordering::Relaxed);
-    shared::set_image_offset(ctx.image_offset);
+    pvops_native::record_boot_context(ctx);
     percpu::configure(cpuid.vcpu_id_leaf(), cpuid.tsc_native());
 
     // The first hypercalls: nothing can be printed before they answer.
@@ -422,6 +455,7 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
         detail: Some(e.detail()),
     })?;
     choose_console(features, ctx.phys_offset);
+    find_xenstore(features, ctx.phys_offset);
     arm_faults(ctx);
     if !ctx.cpuid.hypervisor_bit {
         warn::warn(format_args!(
@@ -447,7 +481,13 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     }
     setup::set_via(via);
 
-    let gpfn = shared::paddr_of(shared::SHARED_INFO.as_ptr()) >> 12;
+    let gpfn = shared::paddr_of(shared::SHARED_INFO.as_ptr()).map_err(|e| {
+        warn::error(format_args!("xen: the shared-info page: {e}"));
+        fail(
+            "no physical address for the shared-info page (BootContext::kernel_map)",
+            None,
+        )
+    })? >> 12;
     XEN.map_shared_info(gpfn)
         .map_err(|e| fail("XENMEM_add_to_physmap(shared_info) failed", Some(e)))?;
     shared::set_mapped();

@@ -1,4 +1,7 @@
-//! Shutdown: `SCHEDOP_shutdown` with `SHUTDOWN_reboot`.
+//! Shutdown: `SCHEDOP_shutdown` with `SHUTDOWN_reboot`, or with
+//! `SHUTDOWN_poweroff` when the toolstack asked for a power-off through
+//! xenstore's `control/shutdown` and the kernel acknowledged it
+//! ([`crate::xenstore::poll_shutdown_request`]).
 //!
 //! Xen has no way to carry an exit code to whoever runs the machine: the
 //! code travels in the `pvops: exit code=<n>` line the kernel prints before
@@ -17,6 +20,13 @@ pub fn shutdown(code: u8) -> ! {
         crate::pv::irq::save_and_mask();
     } else {
         x86_64::instructions::interrupts::disable();
+    }
+    // The toolstack's request, once acknowledged, says how to end.
+    if crate::xenstore::requested() == Some(pvops_core::platform::ShutdownRequest::PowerOff) {
+        let off = XEN.shutdown(SHUTDOWN_POWEROFF);
+        error(format_args!(
+            "xen: SCHEDOP_shutdown(poweroff) asked by the toolstack failed: {off:?}; rebooting"
+        ));
     }
     let reboot = XEN.shutdown(SHUTDOWN_REBOOT);
     if let Err(e) = reboot {

@@ -60,3 +60,8 @@ pub struct EvtchnUpcallVector {
     pub pad: [u8; 3],
 }
 const_assert_eq!(core::mem::size_of::<EvtchnUpcallVector>(), 8);
+
+/// `HVM_PARAM_STORE_PFN`: the xenstore ring's frame (domU).
+pub const HVM_PARAM_STORE_PFN: u32 = 1;
+/// `HVM_PARAM_STORE_EVTCHN`: the xenstore ring's event channel (domU).
+pub const HVM_PARAM_STORE_EVTCHN: u32 = 2;

@@ -19,3 +19,4 @@ pub mod sched;
 pub mod shared;
 pub mod vcpu;
 pub mod version;
+pub mod xenstore;

@@ -67,6 +67,7 @@ use pvops_core::patch::Op;
 use pvops_core::platform::{ConsoleOps, Features, Identity, MemoryMapOps, Platform, ShutdownOps};
 use pvops_core::table::PvOps;
 use pvops_core::time::{TimeOps, WallClock};
+use pvops_core::translate::KernelMap;
 
 /// The exit code a failsafe callback ends the domain with.
 pub const EXIT_FAILSAFE: u8 = 3;
@@ -97,10 +98,15 @@ pub fn frame_for_xen(pfn: u64) -> u64 {
     }
 }
 
+/// Virtual minus pseudo-physical for the image: PV kernels are mapped
+/// linearly by Xen's domain builder (`KernelMap::Linear`, checked in
+/// [`bring_up`]).
+static IMAGE_OFFSET: AtomicU64 = AtomicU64::new(0);
+
 /// Pseudo-physical frame of a kernel virtual address (image or direct
 /// map; both are identity here).
 pub(crate) fn mmu_pfn_of(va: u64) -> u64 {
-    crate::shared::paddr_of(va as *const u8) >> 12
+    va.wrapping_sub(IMAGE_OFFSET.load(Ordering::Relaxed)) >> 12
 }
 
 impl pvops_core::platform::CounterOps for XenPv {
@@ -118,6 +124,9 @@ impl ConsoleOps for XenPv {
 impl ShutdownOps for XenPv {
     fn shutdown(code: u8) -> ! {
         <XenPvh as ShutdownOps>::shutdown(code)
+    }
+    fn requested() -> Option<pvops_core::platform::ShutdownRequest> {
+        <XenPvh as ShutdownOps>::requested()
     }
 }
 
@@ -161,6 +170,65 @@ impl LockOps for XenPv {
     }
 }
 
+/// Chooses the console of a classic PV guest: `CONSOLEIO_write` for dom0
+/// (Xen prints it unchanged); for a domU the console ring `start_info`
+/// names (Xen drops a domU's `CONSOLEIO_write` unless built for
+/// debugging), at once when its frame lies in Xen's boot layout (it does:
+/// the domain builder puts it before the boot page tables), else once the
+/// direct map is extended (returned as the ring's address and port). A
+/// domU without a usable ring keeps the hypercall and says why.
+fn choose_console(ctx: &BootContext<'_>, si: &PvStartInfo) -> Option<(u64, u32)> {
+    use pvops_core::abi::pv_start_info::{PvConsole, SifFlags};
+    crate::console::use_hypercall();
+    let PvConsole::DomU { mfn, evtchn } = si.console else {
+        return None;
+    };
+    if si.flags.contains(SifFlags::INITDOMAIN) {
+        return None;
+    }
+    let pfn = match crate::console::pv_ring_frame(mfn, evtchn, si.nr_pages, p2m::pfn) {
+        Ok(pfn) => pfn,
+        Err(e) => {
+            warn::warn(format_args!(
+                "xen-pv: {e}: printing through CONSOLEIO_write, which Xen may drop"
+            ));
+            return None;
+        }
+    };
+    let va = (pfn << 12).wrapping_add(ctx.phys_offset);
+    let boot_mapped = si.boot_layout_end() + PvStartInfo::GUARANTEED_PADDING;
+    if (pfn << 12) + 4096 <= boot_mapped {
+        // SAFETY: the frame is the domain's own (checked against the pfn
+        // list), inside Xen's boot layout, which is mapped writable at
+        // virtual = pseudo-physical and stays so (the direct map keeps
+        // it); nothing else in the kernel owns the ring page.
+        unsafe { crate::console::use_ring_at(va, evtchn) };
+        None
+    } else {
+        Some((va, evtchn))
+    }
+}
+
+/// A classic PV domU's xenstore ring, named in `start_info` by machine
+/// frame (dom0 has none at boot). Runs once the direct map covers every
+/// frame of the domain.
+fn find_xenstore(ctx: &BootContext<'_>, si: &PvStartInfo) {
+    use pvops_core::abi::pv_start_info::SifFlags;
+    if si.flags.contains(SifFlags::INITDOMAIN) {
+        return;
+    }
+    // The same check as the console ring's: the domain's own frame.
+    match crate::console::pv_ring_frame(si.store_mfn, si.store_evtchn, si.nr_pages, p2m::pfn) {
+        // SAFETY: the direct map maps every frame of the domain at
+        // `pfn << 12` (plus phys_offset) for good; this one is the
+        // xenstore ring, used by nothing else in the kernel.
+        Ok(pfn) => unsafe {
+            crate::xenstore::use_ring_at((pfn << 12).wrapping_add(ctx.phys_offset), si.store_evtchn)
+        },
+        Err(e) => warn::warn(format_args!("xen-pv: xenstore ring: {e}")),
+    }
+}
+
 fn xen_err(reason: &'static str) -> impl FnOnce(crate::XenError) -> BackendError {
     move |e| fail(reason, Some(e))
 }
@@ -168,12 +236,32 @@ fn xen_err(reason: &'static str) -> impl FnOnce(crate::XenError) -> BackendError
 /// Brings the backend up for a classic PV guest described by `si`.
 pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps, BackendError> {
     hypercall::select(Instruction::Syscall);
+    let KernelMap::Linear { offset } = ctx.kernel_map else {
+        return Err(fail(
+            "Xen PV maps the image linearly: BootContext::kernel_map must be KernelMap::Linear",
+            None,
+        ));
+    };
+    IMAGE_OFFSET.store(offset, Ordering::Relaxed);
+    if matches!(ctx.cpu_number, pvops_core::cpu::CpuNumber::Kernel(_)) {
+        return Err(fail(
+            "Xen PV names vCPUs by the kernel GS base: BootContext::cpu_number must be CpuNumber::Pvops",
+            None,
+        ));
+    }
+    // Linear needs no page-table reader (CR3 names machine frames here).
+    pvops_core::translate::configure(ctx.kernel_map, ctx.phys_offset, || {
+        unreachable!("KernelMap::Linear reads no page tables")
+    });
     let version = XEN.version().map_err(|e| BackendError {
         backend: NAME,
         reason: "XENVER_version failed: Xen does not answer hypercalls",
         detail: Some(e.detail()),
     })?;
-    crate::console::use_hypercall();
+    // SAFETY: the parser checked the list lies in the boot layout, which
+    // stays mapped (and, once extended, inside the direct map) for good.
+    unsafe { p2m::set_list(si.mfn_list, si.nr_pages) };
+    let ring_later = choose_console(ctx, si);
     crate::arm_faults(ctx);
     if version < (4, 10) {
         return Err(fail("Xen older than 4.10", None));
@@ -181,9 +269,6 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
     ACTIVE.store(true, Ordering::Relaxed);
 
     // Shared info first: it holds the event mask.
-    // SAFETY: the parser checked the list lies in the boot layout, which
-    // stays mapped (and, once extended, inside the direct map) for good.
-    unsafe { p2m::set_list(si.mfn_list, si.nr_pages) };
     let shared_va = crate::shared::SHARED_INFO.as_ptr() as u64;
     let shared_mfn = si.shared_info_maddr >> 12;
     XEN.update_va_mapping(
@@ -224,6 +309,12 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
         }
     })?;
     NR_PAGES.store(si.nr_pages, Ordering::Relaxed);
+    if let Some((va, port)) = ring_later {
+        // SAFETY: the direct map now maps every frame of the domain at
+        // `pfn << 12` (plus phys_offset) for good; `va` is the ring's.
+        unsafe { crate::console::use_ring_at(va, port) };
+    }
+    find_xenstore(ctx, si);
     // Below the kernel is nothing Xen gave the kernel to use.
     RESERVED_START.store(0, Ordering::Relaxed);
     RESERVED_END.store(reserved_end, Ordering::Relaxed);
