@@ -93,12 +93,14 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32, u32) {
         ("steal_clock_monotonic", steal_clock_monotonic),
         ("ipi_to_self", ipi_to_self),
         ("lock_wait_kick", lock_wait_kick),
+        ("pv_kick_is_one_hypercall", pv_kick_is_one_hypercall),
         ("install_twice_refused", install_twice_refused),
         ("start_info_parsed", start_info_parsed),
     ];
     let smp_tests: &[Test] = &[
         ("smp_all_cpus_online", smp_all_cpus_online),
         ("smp_ipi_every_cpu", smp_ipi_every_cpu),
+        ("smp_pv_ipi_is_one_hypercall", smp_pv_ipi_is_one_hypercall),
         ("smp_remote_tlb_flush", smp_remote_tlb_flush),
         ("smp_contended_spinlock", smp_contended_spinlock),
     ];
@@ -833,6 +835,50 @@ fn lock_wait_kick(_: &mut Context<'_>) -> TestResult {
     Ok(())
 }
 
+/// How many hypercalls `f` made, as the backend counts them: the fewest
+/// over a few tries (another CPU's hypercall may land inside a window),
+/// `None` where the backend does not count.
+fn hypercalls_made(mut f: impl FnMut() -> TestResult) -> Result<Option<u64>, Message> {
+    let mut fewest: Option<u64> = None;
+    for _ in 0..3 {
+        let Some(before) = pvops::platform::hypercalls() else {
+            f()?;
+            return Ok(None);
+        };
+        f()?;
+        let after = pvops::platform::hypercalls().unwrap_or(before);
+        let n = after.wrapping_sub(before);
+        fewest = Some(fewest.map_or(n, |m| m.min(n)));
+    }
+    Ok(fewest)
+}
+
+/// Where the backend announces `pv-unhalt`, a lock kick is the kick
+/// hypercall, one per kick: the PV path, not the native one (which makes
+/// none).
+fn pv_kick_is_one_hypercall(_: &mut Context<'_>) -> TestResult {
+    if !pvops::platform::identity().features.contains("pv-unhalt") {
+        return Ok(());
+    }
+    let me = cpu::current_cpu();
+    let n = hypercalls_made(|| {
+        pvops::lock::kick(me);
+        Ok(())
+    })?;
+    ensure!(
+        n == Some(1),
+        "a pv-unhalt kick made {n:?} hypercalls, expected 1"
+    );
+    // Consume the wake-up the kicks left pending (a timer tick bounds
+    // the wait if there is none).
+    let byte = AtomicU8::new(1);
+    time::timer_setup(interrupts::TIMER_VECTOR);
+    time::timer_arm(5_000_000);
+    pvops::lock::wait(&byte, 1);
+    time::timer_cancel();
+    Ok(())
+}
+
 fn install_twice_refused(_: &mut Context<'_>) -> TestResult {
     let current = *pvops::table::ops();
     let r = pvops::install(current);
@@ -953,6 +999,30 @@ fn smp_ipi_every_cpu(_: &mut Context<'_>) -> TestResult {
     let before = snapshot();
     irq::send_ipi(IpiTarget::AllButSelf, TEST_IPI_VECTOR);
     wait_ipis(&before, "all-but-self IPI")?;
+    Ok(())
+}
+
+/// Where the backend announces `pv-ipi`, an IPI to a set of CPUs (every
+/// other CPU) is one hypercall whatever the count of targets, and every
+/// target still gets it: the PV path, not the APIC's one write per target.
+fn smp_pv_ipi_is_one_hypercall(_: &mut Context<'_>) -> TestResult {
+    if !pvops::platform::identity().features.contains("pv-ipi") {
+        return Ok(());
+    }
+    let mut others = CpuMask::new();
+    for i in 1..smp::online() {
+        others.insert(smp::cpu_id(i));
+    }
+    let n = hypercalls_made(|| {
+        let before = snapshot();
+        irq::send_ipi(IpiTarget::Mask(others), TEST_IPI_VECTOR);
+        wait_ipis(&before, "pv-ipi mask IPI")
+    })?;
+    ensure!(
+        n == Some(1),
+        "a pv-ipi IPI to {} CPUs made {n:?} hypercalls, expected 1",
+        smp::online() - 1
+    );
     Ok(())
 }
 

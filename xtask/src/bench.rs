@@ -248,19 +248,24 @@ fn finish(
 /// Bench mode on kvm-nested: the default configuration and each of
 /// `variants`, each an inner run of one outer boot, with the inner KVM's
 /// counters read over QMP around every loop. One [`GuestRun`] per
-/// configuration, in order; a configuration that failed is an error.
+/// configuration that passed, in order, and a reason per one that did not
+/// (its console in the reason): one failure does not hide the others'
+/// figures.
+/// `iters` per op: [`KVM_ITERS`] for figures to publish, fewer for a
+/// quicker check.
 pub fn run_nested(
     kernel: &Path,
     smp: u32,
     variants: &[Variant],
+    iters: u64,
     echo: bool,
-) -> Result<Vec<(GuestRun, Boot)>> {
+) -> Result<NestedBench> {
     let options = BootOptions {
         smp,
         mode: Mode::Bench,
         extra_cmdline: vec![
             format!("pvops.bench.sync={NESTED_SYNC_MS}"),
-            format!("pvops.bench.iters={KVM_ITERS}"),
+            format!("pvops.bench.iters={iters}"),
         ],
         ..BootOptions::default()
     };
@@ -310,20 +315,22 @@ pub fn run_nested(
     let nested = crate::nested::run(&plans, &outer, &mut observer)?;
     drop(qmp);
     eprintln!("xtask: kvm-nested: {}", nested.timings.summary());
-    let mut out = Vec::new();
+    let mut out = NestedBench::default();
     for ((booted, snap), variant) in nested.boots.into_iter().zip(snaps).zip(variants) {
         if let Some(e) = snap.error {
-            bail!(
+            out.failures.push(format!(
                 "kvm-nested ({}): reading KVM counters over the serial QMP failed: {e}",
                 variant.name
-            );
+            ));
+            continue;
         }
         if !booted.passed() {
-            bail!(
+            out.failures.push(format!(
                 "kvm-nested ({}): bench boot failed:\n{}",
                 variant.name,
                 booted.report()
-            );
+            ));
+            continue;
         }
         let features = booted
             .outcome
@@ -338,8 +345,15 @@ pub fn run_nested(
                 }
             })
             .unwrap_or_default();
-        let rows = rows_from(&booted.outcome.console.benches, &snap, true)?;
-        out.push((
+        let rows = match rows_from(&booted.outcome.console.benches, &snap, true) {
+            Ok(rows) => rows,
+            Err(e) => {
+                out.failures
+                    .push(format!("kvm-nested ({}): {e:#}", variant.name));
+                continue;
+            }
+        };
+        out.runs.push((
             GuestRun {
                 env: Env::KvmNested,
                 variant: variant.name.clone(),
@@ -350,6 +364,15 @@ pub fn run_nested(
         ));
     }
     Ok(out)
+}
+
+/// What [`run_nested`] measured.
+#[derive(Debug, Default)]
+pub struct NestedBench {
+    /// The configurations that passed, with their rows.
+    pub runs: Vec<(GuestRun, Boot)>,
+    /// Why each other configuration gave no rows.
+    pub failures: Vec<String>,
 }
 
 fn qmp_socket_path(env: Env, variant: &str) -> PathBuf {

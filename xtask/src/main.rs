@@ -186,6 +186,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         );
     }
     let mut guests = Vec::new();
+    let mut nested_failures: Vec<String> = Vec::new();
     if !envs.is_empty() {
         provision::ensure_qemu()?;
         let kernel = kernel::build()?;
@@ -208,12 +209,20 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                for (run, _) in xtask::bench::run_nested(&kernel, args.smp, &variants, false)? {
+                let measured = xtask::bench::run_nested(
+                    &kernel,
+                    args.smp,
+                    &variants,
+                    xtask::bench::KVM_ITERS,
+                    false,
+                )?;
+                for (run, _) in measured.runs {
                     for line in xtask::report::bench_lines(&run) {
                         println!("{line}");
                     }
                     guests.push(run);
                 }
+                nested_failures.extend(measured.failures);
                 continue;
             }
             for variant in std::iter::once(Variant::default_variant()).chain(env.bench_variants()) {
@@ -232,6 +241,15 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         "xtask: wrote {}/report.{{md,json,svg}}",
         xtask::report::bench_dir(&root).display()
     );
+    if !nested_failures.is_empty() {
+        for f in &nested_failures {
+            eprintln!("xtask: error: {f}");
+        }
+        bail!(
+            "{} kvm-nested configuration(s) failed (the others are in the report)",
+            nested_failures.len()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -233,12 +233,23 @@ impl SerialQmp {
         bail!("QMP qmp_capabilities over the serial line failed: {answer}")
     }
 
-    /// KVM's vCPU counters, summed over all vCPUs.
+    /// KVM's vCPU counters, summed over all vCPUs. A query that gets no
+    /// answer (seen once in 374 reads, load average 12) is asked again
+    /// after a lexer reset and a new handshake.
     pub fn vcpu_stats(&mut self) -> Result<Stats> {
         if !self.negotiated {
             self.handshake()?;
         }
-        let answer = self.call("query-stats", vcpu_stats_request(), Duration::from_secs(5))?;
+        let patience = Duration::from_secs(5);
+        let answer = match self.call("query-stats", vcpu_stats_request(), patience) {
+            Ok(a) => a,
+            Err(first) => {
+                self.negotiated = false;
+                self.handshake()
+                    .and_then(|()| self.call("query-stats", vcpu_stats_request(), patience))
+                    .map_err(|e| e.context(format!("and before: {first:#}")))?
+            }
+        };
         if let Some(err) = answer.get("error") {
             bail!("QMP query-stats failed: {err}");
         }

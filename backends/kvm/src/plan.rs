@@ -283,9 +283,12 @@ pub fn plan(cpuid: &KvmCpuid, off: &OffList, hypercalls: bool) -> Plan {
 /// | `poll-control` | none (an MSR write per CPU) |
 /// | `nop-io-delay` | `cpu.io_delay` |
 /// | any of kvmclock, steal-time, pv-eoi, poll-control | `cpu.init_secondary` |
+/// | always | `platform.hypercalls` (the backend's count) |
 pub fn build_table(on: FeatureSet, native: &PvOps, identity: Identity) -> PvOps {
     let mut t = *native;
     t.identity = identity;
+    // Whatever is on: a count of 0 says no hypercall was made.
+    t.platform.hypercalls = hypercalls;
     if on.has(Feature::Kvmclock) {
         // SAFETY: sched_clock_c is sched_clock behind the C ABI.
         t = unsafe {
@@ -318,6 +321,12 @@ pub fn build_table(on: FeatureSet, native: &PvOps, identity: Identity) -> PvOps 
         t.cpu.init_secondary = crate::init_secondary;
     }
     t
+}
+
+/// The `platform.hypercalls` op: hypercalls this backend made (all CPUs),
+/// so a kernel can check that a PV path was taken.
+fn hypercalls() -> Option<u64> {
+    Some(crate::hypercall::count())
 }
 
 #[cfg(test)]
@@ -606,5 +615,14 @@ mod tests {
         let t = build_table(FeatureSet::PV_EOI, &n, identity(FeatureSet::PV_EOI));
         assert_eq!(t.identity.features.to_string(), "pv-eoi");
         assert_eq!(t.identity.platform, Platform::Kvm);
+    }
+
+    #[test]
+    fn the_backend_reports_its_hypercall_count() {
+        let n = PvOps::NOT_INSTALLED;
+        for on in [FeatureSet::empty(), FeatureSet::PV_IPI] {
+            let t = build_table(on, &n, identity(on));
+            assert_eq!((t.platform.hypercalls)(), Some(crate::hypercall::count()));
+        }
     }
 }

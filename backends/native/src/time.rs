@@ -45,11 +45,18 @@ pub(crate) fn init_wall(unix_secs: u64) {
 
 /// Measures the APIC timer against the scheduler clock (~10 ms, timer
 /// masked). Returns ticks per millisecond, or `None` if it does not count.
+///
+/// Both clock readings lie inside the span the timer counts (started
+/// before the first, read after the second), so the ticks cover at least
+/// the time they are divided by (in nanoseconds, not whole milliseconds).
+/// A vCPU preempted at either edge can then only make the rate too high,
+/// and timers fire late, never early. (With the clock read before the
+/// timer started, a loaded nested KVM fired a 20 ms one-shot after 17.4.)
 pub(crate) fn calibrate_apic_timer() -> Option<u64> {
     apic::write(reg::TIMER_DIVIDE, DIVIDE_BY_16);
     apic::write(reg::LVT_TIMER, LVT_MASKED);
-    let t0 = <Native as TimeOps>::sched_clock();
     apic::write(reg::TIMER_INITIAL, u32::MAX);
+    let t0 = <Native as TimeOps>::sched_clock();
     let mut t1 = t0;
     // Bounded by iterations as well as time so a stopped clock cannot hang us.
     for _ in 0..50_000_000u32 {
@@ -61,12 +68,16 @@ pub(crate) fn calibrate_apic_timer() -> Option<u64> {
     }
     let left = apic::read(reg::TIMER_CURRENT);
     apic::write(reg::TIMER_INITIAL, 0);
-    let ticks = u64::from(u32::MAX - left);
-    let ms = (t1 - t0) / 1_000_000;
-    if ticks == 0 || ms == 0 {
+    ticks_per_ms(u64::from(u32::MAX - left), t1 - t0)
+}
+
+/// Ticks per millisecond from `ticks` counted over at least `ns`
+/// nanoseconds; `None` when either is 0 (the timer or the clock stands).
+fn ticks_per_ms(ticks: u64, ns: u64) -> Option<u64> {
+    if ticks == 0 || ns == 0 {
         return None;
     }
-    let per_ms = ticks / ms;
+    let per_ms = u64::try_from(u128::from(ticks) * 1_000_000 / u128::from(ns)).ok()?;
     APIC_TICKS_PER_MS.store(per_ms, Ordering::Relaxed);
     Some(per_ms)
 }
@@ -115,5 +126,20 @@ impl TimeOps for Native {
             reg::LVT_TIMER,
             LVT_MASKED | u32::from(TIMER_VECTOR.load(Ordering::Relaxed)),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_from_ticks_and_nanoseconds() {
+        assert_eq!(ticks_per_ms(62_500, 10_000_000), Some(6_250));
+        // 11.9 ms: no truncation to 11 (which made the rate 8% high).
+        assert_eq!(ticks_per_ms(119_000, 11_900_000), Some(10_000));
+        assert_eq!(ticks_per_ms(0, 10_000_000), None);
+        assert_eq!(ticks_per_ms(5, 0), None);
+        assert_eq!(ticks_per_ms(u64::MAX, 1), None);
     }
 }
