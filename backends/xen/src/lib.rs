@@ -125,6 +125,7 @@ pub mod setup;
 pub mod shared;
 pub mod shutdown;
 pub mod smp;
+pub mod suspend;
 pub mod time;
 pub mod upcall;
 mod warn;
@@ -325,10 +326,15 @@ fn choose_console(features: XenFeatures, phys_offset: u64) {
 /// A PVH domU's xenstore ring, from its HVM parameters (dom0 has none at
 /// boot: its xenstored starts later).
 fn find_xenstore(features: XenFeatures, phys_offset: u64) {
-    use crate::abi::hvm::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
-    if features.contains(XenFeatures::DOM0) {
-        return;
+    if !features.contains(XenFeatures::DOM0) {
+        find_xenstore_ring(phys_offset);
     }
+}
+
+/// Uses the xenstore ring the HVM parameters name, if any (at boot, and
+/// again after a restore: the port changes).
+pub(crate) fn find_xenstore_ring(phys_offset: u64) {
+    use crate::abi::hvm::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
     let (Ok(pfn), Ok(port)) = (
         XEN.hvm_get_param(HVM_PARAM_STORE_PFN),
         XEN.hvm_get_param(HVM_PARAM_STORE_EVTCHN),
