@@ -83,7 +83,7 @@ write_config() { # kind name cmdline-file cfgfile
     kind=$1; name=$2; cmdf=$3; cfg=$4
     {
         echo "name = \"$name\""
-        echo "memory = 128"
+        echo "memory = 64"
         echo "vcpus = 2"
         echo "on_poweroff = \"preserve\""
         echo "on_reboot = \"preserve\""

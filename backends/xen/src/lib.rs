@@ -18,7 +18,8 @@
 //! | halt | `sti; hlt` (see [`irq`] for why not `SCHEDOP_block`) |
 //! | locks | `SCHEDOP_poll` on a masked per-vCPU port, kicked with `EVTCHNOP_send` ([`lock`]) |
 //! | SMP | `VCPUOP_is_up` to count vCPUs, `VCPUOP_initialise` (64-bit HVM context) + `VCPUOP_up` ([`smp`]) |
-//! | shutdown | `SCHEDOP_shutdown(SHUTDOWN_reboot)`; the exit code is in the kernel's `pvops: exit code=<n>` line ([`shutdown`]) |
+//! | shutdown | `SCHEDOP_shutdown(SHUTDOWN_reboot)`, or `SHUTDOWN_poweroff` when the toolstack asked for it; the exit code is in the kernel's `pvops: exit code=<n>` line ([`shutdown`]) |
+//! | toolstack control (domU) | a xenstore client reading `control/shutdown` for `xl shutdown`/`reboot`/`save` ([`xenstore`]); save/restore of a PVH domU ([`suspend`]) |
 //!
 //! Hypercalls are issued with `vmcall`/`vmmcall` chosen by CPU vendor, not
 //! through a hypercall page ([`hypercall`] says why), behind the
