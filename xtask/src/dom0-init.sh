@@ -140,7 +140,13 @@ run_guest() { # kind name action
     while :; do
         if [ $save = yes ] && grep -q 'waiting for a save and restore' "$log" 2>/dev/null; then
             say "XENDOMU: xl save $name /tmp/$name.save"
-            xl save "$name" "/tmp/$name.save" 2>&1
+            if ! xl save "$name" "/tmp/$name.save" 2>&1 && xl list "$name" >/dev/null 2>&1; then
+                # Seen once here: xl itself segfaulting before it asked the
+                # guest to suspend (the guest runs on): try once more.
+                say "XENDOMU: xl save failed, the domain still runs: once more"
+                nap
+                xl save "$name" "/tmp/$name.save" 2>&1
+            fi
             say "XENDOMU: saved ($(du -k "/tmp/$name.save" 2>/dev/null | cut -f1) KiB); xl restore"
             xl restore "/tmp/$name.save" 2>&1
             say "XENDOMU: restored"
