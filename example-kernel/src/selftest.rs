@@ -911,10 +911,16 @@ fn start_info_parsed(ctx: &mut Context<'_>) -> TestResult {
     if si.cmdline().trim().is_empty() {
         skip!("the loader gave no command line");
     }
+    // What arrived must be printable text naming a mode this kernel has.
+    let cmdline = si.cmdline();
     ensure!(
-        si.cmdline().contains("pvops.mode="),
-        "cmdline {:?} lacks pvops.mode",
-        si.cmdline()
+        cmdline.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
+        "cmdline {cmdline:?} holds non-printable bytes"
+    );
+    let mode = pvops::cmdline::option(cmdline, "mode");
+    ensure!(
+        matches!(mode, None | Some("test") | Some("bench")),
+        "unknown pvops.mode={mode:?}"
     );
     Ok(())
 }
@@ -939,6 +945,17 @@ fn smp_all_cpus_online(_: &mut Context<'_>) -> TestResult {
             r == Some(smp::cpu_id(i).0.into()),
             "cpu index {i} says it is {r:?}, expected {}",
             smp::cpu_id(i).0
+        );
+    }
+    // Every CPU runs with the boot CPU's caching and write protection
+    // (an AP leaves INIT with CR0.CD and CR0.NW set and CR0.WP clear).
+    const CD_NW_WP: u64 = (1 << 30) | (1 << 29) | (1 << 16);
+    let boot = cpu::read_cr0() & CD_NW_WP;
+    for i in 1..smp::online() {
+        let r = smp::run_on(i, |_| cpu::read_cr0() & CD_NW_WP, 0, REMOTE_LIMIT_NS);
+        ensure!(
+            r == Some(boot),
+            "cpu index {i} has CR0 CD/NW/WP {r:x?}, the boot CPU {boot:#x}"
         );
     }
     Ok(())

@@ -12,9 +12,10 @@ use pvops::irq::{self, IpiTarget};
 /// At most this many CPUs are brought up.
 pub const MAX_SMP: usize = 8;
 const AP_STACK: usize = 32 * 1024;
-/// A free page below 1 MiB for the start-up trampoline (conventional memory
+/// Free memory below 1 MiB for the start-up trampoline (conventional memory
 /// the PVH loaders leave alone).
 const TRAMPOLINE_PAGE: u64 = 0x8000;
+const _: () = assert!(TRAMPOLINE_PAGE as usize + pvops::cpu::TRAMPOLINE_SIZE <= 0xa0000);
 
 #[repr(C, align(16))]
 struct Stacks([[u8; AP_STACK]; MAX_SMP]);

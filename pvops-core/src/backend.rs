@@ -2,8 +2,10 @@
 //! priority; the highest that says yes and initialises wins, and one that
 //! fails to initialise gives way to the next (in the end, native).
 
+use crate::cpu::CpuNumber;
 use crate::detect::CpuidScan;
 use crate::table::{install, InstallError, PvOps};
+use crate::translate::KernelMap;
 use core::fmt;
 
 /// How the kernel was entered, which decides what a backend may assume.
@@ -19,15 +21,37 @@ pub enum BootEntry {
 }
 
 /// What the kernel tells pvops about the machine at boot.
+///
+/// Made with [`BootContext::new`] (which fills every field it can
+/// default), then its public fields set; new fields can then be added
+/// without breaking kernels.
+///
+/// ```
+/// use pvops_core::backend::{BootContext, BootEntry};
+/// use pvops_core::translate::KernelMap;
+/// # let scan = pvops_core::detect::CpuidScan::empty();
+/// let mut ctx = BootContext::new(BootEntry::Other, "console=ttyS0", scan);
+/// ctx.phys_offset = 0xffff_8000_0000_0000; // a direct map of all RAM
+/// ctx.kernel_map = KernelMap::PageTables; // (the default)
+/// ctx.rsdp = Some(0xf_5a00);
+/// ```
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct BootContext<'a> {
     /// Physical memory (all RAM and the low 4 GiB of device memory) is
     /// mapped at virtual `paddr + phys_offset`; 0 for an identity map.
     pub phys_offset: u64,
-    /// The kernel image (where pvops' own statics live) is mapped at virtual
-    /// `paddr + image_offset`; backends use it to hand the hypervisor the
-    /// physical address of per-CPU areas. 0 for an identity-mapped image.
-    pub image_offset: u64,
+    /// How the kernel image (where pvops' own statics live) is mapped:
+    /// backends hand the hypervisor the physical address of per-CPU areas
+    /// inside it. [`KernelMap::PageTables`] is right for any layout (pvops
+    /// walks the live page tables through `phys_offset`);
+    /// [`KernelMap::IDENTITY`] for an identity-mapped image. See
+    /// [`crate::translate`].
+    pub kernel_map: KernelMap,
+    /// Who owns `IA32_TSC_AUX` and the kernel GS base, where a CPU number
+    /// can be read without an exit: pvops ([`CpuNumber::Pvops`], the
+    /// default) or the kernel ([`CpuNumber::Kernel`]).
+    pub cpu_number: CpuNumber,
     /// Physical address of the ACPI RSDP if the loader gave one.
     pub rsdp: Option<u64>,
     /// The kernel command line (pvops reads `pvops.*` options from it).
@@ -41,7 +65,26 @@ pub struct BootContext<'a> {
     pub xen_pv: Option<&'a crate::abi::pv_start_info::PvStartInfo>,
 }
 
-impl BootContext<'_> {
+impl<'a> BootContext<'a> {
+    /// A context for a kernel entered through `entry` with `cmdline`, whose
+    /// hypervisor leaves `cpuid` found ([`crate::detect::scan`]): physical
+    /// memory identity-mapped (`phys_offset` 0), the image found by walking
+    /// the page tables ([`KernelMap::PageTables`]), pvops owning the
+    /// CPU-number registers ([`CpuNumber::Pvops`]), no RSDP, no Xen PV
+    /// start info. Set the fields that differ.
+    pub fn new(entry: BootEntry, cmdline: &'a str, cpuid: CpuidScan) -> Self {
+        BootContext {
+            phys_offset: 0,
+            kernel_map: KernelMap::PageTables,
+            cpu_number: CpuNumber::Pvops,
+            rsdp: None,
+            cmdline,
+            entry,
+            cpuid,
+            xen_pv: None,
+        }
+    }
+
     /// The value of `pvops.<key>=` on the command line, if present.
     pub fn option(&self, key: &str) -> Option<&str> {
         crate::cmdline::option(self.cmdline, key)
@@ -52,9 +95,21 @@ impl BootContext<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Priority(pub u8);
 
+/// Every backend's bid, in one place, so that the order among them is
+/// read here and nowhere else. Higher wins; a backend that fails to
+/// initialise gives way to the next. When one hypervisor offers another's
+/// interface beside its own (Xen's Viridian leaves, KVM's Hyper-V
+/// enlightenments), the native interface of the host should win: give it
+/// the higher number.
 impl Priority {
     /// The bid of a backend that works everywhere (native).
     pub const FALLBACK: Priority = Priority(0);
+    /// KVM's paravirtual interface.
+    pub const KVM: Priority = Priority(100);
+    /// Xen (PVH, PV): above KVM, since Xen can present KVM-like leaves
+    /// nowhere but its own range, and a Xen guest must never take KVM's
+    /// path.
+    pub const XEN: Priority = Priority(120);
 }
 
 /// Why a backend could not be brought up.
@@ -81,6 +136,8 @@ impl fmt::Display for BackendError {
         Ok(())
     }
 }
+
+impl core::error::Error for BackendError {}
 
 /// One backend as detection sees it.
 #[derive(Clone, Copy)]
@@ -111,6 +168,33 @@ pub enum SelectError {
     AllFailed(BackendError),
     /// The table could not be installed.
     Install(InstallError),
+    /// A [`BootContext`] field cannot be right; nothing was installed.
+    BadContext(ContextError),
+}
+
+/// A [`BootContext`] field that cannot be right, found before any backend
+/// ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContextError {
+    /// [`BootContext::kernel_map`] does not translate pvops' own statics.
+    KernelMap(crate::translate::TranslateError),
+}
+
+impl fmt::Display for ContextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContextError::KernelMap(e) => write!(f, "BootContext::kernel_map: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for ContextError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            ContextError::KernelMap(e) => Some(e),
+        }
+    }
 }
 
 impl fmt::Display for SelectError {
@@ -119,6 +203,18 @@ impl fmt::Display for SelectError {
             SelectError::NoBackend => f.write_str("no pvops backend can run here"),
             SelectError::AllFailed(e) => write!(f, "every pvops backend failed; last: {e}"),
             SelectError::Install(e) => e.fmt(f),
+            SelectError::BadContext(e) => write!(f, "bad boot context: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for SelectError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            SelectError::NoBackend => None,
+            SelectError::AllFailed(e) => Some(e),
+            SelectError::Install(e) => Some(e),
+            SelectError::BadContext(e) => Some(e),
         }
     }
 }

@@ -28,6 +28,64 @@ pub struct CpuidResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct CpuId(pub u32);
 
+/// Who owns the per-CPU registers a CPU number can be kept in
+/// (`IA32_TSC_AUX`, read by `rdtscp`/`rdpid`; and, under Xen PV, the
+/// kernel GS base), and so how a backend learns, without a VM exit, which
+/// CPU it runs on.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub enum CpuNumber {
+    /// pvops may write them: the kvm and Xen PVH backends tag
+    /// `IA32_TSC_AUX` with the CPU number (bit 31 set) where the CPU has
+    /// `rdtscp`/`rdpid`; Xen PV points the kernel GS base at its own
+    /// per-vCPU record. The kernel must not write them.
+    #[default]
+    Pvops,
+    /// The kernel owns them and pvops never writes either. The function
+    /// returns this CPU's platform number ([`CpuId`]: what
+    /// [`current_cpu`] returned on it), kept by the kernel where reading
+    /// it costs no exit (its own per-CPU area), or `None` before the
+    /// kernel has recorded it (then pvops asks the platform, e.g. the APIC
+    /// ID). A kernel records `current_cpu()` right after `init` and
+    /// `init_secondary` on each CPU. Xen PV needs the GS base and declines.
+    Kernel(fn() -> Option<CpuId>),
+}
+
+/// The kernel's CPU-number function, as [`record_cpu_number`] stored it
+/// (0: none, pvops owns the registers).
+static KERNEL_CPU_NUMBER: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Records who owns the CPU-number registers, for the backends; called
+/// once at boot with `BootContext::cpu_number` (by `pvops::init` and by
+/// the backends' `init`).
+pub fn record_cpu_number(owner: CpuNumber) {
+    let raw = match owner {
+        CpuNumber::Pvops => 0,
+        CpuNumber::Kernel(f) => f as usize,
+    };
+    KERNEL_CPU_NUMBER.store(raw, core::sync::atomic::Ordering::Release);
+}
+
+/// Whether the kernel owns the CPU-number registers (pvops must not write
+/// `IA32_TSC_AUX` or the kernel GS base).
+pub fn kernel_owns_cpu_number() -> bool {
+    KERNEL_CPU_NUMBER.load(core::sync::atomic::Ordering::Acquire) != 0
+}
+
+/// This CPU's number as the kernel keeps it, when it owns the registers
+/// and has recorded it.
+#[inline]
+pub fn kernel_cpu_number() -> Option<CpuId> {
+    let raw = KERNEL_CPU_NUMBER.load(core::sync::atomic::Ordering::Acquire);
+    if raw == 0 {
+        return None;
+    }
+    // SAFETY: a non-zero value is only ever stored by `record_cpu_number`,
+    // from a `fn() -> Option<CpuId>`.
+    let f = unsafe { core::mem::transmute::<usize, fn() -> Option<CpuId>>(raw) };
+    f()
+}
+
 /// Width of one I/O port access.
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,14 +111,21 @@ pub struct SecondaryStart {
     pub arg: u64,
     /// Top of the stack `entry` runs on (16-byte aligned).
     pub stack_top: u64,
-    /// CR3 the new CPU runs with; must identity-map the page at
-    /// `trampoline` and map `entry` and the stack.
+    /// CR3 the new CPU runs with (any physical address; it needs no
+    /// identity map): it must map `entry` and the stack.
     pub cr3: u64,
-    /// Physical address of one free 4 KiB page below 1 MiB that the backend
-    /// may overwrite with start-up code (native/KVM start CPUs in real mode
-    /// there). It must stay untouched until `entry` runs.
+    /// Physical address of [`TRAMPOLINE_SIZE`] free bytes, page-aligned,
+    /// below 1 MiB, that the backend may overwrite with start-up code and
+    /// temporary page tables (native/KVM start CPUs in real mode there;
+    /// it is written through the direct map at `BootContext::phys_offset`).
+    /// It must stay untouched until `entry` runs.
     pub trampoline: u64,
 }
+
+/// How much memory below 1 MiB [`SecondaryStart::trampoline`] names: the
+/// start-up code and a temporary root table with an identity map of the
+/// code (a higher-half kernel has none), for 4- or 5-level paging.
+pub const TRAMPOLINE_SIZE: usize = 5 * 4096;
 
 /// Why a secondary CPU did not start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +153,8 @@ impl core::fmt::Display for StartCpuError {
         }
     }
 }
+
+impl core::error::Error for StartCpuError {}
 
 /// The CPU operations a backend provides.
 ///

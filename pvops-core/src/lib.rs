@@ -32,6 +32,10 @@
 #[cfg(any(test, feature = "test-support"))]
 extern crate std;
 
+/// The `x86_64` crate, whose types (`VirtAddr`, `DescriptorTablePointer`,
+/// ...) this API takes: use this copy and the versions always match.
+pub use x86_64;
+
 pub mod abi;
 pub mod backend;
 pub mod cmdline;
@@ -49,3 +53,4 @@ pub mod shmem;
 pub mod smp;
 pub mod table;
 pub mod time;
+pub mod translate;

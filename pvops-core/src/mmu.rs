@@ -318,6 +318,8 @@ impl core::fmt::Display for EntryRefused {
     }
 }
 
+impl core::error::Error for EntryRefused {}
+
 /// Writes a level-`level` entry, returning the platform's refusal as an
 /// error (see [`MmuOps::try_set_entry`]). Not a patched site.
 ///

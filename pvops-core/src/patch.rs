@@ -690,6 +690,8 @@ impl fmt::Display for PatchError {
     }
 }
 
+impl core::error::Error for PatchError {}
+
 static APPLIED: AtomicBool = AtomicBool::new(false);
 
 /// Reads the current bytes of a site.
@@ -866,7 +868,11 @@ unsafe fn rewrite<I: Iterator<Item = Site>>(
 /// allowed in every ring, under every hypervisor).
 fn serialize() {
     // Only the serialising side effect is wanted.
-    let _ = core::arch::x86_64::__cpuid(0);
+    // SAFETY: `cpuid` exists on every x86_64 CPU and only reads
+    // identification registers. (The intrinsic is safe from Rust 1.94; the
+    // block keeps older compilers, down to the MSRV, building.)
+    #[allow(unused_unsafe)]
+    let _ = unsafe { core::arch::x86_64::__cpuid(0) };
 }
 
 #[cfg(test)]

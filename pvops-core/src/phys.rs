@@ -29,6 +29,8 @@ impl core::fmt::Display for PhysReadError {
     }
 }
 
+impl core::error::Error for PhysReadError {}
+
 /// Copies bytes out of guest-physical memory.
 pub trait PhysRead {
     /// Fills `buf` with the bytes at `paddr..paddr + buf.len()`.

@@ -158,6 +158,8 @@ impl fmt::Display for InstallError {
     }
 }
 
+impl core::error::Error for InstallError {}
+
 const EMPTY: u8 = 0;
 const BUSY: u8 = 1;
 const READY: u8 = 2;

@@ -159,6 +159,24 @@ impl ClockScale {
         })
     }
 
+    /// The frequency in Hz of a counter this scale converts (the inverse
+    /// of [`ClockScale::from_hz`], to within rounding), or `None` for a
+    /// scale no real counter has (a zero multiplier, an absurd shift).
+    pub fn hz(self) -> Option<u64> {
+        if self.mul_frac == 0 || !(-32..=32).contains(&self.shift) {
+            return None;
+        }
+        // ns per tick = mul_frac * 2^shift / 2^32, so
+        // hz = 1e9 * 2^32 / (mul_frac * 2^shift).
+        let num: u128 = 1_000_000_000u128 << 32;
+        let hz = if self.shift >= 0 {
+            num / (u128::from(self.mul_frac) << self.shift)
+        } else {
+            (num << -self.shift) / u128::from(self.mul_frac)
+        };
+        u64::try_from(hz).ok().filter(|&hz| hz > 0)
+    }
+
     /// Nanoseconds for `delta` ticks. Never overflows and never wraps: any
     /// intermediate that does not fit saturates the result at `u64::MAX`,
     /// so the result is monotonic in `delta` for every scale, including the
@@ -196,6 +214,44 @@ mod tests {
         let ns = s.ticks_to_ns(hz);
         let err = (ns as i128 - 1_000_000_000i128).abs();
         assert!(err <= 1_000, "hz={hz} ns={ns} scale={s:?}");
+    }
+
+    #[test]
+    fn frequency_back_from_a_scale() {
+        for hz in [
+            1_193_182,
+            100_000_000,
+            2_112_000_000,
+            3_999_999_999,
+            6_000_000_000,
+        ] {
+            let back = ClockScale::from_hz(hz).unwrap().hz().unwrap();
+            let err = (back as i128 - hz as i128).abs();
+            assert!(err * 1_000_000 <= hz as i128, "hz={hz} back={back}");
+        }
+        // A scale in pvclock's form with a negative shift (a GHz counter:
+        // delta halved, then multiplied by ~0.87).
+        let pv = ClockScale {
+            mul_frac: 0xde7d_2c12,
+            shift: -1,
+        };
+        assert_eq!(pv.hz(), Some(2_301_237_843));
+        assert_eq!(
+            ClockScale {
+                mul_frac: 0,
+                shift: 0
+            }
+            .hz(),
+            None
+        );
+        assert_eq!(
+            ClockScale {
+                mul_frac: 1,
+                shift: 127
+            }
+            .hz(),
+            None
+        );
     }
 
     #[test]

@@ -132,7 +132,7 @@ macro_rules! pvh_entry {
                 or $0x100, %eax
                 wrmsr
                 mov %cr0, %eax
-                or $0x80000001, %eax
+                or $0x80010001, %eax                /* PG | WP | PE */
                 mov %eax, %cr0
                 lgdt pvops_boot_gdt_ptr
                 ljmp $0x08, $3f
@@ -378,15 +378,13 @@ pub fn init_xen_pv(
         Ok(si) => (si.cmdline(), Some(si)),
         Err(_) => ("", None),
     };
-    let ctx = BootContext {
-        phys_offset: 0,
-        image_offset: 0,
-        rsdp: None,
+    let mut ctx = BootContext::new(
+        BootEntry::XenPv,
         cmdline,
-        entry: BootEntry::XenPv,
-        cpuid: crate::detect::scan(&crate::detect::HardwareCpuid),
-        xen_pv: pv,
-    };
+        crate::detect::scan(&crate::detect::HardwareCpuid),
+    );
+    ctx.kernel_map = crate::KernelMap::IDENTITY;
+    ctx.xen_pv = pv;
     let installed = crate::init(&ctx, on_fallback);
     match (parsed, installed) {
         (Ok(si), Ok(ops)) => {
@@ -492,6 +490,8 @@ impl fmt::Display for BootError {
     }
 }
 
+impl core::error::Error for BootError {}
+
 /// For a kernel entered through [`pvh_entry!`](crate::pvh_entry) (first
 /// 4 GiB identity-mapped, image identity-mapped): parses the start info at
 /// `start_info_paddr`, detects the platform and installs the best backend.
@@ -508,15 +508,16 @@ pub fn init_pvh(
         Ok(si) => (si.cmdline(), si.rsdp),
         Err(_) => ("", None),
     };
-    let ctx = BootContext {
-        phys_offset: 0,
-        image_offset: 0,
-        rsdp,
+    // Identity-mapped memory; the image found by walking the page tables:
+    // it is identity-mapped now, but a kernel may build its own tables
+    // before its other CPUs register their records, and the walk follows
+    // whatever CR3 holds then.
+    let mut ctx = BootContext::new(
+        BootEntry::Pvh,
         cmdline,
-        entry: BootEntry::Pvh,
-        cpuid: crate::detect::scan(&crate::detect::HardwareCpuid),
-        xen_pv: None,
-    };
+        crate::detect::scan(&crate::detect::HardwareCpuid),
+    );
+    ctx.rsdp = rsdp;
     let installed = crate::init(&ctx, on_fallback);
     match (parsed, installed) {
         (Ok(mut start_info), Ok(ops)) => {

@@ -16,15 +16,14 @@
 //! use pvops::{BootContext, BootEntry};
 //!
 //! fn early_boot(cmdline: &str, rsdp: Option<u64>) {
-//!     let ctx = BootContext {
-//!         phys_offset: 0, // identity-mapped physical memory
-//!         image_offset: 0, // and an identity-mapped kernel image
-//!         rsdp,
+//!     let mut ctx = BootContext::new(
+//!         BootEntry::Other, // entered by the kernel's own loader
 //!         cmdline,
-//!         entry: BootEntry::Pvh,
-//!         cpuid: pvops::detect::scan(&pvops::detect::HardwareCpuid),
-//!         xen_pv: None,
-//!     };
+//!         pvops::detect::scan(&pvops::detect::HardwareCpuid),
+//!     );
+//!     ctx.phys_offset = 0xffff_8000_0000_0000; // all RAM mapped here
+//!     ctx.kernel_map = pvops::KernelMap::PageTables; // the default: any layout
+//!     ctx.rsdp = rsdp;
 //!     let ops = pvops::init(&ctx, |e| {
 //!         // A backend bid but failed: say so, the next one is tried.
 //!         let _ = e;
@@ -38,22 +37,34 @@
 //! ```
 #![no_std]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use pvops_core::backend::{BackendError, BootContext, BootEntry, SelectError};
+pub use pvops_core::cpu::CpuNumber;
 pub use pvops_core::table::{install, is_installed, InstallError, PvOps};
+pub use pvops_core::translate::KernelMap;
 pub use pvops_core::{
     abi, backend, cmdline, cpu, detect, irq, lock, mmu, patch, phys, platform, smp, table, time,
+    translate,
 };
+/// The `x86_64` crate, at the version pvops' API takes its types from
+/// ([`x86_64::VirtAddr`] in [`mmu::set_pte`] and [`mmu::flush_tlb_single`],
+/// [`cpu::DescriptorTablePointer`]): a kernel names them through
+/// `pvops::x86_64` and cannot end up with a second, incompatible version.
+pub use x86_64;
 
 #[cfg(feature = "native")]
+#[cfg_attr(docsrs, doc(cfg(feature = "native")))]
 pub use pvops_native as native;
 
 pub mod entry;
 
 #[cfg(feature = "kvm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kvm")))]
 pub use pvops_kvm as kvm;
 
 #[cfg(feature = "xen")]
+#[cfg_attr(docsrs, doc(cfg(feature = "xen")))]
 pub use pvops_xen as xen;
 
 use pvops_core::backend::Candidate;
@@ -71,10 +82,105 @@ pub const CANDIDATES: &[Candidate] = &[
 
 /// Detects the platform, installs the best backend that initialises, and
 /// returns the installed table. A backend that bids but fails is reported
-/// to `on_fallback` and the next is tried (native last).
+/// to `on_fallback` and the next is tried (native last). When none can
+/// start, the error comes back and, in ring 0, a failsafe table with only
+/// the serial console and power-off is installed
+/// ([`native::install_failsafe`]): check [`is_installed`] to print the
+/// error and shut down.
+///
+/// First it records how the kernel image is mapped
+/// ([`BootContext::kernel_map`], see [`translate`]) and checks that pvops'
+/// own statics translate: a map that cannot be right is refused here, as
+/// [`SelectError::BadContext`], before any hypervisor is handed an address.
 pub fn init(
     ctx: &BootContext<'_>,
     on_fallback: impl FnMut(&BackendError),
 ) -> Result<&'static PvOps, SelectError> {
-    pvops_core::backend::select_and_install(ctx, CANDIDATES, on_fallback)
+    let installed = record_kernel_map(ctx)
+        .and_then(|()| pvops_core::backend::select_and_install(ctx, CANDIDATES, on_fallback));
+    #[cfg(feature = "native")]
+    if installed.is_err() {
+        // Nothing could start: leave the kernel a console and a power-off
+        // (ring 0 only) so it can say why instead of halting in silence.
+        pvops_native::install_failsafe(ctx);
+    }
+    installed
+}
+
+/// Records `ctx.kernel_map` for the backends and translates a static of
+/// pvops with it.
+fn record_kernel_map(ctx: &BootContext<'_>) -> Result<(), SelectError> {
+    use pvops_core::backend::ContextError;
+    use pvops_core::translate::{self, KernelMap, TranslateError};
+    let bad = |e| SelectError::BadContext(ContextError::KernelMap(e));
+    if matches!(ctx.kernel_map, KernelMap::PageTables) && ctx.entry == BootEntry::XenPv {
+        // Under Xen PV, CR3 names machine frames: no walk through the
+        // direct map can read them.
+        return Err(bad(TranslateError::NeedsRing0));
+    }
+    cfg_if::cfg_if! {
+        if #[cfg(feature = "native")] {
+            pvops_native::record_boot_context(ctx);
+        } else {
+            fn no_root() -> translate::PagingRoot {
+                panic!("pvops: KernelMap::PageTables needs the native backend compiled in")
+            }
+            translate::configure(ctx.kernel_map, ctx.phys_offset, no_root);
+        }
+    }
+    /// A static of this crate: if it does not translate, nothing will.
+    static PROBE: u64 = 0;
+    translate::phys_of(&PROBE).map(drop).map_err(bad)
+}
+
+#[cfg(test)]
+extern crate std;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvops_core::backend::ContextError;
+    use pvops_core::detect::CpuidScan;
+    use pvops_core::translate::{KernelMap, TranslateError};
+    use std::string::ToString;
+
+    fn ctx(kernel_map: KernelMap, entry: BootEntry) -> BootContext<'static> {
+        let mut c = BootContext::new(entry, "", CpuidScan::empty());
+        c.kernel_map = kernel_map;
+        c
+    }
+
+    // One test: the recorded map is process-wide.
+    #[test]
+    fn maps_that_cannot_be_right_are_refused_before_any_backend() {
+        fn nothing(_: u64) -> Option<u64> {
+            None
+        }
+        let r = record_kernel_map(&ctx(KernelMap::Function(nothing), BootEntry::Other));
+        assert!(
+            matches!(
+                r,
+                Err(SelectError::BadContext(ContextError::KernelMap(
+                    TranslateError::NotMapped { level: 0, .. }
+                )))
+            ),
+            "{r:?}"
+        );
+        let r = record_kernel_map(&ctx(KernelMap::PageTables, BootEntry::XenPv));
+        assert!(
+            matches!(
+                r,
+                Err(SelectError::BadContext(ContextError::KernelMap(
+                    TranslateError::NeedsRing0
+                )))
+            ),
+            "{r:?}"
+        );
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("BootContext::kernel_map"), "{e}");
+        assert_eq!(
+            record_kernel_map(&ctx(KernelMap::IDENTITY, BootEntry::Other)),
+            Ok(())
+        );
+    }
 }

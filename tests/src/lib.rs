@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use xtask::boot::{self, Boot, BootImage, BootOptions};
 use xtask::env::Env;
+use xtask::nested::NestedRun;
 use xtask::record::{self, Record};
 use xtask::{kernel, provision};
 
@@ -55,6 +56,45 @@ pub enum Booted {
     Ran(Box<Boot>),
 }
 
+/// Result of kvm-nested's one outer boot: the default configuration and
+/// its feature-off matrix.
+#[derive(Debug)]
+pub enum NestedBooted {
+    /// A resource is missing; why.
+    Skipped(String),
+    /// The outer machine failed, or an inner run never ended; the error
+    /// (with the console's tail).
+    Error(String),
+    /// Every inner run ended; each judged on its own (the default first).
+    Ran(Box<NestedRun>),
+}
+
+/// Boots kvm-nested once per test process: one outer machine runs the
+/// default configuration, then each KVM feature off, then `kvm=off`
+/// ([`xtask::nested::boot_matrix`]). [`boot_once`] of kvm-nested is its
+/// first inner run.
+pub fn nested_matrix_once() -> &'static NestedBooted {
+    static RUN: OnceLock<NestedBooted> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let env = Env::KvmNested;
+        if let Some(why) = provision::unavailable(env) {
+            return NestedBooted::Skipped(format!("environment {env}: {why}"));
+        }
+        let kernel = match kernel_image() {
+            Ok(kernel) => kernel,
+            Err(e) => return NestedBooted::Error(format!("could not get the kernel image: {e}")),
+        };
+        let options = BootOptions {
+            smp: env.test_smp(),
+            ..BootOptions::default()
+        };
+        match xtask::nested::boot_matrix(kernel, &options) {
+            Ok(run) => NestedBooted::Ran(Box::new(run)),
+            Err(e) => NestedBooted::Error(format!("{e:#}")),
+        }
+    })
+}
+
 /// Boots the kernel in every implemented domU environment at once, in one
 /// dom0 boot ([`xtask::domu::boot`]), once per test process.
 fn domus_once() -> &'static Result<Vec<Boot>, String> {
@@ -83,6 +123,16 @@ pub fn boot_once(env: Env) -> &'static Booted {
     static BOOTS: [OnceLock<Booted>; Env::ALL.len()] = [const { OnceLock::new() }; Env::ALL.len()];
     let index = Env::ALL.iter().position(|&e| e == env).unwrap_or_default();
     BOOTS[index].get_or_init(|| {
+        if env.is_nested() {
+            return match nested_matrix_once() {
+                NestedBooted::Skipped(why) => Booted::Skipped(why.clone()),
+                NestedBooted::Error(e) => Booted::Error(e.clone()),
+                NestedBooted::Ran(run) => match run.boots.first() {
+                    Some(b) => Booted::Ran(Box::new(b.clone())),
+                    None => Booted::Error("kvm-nested ran no inner configuration".into()),
+                },
+            };
+        }
         if let Some(why) = provision::unavailable(env) {
             return Booted::Skipped(format!("environment {env}: {why}"));
         }

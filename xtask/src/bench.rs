@@ -28,6 +28,10 @@ pub const SYNC_MS: u64 = 150;
 /// Iterations per op under KVM: host interrupts and timer noise add a few
 /// hundred exits per loop, which this many iterations makes small per op.
 pub const KVM_ITERS: u64 = 2048;
+/// The idle after each sync line in kvm-nested: the line crosses the
+/// inner and the outer serial console, and the counters come back over
+/// the outer machine's second serial port.
+pub const NESTED_SYNC_MS: u64 = 400;
 
 /// One measured op in one boot.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +78,9 @@ pub struct Variant {
     pub cpu: Option<String>,
     /// Backend features that must be off in this variant.
     pub absent: Vec<String>,
+    /// The KVM signature is hidden (`kvm=off`): the native backend is
+    /// expected instead of the environment's.
+    pub native: bool,
 }
 
 impl Variant {
@@ -83,6 +90,7 @@ impl Variant {
             name: "default".into(),
             cpu: None,
             absent: Vec::new(),
+            native: false,
         }
     }
 
@@ -95,6 +103,11 @@ impl Variant {
         let e = &mut plan.expectation;
         e.features_present.retain(|f| !self.absent.contains(f));
         e.features_absent.extend(self.absent.iter().cloned());
+        if self.native {
+            e.platform = "native".into();
+            e.backend = "native".into();
+            e.features_present.clear();
+        }
         Ok(())
     }
 }
@@ -230,6 +243,113 @@ fn finish(
         },
         booted,
     ))
+}
+
+/// Bench mode on kvm-nested: the default configuration and each of
+/// `variants`, each an inner run of one outer boot, with the inner KVM's
+/// counters read over QMP around every loop. One [`GuestRun`] per
+/// configuration, in order; a configuration that failed is an error.
+pub fn run_nested(
+    kernel: &Path,
+    smp: u32,
+    variants: &[Variant],
+    echo: bool,
+) -> Result<Vec<(GuestRun, Boot)>> {
+    let options = BootOptions {
+        smp,
+        mode: Mode::Bench,
+        extra_cmdline: vec![
+            format!("pvops.bench.sync={NESTED_SYNC_MS}"),
+            format!("pvops.bench.iters={KVM_ITERS}"),
+        ],
+        ..BootOptions::default()
+    };
+    let plans = crate::nested::plans(kernel, &options, variants)?;
+    let mut snaps: Vec<Snapshots> = plans.iter().map(|_| Snapshots::default()).collect();
+    let mut qmp: Option<crate::qmp::SerialQmp> = None;
+    let mut observer = |line: crate::nested::Line<'_>| {
+        let Some(run) = line.run else { return };
+        if line.begins {
+            if let Some(q) = qmp.as_mut() {
+                q.new_session();
+            }
+            return;
+        }
+        let Some((n, end)) = parse_sync(line.text) else {
+            return;
+        };
+        let snap = &mut snaps[run];
+        if snap.error.is_some() {
+            return;
+        }
+        if qmp.is_none() {
+            match crate::qmp::SerialQmp::connect(line.socket, Duration::from_secs(5)) {
+                Ok(q) => qmp = Some(q),
+                Err(e) => {
+                    snap.error = Some(format!("{e:#}"));
+                    return;
+                }
+            }
+        }
+        let Some(q) = qmp.as_mut() else { return };
+        match q.vcpu_stats() {
+            Ok(s) if end => {
+                snap.end.insert(n, s);
+            }
+            Ok(s) => {
+                snap.begin.insert(n, s);
+            }
+            Err(e) => snap.error = Some(format!("{e:#}")),
+        }
+    };
+    let outer = crate::nested::Options {
+        echo,
+        qmp: true,
+        ..crate::nested::Options::default()
+    };
+    let nested = crate::nested::run(&plans, &outer, &mut observer)?;
+    drop(qmp);
+    eprintln!("xtask: kvm-nested: {}", nested.timings.summary());
+    let mut out = Vec::new();
+    for ((booted, snap), variant) in nested.boots.into_iter().zip(snaps).zip(variants) {
+        if let Some(e) = snap.error {
+            bail!(
+                "kvm-nested ({}): reading KVM counters over the serial QMP failed: {e}",
+                variant.name
+            );
+        }
+        if !booted.passed() {
+            bail!(
+                "kvm-nested ({}): bench boot failed:\n{}",
+                variant.name,
+                booted.report()
+            );
+        }
+        let features = booted
+            .outcome
+            .console
+            .platforms
+            .first()
+            .map(|p| {
+                if p.features.is_empty() {
+                    "-".to_owned()
+                } else {
+                    p.features.join(",")
+                }
+            })
+            .unwrap_or_default();
+        let rows = rows_from(&booted.outcome.console.benches, &snap, true)?;
+        out.push((
+            GuestRun {
+                env: Env::KvmNested,
+                variant: variant.name.clone(),
+                features,
+                rows,
+            },
+            booted,
+        ));
+    }
+    Ok(out)
 }
 
 fn qmp_socket_path(env: Env, variant: &str) -> PathBuf {

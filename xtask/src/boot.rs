@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::env::{Env, Launch};
+use crate::env::{Env, Launch, Medium};
 use crate::protocol::{self, Outcome, Problem};
 use crate::provision;
 use crate::qemu::{self, QemuRun};
@@ -54,6 +54,10 @@ pub struct BootOptions {
     /// Override of the fewest `ok` test lines a pass needs (for kernels
     /// with fewer self-tests than the example kernel).
     pub min_ok: Option<usize>,
+    /// How the image reaches the machine: an ELF for `-kernel` (the
+    /// default), or a loader's CD or disk image (whose command line is its
+    /// own: `cmdline()` is not passed then).
+    pub medium: Medium,
 }
 
 impl Default for BootOptions {
@@ -65,6 +69,7 @@ impl Default for BootOptions {
             echo: false,
             timeout: None,
             min_ok: None,
+            medium: Medium::Kernel,
         }
     }
 }
@@ -146,8 +151,21 @@ impl Plan {
                 xen.display()
             );
         }
+        let firmware = match options.medium {
+            Medium::UefiDisk => Some(Path::new(crate::loaders::OVMF)),
+            _ => None,
+        };
+        if let Some(f) = firmware.filter(|f| !f.is_file()) {
+            anyhow::bail!(
+                "UEFI firmware {} is missing (apt-get install -y {})",
+                f.display(),
+                crate::loaders::OVMF_PACKAGE
+            );
+        }
         let launch = Launch {
             kernel: &image.path,
+            medium: options.medium,
+            firmware,
             cmdline: &cmdline,
             smp: options.smp,
             xen: env.is_xen().then_some(xen.as_path()),
@@ -309,7 +327,30 @@ pub fn run_plan(plan: Plan, echo: bool) -> Result<Boot> {
 }
 
 /// [`run_plan`], showing `observer` every console line as it arrives.
+/// A kvm-nested plan is the inner run: it gets an outer machine of its
+/// own ([`crate::nested::run`]; to run several in one outer boot, call
+/// that), and `observer` sees the inner run's lines.
 pub fn run_plan_observed(plan: Plan, echo: bool, observer: &mut dyn FnMut(&str)) -> Result<Boot> {
+    if plan.env.is_nested() {
+        let mut inner = |l: crate::nested::Line<'_>| {
+            if l.run.is_some() && !l.begins {
+                observer(l.text)
+            }
+        };
+        let options = crate::nested::Options {
+            echo,
+            ..crate::nested::Options::default()
+        };
+        let nested = crate::nested::run(std::slice::from_ref(&plan), &options, &mut inner)?;
+        if echo {
+            eprintln!("xtask: kvm-nested: {}", nested.timings.summary());
+        }
+        return nested
+            .boots
+            .into_iter()
+            .next()
+            .context("kvm-nested returned no inner run");
+    }
     let run = qemu::run_observed(&plan.qemu, &plan.args, plan.timeout, echo, observer)
         .with_context(|| format!("booting {} in {}", plan.image.path.display(), plan.env))?;
     let outcome = Outcome {

@@ -70,10 +70,12 @@ impl<W: Write> Writer<W> {
         self.tree_under(dir, "")
     }
 
-    /// [`tree`](Self::tree), with every name under `at` (a directory the
-    /// archive already holds, no leading or trailing `/`).
-    pub fn tree_at(&mut self, dir: &Path, at: &str) -> Result<()> {
-        self.tree_under(dir, &format!("{at}/"))
+    /// Every file, directory and symlink under `dir`, named as under
+    /// `name` (no leading `/`; `name` itself and its parents are not
+    /// written, see [`Writer::dir`]).
+    pub fn tree_at(&mut self, dir: &Path, name: &str) -> Result<()> {
+        let prefix = name.trim_end_matches('/');
+        self.tree_under(dir, &format!("{prefix}/"))
     }
 
     fn tree_under(&mut self, dir: &Path, prefix: &str) -> Result<()> {
@@ -171,10 +173,10 @@ impl<W: Write> Writer<W> {
 mod tests {
     use super::*;
 
-    /// One entry read back: (name, mode, rdev, data).
+    /// One entry read back: name, mode, (rdevmajor, rdevminor), data.
     type Entry = (String, u32, (u32, u32), Vec<u8>);
 
-    /// Reads a newc archive back, entry by entry.
+    /// Reads a newc archive back.
     fn parse(mut bytes: &[u8]) -> Vec<Entry> {
         let mut out = Vec::new();
         let mut offset = 0usize;

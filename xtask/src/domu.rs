@@ -35,7 +35,7 @@ use crate::cpio;
 use crate::env::{multiboot_module, Env};
 use crate::kernel::workspace_root;
 use crate::protocol::{self, Outcome, Problem};
-use crate::provision::{self, fetch_debian_package};
+use crate::provision::{self, download_debian_package};
 use crate::qemu;
 
 /// dom0's `/init`.
@@ -165,7 +165,7 @@ pub fn unavailable() -> Option<String> {
 fn debs(pkgs: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in PACKAGES {
-        out.push(fetch_debian_package(p, pkgs)?);
+        out.push(download_debian_package(p, pkgs)?);
     }
     out.push(linux_deb(pkgs)?);
     Ok(out)
@@ -194,7 +194,7 @@ fn linux_deb(pkgs: &Path) -> Result<PathBuf> {
              `apt-get update` as root once)"
         );
     };
-    fetch_debian_package(package, pkgs)
+    download_debian_package(package, pkgs)
 }
 
 fn find_linux_deb(pkgs: &Path) -> Result<Option<PathBuf>> {

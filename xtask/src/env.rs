@@ -27,6 +27,11 @@ pub enum Env {
     XenPvh,
     /// Xen 4.17 inside QEMU (TCG), the kernel as classic PV dom0.
     XenPv,
+    /// Linux's real KVM (kvm-amd) inside QEMU TCG (`-cpu max`, which
+    /// emulates AMD SVM), running an inner QEMU with `-accel kvm -cpu host`;
+    /// the kvm backend with every feature, hypercalls included. See
+    /// [`crate::nested`].
+    KvmNested,
     /// Xen 4.17 inside QEMU (TCG), Debian's Linux as PV dom0 running Xen's
     /// toolstack; the kernel as a PVH domU made by `xl` ([`crate::domu`]).
     XenPvhDomu,
@@ -38,6 +43,10 @@ pub enum Env {
     /// Not the HVM boot people use (hvmloader, SeaBIOS, GRUB), which is
     /// still to do (issue #16).
     XenHvmDomu,
+    /// QEMU's `microvm` machine with KVM, no PIT, PIC or RTC (a VMM without
+    /// legacy devices, as Firecracker-like VMMs are); the kvm backend,
+    /// which takes the TSC frequency from kvmclock.
+    Microvm,
 }
 
 /// Whether the kernel side of an environment exists yet.
@@ -61,11 +70,34 @@ pub enum Accel {
     Kvm,
 }
 
+/// How the kernel image reaches the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Medium {
+    /// QEMU loads the ELF itself (`-kernel`: PVH or multiboot), with the
+    /// command line as `-append`.
+    #[default]
+    Kernel,
+    /// A bootable CD image (GRUB, from `grub-mkrescue`) as `-cdrom`; the
+    /// command line is inside the image.
+    Cdrom,
+    /// A raw disk image a BIOS boots (the `bootloader` crate's). Adds a VGA:
+    /// the bootloader's BIOS stages set a VESA mode and stop silently
+    /// without one.
+    BiosDisk,
+    /// A raw disk image UEFI firmware boots; the firmware (OVMF) as `-bios`.
+    UefiDisk,
+}
+
 /// What [`Env::qemu_args`] needs to know about one launch.
 #[derive(Debug, Clone, Copy)]
 pub struct Launch<'a> {
-    /// The kernel ELF (booted directly, or handed to Xen as its dom0 module).
+    /// The kernel ELF (booted directly, or handed to Xen as its dom0
+    /// module), or the loader's image for the other [`Medium`]s.
     pub kernel: &'a Path,
+    /// How [`Launch::kernel`] is given to QEMU.
+    pub medium: Medium,
+    /// UEFI firmware, for [`Medium::UefiDisk`].
+    pub firmware: Option<&'a Path>,
     /// The kernel's command line.
     pub cmdline: &'a str,
     /// Number of virtual CPUs.
@@ -80,6 +112,24 @@ const MEMORY_DIRECT: &str = "256M";
 const MEMORY_XEN: &str = "512M";
 /// KVM paravirt features the kvm backend is expected to use.
 const KVM_PV_CPU: &str = "qemu64,+kvm-pv-ipi,+kvm-pv-tlb-flush,+kvm-pv-unhalt,+kvm-pv-sched-yield,+kvmclock-stable-bit,+kvm-poll-control";
+/// The inner QEMU's CPU model in kvm-nested: the nested KVM passes the
+/// (emulated) host CPU through and offers every KVM paravirt feature.
+pub const KVM_NESTED_CPU: &str = "host";
+
+/// What the kvm backend must report on a KVM that completes hypercalls
+/// (kvm-nested): every feature, the hypercall-based ones included. Their
+/// presence also proves the backend found no emulated instructions.
+pub const KVM_NESTED_REQUIRED_FEATURES: &[&str] = &[
+    "kvmclock",
+    "steal-time",
+    "pv-eoi",
+    "pv-ipi",
+    "pv-tlb-flush",
+    "pv-unhalt",
+    "pv-sched-yield",
+    "poll-control",
+    "nop-io-delay",
+];
 
 /// KVM features the kvm backend must turn on with the kvm CPU model on any
 /// KVM host. (pv-ipi, pv-unhalt and pv-sched-yield need hypercalls, which
@@ -167,10 +217,12 @@ pub const KVM_FEATURES_OFF: &[KvmFeatureOff] = &[
         qemu_flag: "kvmclock",
         absent: &["kvmclock"],
     },
-    // Steal time also carries the preempted flag PV TLB flush needs.
+    // Steal time also carries the preempted flag PV TLB flush and PV
+    // sched-yield need (the backend's plan, as Linux's guest, turns both
+    // off without it; sched-yield shows only where hypercalls complete).
     KvmFeatureOff {
         qemu_flag: "kvm-steal-time",
-        absent: &["steal-time", "pv-tlb-flush"],
+        absent: &["steal-time", "pv-tlb-flush", "pv-sched-yield"],
     },
     KvmFeatureOff {
         qemu_flag: "kvm-pv-eoi",
@@ -210,21 +262,28 @@ pub const KVM_FEATURES_OFF: &[KvmFeatureOff] = &[
 impl KvmFeatureOff {
     /// The `-cpu` value: the kvm environment's, less this flag.
     pub fn cpu(&self) -> String {
-        format!("{KVM_PV_CPU},-{}", self.qemu_flag)
+        self.cpu_from(KVM_PV_CPU)
+    }
+
+    /// The `-cpu` value: `base`, less this flag.
+    pub fn cpu_from(&self, base: &str) -> String {
+        format!("{base},-{}", self.qemu_flag)
     }
 }
 
 impl Env {
     /// Every environment, in the order reports list them.
-    pub const ALL: [Env; 8] = [
+    pub const ALL: [Env; 10] = [
         Env::Tcg,
         Env::Kvm,
         Env::KvmHidden,
         Env::XenPvh,
         Env::XenPv,
+        Env::KvmNested,
         Env::XenPvhDomu,
         Env::XenPvDomu,
         Env::XenHvmDomu,
+        Env::Microvm,
     ];
 
     /// The domU environments, in the order one dom0 boot runs them.
@@ -238,9 +297,11 @@ impl Env {
             Env::KvmHidden => "kvm-hidden",
             Env::XenPvh => "xen-pvh",
             Env::XenPv => "xen-pv",
+            Env::KvmNested => "kvm-nested",
             Env::XenPvhDomu => "xen-pvh-domu",
             Env::XenPvDomu => "xen-pv-domu",
             Env::XenHvmDomu => "xen-hvm-domu",
+            Env::Microvm => "microvm",
         }
     }
 
@@ -252,6 +313,9 @@ impl Env {
             Env::KvmHidden => "QEMU with KVM acceleration, KVM signature hidden (kvm=off)",
             Env::XenPvh => "Xen 4.17 inside QEMU, kernel as PVH dom0",
             Env::XenPv => "Xen 4.17 inside QEMU, kernel as classic PV dom0",
+            Env::KvmNested => {
+                "Linux's real KVM (kvm-amd) inside QEMU TCG, inner QEMU -accel kvm -cpu host"
+            }
             Env::XenPvhDomu => {
                 "Xen 4.17 inside QEMU, kernel as a PVH domU made by xl in a Linux dom0"
             }
@@ -263,6 +327,7 @@ impl Env {
                  firmware_override (a PVH entry in an HVM container, no command line; \
                  not hvmloader/SeaBIOS/GRUB)"
             }
+            Env::Microvm => "QEMU microvm with KVM, no PIT, PIC or RTC (pit=off,pic=off,rtc=off)",
         }
     }
 
@@ -274,11 +339,13 @@ impl Env {
             Env::Kvm => Status::Implemented,
             Env::XenPvh => Status::Implemented,
             Env::XenPv => Status::Implemented,
+            Env::KvmNested => Status::Implemented,
             Env::XenPvhDomu => Status::Implemented,
             Env::XenPvDomu => Status::Implemented,
             // The firmware_override variant, labelled as such; the GRUB
             // boot of issue #16 would be another variant.
             Env::XenHvmDomu => Status::Implemented,
+            Env::Microvm => Status::Implemented,
         }
     }
 
@@ -291,7 +358,7 @@ impl Env {
     pub const fn expected_platform(self) -> &'static str {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
-            Env::Kvm => "kvm",
+            Env::Kvm | Env::KvmNested | Env::Microvm => "kvm",
             // The HVM container is entered through the PVH entry.
             Env::XenPvh | Env::XenPvhDomu | Env::XenHvmDomu => "xen-pvh",
             Env::XenPv | Env::XenPvDomu => "xen-pv",
@@ -302,7 +369,7 @@ impl Env {
     pub const fn expected_backend(self) -> &'static str {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
-            Env::Kvm => "kvm",
+            Env::Kvm | Env::KvmNested | Env::Microvm => "kvm",
             Env::XenPvh | Env::XenPv | Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => "xen",
         }
     }
@@ -310,7 +377,10 @@ impl Env {
     /// How a run in this environment ends when the kernel finishes.
     pub const fn ending(self) -> Ending {
         match self {
-            Env::Tcg | Env::Kvm | Env::KvmHidden => Ending::DebugExit,
+            // kvm-nested: the inner QEMU's status, which the outer /init reports.
+            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => {
+                Ending::DebugExit
+            }
             // Under Xen the kernel is dom0 and cannot reach QEMU's
             // isa-debug-exit; it asks Xen to reboot, and -no-reboot turns
             // that reset into QEMU's exit.
@@ -330,6 +400,8 @@ impl Env {
         match self {
             Env::XenPvhDomu | Env::XenPvDomu => &["io_port_roundtrip"],
             Env::XenHvmDomu => &["start_info_parsed"],
+            // rtc=off: no CMOS either.
+            Env::Microvm => &["io_port_roundtrip"],
             _ => &[],
         }
     }
@@ -341,11 +413,16 @@ impl Env {
             backend: self.expected_backend().to_owned(),
             min_ok: MIN_OK_TESTS,
             features_present: match self {
-                Env::Kvm => KVM_REQUIRED_FEATURES
+                // microvm: kvmclock above all (the only TSC frequency there).
+                Env::Kvm | Env::Microvm => KVM_REQUIRED_FEATURES
                     .iter()
                     .map(|f| f.to_string())
                     .collect(),
                 Env::XenPv => XEN_PV_REQUIRED_FEATURES
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect(),
+                Env::KvmNested => KVM_NESTED_REQUIRED_FEATURES
                     .iter()
                     .map(|f| f.to_string())
                     .collect(),
@@ -377,12 +454,16 @@ impl Env {
 
     /// Wall-clock bound of one test-mode run. Generous: KVM on these
     /// machines emulates most guest instructions (~2 M/s), Xen runs under
-    /// TCG, and the two cores may be shared with another boot.
+    /// TCG, and the two cores may be shared with another boot. For
+    /// kvm-nested, the bound of one inner run (its outer /init kills an
+    /// inner QEMU that passes it); the outer machine's bound adds them up
+    /// (see [`crate::nested`]).
     pub const fn timeout(self) -> Duration {
         match self {
             Env::Tcg => Duration::from_secs(120),
-            Env::Kvm | Env::KvmHidden => Duration::from_secs(180),
+            Env::Kvm | Env::KvmHidden | Env::Microvm => Duration::from_secs(180),
             Env::XenPvh | Env::XenPv => Duration::from_secs(300),
+            Env::KvmNested => Duration::from_secs(90),
             // One domU's own run, once dom0 is up (the whole boot's bound
             // is [`crate::domu::run_timeout`]).
             Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => Duration::from_secs(180),
@@ -400,7 +481,25 @@ impl Env {
                     name: format!("-{}", f.qemu_flag),
                     cpu: Some(f.cpu()),
                     absent: f.absent.iter().map(|a| a.to_string()).collect(),
+                    native: false,
                 })
+                .collect(),
+            // The same matrix on the nested KVM, plus the KVM signature
+            // hidden (what kvm-hidden is on the host's KVM).
+            Env::KvmNested => KVM_FEATURES_OFF
+                .iter()
+                .map(|f| crate::bench::Variant {
+                    name: format!("-{}", f.qemu_flag),
+                    cpu: Some(f.cpu_from(KVM_NESTED_CPU)),
+                    absent: f.absent.iter().map(|a| a.to_string()).collect(),
+                    native: false,
+                })
+                .chain(std::iter::once(crate::bench::Variant {
+                    name: "kvm=off".into(),
+                    cpu: Some(format!("{KVM_NESTED_CPU},kvm=off")),
+                    absent: Vec::new(),
+                    native: true,
+                }))
                 .collect(),
             _ => Vec::new(),
         }
@@ -412,18 +511,27 @@ impl Env {
         2
     }
 
-    /// The accelerator QEMU runs this environment with.
+    /// The accelerator of the QEMU the harness starts on this machine.
     pub const fn accel(self) -> Accel {
         match self {
-            Env::Kvm | Env::KvmHidden => Accel::Kvm,
+            Env::Kvm | Env::KvmHidden | Env::Microvm => Accel::Kvm,
             // Xen inside QEMU crashed during its own boot under KVM here.
+            // kvm-nested's outer machine is TCG (its KVM is the outer
+            // Linux's, which the host's /dev/kvm plays no part in).
             Env::Tcg
             | Env::XenPvh
             | Env::XenPv
+            | Env::KvmNested
             | Env::XenPvhDomu
             | Env::XenPvDomu
             | Env::XenHvmDomu => Accel::Tcg,
         }
+    }
+
+    /// Whether the kernel runs in an inner QEMU inside an outer machine
+    /// (kvm-nested), booted through [`crate::nested`].
+    pub const fn is_nested(self) -> bool {
+        matches!(self, Env::KvmNested)
     }
 
     /// Whether QEMU boots Xen (with the kernel as dom0, or as a domU).
@@ -481,12 +589,14 @@ impl Env {
         match self {
             Env::XenPvh => Some("console=com1 loglvl=all dom0=pvh dom0-iommu=none"),
             Env::XenPv => Some("console=com1 loglvl=all dom0_mem=64M,max:64M"),
-            Env::Tcg | Env::Kvm | Env::KvmHidden => None,
+            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => None,
             Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => None,
         }
     }
 
-    /// QEMU's arguments (not the program name) for one launch.
+    /// QEMU's arguments (not the program name) for one launch. For
+    /// kvm-nested, the inner QEMU's (the same as the kvm environment's but
+    /// `-cpu host`); [`crate::nested`] adds the outer machine around them.
     pub fn qemu_args(self, launch: &Launch<'_>) -> Result<Vec<OsString>> {
         if launch.smp == 0 {
             bail!("--smp must be at least 1");
@@ -503,7 +613,12 @@ impl Env {
         let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
         // -nodefaults also drops the default monitor, so no `-monitor none`
         // is needed; -serial stdio is then the only character device.
-        push(&["-machine", "pc", "-m", memory]);
+        let machine = match self {
+            // No legacy devices: what a Firecracker-like VMM offers.
+            Env::Microvm => "microvm,pit=off,pic=off,rtc=off",
+            _ => "pc",
+        };
+        push(&["-machine", machine, "-m", memory]);
         push(&["-smp", &launch.smp.to_string()]);
         push(&[
             "-nodefaults",
@@ -518,7 +633,36 @@ impl Env {
             Env::Tcg | Env::XenPvh | Env::XenPv => push(&["-accel", "tcg", "-cpu", "max"]),
             Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => unreachable!("refused above"),
             Env::KvmHidden => push(&["-accel", "kvm", "-cpu", "qemu64,kvm=off"]),
-            Env::Kvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
+            Env::Kvm | Env::Microvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
+            Env::KvmNested => push(&["-accel", "kvm", "-cpu", KVM_NESTED_CPU]),
+        }
+        if launch.medium != Medium::Kernel {
+            if self.is_xen() {
+                bail!("environment {self} boots Xen with the kernel as dom0: only Medium::Kernel fits");
+            }
+            let mut drive = OsString::from("format=raw,file=");
+            drive.push(launch.kernel);
+            match launch.medium {
+                Medium::Kernel => {}
+                Medium::Cdrom => {
+                    args.push("-cdrom".into());
+                    args.push(launch.kernel.into());
+                }
+                Medium::BiosDisk => {
+                    args.extend(["-vga", "std", "-drive"].map(OsString::from));
+                    args.push(drive);
+                }
+                Medium::UefiDisk => {
+                    let Some(firmware) = launch.firmware else {
+                        bail!("a UEFI disk boot needs the firmware (OVMF)");
+                    };
+                    args.extend(["-vga", "std", "-bios"].map(OsString::from));
+                    args.push(firmware.into());
+                    args.push("-drive".into());
+                    args.push(drive);
+                }
+            }
+            return Ok(args);
         }
         match self.xen_cmdline() {
             None => {
@@ -623,6 +767,8 @@ mod tests {
         let kernel = PathBuf::from("/k/example-kernel");
         let launch = Launch {
             kernel: &kernel,
+            medium: Medium::Kernel,
+            firmware: None,
             cmdline: "pvops.mode=test a=1,2",
             smp: 2,
             xen,
@@ -652,9 +798,11 @@ mod tests {
                 "kvm-hidden",
                 "xen-pvh",
                 "xen-pv",
+                "kvm-nested",
                 "xen-pvh-domu",
                 "xen-pv-domu",
-                "xen-hvm-domu"
+                "xen-hvm-domu",
+                "microvm"
             ]
         );
     }
@@ -664,7 +812,7 @@ mod tests {
         let err = "kvm_hidden".parse::<Env>().unwrap_err().to_string();
         assert!(err.contains("kvm_hidden"), "{err}");
         assert!(
-            err.contains("tcg, kvm, kvm-hidden, xen-pvh, xen-pv, xen-pvh-domu"),
+            err.contains("tcg, kvm, kvm-hidden, xen-pvh, xen-pv, kvm-nested, xen-pvh-domu"),
             "{err}"
         );
     }
@@ -676,6 +824,7 @@ mod tests {
         assert!(Env::Kvm.is_implemented());
         assert!(Env::XenPvh.is_implemented());
         assert!(Env::XenPv.is_implemented());
+        assert!(Env::KvmNested.is_implemented());
         assert!(Env::XenPvhDomu.is_implemented());
         assert!(Env::XenPvDomu.is_implemented());
         assert!(Env::XenHvmDomu.is_implemented());
@@ -697,6 +846,8 @@ mod tests {
         let kernel = PathBuf::from("/k");
         let launch = Launch {
             kernel: &kernel,
+            medium: Medium::Kernel,
+            firmware: None,
             cmdline: "",
             smp: 2,
             xen: Some(Path::new("/x/xen")),
@@ -718,9 +869,11 @@ mod tests {
                 ("native", "native"),
                 ("xen-pvh", "xen"),
                 ("xen-pv", "xen"),
+                ("kvm", "kvm"),
                 ("xen-pvh", "xen"),
                 ("xen-pv", "xen"),
-                ("xen-pvh", "xen")
+                ("xen-pvh", "xen"),
+                ("kvm", "kvm")
             ]
         );
         assert_eq!(Env::Tcg.expectation().min_ok, MIN_OK_TESTS);
@@ -732,7 +885,12 @@ mod tests {
     fn common_arguments() {
         for env in Env::ALL.into_iter().filter(|e| !e.is_domu()) {
             let args = args_of(env, Some(Path::new("/x/xen")));
-            assert!(has_pair(&args, "-machine", "pc"), "{env}: {args:?}");
+            let machine = if env == Env::Microvm {
+                "microvm,pit=off,pic=off,rtc=off"
+            } else {
+                "pc"
+            };
+            assert!(has_pair(&args, "-machine", machine), "{env}: {args:?}");
             assert!(has_pair(&args, "-smp", "2"), "{env}");
             assert!(has_pair(&args, "-serial", "stdio"), "{env}");
             assert!(has_pair(&args, "-display", "none"), "{env}");
@@ -762,6 +920,31 @@ mod tests {
         let args = args_of(Env::Kvm, None);
         assert!(has_pair(&args, "-accel", "kvm"));
         assert!(has_pair(&args, "-cpu", KVM_PV_CPU));
+
+        // kvm-nested: the inner QEMU's arguments, the kvm environment's
+        // but for the CPU model.
+        let inner = args_of(Env::KvmNested, None);
+        assert!(has_pair(&inner, "-cpu", "host"));
+        let without_cpu = |a: Vec<String>| {
+            let i = a.iter().position(|x| x == "-cpu").unwrap();
+            [&a[..i], &a[i + 2..]].concat()
+        };
+        assert_eq!(without_cpu(inner), without_cpu(args));
+    }
+
+    #[test]
+    fn nested_matrix() {
+        let variants = Env::KvmNested.bench_variants();
+        assert_eq!(variants.len(), KVM_FEATURES_OFF.len() + 1);
+        assert!(variants
+            .iter()
+            .all(|v| v.cpu.as_deref().unwrap().starts_with("host,")));
+        let hidden = variants.last().unwrap();
+        assert_eq!(hidden.cpu.as_deref(), Some("host,kvm=off"));
+        assert!(hidden.native);
+        let ipi = variants.iter().find(|v| v.name == "-kvm-pv-ipi").unwrap();
+        assert_eq!(ipi.cpu.as_deref(), Some("host,-kvm-pv-ipi"));
+        assert!(!ipi.native);
     }
 
     #[test]
@@ -799,6 +982,8 @@ mod tests {
         let kernel = PathBuf::from("/k/example-kernel");
         let launch = Launch {
             kernel: &kernel,
+            medium: Medium::Kernel,
+            firmware: None,
             cmdline: "",
             smp: 1,
             xen: None,
@@ -812,11 +997,55 @@ mod tests {
         let kernel = PathBuf::from("/k");
         let launch = Launch {
             kernel: &kernel,
+            medium: Medium::Kernel,
+            firmware: None,
             cmdline: "",
             smp: 0,
             xen: None,
         };
         assert!(Env::Tcg.qemu_args(&launch).is_err());
+    }
+
+    #[test]
+    fn loader_media() {
+        let image = PathBuf::from("/l/image");
+        let ovmf = PathBuf::from("/fw/OVMF.fd");
+        let args = |env: Env, medium, firmware| {
+            let launch = Launch {
+                kernel: &image,
+                medium,
+                firmware,
+                cmdline: "ignored",
+                smp: 2,
+                xen: None,
+            };
+            env.qemu_args(&launch).map(|a| {
+                a.into_iter()
+                    .map(|a| a.into_string().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let cd = args(Env::Kvm, Medium::Cdrom, None).unwrap();
+        assert!(has_pair(&cd, "-cdrom", "/l/image"), "{cd:?}");
+        assert!(!cd.contains(&"-kernel".to_owned()) && !cd.contains(&"-append".to_owned()));
+        assert!(has_pair(&cd, "-cpu", KVM_PV_CPU));
+        let bios = args(Env::Tcg, Medium::BiosDisk, None).unwrap();
+        assert!(has_pair(&bios, "-drive", "format=raw,file=/l/image"));
+        assert!(has_pair(&bios, "-vga", "std"));
+        assert!(!bios.contains(&"-bios".to_owned()));
+        let uefi = args(Env::Tcg, Medium::UefiDisk, Some(&ovmf)).unwrap();
+        assert!(has_pair(&uefi, "-bios", "/fw/OVMF.fd"));
+        assert!(has_pair(&uefi, "-drive", "format=raw,file=/l/image"));
+        assert!(args(Env::Tcg, Medium::UefiDisk, None).is_err());
+        assert!(args(Env::XenPvh, Medium::Cdrom, None).is_err());
+        for a in [&cd, &bios, &uefi] {
+            assert!(has_pair(
+                a,
+                "-device",
+                "isa-debug-exit,iobase=0x501,iosize=2"
+            ));
+            assert!(a.contains(&"-no-reboot".to_owned()));
+        }
     }
 
     #[test]

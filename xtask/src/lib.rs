@@ -9,8 +9,9 @@
 //! [`provision`] (QEMU, Xen, KVM), [`kernel`] (the image), [`qemu`]
 //! (running QEMU under a time bound), [`protocol`] (the console protocol
 //! and the verdict), [`boot`](mod@boot) (the three together), [`record`] (what the
-//! boot tests report to `cargo xtask test`). A QMP client for KVM exit
-//! counts will be a module of its own beside [`qemu`].
+//! boot tests report to `cargo xtask test`), [`nested`] (kvm-nested: the
+//! outer machine with a real KVM, and its inner runs), [`qmp`] (KVM
+//! counters), [`bench`](mod@bench) and [`report`] (benchmarks).
 
 pub mod bench;
 pub mod boot;
@@ -19,11 +20,14 @@ pub mod domu;
 pub mod env;
 pub mod fuzz;
 pub mod kernel;
+pub mod loaders;
+pub mod nested;
 pub mod protocol;
 pub mod provision;
 pub mod qemu;
 pub mod qmp;
 pub mod record;
+pub mod release;
 pub mod report;
 
 pub use boot::{boot, Boot, BootImage, BootOptions, Mode, Plan};

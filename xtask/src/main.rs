@@ -26,8 +26,9 @@ enum Cmd {
     /// Boot the example kernel in one environment, stream its console, and
     /// exit 0 only if the run passed.
     Run(RunArgs),
-    /// Provision QEMU (and Xen if needed), build the kernel, and run every
-    /// host test and boot test (`cargo test --workspace`).
+    /// Provision QEMU (and Xen, and kvm-nested's outer machine in
+    /// target/kvm-nested), build the kernel, and run every host test and
+    /// boot test (`cargo test --workspace`).
     Test,
     /// Benchmarks: boot the kernel in bench mode per environment (VM exits
     /// per op from QEMU under KVM) and/or run the host-process benchmark;
@@ -38,6 +39,9 @@ enum Cmd {
 #[derive(Debug, Args)]
 struct BenchArgs {
     /// Environments to boot in bench mode [default: every implemented one].
+    /// kvm-nested runs its default configuration, each KVM feature off and
+    /// kvm=off as inner runs of one outer boot (about 50 s each), with the
+    /// inner KVM's counters read over its serial QMP.
     #[arg(long = "env", value_name = "ENV")]
     envs: Vec<Env>,
     /// Also run the hardware-speed host benchmark (`cargo bench -p pvops-bench`).
@@ -52,9 +56,12 @@ struct BenchArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Environment: tcg, kvm, kvm-hidden, xen-pvh, xen-pv, xen-pvh-domu or
-    /// xen-pv-domu [default: the
-    /// best one available here, and the harness says which and why]
+    /// Environment: tcg, kvm, kvm-hidden, xen-pvh, xen-pv, kvm-nested,
+    /// xen-pvh-domu, xen-pv-domu or xen-hvm-domu [default: kvm where the
+    /// host's KVM completes hypercalls (its CPU offers VMX/SVM), else
+    /// kvm-nested (Linux's real KVM inside QEMU TCG, provisioned into
+    /// target/kvm-nested by apt-get download), else tcg; the harness says
+    /// which and why]
     #[arg(long, value_name = "ENV")]
     env: Option<Env>,
     /// Number of virtual CPUs [default: what the tests boot the environment
@@ -88,22 +95,45 @@ fn main() -> ExitCode {
     })
 }
 
-/// The environment `run` uses without `--env`, and why.
+/// The environment `run` uses without `--env`, and why: the host's KVM
+/// when it completes hypercalls (every kvm backend feature works there);
+/// else kvm-nested, Linux's real KVM inside QEMU TCG (where hypercalls
+/// complete, at emulated speed); TCG when QEMU is missing its parts.
 fn default_env() -> (Env, String) {
-    if !Env::Kvm.is_implemented() {
-        let Status::NotImplemented { issue } = Env::Kvm.status() else {
-            unreachable!()
-        };
-        return (
-            Env::Tcg,
-            format!(
-                "the kvm environment is not implemented yet (issue #{issue}); kvm-hidden is \
-                 never the default (slower than TCG on these machines)"
-            ),
-        );
+    let kvm = provision::kvm_usable();
+    match (&kvm, provision::kvm_completes_hypercalls()) {
+        (Ok(()), Ok(())) if Env::Kvm.is_implemented() => {
+            return (
+                Env::Kvm,
+                format!(
+                    "{} is usable and the CPU offers VMX/SVM, so KVM completes hypercalls",
+                    provision::KVM_DEVICE
+                ),
+            )
+        }
+        (_, Err(no_hypercalls)) if Env::KvmNested.is_implemented() => {
+            let host = match &kvm {
+                Ok(()) => format!("{} is usable, but {no_hypercalls}", provision::KVM_DEVICE),
+                Err(why) => format!("KVM is not usable here ({why})"),
+            };
+            return (
+                Env::KvmNested,
+                format!(
+                    "{host}; kvm-nested runs Linux's real KVM inside QEMU TCG, where hypercalls \
+                     complete (pv-ipi, pv-unhalt and pv-sched-yield work)"
+                ),
+            );
+        }
+        _ => {}
     }
-    match provision::kvm_usable() {
-        Ok(()) => (Env::Kvm, format!("{} is usable", provision::KVM_DEVICE)),
+    match kvm {
+        Ok(()) if Env::Kvm.is_implemented() => {
+            (Env::Kvm, format!("{} is usable", provision::KVM_DEVICE))
+        }
+        Ok(()) => (
+            Env::Tcg,
+            "the kvm environment is not implemented yet".into(),
+        ),
         Err(why) => (Env::Tcg, format!("KVM is not usable: {why}")),
     }
 }
@@ -165,6 +195,27 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             }
 
             provision::ensure(env)?;
+            if env.is_nested() {
+                // Every configuration in one outer boot.
+                let variants: Vec<Variant> = std::iter::once(Variant::default_variant())
+                    .chain(env.bench_variants())
+                    .collect();
+                eprintln!(
+                    "xtask: bench {env} ({}), one outer boot",
+                    variants
+                        .iter()
+                        .map(|v| v.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                for (run, _) in xtask::bench::run_nested(&kernel, args.smp, &variants, false)? {
+                    for line in xtask::report::bench_lines(&run) {
+                        println!("{line}");
+                    }
+                    guests.push(run);
+                }
+                continue;
+            }
             for variant in std::iter::once(Variant::default_variant()).chain(env.bench_variants()) {
                 eprintln!("xtask: bench {env} ({})", variant.name);
                 let (run, _) = run_guest(env, &kernel, args.smp, &variant)?;
@@ -212,6 +263,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         echo: true,
         timeout: args.timeout.map(Duration::from_secs),
         min_ok: None,
+        medium: xtask::env::Medium::Kernel,
     };
     let booted = if env.is_domu() {
         let image = boot::BootImage::read(&kernel)?;
@@ -238,7 +290,14 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             plan.cmdline,
             plan.timeout.as_secs()
         );
-        eprintln!("xtask: {}", plan.command_line());
+        if env.is_nested() {
+            eprintln!(
+                "xtask: inner QEMU (in the outer machine): {}",
+                plan.command_line()
+            );
+        } else {
+            eprintln!("xtask: {}", plan.command_line());
+        }
         boot::run_plan(plan, true)?
     };
     for note in &booted.outcome.console.notes {
@@ -322,6 +381,16 @@ fn hardening(root: &std::path::Path) -> Hardening {
             "no Miri on a nightly toolchain (rustup component add miri rust-src --toolchain nightly)",
         );
     }
+    for check in [xtask::release::publish_dry_run, xtask::release::msrv_check] {
+        match check(root) {
+            xtask::release::Outcome::Passed(line) => h.lines.push(line),
+            xtask::release::Outcome::Failed(line) => {
+                h.ok = false;
+                h.lines.push(line);
+            }
+            xtask::release::Outcome::Missing(why) => missing(&mut h, "msrv", &why),
+        }
+    }
     match xtask::fuzz::unavailable(root) {
         Some(why) => missing(&mut h, "fuzz", &why),
         None => {
@@ -366,6 +435,12 @@ const LINTS: &[&[&str]] = &[
         "example-kernel",
         "-p",
         "minimal-kernel",
+        "-p",
+        "loader-common",
+        "-p",
+        "multiboot2-kernel",
+        "-p",
+        "bootloader-kernel",
         "-p",
         "pvops-ffi",
         "--target",
@@ -413,8 +488,25 @@ fn test() -> Result<ExitCode> {
     if Env::ALL.iter().any(|e| e.is_xen() && e.is_implemented()) {
         provision::ensure_xen()?;
     }
+    // kvm-nested's outer machine (packages, base initramfs, vmlinux;
+    // cached). When it cannot be provisioned its boot test finds it
+    // missing: a loud SKIPPED, and a failure under CI=true.
+    if Env::KvmNested.is_implemented() {
+        if let Err(e) = xtask::nested::ensure() {
+            eprintln!("xtask: kvm-nested cannot be provisioned: {e:#}");
+        }
+    }
     if Env::ALL.iter().any(|e| e.is_domu() && e.is_implemented()) {
         xtask::domu::ensure_dom0()?;
+    }
+    // The loader boots (GRUB, the bootloader crate) need more tools; if
+    // they cannot be installed here, their tests say SKIPPED (and fail
+    // under CI=true) while everything else still runs.
+    if let Err(e) = xtask::loaders::provision() {
+        eprintln!(
+            "xtask: warning: the loader boot tests cannot run here: {e:#}; they will report \
+             SKIPPED, which fails under CI=true"
+        );
     }
     let image = kernel::build()?;
     eprintln!("xtask: kernel image {}", image.display());
@@ -611,7 +703,12 @@ mod tests {
     #[test]
     fn default_is_never_kvm_hidden() {
         let (env, why) = default_env();
-        assert!(matches!(env, Env::Tcg | Env::Kvm), "{env}");
+        assert!(matches!(env, Env::Tcg | Env::Kvm | Env::KvmNested), "{env}");
         assert!(!why.is_empty());
+        // Where the host's KVM cannot complete a hypercall, the default
+        // must not be the host's KVM.
+        if provision::kvm_completes_hypercalls().is_err() {
+            assert_ne!(env, Env::Kvm, "{why}");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The console protocol of the example kernel (see the README and
-//! DESIGN.md): parsing its lines out of a console capture, and judging a
+//! The console protocol of the example kernel (its home is the README's
+//! "Console protocol" section): parsing its lines out of a console capture, and judging a
 //! finished run against what its environment expects.
 //!
 //! Protocol lines may be mixed with other output (Xen's log, firmware) and

@@ -79,6 +79,47 @@ pub fn kvm_usable() -> Result<(), String> {
         })
 }
 
+/// Whether the host's KVM completes guest hypercalls (`vmcall`/`vmmcall`),
+/// judged without starting a guest: Linux's hardware KVM (kvm-intel,
+/// kvm-amd) needs VMX or SVM, which the CPU then announces in
+/// `/proc/cpuinfo`. A `/dev/kvm` on a CPU with neither (as on this
+/// project's machines, whose KVM module is `kvm_pvm`) runs guests by
+/// emulating their instructions and never returns from a hypercall.
+pub fn kvm_completes_hypercalls() -> Result<(), String> {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo")
+        .map_err(|e| format!("/proc/cpuinfo cannot be read ({e})"))?;
+    if cpu_flags_virtualise(&cpuinfo) {
+        return Ok(());
+    }
+    let modules: Vec<String> = fs::read_dir("/sys/module")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("kvm_"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let module = if modules.is_empty() {
+        String::new()
+    } else {
+        format!(" (its KVM module: {})", modules.join(", "))
+    };
+    Err(format!(
+        "the CPU offers neither VMX nor SVM (/proc/cpuinfo flags), so this machine's KVM{module} \
+         runs guests by emulating their instructions and never completes a hypercall"
+    ))
+}
+
+/// Whether the first `flags` line of a `/proc/cpuinfo` names `vmx` or `svm`.
+fn cpu_flags_virtualise(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            (key.trim() == "flags").then_some(value)
+        })
+        .is_some_and(|flags| flags.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+}
+
 /// Where the unpacked Xen hypervisor lives: `target/xen/`.
 pub fn xen_dir() -> PathBuf {
     workspace_root().join("target").join("xen")
@@ -118,7 +159,7 @@ pub fn ensure_xen() -> Result<PathBuf> {
 /// tree. Several packages may share one `dir`: each `.deb` is found by its
 /// own name prefix.
 pub fn unpack_debian_package(package: &str, dir: &Path) -> Result<PathBuf> {
-    let deb = fetch_debian_package(package, dir)?;
+    let deb = download_debian_package(package, dir)?;
     run_checked(
         Command::new("dpkg").arg("-x").arg(&deb).arg(dir),
         &format!("dpkg -x {} {}", deb.display(), dir.display()),
@@ -126,49 +167,46 @@ pub fn unpack_debian_package(package: &str, dir: &Path) -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-/// The `.deb` of Debian's `package` in `dir`, downloaded with
-/// `apt-get download` unless it is already there (see
-/// [`unpack_debian_package`]); not unpacked.
-pub fn fetch_debian_package(package: &str, dir: &Path) -> Result<PathBuf> {
+/// Downloads Debian's `package` into `dir` as [`unpack_debian_package`]
+/// does, without unpacking it, unless a `<package>_*.deb` is already
+/// there. Returns the `.deb`'s path.
+pub fn download_debian_package(package: &str, dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let deb = match find_deb(dir, package)? {
-        Some(deb) => deb,
-        None => {
-            eprintln!(
-                "xtask: fetching {package}: apt-get download {package} into {}",
-                dir.display()
-            );
-            let download = || {
-                let mut command = Command::new("apt-get");
-                // As root, apt's `_apt` user may not write `dir`: say so
-                // instead of a warning on every download.
-                if is_root() {
-                    command.args(["-o", "APT::Sandbox::User=root"]);
-                }
-                run_checked(
-                    command.args(["download", package]).current_dir(dir),
-                    &format!("apt-get download {package}"),
-                )
-            };
-            if let Err(first) = download() {
-                // A fresh machine may have no package lists yet.
-                if !is_root() {
-                    return Err(first.context(format!(
-                        "run `sudo apt-get update` and retry (apt-get cannot find {package})"
-                    )));
-                }
-                run_checked(Command::new("apt-get").arg("update"), "apt-get update")?;
-                download()?;
-            }
-            find_deb(dir, package)?.with_context(|| {
-                format!(
-                    "apt-get download left no {package}_*.deb in {}",
-                    dir.display()
-                )
-            })?
+    if let Some(deb) = find_deb(dir, package)? {
+        return Ok(deb);
+    }
+    eprintln!(
+        "xtask: fetching {package}: apt-get download {package} into {}",
+        dir.display()
+    );
+    let download = || {
+        let mut command = Command::new("apt-get");
+        // As root, apt's `_apt` user may not write `dir`: say so
+        // instead of a warning on every download.
+        if is_root() {
+            command.args(["-o", "APT::Sandbox::User=root"]);
         }
+        run_checked(
+            command.args(["download", package]).current_dir(dir),
+            &format!("apt-get download {package}"),
+        )
     };
-    Ok(deb)
+    if let Err(first) = download() {
+        // A fresh machine may have no package lists yet.
+        if !is_root() {
+            return Err(first.context(format!(
+                "run `sudo apt-get update` and retry (apt-get cannot find {package})"
+            )));
+        }
+        run_checked(Command::new("apt-get").arg("update"), "apt-get update")?;
+        download()?;
+    }
+    find_deb(dir, package)?.with_context(|| {
+        format!(
+            "apt-get download left no {package}_*.deb in {}",
+            dir.display()
+        )
+    })
 }
 
 /// The `.deb` of `package` already in `dir`, if any.
@@ -212,6 +250,13 @@ pub fn unavailable(env: Env) -> Option<String> {
             xen_binary().display()
         ));
     }
+    if env.is_nested() {
+        if let Err(why) = crate::nested::Assets::built() {
+            return Some(format!(
+                "{why} (`cargo xtask test` or `cargo xtask run --env {env}` provisions it)"
+            ));
+        }
+    }
     None
 }
 
@@ -221,6 +266,9 @@ pub fn ensure(env: Env) -> Result<()> {
     ensure_qemu()?;
     if env.is_xen() {
         ensure_xen()?;
+    }
+    if env.is_nested() {
+        crate::nested::ensure()?;
     }
     if env.is_domu() {
         crate::domu::ensure_dom0()?;
@@ -238,7 +286,7 @@ pub fn is_root() -> bool {
 }
 
 /// Debian, Ubuntu, or a derivative that declares itself one.
-fn is_debian_like() -> bool {
+pub(crate) fn is_debian_like() -> bool {
     if Path::new("/etc/debian_version").exists() {
         return true;
     }
@@ -280,6 +328,18 @@ mod tests {
             "ID=fedora\nID_LIKE=\"rhel centos\"\n"
         ));
         assert!(!os_release_is_debian_like(""));
+    }
+
+    #[test]
+    fn hardware_virtualisation_flags() {
+        assert!(cpu_flags_virtualise(
+            "processor\t: 0\nflags\t\t: fpu vme svm lm\n"
+        ));
+        assert!(cpu_flags_virtualise("flags\t\t: fpu vmx\nflags : x\n"));
+        assert!(!cpu_flags_virtualise(
+            "flags\t\t: fpu hypervisor rdtscp rdpid\n"
+        ));
+        assert!(!cpu_flags_virtualise("vmx flags missing\n"));
     }
 
     #[test]

@@ -163,6 +163,21 @@ pub fn run_observed(
     echo: bool,
     observer: &mut dyn FnMut(&str),
 ) -> Result<QemuRun> {
+    run_watched(program, args, timeout, echo, observer, &[])
+}
+
+/// [`run_observed`], also killing QEMU (a [`KillReason::GuestStopped`])
+/// once a console line contains one of `stop_on`: what a machine prints
+/// when it will not get anywhere any more (kvm-nested's outer Linux
+/// reporting a CPU stuck).
+pub fn run_watched(
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+    echo: bool,
+    observer: &mut dyn FnMut(&str),
+    stop_on: &[&str],
+) -> Result<QemuRun> {
     let mut command = Command::new(program);
     command
         .args(args)
@@ -197,6 +212,7 @@ pub fn run_observed(
     let deadline = start + timeout;
     let mut recorder = Recorder {
         observer,
+        stop_on,
         echo,
         console: Vec::new(),
         stderr: Vec::new(),
@@ -266,6 +282,8 @@ fn die_with_parent(parent: u32) -> impl FnMut() -> io::Result<()> + Send + Sync 
 
 struct Recorder<'a> {
     observer: &'a mut dyn FnMut(&str),
+    /// Console text after which the machine is stopped for good.
+    stop_on: &'a [&'a str],
     echo: bool,
     console: Vec<String>,
     stderr: Vec<String>,
@@ -278,9 +296,10 @@ struct Recorder<'a> {
 impl Recorder<'_> {
     fn record(&mut self, stream: Stream, line: String) {
         if self.stopped.is_none()
-            && STOPPED_FOR_GOOD
+            && (STOPPED_FOR_GOOD
                 .iter()
                 .any(|&(s, p)| s == stream && line.contains(p))
+                || (stream == Stream::Stdout && self.stop_on.iter().any(|p| line.contains(p))))
         {
             self.stopped = Some((line.clone(), Instant::now()));
         }
@@ -520,6 +539,26 @@ mod tests {
             Duration::from_secs(20),
         );
         assert!(r.is_ok());
+    }
+
+    #[test]
+    fn extra_stop_lines_are_killed_early() {
+        let start = Instant::now();
+        let err = run_watched(
+            Path::new("/bin/sh"),
+            &[
+                "-c".into(),
+                "echo 'watchdog: BUG: soft lockup - CPU#1 stuck'; exec sleep 30".into(),
+            ],
+            Duration::from_secs(20),
+            false,
+            &mut |_| {},
+            &["soft lockup"],
+        )
+        .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(10));
+        let k = err.downcast_ref::<Killed>().expect("a Killed error");
+        assert!(matches!(&k.reason, KillReason::GuestStopped(l) if l.contains("CPU#1")));
     }
 
     #[test]

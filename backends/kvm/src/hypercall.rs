@@ -10,6 +10,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use pvops_core::cpu::CpuOps;
 use pvops_core::detect::CpuidSource;
+use pvops_core::translate::TranslateError;
 
 use crate::abi::{self, errno};
 
@@ -128,6 +129,14 @@ pub enum KvmError {
         /// The MSR.
         msr: u32,
     },
+    /// A per-CPU area's physical address could not be found (see
+    /// [`pvops_core::translate`]); nothing was handed to the host.
+    Untranslatable {
+        /// The MSR that would have registered it.
+        msr: u32,
+        /// Why.
+        cause: TranslateError,
+    },
 }
 
 impl KvmError {
@@ -166,9 +175,14 @@ impl fmt::Display for KvmError {
             KvmError::Refused { msr } => {
                 write!(f, "write of MSR {msr:#x} refused (pvops.fail)")
             }
+            KvmError::Untranslatable { msr, cause } => {
+                write!(f, "no physical address for MSR {msr:#x}'s area: {cause}")
+            }
         }
     }
 }
+
+impl core::error::Error for KvmError {}
 
 /// What the feature code needs from the hypervisor. [`Real`] is KVM; tests
 /// implement it to count calls and return errors.
@@ -189,6 +203,24 @@ pub trait Hypervisor {
     fn fail(&self, point: &'static str) -> bool {
         pvops_core::fault::hit(point)
     }
+
+    /// The physical address of `vaddr..vaddr + len` (a static of this
+    /// crate), which must be physically contiguous. [`Real`] asks
+    /// [`pvops_core::translate`]; test fakes lay out scattered images.
+    fn phys_of_range(&self, vaddr: u64, len: usize) -> Result<u64, TranslateError> {
+        pvops_core::translate::phys_of_range(vaddr, len)
+    }
+}
+
+/// The physical address of `area`, a static of this crate, to register
+/// with the host through `msr`; never a guess (see [`pvops_core::translate`]).
+pub(crate) fn area_paddr<H: Hypervisor + ?Sized, T>(
+    h: &H,
+    area: *const T,
+    msr: u32,
+) -> Result<u64, KvmError> {
+    h.phys_of_range(area as u64, core::mem::size_of::<T>())
+        .map_err(|cause| KvmError::Untranslatable { msr, cause })
 }
 
 /// The fault-injection check before a feature's enabling MSR write: when
@@ -386,6 +418,32 @@ pub(crate) mod tests {
         pub ret: core::cell::Cell<i64>,
         /// This fake's own `pvops.fail=` table.
         pub faults: pvops_core::fault::Table,
+        /// How this fake's kernel image is laid out in physical memory.
+        pub layout: Layout,
+    }
+
+    /// A fake kernel image's physical layout.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Layout {
+        /// Identity-mapped: physical == virtual.
+        #[default]
+        Identity,
+        /// Every virtual page in a frame of its own, far from its
+        /// neighbours (a `bootloader`-crate `.bss`): virtual page `p` is at
+        /// frame `p * 3 + 0x100000`, so no single offset fits two pages.
+        Scattered,
+        /// Nothing translates.
+        Unmapped,
+    }
+
+    impl Layout {
+        pub(crate) fn translate(self, v: u64) -> Option<u64> {
+            match self {
+                Layout::Identity => Some(v),
+                Layout::Scattered => Some((((v >> 12) * 3 + 0x10_0000) << 12) | (v & 0xfff)),
+                Layout::Unmapped => None,
+            }
+        }
     }
 
     impl Hypervisor for FakeHv {
@@ -398,6 +456,13 @@ pub(crate) mod tests {
         }
         fn fail(&self, point: &'static str) -> bool {
             self.faults.hit(point)
+        }
+        fn phys_of_range(&self, vaddr: u64, len: usize) -> Result<u64, TranslateError> {
+            pvops_core::translate::contiguous(vaddr, len, |v| {
+                self.layout
+                    .translate(v)
+                    .ok_or(TranslateError::NotMapped { vaddr: v, level: 0 })
+            })
         }
     }
 

@@ -30,7 +30,7 @@ use pvops_core::time::WallClock;
 
 use crate::abi::{KVM_MSR_ENABLED, MSR_KVM_SYSTEM_TIME_NEW, MSR_KVM_WALL_CLOCK_NEW};
 use crate::hypercall::{Hypervisor, KvmError};
-use crate::percpu::{phys_of, this_cpu, PerCpu};
+use crate::percpu::{this_cpu, PerCpu};
 use crate::warn::{warn, warn_once};
 
 static AREAS: PerCpu<Shared<VcpuTimeInfo>> =
@@ -101,10 +101,30 @@ pub(crate) fn rdtsc_ordered() -> u64 {
     pvops_native::tsc::read()
 }
 
+/// A record registered only while [`probe_tsc_hz`] runs, before any CPU's
+/// own.
+static PROBE: Shared<VcpuTimeInfo> = Shared::<VcpuTimeInfo>::zeroed();
+
+/// The TSC frequency KVM gives this guest, from a kvmclock record's scale:
+/// registers [`PROBE`], reads it once filled, unregisters it. `None` when
+/// the record does not fill or its scale is no real frequency.
+pub(crate) fn probe_tsc_hz<H: Hypervisor + ?Sized>(h: &H) -> Option<u64> {
+    // Not a registration, and before `pvops.fail=` is armed: the
+    // injected refusals apply to the CPUs' own records.
+    let paddr = crate::hypercall::area_paddr(h, PROBE.as_ptr(), MSR_KVM_SYSTEM_TIME_NEW).ok()?;
+    // SAFETY: a 32-byte, 64-byte-aligned static of this crate in RAM,
+    // written by the host only until the registration is withdrawn below.
+    unsafe { h.write_msr(MSR_KVM_SYSTEM_TIME_NEW, paddr | KVM_MSR_ENABLED) };
+    let rec = read_time_info(&PROBE, DEFAULT_MAX_TRIES);
+    // SAFETY: enable bit clear: the host stops writing the record.
+    unsafe { h.write_msr(MSR_KVM_SYSTEM_TIME_NEW, 0) };
+    rec.ok().filter(filled)?.scale().hz()
+}
+
 /// Registers `cpu`'s record with the host and checks it got filled.
 pub(crate) fn register<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) -> Result<(), KvmError> {
     let area = AREAS.get(cpu).ok_or(KvmError::CpuOutOfRange(cpu.0))?;
-    let paddr = phys_of(area.as_ptr());
+    let paddr = crate::hypercall::area_paddr(h, area.as_ptr(), MSR_KVM_SYSTEM_TIME_NEW)?;
     if !paddr.is_multiple_of(4) {
         return Err(KvmError::Misaligned {
             msr: MSR_KVM_SYSTEM_TIME_NEW,
@@ -159,7 +179,10 @@ pub(crate) fn setup_boot<H: Hypervisor + ?Sized>(
 }
 
 fn setup_wall_clock<H: Hypervisor + ?Sized>(h: &H) {
-    let paddr = phys_of(WALL.as_ptr());
+    let paddr = match crate::hypercall::area_paddr(h, WALL.as_ptr(), MSR_KVM_WALL_CLOCK_NEW) {
+        Ok(p) => p,
+        Err(e) => return warn(format_args!("kvmclock wall clock: {e}: native wall clock")),
+    };
     // SAFETY: a 12-byte, 64-byte-aligned static of this crate in RAM; the
     // host writes it once, during this MSR write.
     unsafe { h.write_msr(MSR_KVM_WALL_CLOCK_NEW, paddr) };

@@ -74,15 +74,7 @@
 //! use pvops_core::detect::{scan, HardwareCpuid};
 //!
 //! fn early_boot(cmdline: &str) {
-//!     let ctx = BootContext {
-//!         phys_offset: 0,
-//!         image_offset: 0,
-//!         rsdp: None,
-//!         cmdline,
-//!         entry: BootEntry::Pvh,
-//!         cpuid: scan(&HardwareCpuid),
-//!         xen_pv: None,
-//!     };
+//!     let ctx = BootContext::new(BootEntry::Pvh, cmdline, scan(&HardwareCpuid));
 //!     let ops = select_and_install(&ctx, &[pvops_kvm::CANDIDATE, pvops_native::CANDIDATE], |_| {})
 //!         .expect("no backend could start");
 //!     let _ = ops.identity.features;
@@ -118,6 +110,7 @@ use pvops_core::detect::{HardwareCpuid, HypervisorKind};
 use pvops_core::irq::MAX_CPUS;
 use pvops_core::platform::{Identity, Platform};
 use pvops_core::table::PvOps;
+use pvops_native::NativeHints;
 
 use crate::features::KvmCpuid;
 use crate::hypercall::{HypercallInsn, HypercallPolicy, Hypervisor, Real};
@@ -178,7 +171,7 @@ fn arm_faults(ctx: &BootContext<'_>) {
 pub const NAME: &str = "kvm";
 
 /// KVM's detection priority (native bids 0).
-pub const PRIORITY: Priority = Priority(100);
+pub const PRIORITY: Priority = Priority::KVM;
 
 /// The features in force (a [`FeatureSet`]).
 static ACTIVE: AtomicU16 = AtomicU16::new(0);
@@ -303,7 +296,17 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
         .ok_or(err("no KVM signature in CPUID"))?;
     let cpuid = KvmCpuid::read(&HardwareCpuid, &leaf);
     let off = OffList::parse(ctx.option("kvm.off").unwrap_or(""));
-    let native = pvops_native::init(ctx).map_err(|e| BackendError { backend: NAME, ..e })?;
+    pvops_native::record_boot_context(ctx);
+    // kvmclock's scale is the TSC frequency KVM gives the guest: native
+    // then needs neither CPUID leaves nor a PIT (microvm has none).
+    let tsc_hz = if plan(&cpuid, &off, true).on.has(Feature::Kvmclock) {
+        kvmclock::probe_tsc_hz(&Real)
+    } else {
+        None
+    };
+    let hints = tsc_hz.map_or(NativeHints::NONE, NativeHints::with_tsc_hz);
+    let native =
+        pvops_native::init_with(ctx, hints).map_err(|e| BackendError { backend: NAME, ..e })?;
     native::save(&native);
     CPUID_EAX.store(cpuid.features.bits(), Ordering::Relaxed);
     CPUID_EDX.store(cpuid.hints.bits(), Ordering::Relaxed);
@@ -320,15 +323,17 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
             u.as_str()
         ));
     }
+    // After native's init: its serial console carries the warnings.
     arm_faults(ctx);
     hypercall::select(HypercallInsn::detect(&HardwareCpuid));
-    percpu::set_image_offset(ctx.image_offset);
     let hypercalls = hypercalls_usable(
         HypercallPolicy::parse(ctx.option("kvm.hypercalls")),
         plan(&cpuid, &off, true).on,
     );
     let p = plan(&cpuid, &off, hypercalls);
-    if p.on.intersects(FeatureSet::PER_CPU) {
+    if pvops_core::cpu::kernel_owns_cpu_number() {
+        percpu::use_source(IdSource::Kernel);
+    } else if p.on.intersects(FeatureSet::PER_CPU) {
         percpu::use_source(IdSource::probe(&HardwareCpuid));
     }
     let cpu = (native.cpu.current_cpu)();
@@ -375,15 +380,7 @@ mod tests {
             edx: 0,
             vendor: b"GenuineIntel",
         };
-        let ctx = |cpuid| BootContext {
-            phys_offset: 0,
-            image_offset: 0,
-            rsdp: None,
-            cmdline: "",
-            entry: pvops_core::backend::BootEntry::Pvh,
-            cpuid,
-            xen_pv: None,
-        };
+        let ctx = |cpuid| BootContext::new(pvops_core::backend::BootEntry::Pvh, "", cpuid);
         assert_eq!(detect(&ctx(scan(&kvm))), Some(Priority(100)));
         assert_eq!(detect(&ctx(pvops_core::detect::CpuidScan::empty())), None);
     }
@@ -419,6 +416,83 @@ mod tests {
         assert_eq!(
             (ok | FeatureSet::PV_TLB_FLUSH).with_dependencies(),
             FeatureSet::PV_EOI | FeatureSet::POLL_CONTROL
+        );
+    }
+
+    #[test]
+    fn scattered_image_gets_each_area_its_own_frame() {
+        // Regression: a kernel whose image pages lie in scattered frames
+        // (the bootloader crate's .bss) was handed "virtual minus one
+        // offset", and KVM wrote into the kernel's stacks. Each MSR must
+        // carry the translation of its own area.
+        use crate::hypercall::tests::Layout;
+        let h = FakeHv {
+            layout: Layout::Scattered,
+            ..FakeHv::default()
+        };
+        warn::take_log();
+        let cpu = CpuId(9);
+        let ok = setup_cpu(
+            &h,
+            cpu,
+            FeatureSet::STEAL_TIME | FeatureSet::PV_EOI,
+            false,
+            false,
+        );
+        // The fake never fills steal time: withdrawn, as on any such host.
+        assert_eq!(ok, FeatureSet::PV_EOI);
+        let msrs = h.msrs.borrow();
+        let first = |msr| msrs.iter().find(|(m, _)| *m == msr).map(|(_, v)| *v);
+        let word = pv_eoi::WORDS.get(cpu).unwrap() as *const _ as u64;
+        assert_eq!(
+            first(abi::MSR_KVM_PV_EOI_EN),
+            Some(Layout::Scattered.translate(word).unwrap() | 1)
+        );
+        let steal = steal_time::AREAS.get(cpu).unwrap() as *const _ as u64;
+        assert_eq!(
+            first(abi::MSR_KVM_STEAL_TIME),
+            Some(Layout::Scattered.translate(steal).unwrap() | 1)
+        );
+        assert_ne!(Layout::Scattered.translate(word), Some(word));
+    }
+
+    #[test]
+    fn tsc_probe_record_is_always_withdrawn() {
+        // A host that never fills the record: no frequency, and the probe
+        // registration is withdrawn (the host stops writing the static).
+        let h = FakeHv::default();
+        assert_eq!(kvmclock::probe_tsc_hz(&h), None);
+        let msrs = h.msrs.borrow();
+        assert_eq!(msrs.len(), 2, "{msrs:?}");
+        assert_eq!(msrs[0].0, abi::MSR_KVM_SYSTEM_TIME_NEW);
+        assert_eq!(msrs[0].1 & 1, 1);
+        assert_eq!(msrs[1], (abi::MSR_KVM_SYSTEM_TIME_NEW, 0));
+    }
+
+    #[test]
+    fn untranslatable_areas_are_never_registered() {
+        use crate::hypercall::tests::Layout;
+        let h = FakeHv {
+            layout: Layout::Unmapped,
+            ..FakeHv::default()
+        };
+        warn::take_log();
+        let ok = setup_cpu(&h, CpuId(3), FeatureSet::PER_CPU, true, true);
+        // Poll control needs no area; the three that do are off, and the
+        // host was never given an address.
+        assert_eq!(ok, FeatureSet::POLL_CONTROL);
+        let msrs = h.msrs.borrow();
+        assert!(
+            msrs.iter().all(|(m, _)| *m == abi::MSR_KVM_POLL_CONTROL),
+            "{msrs:?}"
+        );
+        let log = warn::take_log();
+        assert!(
+            log.iter()
+                .filter(|l| l.contains("no physical address for MSR"))
+                .count()
+                == 3,
+            "{log:?}"
         );
     }
 

@@ -4,8 +4,8 @@
 //! Per-CPU arrays are indexed by APIC ID ([`CpuId`]) and hold
 //! [`MAX_CPUS`] entries; a CPU whose APIC ID is beyond that gets no
 //! per-CPU features (a warning says so), and nothing outside an array is
-//! ever touched. The host is given physical addresses: virtual minus
-//! `BootContext::image_offset`.
+//! ever touched. The host is given physical addresses found by
+//! [`pvops_core::translate`] (`BootContext::kernel_map`), never a guess.
 //!
 //! ## Which CPU am I?
 //! The native answer reads the local APIC ID, which under KVM without
@@ -14,10 +14,12 @@
 //! `IA32_TSC_AUX = 0x8000_0000 | APIC ID` on each CPU as it registers it and
 //! reads it back with that instruction, which does not exit. A value
 //! without the top bit (a CPU not registered yet, or a kernel that wrote
-//! TSC_AUX itself) falls back to the APIC. Kernels that want TSC_AUX for
-//! themselves should turn `pv-eoi` off or not expose `rdtscp`/`rdpid`.
+//! TSC_AUX itself) falls back to the APIC. A kernel that keeps TSC_AUX for
+//! itself says so with `BootContext::cpu_number =
+//! CpuNumber::Kernel(f)`: this backend then never writes the MSR and asks
+//! `f` (the kernel's own per-CPU record, no exit) instead.
 
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 use pvops_core::cpu::CpuId;
 use pvops_core::detect::CpuidSource;
 use pvops_core::irq::MAX_CPUS;
@@ -47,18 +49,6 @@ pub fn in_range(cpu: CpuId) -> bool {
     (cpu.0 as usize) < MAX_CPUS
 }
 
-static IMAGE_OFFSET: AtomicU64 = AtomicU64::new(0);
-
-/// Records where the kernel image is mapped (`BootContext::image_offset`).
-pub(crate) fn set_image_offset(offset: u64) {
-    IMAGE_OFFSET.store(offset, Ordering::Relaxed);
-}
-
-/// The physical address of a `static` of this crate.
-pub(crate) fn phys_of<T>(p: *const T) -> u64 {
-    (p as u64).wrapping_sub(IMAGE_OFFSET.load(Ordering::Relaxed))
-}
-
 /// `IA32_TSC_AUX`.
 pub const MSR_TSC_AUX: u32 = 0xc000_0103;
 /// Marks a TSC_AUX value written by this backend.
@@ -74,6 +64,9 @@ pub enum IdSource {
     Rdpid = 1,
     /// `rdtscp`'s TSC_AUX.
     Rdtscp = 2,
+    /// The kernel's own record ([`pvops_core::cpu::CpuNumber::Kernel`]):
+    /// the kernel owns TSC_AUX, which this backend then never writes.
+    Kernel = 3,
 }
 
 static SOURCE: AtomicU8 = AtomicU8::new(IdSource::Apic as u8);
@@ -97,6 +90,7 @@ impl IdSource {
         match SOURCE.load(Ordering::Relaxed) {
             1 => IdSource::Rdpid,
             2 => IdSource::Rdtscp,
+            3 => IdSource::Kernel,
             _ => IdSource::Apic,
         }
     }
@@ -123,7 +117,7 @@ pub fn decode_aux(aux: u32) -> Option<CpuId> {
 
 fn read_aux(s: IdSource) -> Option<u32> {
     match s {
-        IdSource::Apic => None,
+        IdSource::Apic | IdSource::Kernel => None,
         IdSource::Rdpid => {
             let v: u64;
             // SAFETY: CPUID said the CPU has rdpid; it only reads TSC_AUX.
@@ -154,7 +148,7 @@ fn read_aux(s: IdSource) -> Option<u32> {
 /// reads back; if not, every CPU goes back to the APIC.
 pub(crate) fn register_this_cpu<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) {
     let s = IdSource::current();
-    if s == IdSource::Apic {
+    if matches!(s, IdSource::Apic | IdSource::Kernel) {
         return;
     }
     // SAFETY: TSC_AUX exists when rdtscp or rdpid does (what `probe` saw);
@@ -172,7 +166,11 @@ pub(crate) fn register_this_cpu<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) {
 /// The platform number (APIC ID) of the CPU this runs on.
 #[inline]
 pub fn this_cpu() -> CpuId {
-    match read_aux(IdSource::current()).and_then(decode_aux) {
+    let found = match IdSource::current() {
+        IdSource::Kernel => pvops_core::cpu::kernel_cpu_number(),
+        s => read_aux(s).and_then(decode_aux),
+    };
+    match found {
         Some(cpu) => cpu,
         None => (crate::native::ops().cpu.current_cpu)(),
     }

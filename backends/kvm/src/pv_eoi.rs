@@ -17,14 +17,15 @@ use pvops_core::irq::MAX_CPUS;
 
 use crate::abi::{KVM_PV_EOI_BIT, KVM_PV_EOI_ENABLED, MSR_KVM_PV_EOI_EN};
 use crate::hypercall::{Hypervisor, KvmError};
-use crate::percpu::{phys_of, this_cpu, PerCpu};
+use crate::percpu::{this_cpu, PerCpu};
 
 /// One vCPU's PV EOI word, alone in its cache line.
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct EoiWord(AtomicU32);
 
-static WORDS: PerCpu<EoiWord> = PerCpu::new([const { EoiWord(AtomicU32::new(0)) }; MAX_CPUS]);
+pub(crate) static WORDS: PerCpu<EoiWord> =
+    PerCpu::new([const { EoiWord(AtomicU32::new(0)) }; MAX_CPUS]);
 
 /// Clears the host's "EOI pending" bit atomically; `true` if it was set
 /// (the EOI is done, no APIC write needed).
@@ -47,7 +48,7 @@ pub fn eoi_with(word: Option<&AtomicU32>, apic_eoi: impl FnOnce()) {
 pub(crate) fn register<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) -> Result<(), KvmError> {
     let word = WORDS.get(cpu).ok_or(KvmError::CpuOutOfRange(cpu.0))?;
     word.0.store(0, Ordering::Relaxed);
-    let paddr = phys_of(word as *const EoiWord);
+    let paddr = crate::hypercall::area_paddr(h, word as *const EoiWord, MSR_KVM_PV_EOI_EN)?;
     if !paddr.is_multiple_of(4) {
         return Err(KvmError::Misaligned {
             msr: MSR_KVM_PV_EOI_EN,

@@ -26,7 +26,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::abi::{KvmStealTime, KVM_MSR_ENABLED, KVM_VCPU_PREEMPTED, MSR_KVM_STEAL_TIME};
 use crate::hypercall::{Hypervisor, KvmError};
-use crate::percpu::{phys_of, PerCpu};
+use crate::percpu::PerCpu;
 use crate::warn::warn_once;
 
 /// The part of [`KvmStealTime`] the version protocol covers, copied in
@@ -137,7 +137,7 @@ impl Versioned for StealArea {
     }
 }
 
-static AREAS: PerCpu<StealArea> = PerCpu::new([const { StealArea::new() }; MAX_CPUS]);
+pub(crate) static AREAS: PerCpu<StealArea> = PerCpu::new([const { StealArea::new() }; MAX_CPUS]);
 static REGISTERED: PerCpu<AtomicBool> = PerCpu::new([const { AtomicBool::new(false) }; MAX_CPUS]);
 static LAST: PerCpu<AtomicU64> = PerCpu::new([const { AtomicU64::new(0) }; MAX_CPUS]);
 static WARNED_EMPTY: AtomicBool = AtomicBool::new(false);
@@ -161,7 +161,7 @@ pub fn wait_filled(area: &StealArea, polls: u32) -> bool {
 /// registration is withdrawn and the CPU has no steal time.
 pub(crate) fn register<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) -> Result<(), KvmError> {
     let area = AREAS.get(cpu).ok_or(KvmError::CpuOutOfRange(cpu.0))?;
-    let paddr = phys_of(area.as_ptr());
+    let paddr = crate::hypercall::area_paddr(h, area.as_ptr(), MSR_KVM_STEAL_TIME)?;
     if !paddr.is_multiple_of(64) {
         return Err(KvmError::Misaligned {
             msr: MSR_KVM_STEAL_TIME,

@@ -584,6 +584,8 @@ impl fmt::Display for AcpiError {
     }
 }
 
+impl core::error::Error for AcpiError {}
+
 /// Finds the S5 sequence.
 ///
 /// `rsdp_hint` is where the loader said the RSDP is (PVH's `rsdp_paddr`,

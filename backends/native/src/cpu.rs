@@ -118,9 +118,7 @@ impl CpuOps for Native {
     fn init_secondary() {
         // SAFETY: the APIC page stays mapped as at boot (the kernel's
         // contract); this runs once on the new CPU before interrupts.
-        unsafe {
-            apic::init_secondary(crate::PHYS_OFFSET.load(core::sync::atomic::Ordering::Relaxed))
-        };
+        unsafe { apic::init_secondary(crate::phys_offset()) };
         crate::smp::ONLINE.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     }
 }

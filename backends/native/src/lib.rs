@@ -21,15 +21,8 @@
 //! use pvops_core::detect::{scan, HardwareCpuid};
 //!
 //! fn early_boot(cmdline: &str, rsdp: Option<u64>) {
-//!     let ctx = BootContext {
-//!         phys_offset: 0,
-//!         image_offset: 0,
-//!         rsdp,
-//!         cmdline,
-//!         entry: BootEntry::Pvh,
-//!         cpuid: scan(&HardwareCpuid),
-//!         xen_pv: None,
-//!     };
+//!     let mut ctx = BootContext::new(BootEntry::Pvh, cmdline, scan(&HardwareCpuid));
+//!     ctx.rsdp = rsdp;
 //!     let table = pvops_native::init(&ctx).expect("no TSC or APIC timer");
 //!     pvops_core::table::install(table).expect("installed once");
 //!     // Or call the instructions directly (static dispatch):
@@ -50,6 +43,7 @@ mod inline;
 mod irq;
 mod lock;
 mod mmu;
+pub use mmu::{paging_root, record_boot_context};
 pub mod pic;
 pub mod pit;
 pub mod rtc;
@@ -99,6 +93,11 @@ fn cpu_io_delay() {
 
 /// `BootContext::phys_offset`, kept for secondary CPUs.
 static PHYS_OFFSET: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// `BootContext::phys_offset`, as recorded at init.
+pub(crate) fn phys_offset() -> u64 {
+    PHYS_OFFSET.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 /// The backend's name, as `pvops.backend=` names it.
 pub const NAME: &str = "native";
@@ -192,11 +191,38 @@ fn err(reason: &'static str) -> BackendError {
     }
 }
 
+/// What a backend that runs native underneath (kvm, xen) already knows
+/// better than native could measure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NativeHints {
+    /// The TSC frequency in Hz, from a paravirtual clock (kvmclock's or
+    /// Xen's pvclock scale): used before CPUID or the PIT are asked, so a
+    /// machine without a PIT (QEMU `microvm`, Firecracker-like VMMs) needs
+    /// none.
+    pub tsc_hz: Option<u64>,
+}
+
+impl NativeHints {
+    /// No hints: native finds everything itself.
+    pub const NONE: NativeHints = NativeHints { tsc_hz: None };
+
+    /// Hints with the TSC frequency known.
+    pub const fn with_tsc_hz(hz: u64) -> Self {
+        NativeHints { tsc_hz: Some(hz) }
+    }
+}
+
 /// Brings up the hardware the native ops use and returns the table.
 ///
 /// `pvops.apic=xapic` on the command line keeps the APIC in xAPIC mode even
 /// when x2APIC is available.
 pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
+    init_with(ctx, NativeHints::NONE)
+}
+
+/// [`init`], with what the backend running native underneath knows.
+pub fn init_with(ctx: &BootContext<'_>, hints: NativeHints) -> Result<PvOps, BackendError> {
     PHYS_OFFSET.store(ctx.phys_offset, core::sync::atomic::Ordering::Relaxed);
     let serial = serial::init(serial::COM1);
     pic::disable();
@@ -204,9 +230,11 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     // SAFETY: the BootContext contract says device memory in the low 4 GiB
     // is mapped at phys + phys_offset; init runs once, on the boot CPU.
     let apic_mode = unsafe { apic::init(want_x2, ctx.phys_offset) };
-    let (tsc_hz, tsc_source) = tsc::frequency().ok_or(err(
-        "TSC frequency unknown: no CPUID 0x15/0x16 and the PIT did not count",
-    ))?;
+    let (tsc_hz, tsc_source) = tsc::frequency(hints.tsc_hz, ctx.cpuid.primary().map(|l| l.base))
+        .ok_or(err(
+            "TSC frequency unknown: no paravirtual clock, no CPUID 0x15/0x16 or 0x40000010, \
+             and the PIT did not count",
+        ))?;
     time::init_clock(ClockScale::from_hz(tsc_hz).ok_or(err("TSC frequency out of range"))?);
     let apic_timer_per_ms =
         time::calibrate_apic_timer().ok_or(err("local APIC timer does not count"))?;
@@ -263,6 +291,31 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     }))
 }
 
+/// When no backend could start in ring 0, installs a table with just this
+/// backend's serial console (COM1, if it answers) and power-off, so the
+/// kernel can say why and end cleanly instead of halting in silence; every
+/// other op still panics naming itself. Returns whether it installed.
+/// `pvops::init` calls it; a kernel that lists candidates itself may.
+pub fn install_failsafe(ctx: &BootContext<'_>) -> bool {
+    if ctx.entry == pvops_core::backend::BootEntry::XenPv || pvops_core::table::is_installed() {
+        // Ring 3 has no ports; an installed table has its own console.
+        return false;
+    }
+    serial::init(serial::COM1);
+    let mut features = Features::new();
+    features.push("failsafe");
+    let mut t = PvOps::NOT_INSTALLED;
+    t.identity = Identity {
+        platform: Platform::Native,
+        backend: NAME,
+        features,
+        hypervisor: ctx.cpuid.primary().map(|l| l.kind),
+    };
+    t.platform.console_write = serial::write;
+    t.platform.shutdown = shutdown::shutdown;
+    pvops_core::table::install(t).is_ok()
+}
+
 /// The native backend as a detection candidate.
 pub const CANDIDATE: Candidate = Candidate {
     name: NAME,
@@ -299,15 +352,7 @@ mod tests {
     }
 
     fn ctx(cpuid: pvops_core::detect::CpuidScan, entry: BootEntry) -> BootContext<'static> {
-        BootContext {
-            phys_offset: 0,
-            image_offset: 0,
-            rsdp: None,
-            cmdline: "",
-            entry,
-            cpuid,
-            xen_pv: None,
-        }
+        BootContext::new(entry, "", cpuid)
     }
 
     fn bid(sig: &'static [u8; 12], entry: BootEntry) -> Option<Priority> {

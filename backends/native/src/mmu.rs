@@ -7,6 +7,30 @@ use pvops_core::mmu::{MmuOps, PtLevel, TlbRange};
 use x86_64::instructions::tlb;
 use x86_64::VirtAddr;
 
+/// Records what the backends need of `ctx` for the rest of the run: its
+/// [`KernelMap`](pvops_core::translate::KernelMap) for
+/// [`pvops_core::translate`] (with [`paging_root`] as the page-table
+/// reader) and who owns the CPU-number registers
+/// ([`pvops_core::cpu::record_cpu_number`]). Backends that need them (kvm,
+/// xen) call it first in their `init`, so a kernel that lists candidates
+/// itself needs nothing more; `pvops::init` calls it earlier still, to
+/// refuse a map that cannot be right before any backend runs.
+pub fn record_boot_context(ctx: &pvops_core::backend::BootContext<'_>) {
+    pvops_core::translate::configure(ctx.kernel_map, ctx.phys_offset, paging_root);
+    pvops_core::cpu::record_cpu_number(ctx.cpu_number);
+}
+
+/// The live page-table root, for [`pvops_core::translate`]'s walk of the
+/// kernel's own mappings: CR3, and CR4.LA57 (5-level paging).
+pub fn paging_root() -> pvops_core::translate::PagingRoot {
+    /// CR4.LA57.
+    const LA57: u64 = 1 << 12;
+    pvops_core::translate::PagingRoot {
+        cr3: Native::read_cr3(),
+        five_level: <Native as pvops_core::cpu::CpuOps>::read_cr4() & LA57 != 0,
+    }
+}
+
 impl MmuOps for Native {
     #[inline]
     fn read_cr2() -> u64 {

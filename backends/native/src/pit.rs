@@ -40,3 +40,55 @@ pub fn tsc_ticks_during(pit_ticks: u16) -> Option<u64> {
     }
     None
 }
+
+const PORT_CH0_DATA: u16 = 0x40;
+
+/// Counts TSC ticks while PIT channel 0 counts down `pit_ticks`, polling its
+/// latched count (needs no gate port, unlike [`tsc_ticks_during`]); `None`
+/// when the count does not move (no PIT).
+pub fn tsc_ticks_counting(pit_ticks: u16) -> Option<u64> {
+    // SAFETY: channel 0, lobyte/hibyte, mode 2 (rate generator) from
+    // 0xffff: the system timer, which nothing else uses this early; its
+    // interrupt line is masked (PIC disabled, I/O APIC pins masked).
+    unsafe {
+        Port::<u8>::new(PORT_COMMAND).write(0b0011_0100);
+        let mut d = Port::<u8>::new(PORT_CH0_DATA);
+        d.write(0xff);
+        d.write(0xff);
+    }
+    let mut cmd = Port::<u8>::new(PORT_COMMAND);
+    let mut data = Port::<u8>::new(PORT_CH0_DATA);
+    let mut read = || {
+        // SAFETY: latching and reading channel 0's count only reports it.
+        unsafe {
+            cmd.write(0b0000_0000);
+            let lo = data.read();
+            let hi = data.read();
+            u16::from(lo) | u16::from(hi) << 8
+        }
+    };
+    let first = read();
+    // Wait for the first change, so the window starts on a tick edge.
+    let mut start_count = first;
+    let mut moved = false;
+    for _ in 0..1_000_000u32 {
+        start_count = read();
+        if start_count != first {
+            moved = true;
+            break;
+        }
+    }
+    if !moved {
+        return None;
+    }
+    let start = crate::tsc::read();
+    // Bounded like the channel-2 loop; mode 2 counts down and reloads at 1,
+    // so the window must stay below 0xffff ticks (10 ms is 11932).
+    for _ in 0..10_000_000u32 {
+        let now = read();
+        if start_count.wrapping_sub(now) >= pit_ticks && now < start_count {
+            return Some(crate::tsc::read() - start);
+        }
+    }
+    None
+}

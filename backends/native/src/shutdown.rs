@@ -53,6 +53,15 @@ pub fn shutdown(code: u8) -> ! {
             }
         }
     }
+    if s5 != 0 {
+        // The sleep may take effect a little after the write (QEMU ends
+        // the VM asynchronously): give it time before saying it failed.
+        let t = crate::tsc::read();
+        let hz = crate::info().map_or(3_000_000_000, |i| i.tsc_hz);
+        while crate::tsc::read().wrapping_sub(t) < hz {
+            core::hint::spin_loop();
+        }
+    }
     crate::serial::write(
         b"pvops: error: shutdown failed (no isa-debug-exit, ACPI S5 did not power off); halting\n",
     );

@@ -20,6 +20,15 @@ pub enum TscSource {
     Cpuid16,
     /// Measured against the PIT.
     Pit,
+    /// Measured against PIT channel 0's counter (machines whose PIT has no
+    /// channel-2 gate at port 0x61, such as QEMU's `microvm`).
+    PitCounter,
+    /// The hypervisor's timing leaf 0x40000010 (EAX: TSC kHz), as VMware
+    /// defined it and QEMU fills for KVM (`vmware-cpuid-freq`).
+    HypervisorLeaf,
+    /// Given by the backend that runs native underneath (kvmclock's or
+    /// Xen's pvclock scale).
+    Given,
 }
 
 impl TscSource {
@@ -29,6 +38,9 @@ impl TscSource {
             TscSource::Cpuid15 => "cpuid15",
             TscSource::Cpuid16 => "cpuid16",
             TscSource::Pit => "pit",
+            TscSource::PitCounter => "pit-counter",
+            TscSource::HypervisorLeaf => "cpuid40000010",
+            TscSource::Given => "pvclock",
         }
     }
 }
@@ -72,9 +84,47 @@ pub fn hz_from_pit() -> Option<u64> {
     PLAUSIBLE_HZ.contains(&hz).then_some(hz)
 }
 
-/// The TSC frequency, from CPUID when it says, else measured.
-pub fn frequency() -> Option<(u64, TscSource)> {
-    hz_from_cpuid(&HardwareCpuid).or_else(|| hz_from_pit().map(|hz| (hz, TscSource::Pit)))
+/// The TSC frequency from the hypervisor timing leaf 0x40000010 (EAX: TSC
+/// kHz) of the hypervisor whose base leaf is `base`, if its range reaches
+/// that far and the value is plausible. Only asked when CPUID says a
+/// hypervisor is there.
+pub fn hz_from_hypervisor_leaf(src: &impl CpuidSource, base: u32) -> Option<u64> {
+    const TIMING: u32 = 0x10;
+    if src.cpuid(base, 0).eax < base + TIMING {
+        return None;
+    }
+    let hz = u64::from(src.cpuid(base + TIMING, 0).eax) * 1000;
+    PLAUSIBLE_HZ.contains(&hz).then_some(hz)
+}
+
+/// Measures the TSC against PIT channel 0's counter, read by latching (no
+/// gate port needed): the fastest of three 10 ms windows.
+pub fn hz_from_pit_counter() -> Option<u64> {
+    const WINDOW_MS: u64 = 10;
+    let pit_ticks = (pit::PIT_HZ * WINDOW_MS / 1000) as u16;
+    let best = (0..3)
+        .filter_map(|_| pit::tsc_ticks_counting(pit_ticks))
+        .min()?;
+    let hz = best * pit::PIT_HZ / u64::from(pit_ticks);
+    PLAUSIBLE_HZ.contains(&hz).then_some(hz)
+}
+
+/// The TSC frequency: `given` (a paravirtual clock's, from the backend
+/// that runs native underneath), else CPUID leaves 0x15/0x16, else the
+/// hypervisor timing leaf of `hypervisor_base`, else measured against the
+/// PIT (channel 2, then channel 0's counter).
+pub fn frequency(given: Option<u64>, hypervisor_base: Option<u32>) -> Option<(u64, TscSource)> {
+    if let Some(hz) = given.filter(|hz| PLAUSIBLE_HZ.contains(hz)) {
+        return Some((hz, TscSource::Given));
+    }
+    hz_from_cpuid(&HardwareCpuid)
+        .or_else(|| {
+            hypervisor_base
+                .and_then(|b| hz_from_hypervisor_leaf(&HardwareCpuid, b))
+                .map(|hz| (hz, TscSource::HypervisorLeaf))
+        })
+        .or_else(|| hz_from_pit().map(|hz| (hz, TscSource::Pit)))
+        .or_else(|| hz_from_pit_counter().map(|hz| (hz, TscSource::PitCounter)))
 }
 
 #[cfg(test)]
@@ -115,6 +165,23 @@ mod tests {
             (0x16, r(2400, 0, 0)),
         ]);
         assert_eq!(hz_from_cpuid(&f), Some((2_400_000_000, TscSource::Cpuid16)));
+    }
+
+    #[test]
+    fn hypervisor_timing_leaf() {
+        let base = 0x4000_0000;
+        // QEMU/KVM with vmware-cpuid-freq: 0x40000010 EAX = 2.5 GHz in kHz.
+        let f = Fake(&[
+            (base, r(base + 0x10, 0, 0)),
+            (base + 0x10, r(2_500_000, 1_000_000, 0)),
+        ]);
+        assert_eq!(hz_from_hypervisor_leaf(&f, base), Some(2_500_000_000));
+        // The range stops below it: not read.
+        let f = Fake(&[(base, r(base + 1, 0, 0)), (base + 0x10, r(2_500_000, 0, 0))]);
+        assert_eq!(hz_from_hypervisor_leaf(&f, base), None);
+        // A zero or absurd value is no answer.
+        let f = Fake(&[(base, r(base + 0x10, 0, 0)), (base + 0x10, r(7, 0, 0))]);
+        assert_eq!(hz_from_hypervisor_leaf(&f, base), None);
     }
 
     #[test]

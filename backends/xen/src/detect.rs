@@ -15,7 +15,7 @@ use pvops_core::detect::{
 
 /// The detection bid: above KVM's 100 (a Xen domain never also runs on
 /// KVM's interface) and native's 0.
-pub const PRIORITY: Priority = Priority(120);
+pub const PRIORITY: Priority = Priority::XEN;
 
 /// The oldest Xen this backend runs on: 4.10 brought PVH guests (the
 /// `hvm_start_info` entry, `VCPUOP_initialise` with an HVM context).
@@ -91,7 +91,10 @@ fn detect_with(ctx: &BootContext<'_>, src: &impl CpuidSource) -> Option<Priority
         BootEntry::Pvh => xen_leaf(ctx, src).is_some().then_some(PRIORITY),
         // `src` is Xen's forced-emulation CPUID here (see `detect`).
         BootEntry::XenPv => probe_hidden(src).map(|_| PRIORITY),
-        BootEntry::Other => None,
+        // A Xen HVM guest booted by firmware or a loader: bid, so that
+        // `init` can say why it declines (no HVM mode yet) and the kernel
+        // hears it, instead of native running there without a word.
+        BootEntry::Other => ctx.cpuid.find(HypervisorKind::Xen).map(|_| PRIORITY),
     }
 }
 
@@ -183,15 +186,7 @@ pub(crate) mod tests {
     }
 
     fn ctx(cpuid: CpuidScan, entry: BootEntry) -> BootContext<'static> {
-        BootContext {
-            phys_offset: 0,
-            image_offset: 0,
-            rsdp: None,
-            cmdline: "",
-            entry,
-            cpuid,
-            xen_pv: None,
-        }
+        BootContext::new(entry, "", cpuid)
     }
 
     #[test]
@@ -211,9 +206,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn no_bid_without_xen_or_without_a_xen_entry() {
+    fn firmware_entry_is_declined_by_name_and_no_bid_without_xen() {
         let s = scan(&ViridianThenXen);
-        assert_eq!(detect(&ctx(s, BootEntry::Other)), None);
+        // Entered by firmware under Xen: the backend bids so that its
+        // `init` can say why it declines (no HVM mode).
+        assert_eq!(detect(&ctx(s, BootEntry::Other)), Some(PRIORITY));
+        let e = crate::declined(&ctx(s, BootEntry::Other)).unwrap();
+        assert!(e.reason.contains("no HVM mode"), "{e}");
         // The PV entry: Xen's own CPUID view (a fake here) decides.
         assert_eq!(
             detect_with(&ctx(s, BootEntry::XenPv), &ViridianThenXen),

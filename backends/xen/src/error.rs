@@ -51,6 +51,8 @@ impl fmt::Display for XenError {
     }
 }
 
+impl core::error::Error for XenError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

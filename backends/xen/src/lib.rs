@@ -73,7 +73,7 @@
 //! Ring 0; the IDT routing [`pvops_core::smp::SERVICE_VECTOR`] to
 //! `pvops_core::smp::service_interrupt` and the APIC's spurious vector
 //! ([`pvops_native::apic::SPURIOUS_VECTOR`]) to a handler that returns;
-//! the kernel image mapped at `paddr + image_offset` in every address
+//! the kernel image mapped as `kernel_map` says in every address
 //! space it uses (Xen writes the runstate areas by virtual address).
 //!
 //! ## Example
@@ -84,15 +84,7 @@
 //! use pvops_core::detect::{scan, HardwareCpuid};
 //!
 //! fn early_boot(cmdline: &str) {
-//!     let ctx = BootContext {
-//!         phys_offset: 0,
-//!         image_offset: 0,
-//!         rsdp: None,
-//!         cmdline,
-//!         entry: BootEntry::Pvh,
-//!         cpuid: scan(&HardwareCpuid),
-//!         xen_pv: None,
-//!     };
+//!     let ctx = BootContext::new(BootEntry::Pvh, cmdline, scan(&HardwareCpuid));
 //!     let ops = select_and_install(&ctx, &[pvops_xen::CANDIDATE, pvops_native::CANDIDATE], |_| {})
 //!         .expect("no backend could start");
 //!     let _ = ops.identity.features;
@@ -303,6 +295,18 @@ fn install_failsafe(ctx: &BootContext<'_>, platform: Platform) {
     }
 }
 
+/// Why this backend declines `ctx` before touching anything, if it does:
+/// a kernel entered by firmware or a loader under Xen (an HVM guest) gets
+/// native, and its fallback report says so.
+pub(crate) fn declined(ctx: &BootContext<'_>) -> Option<BackendError> {
+    (ctx.entry == BootEntry::Other).then_some(BackendError {
+        backend: NAME,
+        reason: "Xen HVM guest entered by firmware or a loader (BootEntry::Other): \
+                 no HVM mode yet, so native runs with every EOI, IPI and timer trapping",
+        detail: None,
+    })
+}
+
 /// Prints `pvops: error: xen: <reason>[: <error>]` and builds the error.
 pub(crate) fn fail(reason: &'static str, e: Option<XenError>) -> BackendError {
     match e {
@@ -397,6 +401,9 @@ fn preferred_via(ctx: &BootContext<'_>) -> Option<UpcallVia> {
 /// that `pvops::is_installed()` is true and the kernel can print the error
 /// and shut down.
 pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
+    if let Some(e) = declined(ctx) {
+        return Err(e);
+    }
     let (r, platform) = match (ctx.entry, ctx.xen_pv) {
         (BootEntry::XenPv, Some(si)) => (pv::bring_up(ctx, si), Platform::XenPv),
         (BootEntry::XenPv, None) => {
@@ -440,7 +447,7 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     let insn = Instruction::for_cpu(&HardwareCpuid);
     hypercall::select(insn);
     PHYS_OFFSET.store(ctx.phys_offset, Ordering::Relaxed);
-    shared::set_image_offset(ctx.image_offset);
+    pvops_native::record_boot_context(ctx);
     percpu::configure(cpuid.vcpu_id_leaf(), cpuid.tsc_native());
 
     // The first hypercalls: nothing can be printed before they answer.
@@ -481,7 +488,13 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     }
     setup::set_via(via);
 
-    let gpfn = shared::paddr_of(shared::SHARED_INFO.as_ptr()) >> 12;
+    let gpfn = shared::paddr_of(shared::SHARED_INFO.as_ptr()).map_err(|e| {
+        warn::error(format_args!("xen: the shared-info page: {e}"));
+        fail(
+            "no physical address for the shared-info page (BootContext::kernel_map)",
+            None,
+        )
+    })? >> 12;
     XEN.map_shared_info(gpfn)
         .map_err(|e| fail("XENMEM_add_to_physmap(shared_info) failed", Some(e)))?;
     shared::set_mapped();

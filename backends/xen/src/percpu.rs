@@ -65,7 +65,9 @@ pub fn configure(leaf: Option<u32>, tsc_native: bool) {
     ID_LEAF.store(leaf.unwrap_or(0), Ordering::Relaxed);
     let ext = HardwareCpuid.cpuid(0x8000_0000, 0).eax;
     let rdtscp = ext >= 0x8000_0001 && HardwareCpuid.cpuid(0x8000_0001, 0).edx & (1 << 27) != 0;
-    RDTSCP.store(rdtscp && tsc_native, Ordering::Relaxed);
+    // A kernel that owns TSC_AUX (CpuNumber::Kernel) keeps it untouched.
+    let owned = pvops_core::cpu::kernel_owns_cpu_number();
+    RDTSCP.store(rdtscp && tsc_native && !owned, Ordering::Relaxed);
 }
 
 /// What a classic PV vCPU's kernel GS base points at: its id, and the
@@ -160,6 +162,9 @@ fn pv_current() -> u32 {
 pub fn current_slow() -> u32 {
     if crate::pv::is_active() {
         return pv_current();
+    }
+    if let Some(cpu) = pvops_core::cpu::kernel_cpu_number() {
+        return cpu.0;
     }
     match ID_LEAF.load(Ordering::Relaxed) {
         0 => pvops_native::apic::id() / 2,

@@ -57,6 +57,8 @@ impl fmt::Display for Unmet {
     }
 }
 
+impl core::error::Error for Unmet {}
+
 /// Checks the requirements and picks the upcall delivery: the domain-wide
 /// callback vector when Xen offers it, else the per-vCPU vector; `prefer`
 /// (from `pvops.xen.upcall=`) picks the per-vCPU one when both are there.

@@ -48,6 +48,8 @@ impl fmt::Display for Corrupt {
     }
 }
 
+impl core::error::Error for Corrupt {}
+
 /// Copies as much of `bytes` as fits into the ring and publishes it;
 /// returns how many bytes went in (0 when the ring is full).
 pub fn write(ring: &impl OutRing, bytes: &[u8]) -> Result<usize, Corrupt> {

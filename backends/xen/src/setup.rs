@@ -64,6 +64,8 @@ impl fmt::Display for SetupError {
     }
 }
 
+impl core::error::Error for SetupError {}
+
 fn step<T>(step: &'static str, r: Result<T, XenError>) -> Result<T, SetupError> {
     r.map_err(|error| SetupError { step, error })
 }
@@ -114,7 +116,15 @@ pub(crate) fn register_and_bind(vcpu: u32) -> Result<(), SetupError> {
             errno: crate::abi::errno::ERANGE,
         },
     })?;
-    let pa = paddr_of(vi);
+    let pa = paddr_of(vi).map_err(|e| {
+        warn(format_args!("xen: vcpu_info of cpu {vcpu}: {e}"));
+        SetupError {
+            step: "finding vcpu_info's physical address (BootContext::kernel_map)",
+            error: XenError {
+                errno: crate::abi::errno::EFAULT,
+            },
+        }
+    })?;
     let frame = crate::pv::frame_for_xen(pa >> 12);
     match XEN.register_vcpu_info(vcpu, frame, (pa & 0xfff) as u32) {
         Ok(()) => {

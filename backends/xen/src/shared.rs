@@ -7,7 +7,8 @@
 //! page of its own `.bss`: RAM the kernel image already owns, so no memory
 //! map has to be searched, nothing else can be using it, and it is
 //! reached through the kernel image's mapping. Its physical address is
-//! its virtual address minus [`pvops_core::backend::BootContext::image_offset`].
+//! the physical address [`pvops_core::translate`] finds for it
+//! (`BootContext::kernel_map`).
 //! (Linux does the same with a page of its own.) The `vcpu_info` array and
 //! the runstate areas are plain `.bss` too, registered by address.
 //!
@@ -78,21 +79,16 @@ pub static VCPU_INFO: Page<[VcpuInfo; MAX_VCPUS]> = Page(UnsafeCell::new(
 ));
 static_assertions::const_assert_eq!(core::mem::size_of::<[VcpuInfo; MAX_VCPUS]>(), 4096);
 
-/// `BootContext::image_offset`: virtual minus physical for this image.
-static IMAGE_OFFSET: AtomicU64 = AtomicU64::new(0);
 /// Bit `n`: vCPU `n` uses its slot of [`VCPU_INFO`] (else shared info's).
 static REGISTERED: AtomicU64 = AtomicU64::new(0);
 /// Whether [`SHARED_INFO`] holds Xen's page.
 static MAPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Records the image's virtual-to-physical offset.
-pub fn set_image_offset(offset: u64) {
-    IMAGE_OFFSET.store(offset, Ordering::Relaxed);
-}
-
-/// The guest-physical address of `p`, a static of this image.
-pub fn paddr_of<T>(p: *const T) -> u64 {
-    (p as u64).wrapping_sub(IMAGE_OFFSET.load(Ordering::Relaxed))
+/// The guest-physical address of `p`, a static of this image, for Xen
+/// (the whole object must be physically contiguous; see
+/// [`pvops_core::translate`]).
+pub fn paddr_of<T>(p: *const T) -> Result<u64, pvops_core::translate::TranslateError> {
+    pvops_core::translate::phys_of(p)
 }
 
 /// Records that Xen's shared info now backs [`SHARED_INFO`].

@@ -80,7 +80,14 @@ pub fn suspend_and_resume() -> Result<bool, SuspendError> {
 
 fn resume() -> Result<(), SuspendError> {
     let me = crate::percpu::current();
-    let gpfn = crate::shared::paddr_of(crate::shared::SHARED_INFO.as_ptr()) >> 12;
+    let gpfn = crate::shared::paddr_of(crate::shared::SHARED_INFO.as_ptr()).map_err(|_| {
+        SuspendError::Resume(
+            "finding shared info's physical address",
+            XenError {
+                errno: crate::abi::errno::EFAULT,
+            },
+        )
+    })? >> 12;
     XEN.map_shared_info(gpfn)
         .map_err(|e| SuspendError::Resume("XENMEM_add_to_physmap(shared_info)", e))?;
     if let Some(si) = crate::shared::shared_info() {

@@ -82,6 +82,8 @@ impl fmt::Display for ElfError {
     }
 }
 
+impl core::error::Error for ElfError {}
+
 fn u16_at(b: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_le_bytes(
         b.get(off..off.checked_add(2)?)?.try_into().ok()?,

@@ -455,6 +455,8 @@ impl fmt::Display for PvStartInfoError {
     }
 }
 
+impl core::error::Error for PvStartInfoError {}
+
 /// For the pfn→mfn list, names the `nr_pages` its length comes from.
 fn write_nr_pages(f: &mut fmt::Formatter<'_>, region: PvRegion, len: u64) -> fmt::Result {
     if region == PvRegion::MfnList {

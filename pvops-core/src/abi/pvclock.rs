@@ -214,6 +214,8 @@ impl fmt::Display for Unsettled {
     }
 }
 
+impl core::error::Error for Unsettled {}
+
 /// Copies `src` under the version protocol: read the version, copy the
 /// record, read the version again; keep the copy when both versions are
 /// equal and even. At most `max_tries` attempts (at least one is made).

@@ -406,6 +406,8 @@ impl fmt::Display for StartInfoError {
     }
 }
 
+impl core::error::Error for StartInfoError {}
+
 /// A checked, owned copy of an `hvm_start_info` and what it points to.
 ///
 /// The scalar header fields are public; the memory map, module list and
@@ -684,6 +686,9 @@ fn ram_end_from(map: &[HvmMemmapEntry], p: u64) -> Option<u64> {
     Some(end)
 }
 
+/// The system BIOS area below 1 MiB.
+const BIOS_AREA: core::ops::Range<u64> = 0xe_0000..0x10_0000;
+
 fn read_cmdline(
     mem: &impl PhysRead,
     hdr: &HvmStartInfo,
@@ -693,10 +698,15 @@ fn read_cmdline(
     if paddr == 0 {
         return Ok(());
     }
-    let ram_end = if info.has_memmap() {
-        Some(ram_end_from(info.memmap(), paddr).ok_or(StartInfoError::CmdlineNotInRam { paddr })?)
-    } else {
+    let ram_end = if !info.has_memmap() {
         None
+    } else if BIOS_AREA.contains(&paddr) {
+        // Firmware-based loaders (QEMU microvm's qboot) leave it in the
+        // system BIOS area, which maps memory (ROM or its shadow), never
+        // device registers, even where the map calls it reserved.
+        Some(BIOS_AREA.end)
+    } else {
+        Some(ram_end_from(info.memmap(), paddr).ok_or(StartInfoError::CmdlineNotInRam { paddr })?)
     };
     let buf = &mut info.cmdline;
     let mut len = 0usize;
@@ -1066,6 +1076,28 @@ mod tests {
         let e = parse(&image(&header(1), &map, b"abc\0"), SI).unwrap_err();
         assert_eq!(e, StartInfoError::CmdlineNotInRam { paddr: CMD });
         assert_eq!(std::format!("{e}"), "command line at 0x2000 is not in RAM");
+    }
+
+    #[test]
+    fn cmdline_in_the_bios_area_is_read() {
+        // QEMU microvm (qboot) puts it at 0xefc60, in what its map calls
+        // reserved.
+        let mut hdr = header(1);
+        hdr.cmdline_paddr = 0xe_fc60;
+        let mut m = blank().region(0xe_0000, 0x2_0000);
+        m.write(SI, hdr.as_bytes());
+        m.write(MAP, good_map().as_bytes());
+        m.write(0xe_fc60, b"pvops.mode=test\0");
+        let si = parse(&m, SI).unwrap();
+        assert_eq!(si.cmdline(), "pvops.mode=test");
+        // Unterminated up to the end of the area: refused, not read beyond.
+        let mut m = blank().region(0xe_0000, 0x2_0000).region(0x10_0000, 0x1000);
+        hdr.cmdline_paddr = 0xf_fff0;
+        m.write(SI, hdr.as_bytes());
+        m.write(MAP, good_map().as_bytes());
+        m.write(0xf_fff0, &[b'a'; 16]);
+        m.write(0x10_0000, b"b\0");
+        assert!(parse(&m, SI).is_err());
     }
 
     #[test]

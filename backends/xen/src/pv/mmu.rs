@@ -92,6 +92,8 @@ impl fmt::Display for EntryError {
     }
 }
 
+impl core::error::Error for EntryError {}
+
 impl From<EntryError> for EntryRefused {
     fn from(e: EntryError) -> Self {
         let (code, reason) = match e.error {

@@ -67,6 +67,7 @@ use pvops_core::patch::Op;
 use pvops_core::platform::{ConsoleOps, Features, Identity, MemoryMapOps, Platform, ShutdownOps};
 use pvops_core::table::PvOps;
 use pvops_core::time::{TimeOps, WallClock};
+use pvops_core::translate::KernelMap;
 
 /// The exit code a failsafe callback ends the domain with.
 pub const EXIT_FAILSAFE: u8 = 3;
@@ -97,10 +98,15 @@ pub fn frame_for_xen(pfn: u64) -> u64 {
     }
 }
 
+/// Virtual minus pseudo-physical for the image: PV kernels are mapped
+/// linearly by Xen's domain builder (`KernelMap::Linear`, checked in
+/// [`bring_up`]).
+static IMAGE_OFFSET: AtomicU64 = AtomicU64::new(0);
+
 /// Pseudo-physical frame of a kernel virtual address (image or direct
 /// map; both are identity here).
 pub(crate) fn mmu_pfn_of(va: u64) -> u64 {
-    crate::shared::paddr_of(va as *const u8) >> 12
+    va.wrapping_sub(IMAGE_OFFSET.load(Ordering::Relaxed)) >> 12
 }
 
 impl pvops_core::platform::CounterOps for XenPv {
@@ -230,6 +236,23 @@ fn xen_err(reason: &'static str) -> impl FnOnce(crate::XenError) -> BackendError
 /// Brings the backend up for a classic PV guest described by `si`.
 pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps, BackendError> {
     hypercall::select(Instruction::Syscall);
+    let KernelMap::Linear { offset } = ctx.kernel_map else {
+        return Err(fail(
+            "Xen PV maps the image linearly: BootContext::kernel_map must be KernelMap::Linear",
+            None,
+        ));
+    };
+    IMAGE_OFFSET.store(offset, Ordering::Relaxed);
+    if matches!(ctx.cpu_number, pvops_core::cpu::CpuNumber::Kernel(_)) {
+        return Err(fail(
+            "Xen PV names vCPUs by the kernel GS base: BootContext::cpu_number must be CpuNumber::Pvops",
+            None,
+        ));
+    }
+    // Linear needs no page-table reader (CR3 names machine frames here).
+    pvops_core::translate::configure(ctx.kernel_map, ctx.phys_offset, || {
+        unreachable!("KernelMap::Linear reads no page tables")
+    });
     let version = XEN.version().map_err(|e| BackendError {
         backend: NAME,
         reason: "XENVER_version failed: Xen does not answer hypercalls",

@@ -46,6 +46,8 @@ impl core::fmt::Display for MapError {
     }
 }
 
+impl core::error::Error for MapError {}
+
 const FLAGS: u64 = pte::PRESENT | pte::WRITABLE | pte::ACCESSED | pte::DIRTY;
 
 /// Frames for new tables: `next` is the first free one, `end` the first
