@@ -128,13 +128,24 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32, u32) {
     };
     // Last: waiting for the toolstack to ask for a shutdown (the harness
     // runs `xl shutdown` when it sees the waiting line).
-    let control: &[Test] =
-        if pvops::cmdline::option(ctx.start_info.cmdline(), "wait_shutdown").is_some() {
-            &[("shutdown_request", shutdown_request)]
-        } else {
-            &[]
-        };
-    for (name, test) in tests.iter().chain(smp).chain(stress).chain(control) {
+    let cmdline = ctx.start_info.cmdline();
+    let save: &[Test] = if pvops::cmdline::option(cmdline, "wait_save").is_some() {
+        &[("xl_save_restore", xl_save_restore)]
+    } else {
+        &[]
+    };
+    let control: &[Test] = if pvops::cmdline::option(cmdline, "wait_shutdown").is_some() {
+        &[("shutdown_request", shutdown_request)]
+    } else {
+        &[]
+    };
+    for (name, test) in tests
+        .iter()
+        .chain(smp)
+        .chain(stress)
+        .chain(save)
+        .chain(control)
+    {
         match test(ctx) {
             Ok(()) => {
                 passed += 1;
@@ -319,6 +330,51 @@ fn kernel_stack_reaches_the_platform(_: &mut Context<'_>) -> TestResult {
             calls,
             after
         );
+    }
+    Ok(())
+}
+
+/// `pvops.wait_save=<s>`: waits up to that long for the domain to be saved
+/// and restored (a Xen toolstack's `xl save`, then `xl restore`; the
+/// platform op suspends and resumes the domain), then proves the restored
+/// domain works: the clock did not go back, and the clock, timer and IPI
+/// tests (every CPU) pass again.
+fn xl_save_restore(ctx: &mut Context<'_>) -> TestResult {
+    let secs = pvops::cmdline::option(ctx.start_info.cmdline(), "wait_save")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(60);
+    crate::kprintln!("pvops: info: waiting for a save and restore ({secs} s)");
+    let before = time::sched_clock();
+    let deadline = before.saturating_add(secs.saturating_mul(1_000_000_000));
+    let cancelled = loop {
+        match pvops::platform::shutdown_requested() {
+            Some(pvops::platform::ShutdownRequest::Suspended { cancelled }) => break cancelled,
+            Some(other) => ensure!(false, "asked for {other:?} instead of a save"),
+            None => ensure!(time::sched_clock() < deadline, "not saved within {secs} s"),
+        }
+    };
+    let after = time::sched_clock();
+    crate::kprintln!(
+        "pvops: info: resumed ({}), clock {before} -> {after} ns",
+        if cancelled {
+            "save cancelled, same domain"
+        } else {
+            "restored domain"
+        }
+    );
+    ensure!(
+        !cancelled,
+        "the save was cancelled: the domain was not restored"
+    );
+    ensure!(
+        after >= before,
+        "sched_clock went back: {before} -> {after}"
+    );
+    sched_clock_monotonic(ctx)?;
+    timer_oneshot_window(ctx)?;
+    ipi_to_self(ctx)?;
+    if smp::online() > 1 {
+        smp_ipi_every_cpu(ctx)?;
     }
     Ok(())
 }

@@ -164,6 +164,15 @@ pub enum ShutdownRequest {
     PowerOff,
     /// Reboot (`xl reboot`).
     Reboot,
+    /// Not a shutdown: the domain was asked to suspend (`xl save`), and
+    /// the backend suspended it and brought itself back up once it ran
+    /// again: in a restored domain (`cancelled` false; everything the
+    /// hypervisor forgot is made again, a one-shot timer armed before is
+    /// lost), or in the same one (`cancelled` true).
+    Suspended {
+        /// The suspend was cancelled.
+        cancelled: bool,
+    },
 }
 
 /// The shutdown operations a backend provides.

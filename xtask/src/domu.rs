@@ -484,10 +484,11 @@ fn guest_archive(kernel: &[u8], guests: &[(Env, String)]) -> Result<Vec<u8>> {
         if cmdline.contains(['"', '\n', '\\']) {
             bail!("a domU command line cannot hold quotes, backslashes or newlines: {cmdline:?}");
         }
-        let action = if env.domu_shutdown_test() {
-            "shutdown"
+        let control = env.domu_control().map_or("none", |c| c.xl());
+        let action = if env.domu_save_restore() {
+            format!("save+{control}")
         } else {
-            "none"
+            control.to_owned()
         };
         let _ = write!(list, "{kind}:{name}:{action} ");
         w.file(&format!("guest/{name}.cmdline"), 0o644, cmdline.as_bytes())?;
@@ -580,14 +581,27 @@ pub fn split<S: AsRef<str>>(console: &[S], name: &str) -> Section {
     s
 }
 
-/// The reason a domU of `env` must end with: a power-off when the
-/// toolstack asked for one (`xl shutdown`), else the reboot the kernel's
-/// shutdown op asks for.
+/// The reason a domU of `env` must end with: what the toolstack asked for
+/// (`xl shutdown`: poweroff, `xl reboot`: reboot), else the reboot the
+/// kernel's shutdown op asks for.
 pub fn expected_end(env: Env) -> &'static str {
-    if env.domu_shutdown_test() {
-        "poweroff"
+    env.domu_control().map_or("reboot", |c| c.end_reason())
+}
+
+/// The kernel must have seen the request the harness sent, by its name.
+fn control_problems(env: Env, s: &Section) -> Vec<Problem> {
+    let Some(c) = env.domu_control() else {
+        return Vec::new();
+    };
+    let want = format!("shutdown request {} ", c.kernel_name());
+    if s.console.iter().any(|l| l.contains(&want)) {
+        Vec::new()
     } else {
-        "reboot"
+        vec![Problem::DomainEnd(format!(
+            "the kernel never said `{}` after `xl {}`",
+            want.trim_end(),
+            c.xl()
+        ))]
     }
 }
 
@@ -595,6 +609,9 @@ pub fn expected_end(env: Env) -> &'static str {
 /// harness runs `xl shutdown`, how long to wait for it.
 pub fn guest_cmdline(env: Env, options: &BootOptions) -> String {
     let mut c = options.cmdline();
+    if env.domu_save_restore() {
+        c.push_str(" pvops.wait_save=240");
+    }
     if env.domu_shutdown_test() {
         c.push_str(" pvops.wait_shutdown=120");
     }
@@ -730,6 +747,7 @@ pub fn boot(kernel: &Path, guests: &[(Env, BootOptions)], echo: bool) -> Result<
         }
         let mut problems = protocol::check(&outcome, &expectation);
         problems.extend(end_problems(&section, expected_end(*env)));
+        problems.extend(control_problems(*env, &section));
         let plan = Plan {
             env: *env,
             image: image.clone(),
@@ -829,7 +847,10 @@ mod tests {
         .unwrap();
         let text = String::from_utf8_lossy(&a);
         assert!(text.contains("guest/pv.cmdline"), "{text}");
-        assert!(text.contains("pvh:pvh:shutdown pv:pv:shutdown"), "{text}");
+        assert!(
+            text.contains("pvh:pvh:save+shutdown pv:pv:reboot"),
+            "{text}"
+        );
         assert!(text.contains("pvops.mode=bench x=1"), "{text}");
         assert!(guest_archive(b"", &[(Env::XenPvDomu, "a=\"b\"".into())]).is_err());
     }

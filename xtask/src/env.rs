@@ -157,9 +157,48 @@ pub const XEN_PV_REQUIRED_FEATURES: &[&str] = &[
     "pvclock",
 ];
 
+/// A request the harness sends a waiting domU through the toolstack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomuControl {
+    /// `xl shutdown`: the domain must power off.
+    Shutdown,
+    /// `xl reboot`: the domain must end with reason reboot.
+    Reboot,
+}
+
+impl DomuControl {
+    /// The `xl` subcommand.
+    pub const fn xl(self) -> &'static str {
+        match self {
+            DomuControl::Shutdown => "shutdown",
+            DomuControl::Reboot => "reboot",
+        }
+    }
+
+    /// The shutdown reason the toolstack must then see.
+    pub const fn end_reason(self) -> &'static str {
+        match self {
+            DomuControl::Shutdown => "poweroff",
+            DomuControl::Reboot => "reboot",
+        }
+    }
+
+    /// How the example kernel names the request it got
+    /// (`pvops: info: shutdown request <name> ...`).
+    pub const fn kernel_name(self) -> &'static str {
+        match self {
+            DomuControl::Shutdown => "PowerOff",
+            DomuControl::Reboot => "Reboot",
+        }
+    }
+}
+
 /// The example kernel's test of a shutdown request from the toolstack
 /// (run with `pvops.wait_shutdown=<s>`).
 pub const DOMU_SHUTDOWN_TEST: &str = "shutdown_request";
+
+/// The example kernel's save/restore test (run with `pvops.wait_save=<s>`).
+pub const DOMU_SAVE_TEST: &str = "xl_save_restore";
 
 /// One KVM paravirt feature switched off in QEMU: the fallback test boots
 /// the kvm environment once per entry and checks the features line and the
@@ -402,11 +441,13 @@ impl Env {
                 .iter()
                 .map(|t| t.to_string())
                 .collect(),
-            required: if self.domu_shutdown_test() {
-                vec![DOMU_SHUTDOWN_TEST.to_owned()]
-            } else {
-                Vec::new()
-            },
+            required: self
+                .domu_shutdown_test()
+                .then_some(DOMU_SHUTDOWN_TEST)
+                .into_iter()
+                .chain(self.domu_save_restore().then_some(DOMU_SAVE_TEST))
+                .map(str::to_owned)
+                .collect(),
             ending: self.ending(),
         }
     }
@@ -507,11 +548,30 @@ impl Env {
         self.domu_kind().is_some()
     }
 
-    /// Whether the domU, after its self-tests, waits for the toolstack's
-    /// `xl shutdown` (through xenstore's `control/shutdown`), reports it as
-    /// test [`DOMU_SHUTDOWN_TEST`] and then powers off as asked.
+    /// Whether the domU, after its self-tests, waits for a request from
+    /// the toolstack (through xenstore's `control/shutdown`), reports it
+    /// as test [`DOMU_SHUTDOWN_TEST`] and then ends as asked.
     pub const fn domu_shutdown_test(self) -> bool {
-        matches!(self, Env::XenPvhDomu | Env::XenPvDomu)
+        self.domu_control().is_some()
+    }
+
+    /// Which request the harness sends the domU once it waits: `xl
+    /// shutdown` to the PVH domU, `xl reboot` to the PV one (so both kinds
+    /// of request are tested); none to the HVM one (it gets no command
+    /// line to say it should wait).
+    pub const fn domu_control(self) -> Option<DomuControl> {
+        match self {
+            Env::XenPvhDomu => Some(DomuControl::Shutdown),
+            Env::XenPvDomu => Some(DomuControl::Reboot),
+            _ => None,
+        }
+    }
+
+    /// Whether the harness saves and restores the domU (`xl save`, `xl
+    /// restore`) once it waits for that, before its shutdown request: the
+    /// PVH domU (a classic PV domU's restore is not supported yet).
+    pub const fn domu_save_restore(self) -> bool {
+        matches!(self, Env::XenPvhDomu)
     }
 
     /// The domU's kind as the dom0 `/init` takes it (`pvh`, `pv`, `hvm`).

@@ -18,7 +18,8 @@
 //! | halt | `sti; hlt` (see `irq` for why not `SCHEDOP_block`) |
 //! | locks | `SCHEDOP_poll` on a masked per-vCPU port, kicked with `EVTCHNOP_send` (`lock`) |
 //! | SMP | `VCPUOP_is_up` to count vCPUs, `VCPUOP_initialise` (64-bit HVM context) + `VCPUOP_up` (`smp`) |
-//! | shutdown | `SCHEDOP_shutdown(SHUTDOWN_reboot)`; the exit code is in the kernel's `pvops: exit code=<n>` line (`shutdown`) |
+//! | shutdown | `SCHEDOP_shutdown(SHUTDOWN_reboot)`, or `SHUTDOWN_poweroff` when the toolstack asked for it; the exit code is in the kernel's `pvops: exit code=<n>` line (`shutdown`) |
+//! | toolstack control (domU) | a xenstore client reading `control/shutdown` for `xl shutdown`/`reboot`/`save` ([`xenstore`]); save/restore of a PVH domU (`suspend`) |
 //!
 //! Hypercalls are issued with `vmcall`/`vmmcall` chosen by CPU vendor, not
 //! through a hypercall page (`hypercall` says why), behind the
@@ -117,6 +118,7 @@ pub(crate) mod setup;
 pub(crate) mod shared;
 pub(crate) mod shutdown;
 pub(crate) mod smp;
+pub(crate) mod suspend;
 pub(crate) mod time;
 pub(crate) mod upcall;
 mod warn;
@@ -329,10 +331,15 @@ fn choose_console(features: XenFeatures, phys_offset: u64) {
 /// A PVH domU's xenstore ring, from its HVM parameters (dom0 has none at
 /// boot: its xenstored starts later).
 fn find_xenstore(features: XenFeatures, phys_offset: u64) {
-    use crate::abi::hvm::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
-    if features.contains(XenFeatures::DOM0) {
-        return;
+    if !features.contains(XenFeatures::DOM0) {
+        find_xenstore_ring(phys_offset);
     }
+}
+
+/// Uses the xenstore ring the HVM parameters name, if any (at boot, and
+/// again after a restore: the port changes).
+pub(crate) fn find_xenstore_ring(phys_offset: u64) {
+    use crate::abi::hvm::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
     let (Ok(pfn), Ok(port)) = (
         XEN.hvm_get_param(HVM_PARAM_STORE_PFN),
         XEN.hvm_get_param(HVM_PARAM_STORE_EVTCHN),

@@ -41,7 +41,7 @@ pub fn set_via(via: UpcallVia) {
     VIA.store(via as u8, Ordering::Relaxed);
 }
 
-fn via() -> Option<UpcallVia> {
+pub(crate) fn via() -> Option<UpcallVia> {
     match VIA.load(Ordering::Relaxed) {
         1 => Some(UpcallVia::CallbackVector),
         2 => Some(UpcallVia::PerVcpuVector),
@@ -94,13 +94,28 @@ fn bind(kind: PortKind, vcpu: u32) -> Result<u32, SetupError> {
 /// runstate area is required; a runstate failure is a warning (the steal
 /// clock then reads 0 there).
 pub fn setup_vcpu(vcpu: u32) -> Result<(), SetupError> {
-    let vi = own_vcpu_info(vcpu).ok_or(SetupError {
+    own_vcpu_info(vcpu).ok_or(SetupError {
         step: "vCPU id beyond this backend's arrays",
         error: XenError {
             errno: crate::abi::errno::ERANGE,
         },
     })?;
     crate::percpu::tag_this_vcpu(vcpu);
+    register_and_bind(vcpu)
+}
+
+/// What Xen keeps of vCPU `vcpu` for this backend, made again: its
+/// `vcpu_info`, ports, upcall vector, periodic timer stopped, runstate
+/// area. `vcpu` is the calling vCPU, or one that is down (Xen registers a
+/// `vcpu_info` only for those): [`setup_vcpu`] at start-up,
+/// [`crate::suspend`] after a restore.
+pub(crate) fn register_and_bind(vcpu: u32) -> Result<(), SetupError> {
+    let vi = own_vcpu_info(vcpu).ok_or(SetupError {
+        step: "vCPU id beyond this backend's arrays",
+        error: XenError {
+            errno: crate::abi::errno::ERANGE,
+        },
+    })?;
     let pa = paddr_of(vi).map_err(|e| {
         warn(format_args!("xen: vcpu_info of cpu {vcpu}: {e}"));
         SetupError {

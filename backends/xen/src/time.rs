@@ -73,6 +73,14 @@ impl VersionedRecord for XenWallClock {
 }
 
 /// Stops `vcpu`'s periodic timer (Xen may start one for a new vCPU), once.
+/// Forgets that `vcpu`'s periodic timer was stopped (a restored domain
+/// starts with Xen's default period again).
+pub(crate) fn forget_periodic_stopped(vcpu: u32) {
+    if let Some(i) = slot(vcpu) {
+        PERIODIC_STOPPED.fetch_and(!(1 << i), Ordering::Relaxed);
+    }
+}
+
 pub(crate) fn stop_periodic(vcpu: u32) {
     let Some(i) = slot(vcpu) else { return };
     if PERIODIC_STOPPED.fetch_or(1 << i, Ordering::Relaxed) & (1 << i) == 0 {

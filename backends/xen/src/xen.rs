@@ -302,6 +302,25 @@ impl<H: Hypercall> Xen<H> {
         self.vcpu_op(vcpu::VCPUOP_UP, vcpu, 0).map(|_| ())
     }
 
+    /// `VCPUOP_down`.
+    pub fn vcpu_down(&self, vcpu: u32) -> Result<(), XenError> {
+        self.vcpu_op(vcpu::VCPUOP_DOWN, vcpu, 0).map(|_| ())
+    }
+
+    /// `SCHEDOP_shutdown(SHUTDOWN_suspend)`: returns once the domain runs
+    /// again, `Ok(false)` in a restored domain, `Ok(true)` when the
+    /// suspend was cancelled (the same domain goes on).
+    pub fn suspend(&self) -> Result<bool, XenError> {
+        let mut a = Shutdown {
+            reason: sched::SHUTDOWN_SUSPEND,
+        };
+        self.call(
+            nr::SCHED_OP,
+            [sched::SCHEDOP_SHUTDOWN, addr_mut(&mut a), 0, 0, 0],
+        )
+        .map(|v| v != 0)
+    }
+
     /// `vm_assist(VMASST_CMD_enable, ty)`.
     pub fn vm_assist_enable(&self, ty: u64) -> Result<(), XenError> {
         self.call(nr::VM_ASSIST, [nr::VMASST_CMD_ENABLE, ty, 0, 0, 0])

@@ -433,18 +433,23 @@ pub fn with_client<T>(
 }
 
 /// What a `control/shutdown` value asks for (`None`: nothing this kernel
-/// acts on; Linux also knows `suspend`, `halt` and `sysrq`).
+/// acts on; Linux also knows `sysrq`). `suspend` comes back as
+/// `Suspended { cancelled: false }`, before anything was done.
 pub fn parse_shutdown(value: &[u8]) -> Option<ShutdownRequest> {
     match value {
         b"poweroff" | b"halt" => Some(ShutdownRequest::PowerOff),
         b"reboot" => Some(ShutdownRequest::Reboot),
+        b"suspend" => Some(ShutdownRequest::Suspended { cancelled: false }),
         _ => None,
     }
 }
 
 /// Reads `control/shutdown`; a request found there is acknowledged (the
 /// node emptied, which is what the toolstack waits for) and remembered
-/// for [`requested`], and returned.
+/// for [`requested`], and returned. A `suspend` is carried out here
+/// (`suspend`) and reported once the domain runs again; where
+/// suspending is not supported it is left unacknowledged (the toolstack
+/// then gives up).
 pub fn poll_shutdown_request() -> Option<ShutdownRequest> {
     let r = with_client(|c| {
         let mut buf = [0u8; 32];
@@ -456,15 +461,25 @@ pub fn poll_shutdown_request() -> Option<ShutdownRequest> {
         let Some(req) = parse_shutdown(&buf[..n]) else {
             return Ok(None);
         };
+        if matches!(req, ShutdownRequest::Suspended { .. }) && !crate::suspend::supported() {
+            return Ok(None);
+        }
         c.write("control/shutdown", b"")?;
         Ok(Some(req))
     });
     match r {
+        Ok(Some(ShutdownRequest::Suspended { .. })) => match crate::suspend::suspend_and_resume() {
+            Ok(cancelled) => Some(ShutdownRequest::Suspended { cancelled }),
+            Err(e) => {
+                crate::warn::warn(format_args!("xen: suspend: {e}"));
+                None
+            }
+        },
         Ok(Some(req)) => {
             REQUESTED.store(
                 match req {
                     ShutdownRequest::PowerOff => REQ_POWEROFF,
-                    ShutdownRequest::Reboot => REQ_REBOOT,
+                    _ => REQ_REBOOT,
                 },
                 Ordering::Relaxed,
             );
@@ -743,6 +758,10 @@ mod tests {
         assert_eq!(parse_shutdown(b"poweroff"), Some(ShutdownRequest::PowerOff));
         assert_eq!(parse_shutdown(b"reboot"), Some(ShutdownRequest::Reboot));
         assert_eq!(parse_shutdown(b""), None);
-        assert_eq!(parse_shutdown(b"suspend"), None);
+        assert_eq!(
+            parse_shutdown(b"suspend"),
+            Some(ShutdownRequest::Suspended { cancelled: false })
+        );
+        assert_eq!(parse_shutdown(b"sysrq"), None);
     }
 }

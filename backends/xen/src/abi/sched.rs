@@ -17,6 +17,9 @@ pub const SHUTDOWN_POWEROFF: u32 = 0;
 /// `SHUTDOWN_reboot`: for the hardware domain Xen resets the machine
 /// (QEMU's `-no-reboot` then exits).
 pub const SHUTDOWN_REBOOT: u32 = 1;
+/// `SHUTDOWN_suspend`: the toolstack saves the domain; the call returns
+/// 0 in the restored domain, 1 when the suspend was cancelled.
+pub const SHUTDOWN_SUSPEND: u32 = 2;
 /// `SHUTDOWN_crash`.
 pub const SHUTDOWN_CRASH: u32 = 3;
 

@@ -7,6 +7,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub const VCPUOP_INITIALISE: u64 = 0;
 /// `VCPUOP_up`.
 pub const VCPUOP_UP: u64 = 1;
+/// `VCPUOP_down`: take a vCPU offline (its state is kept; `VCPUOP_up`
+/// resumes it).
+pub const VCPUOP_DOWN: u64 = 2;
 /// `VCPUOP_is_up`: 1 or 0, or `-ENOENT` for a vCPU the domain lacks.
 pub const VCPUOP_IS_UP: u64 = 3;
 /// `VCPUOP_register_runstate_memory_area`.
