@@ -271,6 +271,19 @@ impl KvmFeatureOff {
     }
 }
 
+/// Feature-off configurations the kvm-nested matrix does not boot (the
+/// host's `kvm` matrix still boots each).
+///
+/// `-kvm-poll-control`: in that configuration alone the inner guest's
+/// one-shot APIC timer misbehaved in 4 of about 12 matrix runs, always as
+/// the 9th inner run: it fired after 12.2, 17.4 and 17.99 ms of 20, and
+/// once 66.6 s late (the vCPU halted with its timer armed and nothing woke
+/// it). With poll control on, pvops writes the value KVM starts with (1,
+/// host polling on), so the guest side of the two configurations is the
+/// same but for one CPUID bit and one MSR write; the cause lies in the
+/// nested host (kvm-amd inside QEMU TCG) and is not understood yet.
+pub const NESTED_MATRIX_LEAVES_OUT: &[&str] = &["kvm-poll-control"];
+
 impl Env {
     /// Every environment, in the order reports list them.
     pub const ALL: [Env; 10] = [
@@ -485,9 +498,11 @@ impl Env {
                 })
                 .collect(),
             // The same matrix on the nested KVM, plus the KVM signature
-            // hidden (what kvm-hidden is on the host's KVM).
+            // hidden (what kvm-hidden is on the host's KVM), less
+            // NESTED_MATRIX_LEAVES_OUT.
             Env::KvmNested => KVM_FEATURES_OFF
                 .iter()
+                .filter(|f| !NESTED_MATRIX_LEAVES_OUT.contains(&f.qemu_flag))
                 .map(|f| crate::bench::Variant {
                     name: format!("-{}", f.qemu_flag),
                     cpu: Some(f.cpu_from(KVM_NESTED_CPU)),
@@ -938,7 +953,15 @@ mod tests {
     #[test]
     fn nested_matrix() {
         let variants = Env::KvmNested.bench_variants();
-        assert_eq!(variants.len(), KVM_FEATURES_OFF.len() + 1);
+        assert_eq!(
+            variants.len(),
+            KVM_FEATURES_OFF.len() - NESTED_MATRIX_LEAVES_OUT.len() + 1
+        );
+        assert!(!variants.iter().any(|v| v.name == "-kvm-poll-control"));
+        assert!(Env::Kvm
+            .bench_variants()
+            .iter()
+            .any(|v| v.name == "-kvm-poll-control"));
         assert!(variants
             .iter()
             .all(|v| v.cpu.as_deref().unwrap().starts_with("host,")));
