@@ -35,13 +35,31 @@ pub enum Outcome {
 /// builds each from its package against the others' packages, uploads
 /// nothing. (`--allow-dirty`: a developer's uncommitted work is checked
 /// too.)
+///
+/// Each run packages into a target directory of its own: cargo unpacks the
+/// verified packages from a local registry at `<target>/package/` into
+/// `$CARGO_HOME/registry/src/<hash of that path>/`, and reuses an earlier
+/// unpacking of the same name and version there, so a second run at the
+/// same path would verify against the first run's sources.
 pub fn publish_dry_run(root: &Path) -> Outcome {
+    let target = root.join("target").join("publish").join(format!(
+        "{}-{}",
+        std::process::id(),
+        unix_seconds()
+    ));
     let mut command = Command::new("cargo");
     command
         .current_dir(root)
-        .args(["publish", "--workspace", "--dry-run", "--allow-dirty"]);
-    eprintln!("xtask: cargo publish --workspace --dry-run --allow-dirty");
-    match command.status() {
+        .args(["publish", "--workspace", "--dry-run", "--allow-dirty"])
+        .arg("--target-dir")
+        .arg(&target);
+    eprintln!(
+        "xtask: cargo publish --workspace --dry-run --allow-dirty --target-dir {}",
+        target.display()
+    );
+    let status = command.status();
+    let _ = std::fs::remove_dir_all(&target);
+    match status {
         Ok(s) if s.success() => Outcome::Passed(format!(
             "publish dry run: passed ({})",
             PUBLISHED.join(", ")
@@ -86,4 +104,10 @@ pub fn msrv_check(root: &Path) -> Outcome {
         Ok(s) => Outcome::Failed(format!("msrv: Rust {MSRV} FAILED ({s})")),
         Err(e) => Outcome::Failed(format!("msrv: could not run cargo ({e})")),
     }
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
