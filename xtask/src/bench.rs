@@ -129,6 +129,59 @@ struct Snapshots {
     error: Option<String>,
 }
 
+/// A QMP client that reads the per-vCPU KVM counters (on a socket, or
+/// over the nested machine's serial line).
+trait VcpuStats: Sized {
+    fn vcpu_stats(&mut self) -> Result<Stats>;
+}
+
+impl VcpuStats for Qmp {
+    fn vcpu_stats(&mut self) -> Result<Stats> {
+        Qmp::vcpu_stats(self)
+    }
+}
+
+impl VcpuStats for crate::qmp::SerialQmp {
+    fn vcpu_stats(&mut self) -> Result<Stats> {
+        crate::qmp::SerialQmp::vcpu_stats(self)
+    }
+}
+
+impl Snapshots {
+    /// Takes the counters at sync point `n` (its end when `end`),
+    /// connecting `qmp` first if need be; the first error sticks.
+    fn take<Q: VcpuStats>(
+        &mut self,
+        qmp: &mut Option<Q>,
+        connect: impl FnOnce() -> Result<Q>,
+        n: u32,
+        end: bool,
+    ) {
+        if self.error.is_some() {
+            return;
+        }
+        if qmp.is_none() {
+            match connect() {
+                Ok(q) => *qmp = Some(q),
+                Err(e) => {
+                    self.error = Some(format!("{e:#}"));
+                    return;
+                }
+            }
+        }
+        let Some(q) = qmp.as_mut() else { return };
+        match q.vcpu_stats() {
+            Ok(s) if end => {
+                self.end.insert(n, s);
+            }
+            Ok(s) => {
+                self.begin.insert(n, s);
+            }
+            Err(e) => self.error = Some(format!("{e:#}")),
+        }
+    }
+}
+
 fn parse_sync(line: &str) -> Option<(u32, bool)> {
     let rest = line.trim().strip_prefix("bench-sync ")?;
     match rest.strip_suffix(".end") {
@@ -177,27 +230,13 @@ pub fn run_guest(env: Env, kernel: &Path, smp: u32, variant: &Variant) -> Result
         let Some((n, end)) = parse_sync(line) else {
             return;
         };
-        if !kvm || snaps.error.is_some() {
-            return;
-        }
-        if qmp.is_none() {
-            match Qmp::connect(&socket, Duration::from_secs(5)) {
-                Ok(q) => qmp = Some(q),
-                Err(e) => {
-                    snaps.error = Some(format!("{e:#}"));
-                    return;
-                }
-            }
-        }
-        let Some(q) = qmp.as_mut() else { return };
-        match q.vcpu_stats() {
-            Ok(s) if end => {
-                snaps.end.insert(n, s);
-            }
-            Ok(s) => {
-                snaps.begin.insert(n, s);
-            }
-            Err(e) => snaps.error = Some(format!("{e:#}")),
+        if kvm {
+            snaps.take(
+                &mut qmp,
+                || Qmp::connect(&socket, Duration::from_secs(5)),
+                n,
+                end,
+            );
         }
     };
     let booted = boot::run_plan_observed(plan, false, &mut observer)?;
@@ -283,29 +322,12 @@ pub fn run_nested(
         let Some((n, end)) = parse_sync(line.text) else {
             return;
         };
-        let snap = &mut snaps[run];
-        if snap.error.is_some() {
-            return;
-        }
-        if qmp.is_none() {
-            match crate::qmp::SerialQmp::connect(line.socket, Duration::from_secs(5)) {
-                Ok(q) => qmp = Some(q),
-                Err(e) => {
-                    snap.error = Some(format!("{e:#}"));
-                    return;
-                }
-            }
-        }
-        let Some(q) = qmp.as_mut() else { return };
-        match q.vcpu_stats() {
-            Ok(s) if end => {
-                snap.end.insert(n, s);
-            }
-            Ok(s) => {
-                snap.begin.insert(n, s);
-            }
-            Err(e) => snap.error = Some(format!("{e:#}")),
-        }
+        snaps[run].take(
+            &mut qmp,
+            || crate::qmp::SerialQmp::connect(line.socket, Duration::from_secs(5)),
+            n,
+            end,
+        );
     };
     let outer = crate::nested::Options {
         echo,
