@@ -160,6 +160,11 @@ fn halt_forever() -> ! {
 #[cfg(target_os = "none")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    // Tell the host first (Hyper-V's crash MSRs: GUEST_PANICKED on QMP),
+    // where the platform can; a no-op elsewhere and before install.
+    let mut m = console::Message::new();
+    let _ = core::fmt::Write::write_fmt(&mut m, format_args!("{}", info.message()));
+    pvops::platform::report_panic(m.as_str().as_bytes());
     kprintln!("pvops: error: panic: {info}");
     if pvops::is_installed() {
         finish_with(EXIT_PANIC)

@@ -100,6 +100,17 @@ int32_t pvops_identity(uint8_t *buf, uintptr_t len);
 int32_t pvops_console_write(const uint8_t *bytes, uintptr_t len);
 
 /*
+ Tells the host the kernel panicked, with `len` bytes of message at
+ `bytes`, where the platform can (Hyper-V's crash MSRs; nothing
+ elsewhere). Safe to call before `pvops_init` (then it does nothing and
+ returns `PVOPS_ENOTINSTALLED`), so a panic path may always call it.
+
+ # Safety
+ `bytes` must be valid for reads of `len` bytes (or `len` be 0).
+ */
+int32_t pvops_report_panic(const uint8_t *bytes, uintptr_t len);
+
+/*
  Powers off with `code`. Returns only if no backend is installed
  (`PVOPS_ENOTINSTALLED`).
  */

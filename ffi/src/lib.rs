@@ -156,6 +156,32 @@ pub unsafe extern "C" fn pvops_console_write(bytes: *const u8, len: usize) -> i3
     }
 }
 
+/// Tells the host the kernel panicked, with `len` bytes of message at
+/// `bytes`, where the platform can (Hyper-V's crash MSRs; nothing
+/// elsewhere). Safe to call before `pvops_init` (then it does nothing and
+/// returns `PVOPS_ENOTINSTALLED`), so a panic path may always call it.
+///
+/// # Safety
+/// `bytes` must be valid for reads of `len` bytes (or `len` be 0).
+#[no_mangle]
+pub unsafe extern "C" fn pvops_report_panic(bytes: *const u8, len: usize) -> i32 {
+    if bytes.is_null() && len != 0 {
+        return PVOPS_EINVAL;
+    }
+    let s: &[u8] = if len == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller guarantees `bytes` is valid for `len` reads.
+        unsafe { core::slice::from_raw_parts(bytes, len) }
+    };
+    pvops::platform::report_panic(s);
+    if installed() {
+        PVOPS_OK
+    } else {
+        PVOPS_ENOTINSTALLED
+    }
+}
+
 /// Powers off with `code`. Returns only if no backend is installed
 /// (`PVOPS_ENOTINSTALLED`).
 #[no_mangle]

@@ -106,6 +106,14 @@ impl Priority {
     pub const FALLBACK: Priority = Priority(0);
     /// KVM's paravirtual interface.
     pub const KVM: Priority = Priority(100);
+    /// Hyper-V's enlightenments: above KVM, because where KVM offers both
+    /// interfaces (QEMU's `hv-*` flags: Hyper-V's leaves at 0x40000000,
+    /// KVM's at 0x40000100) the hyperv backend starts from the kvm
+    /// backend's table and replaces only the ops where Hyper-V's costs
+    /// fewer exits (see `pvops_hyperv`): it is KVM plus, never KVM minus.
+    /// Below Xen, whose Viridian leaves sit beside its own and whose own
+    /// interface must win there.
+    pub const HYPERV: Priority = Priority(110);
     /// Xen (PVH, PV): above KVM, since Xen can present KVM-like leaves
     /// nowhere but its own range, and a Xen guest must never take KVM's
     /// path.

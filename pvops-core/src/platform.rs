@@ -18,6 +18,9 @@ pub enum Platform {
     XenPvh,
     /// Xen, as a classic PV guest (ring 3, everything through hypercalls).
     XenPv,
+    /// A hypervisor offering Hyper-V's enlightenments (the TLFS interface;
+    /// on KVM, composed with KVM's own features where both are offered).
+    HyperV,
 }
 
 impl Platform {
@@ -28,6 +31,7 @@ impl Platform {
             Platform::Kvm => "kvm",
             Platform::XenPvh => "xen-pvh",
             Platform::XenPv => "xen-pv",
+            Platform::HyperV => "hyperv",
         }
     }
 }
@@ -190,6 +194,16 @@ pub trait ShutdownOps {
     fn requested() -> Option<ShutdownRequest> {
         None
     }
+
+    /// Tells whoever runs the machine that the kernel panicked, with the
+    /// first bytes of the message (Hyper-V's crash MSRs: QEMU then reports
+    /// `GUEST_PANICKED` on QMP). Called from a panic handler, before the
+    /// kernel prints and shuts down: must not panic, allocate or block.
+    /// Default: the platform has no such channel (bare hardware, KVM, Xen
+    /// here), so nothing is reported beyond the console.
+    fn report_panic(message: &[u8]) {
+        let _ = message;
+    }
 }
 
 /// Where the platform itself (rather than the boot loader) says what
@@ -220,6 +234,7 @@ pub struct PlatformOpsTable {
     pub console_write: fn(&[u8]),
     pub shutdown: fn(u8) -> !,
     pub shutdown_requested: fn() -> Option<ShutdownRequest>,
+    pub report_panic: fn(&[u8]),
     pub memory_map: fn(&mut [HvmMemmapEntry]) -> usize,
     pub hypercalls: fn() -> Option<u64>,
 }
@@ -231,6 +246,7 @@ impl PlatformOpsTable {
             console_write: <T as ConsoleOps>::write,
             shutdown: <T as ShutdownOps>::shutdown,
             shutdown_requested: <T as ShutdownOps>::requested,
+            report_panic: <T as ShutdownOps>::report_panic,
             memory_map: <T as MemoryMapOps>::memory_map,
             hypercalls: <T as CounterOps>::hypercalls,
         }
@@ -262,6 +278,14 @@ pub fn shutdown(code: u8) -> ! {
 #[inline]
 pub fn shutdown_requested() -> Option<ShutdownRequest> {
     (ops().platform.shutdown_requested)()
+}
+
+/// Reports a kernel panic to the host where the platform can
+/// ([`ShutdownOps::report_panic`]); does nothing before install, so a
+/// panic handler may always call it.
+#[inline]
+pub fn report_panic(message: &[u8]) {
+    (ops().platform.report_panic)(message)
 }
 
 /// The platform's own memory map (see [`MemoryMapOps::memory_map`]).

@@ -441,6 +441,9 @@ impl ShutdownOps for NotInstalled {
     fn shutdown(_: u8) -> ! {
         not_installed("platform.shutdown")
     }
+    /// Drops the report, as the console drops bytes: a panic handler must
+    /// be able to call it before install.
+    fn report_panic(_: &[u8]) {}
 }
 
 impl MemoryMapOps for NotInstalled {

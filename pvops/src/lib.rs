@@ -1,7 +1,7 @@
 //! # pvops
 //!
 //! Paravirtual operations for x86_64 kernels: one kernel binary that runs
-//! on bare hardware, under KVM and under Xen, and picks at boot the fastest
+//! on bare hardware, under KVM, Xen and Hyper-V, and picks at boot the fastest
 //! way to do each privileged operation — what Linux's `paravirt_ops` does
 //! for Linux, as a library.
 //!
@@ -67,6 +67,10 @@ pub use pvops_kvm as kvm;
 #[cfg_attr(docsrs, doc(cfg(feature = "xen")))]
 pub use pvops_xen as xen;
 
+#[cfg(feature = "hyperv")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyperv")))]
+pub use pvops_hyperv as hyperv;
+
 use pvops_core::backend::Candidate;
 
 /// Every backend compiled into this build, best first in source order
@@ -74,6 +78,8 @@ use pvops_core::backend::Candidate;
 pub const CANDIDATES: &[Candidate] = &[
     #[cfg(feature = "xen")]
     pvops_xen::CANDIDATE,
+    #[cfg(feature = "hyperv")]
+    pvops_hyperv::CANDIDATE,
     #[cfg(feature = "kvm")]
     pvops_kvm::CANDIDATE,
     #[cfg(feature = "native")]

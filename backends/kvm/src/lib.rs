@@ -290,6 +290,14 @@ fn hypercalls_usable(policy: HypercallPolicy, wanted: FeatureSet) -> bool {
 /// Brings up the native backend, then every KVM feature the host offers
 /// and the command line allows, on the boot CPU; returns the table.
 pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
+    init_with(ctx, NativeHints::NONE)
+}
+
+/// [`init`], with what a backend composed on this one knows better than
+/// native could measure (pvops-hyperv's frequency MSRs): `hints` are
+/// passed to [`pvops_native::init_with`], kvmclock's TSC frequency
+/// taking precedence over `hints.tsc_hz`.
+pub fn init_with(ctx: &BootContext<'_>, hints: NativeHints) -> Result<PvOps, BackendError> {
     let leaf = *ctx
         .cpuid
         .find(HypervisorKind::Kvm)
@@ -304,7 +312,10 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     } else {
         None
     };
-    let hints = tsc_hz.map_or(NativeHints::NONE, NativeHints::with_tsc_hz);
+    let hints = match tsc_hz {
+        Some(hz) => hints.tsc_hz(hz),
+        None => hints,
+    };
     let native =
         pvops_native::init_with(ctx, hints).map_err(|e| BackendError { backend: NAME, ..e })?;
     native::save(&native);
@@ -346,7 +357,9 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
             platform: Platform::Kvm,
             backend: NAME,
             features: on.names(),
-            hypervisor: Some(HypervisorKind::Kvm),
+            // The hypervisor a kernel sees first (Hyper-V's leaves at
+            // 0x40000000 when KVM offers both; KVM's otherwise).
+            hypervisor: ctx.cpuid.primary().map(|l| l.kind),
         },
     ))
 }

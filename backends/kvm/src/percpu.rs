@@ -163,6 +163,25 @@ pub(crate) fn register_this_cpu<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) {
     }
 }
 
+/// Chooses the source of [`this_cpu`] for a backend that uses this
+/// module without this crate's `init` (pvops-hyperv on a host without
+/// KVM's leaves): the kernel's record when it owns the registers, else
+/// the cheapest the CPU offers.
+pub fn use_best_source() {
+    if pvops_core::cpu::kernel_owns_cpu_number() {
+        use_source(IdSource::Kernel);
+    } else {
+        use_source(IdSource::probe(&pvops_core::detect::HardwareCpuid));
+    }
+}
+
+/// Names this CPU in TSC_AUX for [`this_cpu`], as this crate does for its
+/// own per-CPU features (the same value, so two backends composed on one
+/// another agree); falls back to the APIC when it does not read back.
+pub fn tag_this_cpu(cpu: CpuId) {
+    register_this_cpu(&crate::hypercall::Real, cpu)
+}
+
 /// The platform number (APIC ID) of the CPU this runs on.
 #[inline]
 pub fn this_cpu() -> CpuId {

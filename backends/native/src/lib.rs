@@ -201,15 +201,41 @@ pub struct NativeHints {
     /// machine without a PIT (QEMU `microvm`, Firecracker-like VMMs) needs
     /// none.
     pub tsc_hz: Option<u64>,
+    /// The local APIC timer's input frequency in Hz (Hyper-V's
+    /// `HV_X64_MSR_APIC_FREQUENCY`): used instead of calibrating the
+    /// APIC timer against the TSC.
+    pub apic_hz: Option<u64>,
 }
 
 impl NativeHints {
     /// No hints: native finds everything itself.
-    pub const NONE: NativeHints = NativeHints { tsc_hz: None };
+    pub const NONE: NativeHints = NativeHints {
+        tsc_hz: None,
+        apic_hz: None,
+    };
 
     /// Hints with the TSC frequency known.
     pub const fn with_tsc_hz(hz: u64) -> Self {
-        NativeHints { tsc_hz: Some(hz) }
+        NativeHints {
+            tsc_hz: Some(hz),
+            apic_hz: None,
+        }
+    }
+
+    /// These hints with the TSC frequency set.
+    pub const fn tsc_hz(self, hz: u64) -> Self {
+        NativeHints {
+            tsc_hz: Some(hz),
+            ..self
+        }
+    }
+
+    /// These hints with the APIC timer frequency set.
+    pub const fn apic_hz(self, hz: u64) -> Self {
+        NativeHints {
+            apic_hz: Some(hz),
+            ..self
+        }
     }
 }
 
@@ -236,8 +262,10 @@ pub fn init_with(ctx: &BootContext<'_>, hints: NativeHints) -> Result<PvOps, Bac
              and the PIT did not count",
         ))?;
     time::init_clock(ClockScale::from_hz(tsc_hz).ok_or(err("TSC frequency out of range"))?);
-    let apic_timer_per_ms =
-        time::calibrate_apic_timer().ok_or(err("local APIC timer does not count"))?;
+    let apic_timer_per_ms = match hints.apic_hz.and_then(time::apic_per_ms_from_hz) {
+        Some(per_ms) => per_ms,
+        None => time::calibrate_apic_timer().ok_or(err("local APIC timer does not count"))?,
+    };
     let rtc = match rtc::read() {
         Some(t) => {
             time::init_wall(rtc::unix_seconds(&t));

@@ -71,6 +71,14 @@ pub(crate) fn calibrate_apic_timer() -> Option<u64> {
     ticks_per_ms(u64::from(u32::MAX - left), t1 - t0)
 }
 
+/// Ticks per millisecond (divide by 16) of an APIC timer whose input runs
+/// at `hz`, as a hypervisor states it; `None` below 16 kHz (no tick per
+/// millisecond). Records it as calibration would.
+pub(crate) fn apic_per_ms_from_hz(hz: u64) -> Option<u64> {
+    apic::write(reg::TIMER_DIVIDE, DIVIDE_BY_16);
+    ticks_per_ms(hz / 16, 1_000_000_000)
+}
+
 /// Ticks per millisecond from `ticks` counted over at least `ns`
 /// nanoseconds; `None` when either is 0 (the timer or the clock stands).
 fn ticks_per_ms(ticks: u64, ns: u64) -> Option<u64> {
@@ -141,5 +149,10 @@ mod tests {
         assert_eq!(ticks_per_ms(0, 10_000_000), None);
         assert_eq!(ticks_per_ms(5, 0), None);
         assert_eq!(ticks_per_ms(u64::MAX, 1), None);
+        // A stated 1 GHz APIC input, divided by 16: 62 500 ticks per ms.
+        assert_eq!(
+            ticks_per_ms(1_000_000_000 / 16, 1_000_000_000),
+            Some(62_500)
+        );
     }
 }
