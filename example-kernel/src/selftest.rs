@@ -102,6 +102,10 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32, u32) {
         ("smp_ipi_every_cpu", smp_ipi_every_cpu),
         ("smp_pv_ipi_is_one_hypercall", smp_pv_ipi_is_one_hypercall),
         ("smp_remote_tlb_flush", smp_remote_tlb_flush),
+        (
+            "smp_hv_tlbflush_is_one_hypercall",
+            smp_hv_tlbflush_is_one_hypercall,
+        ),
         ("smp_contended_spinlock", smp_contended_spinlock),
     ];
     let stress_tests: &[Test] = &[
@@ -1062,7 +1066,9 @@ fn smp_ipi_every_cpu(_: &mut Context<'_>) -> TestResult {
 /// other CPU) is one hypercall whatever the count of targets, and every
 /// target still gets it: the PV path, not the APIC's one write per target.
 fn smp_pv_ipi_is_one_hypercall(_: &mut Context<'_>) -> TestResult {
-    if !pvops::platform::identity().features.contains("pv-ipi") {
+    // KVM's PV IPI or Hyper-V's cluster IPI: one hypercall for the set.
+    let features = &pvops::platform::identity().features;
+    if !features.contains("pv-ipi") && !features.contains("hv-ipi") {
         return Ok(());
     }
     let mut others = CpuMask::new();
@@ -1079,6 +1085,36 @@ fn smp_pv_ipi_is_one_hypercall(_: &mut Context<'_>) -> TestResult {
         "a pv-ipi IPI to {} CPUs made {n:?} hypercalls, expected 1",
         smp::online() - 1
     );
+    Ok(())
+}
+
+/// Where the backend announces `hv-tlbflush`, a remote flush of every
+/// other CPU is one hypercall, whatever their number (no IPIs).
+fn smp_hv_tlbflush_is_one_hypercall(_: &mut Context<'_>) -> TestResult {
+    if !pvops::platform::identity().features.contains("hv-tlbflush") {
+        return Ok(());
+    }
+    let mut others = CpuMask::new();
+    for i in 1..smp::online() {
+        others.insert(smp::cpu_id(i));
+    }
+    for range in [
+        TlbRange::All,
+        TlbRange::Pages {
+            start: VirtAddr::new(TEST_VA),
+            pages: 3,
+        },
+    ] {
+        let n = hypercalls_made(|| {
+            mmu::flush_tlb_others(&others, range);
+            Ok(())
+        })?;
+        ensure!(
+            n == Some(1),
+            "an hv-tlbflush of {} CPUs ({range:?}) made {n:?} hypercalls, expected 1",
+            smp::online() - 1
+        );
+    }
     Ok(())
 }
 

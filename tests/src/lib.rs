@@ -70,9 +70,9 @@ pub enum NestedBooted {
 }
 
 /// Boots kvm-nested once per test process: one outer machine runs the
-/// default configuration, then each KVM feature off, then `kvm=off`
-/// ([`xtask::nested::boot_matrix`]). [`boot_once`] of kvm-nested is its
-/// first inner run.
+/// default configuration, then each KVM feature off, then `kvm=off`, then
+/// hyperv and its matrix, then hyperv-kvm ([`xtask::nested::boot_matrix`]).
+/// [`boot_once`] of each of [`Env::NESTED`] is its first inner run.
 pub fn nested_matrix_once() -> &'static NestedBooted {
     static RUN: OnceLock<NestedBooted> = OnceLock::new();
     RUN.get_or_init(|| {
@@ -135,9 +135,9 @@ pub fn boot_once(env: Env) -> &'static Booted {
             return match nested_matrix_once() {
                 NestedBooted::Skipped(why) => Booted::Skipped(why.clone()),
                 NestedBooted::Error(e) => Booted::Error(e.clone()),
-                NestedBooted::Ran(run) => match run.boots.first() {
+                NestedBooted::Ran(run) => match run.boots.iter().find(|b| b.plan.env == env) {
                     Some(b) => Booted::Ran(Box::new(b.clone())),
-                    None => Booted::Error("kvm-nested ran no inner configuration".into()),
+                    None => Booted::Error(format!("kvm-nested's outer boot did not run {env}")),
                 },
             };
         }

@@ -107,7 +107,7 @@ fn bench_mode_counts_exits_and_hypercalls() {
     let variants = [xtask::bench::Variant::default_variant()];
     // 512 iterations, not the published 2048: the counts asserted here
     // are whole hypercalls, and the run is ~15 s shorter.
-    let runs = xtask::bench::run_nested(kernel, 2, &variants, 512, false)
+    let runs = xtask::bench::run_nested(Env::KvmNested, kernel, 2, &variants, 512, false)
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(runs.failures.is_empty(), "{}", runs.failures.join("\n"));
     let (run, boot) = &runs.runs[0];

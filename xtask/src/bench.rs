@@ -293,6 +293,7 @@ fn finish(
 /// `iters` per op: [`KVM_ITERS`] for figures to publish, fewer for a
 /// quicker check.
 pub fn run_nested(
+    env: Env,
     kernel: &Path,
     smp: u32,
     variants: &[Variant],
@@ -308,7 +309,7 @@ pub fn run_nested(
         ],
         ..BootOptions::default()
     };
-    let plans = crate::nested::plans(kernel, &options, variants)?;
+    let plans = crate::nested::plans(env, kernel, &options, variants)?;
     let mut snaps: Vec<Snapshots> = plans.iter().map(|_| Snapshots::default()).collect();
     let mut qmp: Option<crate::qmp::SerialQmp> = None;
     let mut observer = |line: crate::nested::Line<'_>| {
@@ -336,19 +337,19 @@ pub fn run_nested(
     };
     let nested = crate::nested::run(&plans, &outer, &mut observer)?;
     drop(qmp);
-    eprintln!("xtask: kvm-nested: {}", nested.timings.summary());
+    eprintln!("xtask: {env}: {}", nested.timings.summary());
     let mut out = NestedBench::default();
     for ((booted, snap), variant) in nested.boots.into_iter().zip(snaps).zip(variants) {
         if let Some(e) = snap.error {
             out.failures.push(format!(
-                "kvm-nested ({}): reading KVM counters over the serial QMP failed: {e}",
+                "{env} ({}): reading KVM counters over the serial QMP failed: {e}",
                 variant.name
             ));
             continue;
         }
         if !booted.passed() {
             out.failures.push(format!(
-                "kvm-nested ({}): bench boot failed:\n{}",
+                "{env} ({}): bench boot failed:\n{}",
                 variant.name,
                 booted.report()
             ));
@@ -371,13 +372,13 @@ pub fn run_nested(
             Ok(rows) => rows,
             Err(e) => {
                 out.failures
-                    .push(format!("kvm-nested ({}): {e:#}", variant.name));
+                    .push(format!("{env} ({}): {e:#}", variant.name));
                 continue;
             }
         };
         out.runs.push((
             GuestRun {
-                env: Env::KvmNested,
+                env,
                 variant: variant.name.clone(),
                 features,
                 rows,

@@ -47,6 +47,14 @@ pub enum Env {
     /// legacy devices, as Firecracker-like VMMs are); the kvm backend,
     /// which takes the TSC frequency from kvmclock.
     Microvm,
+    /// kvm-nested's inner QEMU with Hyper-V's enlightenments
+    /// ([`HYPERV_FLAGS`]) and KVM's leaves hidden (`kvm=off`): the hyperv
+    /// backend alone. Runs in kvm-nested's outer boot.
+    HyperV,
+    /// As [`Env::HyperV`] without `kvm=off`: Hyper-V's leaves at
+    /// 0x40000000, KVM's at 0x40000100; the hyperv backend on the kvm
+    /// backend's table, choosing per op.
+    HyperVKvm,
 }
 
 /// Whether the kernel side of an environment exists yet.
@@ -115,6 +123,161 @@ const KVM_PV_CPU: &str = "qemu64,+kvm-pv-ipi,+kvm-pv-tlb-flush,+kvm-pv-unhalt,+k
 /// The inner QEMU's CPU model in kvm-nested: the nested KVM passes the
 /// (emulated) host CPU through and offers every KVM paravirt feature.
 pub const KVM_NESTED_CPU: &str = "host";
+
+/// The Hyper-V enlightenments the hyperv environments give the inner
+/// guest: every one pvops uses, as QEMU 7.2 on the nested kvm-amd accepts
+/// them (checked by hand: all start). `hv-spinlocks=0x1fff` makes QEMU
+/// recommend a notification after 8191 spins (without it leaf 0x40000004
+/// EBX says "never"); `hv-relaxed` only turns watchdogs off.
+pub const HYPERV_FLAGS: &[&str] = &[
+    "hv-relaxed",
+    "hv-vpindex",
+    "hv-time",
+    "hv-synic",
+    "hv-stimer",
+    "hv-stimer-direct",
+    "hv-tlbflush",
+    "hv-ipi",
+    "hv-vapic",
+    "hv-runtime",
+    "hv-frequencies",
+    "hv-crash",
+    "hv-spinlocks=0x1fff",
+];
+
+/// The inner `-cpu` of the hyperv environments: `host` with
+/// [`HYPERV_FLAGS`] less `without` (flag names without their `=value`),
+/// and `kvm=off` when KVM's leaves are to be hidden.
+pub fn hyperv_cpu(kvm_hidden: bool, without: &[&str]) -> String {
+    let mut cpu = KVM_NESTED_CPU.to_owned();
+    for f in HYPERV_FLAGS {
+        let name = f.split('=').next().unwrap_or(f);
+        if !without.contains(&name) {
+            cpu.push(',');
+            cpu.push_str(f);
+        }
+    }
+    if kvm_hidden {
+        cpu.push_str(",kvm=off");
+    }
+    cpu
+}
+
+/// What the hyperv backend must report alone (hyperv): every feature.
+/// `hv-ref-tsc` is not among them: the nested KVM marks its reference TSC
+/// page invalid (sequence 0; the outer Linux runs on QEMU TCG, whose TSC
+/// its KVM does not trust for a master clock), and the backend keeps the
+/// native TSC clock, as the feature-off matrix checks without `hv-time`.
+pub const HYPERV_REQUIRED_FEATURES: &[&str] = &[
+    "hv-hypercall",
+    "hv-vpindex",
+    "hv-frequencies",
+    "hv-stimer-direct",
+    "hv-apic-msrs",
+    "hv-apic-assist",
+    "hv-ipi",
+    "hv-tlbflush",
+    "hv-spin-wait",
+    "hv-runtime",
+    "hv-crash",
+];
+
+/// What the hyperv backend must report beside KVM (hyperv-kvm), by the
+/// per-op table of `pvops_hyperv::choice`: KVM's clock, steal time, PV EOI,
+/// poll control and io_delay; Hyper-V's hypercalls (IPI, flush, and so
+/// the lock wait: KVM's hypercalls end where Hyper-V's begin), timer,
+/// frequencies and crash MSRs.
+pub const HYPERV_KVM_REQUIRED_FEATURES: &[&str] = &[
+    "kvmclock",
+    "steal-time",
+    "pv-eoi",
+    "poll-control",
+    "nop-io-delay",
+    "hv-hypercall",
+    "hv-vpindex",
+    "hv-frequencies",
+    "hv-stimer-direct",
+    "hv-ipi",
+    "hv-tlbflush",
+    "hv-spin-wait",
+    "hv-crash",
+];
+
+/// One entry of the hyperv feature-off matrix: QEMU flags removed (the
+/// flag and those QEMU requires it for), backend features then absent.
+#[derive(Debug, Clone, Copy)]
+pub struct HypervFeatureOff {
+    /// Flags removed from [`HYPERV_FLAGS`] (names without `=value`).
+    pub flags: &'static [&'static str],
+    /// Backend features that must then be off.
+    pub absent: &'static [&'static str],
+}
+
+/// Each Hyper-V flag off, with the flags QEMU makes depend on it (hv-synic
+/// needs hv-vpindex, hv-stimer needs hv-synic and hv-time, hv-ipi and
+/// hv-tlbflush need hv-vpindex).
+pub const HYPERV_FEATURES_OFF: &[HypervFeatureOff] = &[
+    HypervFeatureOff {
+        flags: &["hv-relaxed"],
+        absent: &[],
+    },
+    HypervFeatureOff {
+        flags: &[
+            "hv-vpindex",
+            "hv-synic",
+            "hv-stimer",
+            "hv-stimer-direct",
+            "hv-tlbflush",
+            "hv-ipi",
+        ],
+        absent: &["hv-vpindex", "hv-stimer-direct", "hv-ipi", "hv-tlbflush"],
+    },
+    // No reference time at all: the clock, the timer and runtime go.
+    HypervFeatureOff {
+        flags: &["hv-time", "hv-stimer", "hv-stimer-direct"],
+        absent: &["hv-ref-tsc", "hv-stimer-direct", "hv-runtime"],
+    },
+    HypervFeatureOff {
+        flags: &["hv-synic", "hv-stimer", "hv-stimer-direct"],
+        absent: &["hv-stimer-direct"],
+    },
+    HypervFeatureOff {
+        flags: &["hv-stimer", "hv-stimer-direct"],
+        absent: &["hv-stimer-direct"],
+    },
+    HypervFeatureOff {
+        flags: &["hv-stimer-direct"],
+        absent: &["hv-stimer-direct"],
+    },
+    HypervFeatureOff {
+        flags: &["hv-tlbflush"],
+        absent: &["hv-tlbflush"],
+    },
+    HypervFeatureOff {
+        flags: &["hv-ipi"],
+        absent: &["hv-ipi"],
+    },
+    HypervFeatureOff {
+        flags: &["hv-vapic"],
+        absent: &["hv-apic-msrs", "hv-apic-assist"],
+    },
+    HypervFeatureOff {
+        flags: &["hv-runtime"],
+        absent: &["hv-runtime"],
+    },
+    HypervFeatureOff {
+        flags: &["hv-frequencies"],
+        absent: &["hv-frequencies"],
+    },
+    HypervFeatureOff {
+        flags: &["hv-crash"],
+        absent: &["hv-crash"],
+    },
+    HypervFeatureOff {
+        flags: &["hv-spinlocks"],
+        absent: &["hv-spin-wait"],
+    },
+];
 
 /// What the kvm backend must report on a KVM that completes hypercalls
 /// (kvm-nested): every feature, the hypercall-based ones included. Their
@@ -286,7 +449,7 @@ pub const NESTED_MATRIX_LEAVES_OUT: &[&str] = &["kvm-poll-control"];
 
 impl Env {
     /// Every environment, in the order reports list them.
-    pub const ALL: [Env; 10] = [
+    pub const ALL: [Env; 12] = [
         Env::Tcg,
         Env::Kvm,
         Env::KvmHidden,
@@ -297,7 +460,13 @@ impl Env {
         Env::XenPvDomu,
         Env::XenHvmDomu,
         Env::Microvm,
+        Env::HyperV,
+        Env::HyperVKvm,
     ];
+
+    /// The environments that run as inner configurations of kvm-nested's
+    /// one outer boot (its test boot runs them all).
+    pub const NESTED: [Env; 3] = [Env::KvmNested, Env::HyperV, Env::HyperVKvm];
 
     /// The domU environments, in the order one dom0 boot runs them.
     pub const DOMU: [Env; 3] = [Env::XenPvhDomu, Env::XenPvDomu, Env::XenHvmDomu];
@@ -315,6 +484,8 @@ impl Env {
             Env::XenPvDomu => "xen-pv-domu",
             Env::XenHvmDomu => "xen-hvm-domu",
             Env::Microvm => "microvm",
+            Env::HyperV => "hyperv",
+            Env::HyperVKvm => "hyperv-kvm",
         }
     }
 
@@ -341,6 +512,12 @@ impl Env {
                  not hvmloader/SeaBIOS/GRUB)"
             }
             Env::Microvm => "QEMU microvm with KVM, no PIT, PIC or RTC (pit=off,pic=off,rtc=off)",
+            Env::HyperV => {
+                "kvm-nested's inner QEMU with Hyper-V enlightenments (hv-*), KVM's leaves hidden (kvm=off)"
+            }
+            Env::HyperVKvm => {
+                "kvm-nested's inner QEMU with Hyper-V enlightenments (hv-*) beside KVM's leaves"
+            }
         }
     }
 
@@ -359,6 +536,7 @@ impl Env {
             // boot of issue #16 would be another variant.
             Env::XenHvmDomu => Status::Implemented,
             Env::Microvm => Status::Implemented,
+            Env::HyperV | Env::HyperVKvm => Status::Implemented,
         }
     }
 
@@ -375,6 +553,7 @@ impl Env {
             // The HVM container is entered through the PVH entry.
             Env::XenPvh | Env::XenPvhDomu | Env::XenHvmDomu => "xen-pvh",
             Env::XenPv | Env::XenPvDomu => "xen-pv",
+            Env::HyperV | Env::HyperVKvm => "hyperv",
         }
     }
 
@@ -384,6 +563,7 @@ impl Env {
             Env::Tcg | Env::KvmHidden => "native",
             Env::Kvm | Env::KvmNested | Env::Microvm => "kvm",
             Env::XenPvh | Env::XenPv | Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => "xen",
+            Env::HyperV | Env::HyperVKvm => "hyperv",
         }
     }
 
@@ -394,6 +574,7 @@ impl Env {
             Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => {
                 Ending::DebugExit
             }
+            Env::HyperV | Env::HyperVKvm => Ending::DebugExit,
             // Under Xen the kernel is dom0 and cannot reach QEMU's
             // isa-debug-exit; it asks Xen to reboot, and -no-reboot turns
             // that reset into QEMU's exit.
@@ -446,9 +627,26 @@ impl Env {
                     .map(|f| f.to_string())
                     .collect(),
                 Env::XenPvhDomu | Env::XenHvmDomu => vec!["console-ring".to_owned()],
+                Env::HyperV => HYPERV_REQUIRED_FEATURES
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect(),
+                Env::HyperVKvm => HYPERV_KVM_REQUIRED_FEATURES
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect(),
                 _ => Vec::new(),
             },
-            features_absent: Vec::new(),
+            // Beside Hyper-V's hypercalls KVM's cannot run (KVM takes
+            // every vmcall as Hyper-V's once the guest OS id is set), and
+            // the flush is Hyper-V's.
+            features_absent: match self {
+                Env::HyperVKvm => ["pv-ipi", "pv-unhalt", "pv-sched-yield", "pv-tlb-flush"]
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect(),
+                _ => Vec::new(),
+            },
             skipped: self
                 .expected_skips()
                 .iter()
@@ -476,7 +674,7 @@ impl Env {
             Env::Tcg => Duration::from_secs(120),
             Env::Kvm | Env::KvmHidden | Env::Microvm => Duration::from_secs(180),
             Env::XenPvh | Env::XenPv => Duration::from_secs(300),
-            Env::KvmNested => Duration::from_secs(90),
+            Env::KvmNested | Env::HyperV | Env::HyperVKvm => Duration::from_secs(90),
             // One domU's own run, once dom0 is up (the whole boot's bound
             // is [`crate::domu::run_timeout`]).
             Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => Duration::from_secs(180),
@@ -516,6 +714,16 @@ impl Env {
                     native: true,
                 }))
                 .collect(),
+            // Each Hyper-V flag off (with what QEMU makes depend on it).
+            Env::HyperV => HYPERV_FEATURES_OFF
+                .iter()
+                .map(|f| crate::bench::Variant {
+                    name: format!("-{}", f.flags[0]),
+                    cpu: Some(hyperv_cpu(true, f.flags)),
+                    absent: f.absent.iter().map(|a| a.to_string()).collect(),
+                    native: false,
+                })
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -539,14 +747,16 @@ impl Env {
             | Env::KvmNested
             | Env::XenPvhDomu
             | Env::XenPvDomu
-            | Env::XenHvmDomu => Accel::Tcg,
+            | Env::XenHvmDomu
+            | Env::HyperV
+            | Env::HyperVKvm => Accel::Tcg,
         }
     }
 
     /// Whether the kernel runs in an inner QEMU inside an outer machine
     /// (kvm-nested), booted through [`crate::nested`].
     pub const fn is_nested(self) -> bool {
-        matches!(self, Env::KvmNested)
+        matches!(self, Env::KvmNested | Env::HyperV | Env::HyperVKvm)
     }
 
     /// Whether QEMU boots Xen (with the kernel as dom0, or as a domU).
@@ -605,6 +815,7 @@ impl Env {
             Env::XenPvh => Some("console=com1 loglvl=all dom0=pvh dom0-iommu=none"),
             Env::XenPv => Some("console=com1 loglvl=all dom0_mem=64M,max:64M"),
             Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => None,
+            Env::HyperV | Env::HyperVKvm => None,
             Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => None,
         }
     }
@@ -650,6 +861,8 @@ impl Env {
             Env::KvmHidden => push(&["-accel", "kvm", "-cpu", "qemu64,kvm=off"]),
             Env::Kvm | Env::Microvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
             Env::KvmNested => push(&["-accel", "kvm", "-cpu", KVM_NESTED_CPU]),
+            Env::HyperV => push(&["-accel", "kvm", "-cpu", &hyperv_cpu(true, &[])]),
+            Env::HyperVKvm => push(&["-accel", "kvm", "-cpu", &hyperv_cpu(false, &[])]),
         }
         if launch.medium != Medium::Kernel {
             if self.is_xen() {

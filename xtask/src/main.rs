@@ -210,6 +210,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
                         .join(", ")
                 );
                 let measured = xtask::bench::run_nested(
+                    env,
                     &kernel,
                     args.smp,
                     &variants,

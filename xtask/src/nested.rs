@@ -711,31 +711,47 @@ pub struct Line<'a> {
 }
 
 /// Plans for one inner run each (test or bench), as [`Plan::new`] makes
-/// them for [`Env::KvmNested`] with `options`, then changed by each
-/// variant (`None`: the environment as it is).
+/// them for `env` (one of [`Env::NESTED`]) with `options`, then changed by
+/// each variant.
 pub fn plans(
+    env: Env,
     kernel: &Path,
     options: &BootOptions,
     variants: &[crate::bench::Variant],
 ) -> Result<Vec<Plan>> {
+    if !env.is_nested() {
+        bail!("environment {env} does not run inside kvm-nested's outer machine");
+    }
     variants
         .iter()
         .map(|v| {
-            let mut plan = Plan::new(Env::KvmNested, kernel, options)?;
+            let mut plan = Plan::new(env, kernel, options)?;
             v.apply(&mut plan)?;
             Ok(plan)
         })
         .collect()
 }
 
-/// The default configuration and the whole feature-off matrix (each KVM
-/// feature off, then `kvm=off`), test mode, in one outer boot.
+/// Every inner configuration kvm-nested's test boot runs, in order: for
+/// each of [`Env::NESTED`], its default configuration, then its
+/// feature-off matrix ([`Env::bench_variants`]: each KVM feature off and
+/// `kvm=off` for kvm-nested, each Hyper-V flag off for hyperv).
+pub fn matrix_plans(kernel: &Path, options: &BootOptions) -> Result<Vec<Plan>> {
+    let mut out = Vec::new();
+    for env in Env::NESTED {
+        let variants: Vec<crate::bench::Variant> =
+            std::iter::once(crate::bench::Variant::default_variant())
+                .chain(env.bench_variants())
+                .collect();
+        out.extend(plans(env, kernel, options, &variants)?);
+    }
+    Ok(out)
+}
+
+/// [`matrix_plans`] in one outer boot, test mode; each inner run judged
+/// against its own environment's expectation.
 pub fn boot_matrix(kernel: &Path, options: &BootOptions) -> Result<NestedRun> {
-    let variants: Vec<crate::bench::Variant> =
-        std::iter::once(crate::bench::Variant::default_variant())
-            .chain(Env::KvmNested.bench_variants())
-            .collect();
-    let plans = plans(kernel, options, &variants)?;
+    let plans = matrix_plans(kernel, options)?;
     let outer = Options {
         echo: options.echo,
         ..Options::default()
@@ -1055,17 +1071,43 @@ fn name_of(plan: &Plan) -> String {
         .and_then(|i| plan.args.get(i + 1))
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let extra = cpu.strip_prefix(crate::env::KVM_NESTED_CPU).unwrap_or(&cpu);
-    let extra = extra.trim_start_matches(',');
+    // Against the environment's own CPU: what the variant changed.
+    let base = match plan.env {
+        Env::HyperV => crate::env::hyperv_cpu(true, &[]),
+        Env::HyperVKvm => crate::env::hyperv_cpu(false, &[]),
+        _ => crate::env::KVM_NESTED_CPU.to_owned(),
+    };
+    let extra = if cpu == base {
+        String::new()
+    } else if let Some(rest) = cpu.strip_prefix(base.as_str()) {
+        rest.trim_start_matches(',').to_owned()
+    } else if plan.env == Env::HyperV {
+        // A matrix entry: the flags it lacks.
+        let missing: Vec<&str> = crate::env::HYPERV_FLAGS
+            .iter()
+            .filter(|f| !cpu.split(',').any(|c| c == **f))
+            .map(|f| f.split('=').next().unwrap_or(f))
+            .collect();
+        format!("-{}", missing.join(",-"))
+    } else {
+        cpu.strip_prefix(crate::env::KVM_NESTED_CPU)
+            .unwrap_or(&cpu)
+            .trim_start_matches(',')
+            .to_owned()
+    };
     let mode = if plan.cmdline.contains("pvops.mode=bench") {
         "bench"
     } else {
         "test"
     };
+    let env = match plan.env {
+        Env::KvmNested => String::new(),
+        e => format!("{e}:"),
+    };
     if extra.is_empty() {
-        format!("{mode}:default")
+        format!("{env}{mode}:default")
     } else {
-        format!("{mode}:{extra}")
+        format!("{env}{mode}:{extra}")
     }
 }
 

@@ -220,6 +220,25 @@ pub fn plan(
     kvm: pvops_kvm::plan::FeatureSet,
 ) -> Plan {
     use pvops_kvm::plan::FeatureSet as K;
+    let first = plan_once(offered, off, prefer, kvm);
+    // One hypercall interface: once the guest OS id is set, KVM takes
+    // every vmcall as a Hyper-V hypercall, so KVM's hypercall features
+    // (pv-ipi, pv-unhalt, pv-sched-yield) end where Hyper-V's begin, and
+    // their ops are decided again without them.
+    if first.want.contains(FeatureSet::HYPERCALL) && kvm.intersects(K::HYPERCALL) {
+        plan_once(offered, off, prefer, kvm - K::HYPERCALL)
+    } else {
+        first
+    }
+}
+
+fn plan_once(
+    offered: FeatureSet,
+    off: FeatureSet,
+    prefer: &Prefer,
+    kvm: pvops_kvm::plan::FeatureSet,
+) -> Plan {
+    use pvops_kvm::plan::FeatureSet as K;
     let hv = offered - off;
     let mut want = FeatureSet::empty();
     let mut pick = |op: Op, hv_set: FeatureSet, kvm_has: bool| {
@@ -472,9 +491,19 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     if let Some(Ok((tsc, apic))) = freqs {
         hints = hints.tsc_hz(tsc).apic_hz(apic);
     }
-    let kvm_here = ctx.cpuid.find(HypervisorKind::Kvm).is_some();
+    let kvm_leaf = ctx.cpuid.find(HypervisorKind::Kvm).copied();
+    let kvm_here = kvm_leaf.is_some();
+    // What the kvm base would run, decided before it runs: whether KVM's
+    // hypercalls stay usable depends on this backend's choice.
+    let kvm_offered = kvm_leaf.map_or(pvops_kvm::plan::FeatureSet::empty(), |l| {
+        let kc = pvops_kvm::features::KvmCpuid::read(&HardwareCpuid, &l);
+        let koff = pvops_kvm::plan::OffList::parse(ctx.option("kvm.off").unwrap_or(""));
+        pvops_kvm::plan::plan(&kc, &koff, true).on
+    });
+    let p = plan(offered, off, &prefer, kvm_offered);
+    let hv_hypercalls = p.want.contains(FeatureSet::HYPERCALL);
     let (base, kvm_err) = if kvm_here {
-        match pvops_kvm::init_with(ctx, hints) {
+        match pvops_kvm::init_with(ctx, hints, !hv_hypercalls) {
             Ok(t) => (t, None),
             Err(e) => (
                 pvops_native::init_with(ctx, hints)
@@ -525,7 +554,6 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     } else {
         pvops_kvm::plan::FeatureSet::empty()
     };
-    let p = plan(offered, off, &prefer, kvm);
     pvops_kvm::percpu::use_best_source();
     let cpu = (base.cpu.current_cpu)();
     pvops_kvm::percpu::tag_this_cpu(cpu);
@@ -608,6 +636,8 @@ mod tests {
     fn beside_kvm_each_op_goes_where_the_table_says() {
         let kvm = K::all();
         let p = plan(FeatureSet::all(), FeatureSet::empty(), &Prefer::AUTO, kvm);
+        // Hyper-V's hypercalls (IPI, flush) end KVM's: the lock op, whose
+        // KVM feature is a hypercall, goes to Hyper-V too.
         assert_eq!(
             p.want,
             FeatureSet::HYPERCALL
@@ -616,13 +646,11 @@ mod tests {
                 | FeatureSet::STIMER_DIRECT
                 | FeatureSet::IPI
                 | FeatureSet::TLB_FLUSH
+                | FeatureSet::SPIN_WAIT
                 | FeatureSet::CRASH
         );
-        let kept = kvm_features_kept(kvm, p.want);
-        assert_eq!(
-            kept,
-            K::all() - K::PV_IPI - K::PV_SCHED_YIELD - K::PV_TLB_FLUSH
-        );
+        let kept = kvm_features_kept(kvm - K::HYPERCALL, p.want);
+        assert_eq!(kept, K::all() - K::HYPERCALL - K::PV_TLB_FLUSH);
         // prefer=kvm: only what KVM lacks.
         let p = plan(
             FeatureSet::all(),

@@ -290,14 +290,21 @@ fn hypercalls_usable(policy: HypercallPolicy, wanted: FeatureSet) -> bool {
 /// Brings up the native backend, then every KVM feature the host offers
 /// and the command line allows, on the boot CPU; returns the table.
 pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
-    init_with(ctx, NativeHints::NONE)
+    init_with(ctx, NativeHints::NONE, true)
 }
 
-/// [`init`], with what a backend composed on this one knows better than
-/// native could measure (pvops-hyperv's frequency MSRs): `hints` are
-/// passed to [`pvops_native::init_with`], kvmclock's TSC frequency
-/// taking precedence over `hints.tsc_hz`.
-pub fn init_with(ctx: &BootContext<'_>, hints: NativeHints) -> Result<PvOps, BackendError> {
+/// [`init`] for a backend composed on this one (pvops-hyperv): `hints`
+/// (what it knows better than native could measure, e.g. Hyper-V's
+/// frequency MSRs) are passed to [`pvops_native::init_with`], kvmclock's
+/// TSC frequency taking precedence over `hints.tsc_hz`; with
+/// `allow_hypercalls` false the hypercall features stay off whatever
+/// `pvops.kvm.hypercalls=` says (KVM takes every `vmcall` as a Hyper-V
+/// hypercall once a Hyper-V guest OS id is set).
+pub fn init_with(
+    ctx: &BootContext<'_>,
+    hints: NativeHints,
+    allow_hypercalls: bool,
+) -> Result<PvOps, BackendError> {
     let leaf = *ctx
         .cpuid
         .find(HypervisorKind::Kvm)
@@ -337,10 +344,12 @@ pub fn init_with(ctx: &BootContext<'_>, hints: NativeHints) -> Result<PvOps, Bac
     // After native's init: its serial console carries the warnings.
     arm_faults(ctx);
     hypercall::select(HypercallInsn::detect(&HardwareCpuid));
-    let hypercalls = hypercalls_usable(
-        HypercallPolicy::parse(ctx.option("kvm.hypercalls")),
-        plan(&cpuid, &off, true).on,
-    );
+    let policy = if allow_hypercalls {
+        HypercallPolicy::parse(ctx.option("kvm.hypercalls"))
+    } else {
+        HypercallPolicy::Off
+    };
+    let hypercalls = hypercalls_usable(policy, plan(&cpuid, &off, true).on);
     let p = plan(&cpuid, &off, hypercalls);
     if pvops_core::cpu::kernel_owns_cpu_number() {
         percpu::use_source(IdSource::Kernel);
