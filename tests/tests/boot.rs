@@ -242,7 +242,7 @@ fn nested_env_passes(env: Env, matrix: &str) {
     };
     let total: usize = Env::NESTED
         .iter()
-        .map(|e| 1 + e.bench_variants().len())
+        .map(|e| 1 + e.matrix_variants().len())
         .sum();
     assert_eq!(run.boots.len(), total, "inner runs missing");
     let boots: Vec<_> = run.boots.iter().filter(|b| b.plan.env == env).collect();

@@ -279,6 +279,24 @@ pub const HYPERV_FEATURES_OFF: &[HypervFeatureOff] = &[
     },
 ];
 
+/// The hyperv matrix entries `cargo xtask bench --env hyperv` runs (by
+/// their first flag): those whose features serve a measured op.
+pub const HYPERV_BENCHED_OFF: &[&str] = &["hv-vapic", "hv-ipi", "hv-tlbflush", "hv-stimer-direct"];
+
+/// The hyperv matrix entries `keep` selects, as variants.
+fn hyperv_variants(keep: impl Fn(&HypervFeatureOff) -> bool) -> Vec<crate::bench::Variant> {
+    HYPERV_FEATURES_OFF
+        .iter()
+        .filter(|f| keep(f))
+        .map(|f| crate::bench::Variant {
+            name: format!("-{}", f.flags[0]),
+            cpu: Some(hyperv_cpu(true, f.flags)),
+            absent: f.absent.iter().map(|a| a.to_string()).collect(),
+            native: false,
+        })
+        .collect()
+}
+
 /// What the kvm backend must report on a KVM that completes hypercalls
 /// (kvm-nested): every feature, the hypercall-based ones included. Their
 /// presence also proves the backend found no emulated instructions.
@@ -714,17 +732,20 @@ impl Env {
                     native: true,
                 }))
                 .collect(),
-            // Each Hyper-V flag off (with what QEMU makes depend on it).
-            Env::HyperV => HYPERV_FEATURES_OFF
-                .iter()
-                .map(|f| crate::bench::Variant {
-                    name: format!("-{}", f.flags[0]),
-                    cpu: Some(hyperv_cpu(true, f.flags)),
-                    absent: f.absent.iter().map(|a| a.to_string()).collect(),
-                    native: false,
-                })
-                .collect(),
+            // The flags behind the measured ops (EOI, IPI, flush, timer):
+            // each op with and without its Hyper-V feature.
+            Env::HyperV => hyperv_variants(|f| HYPERV_BENCHED_OFF.contains(&f.flags[0])),
             _ => Vec::new(),
+        }
+    }
+
+    /// The configurations the test boot runs besides the default one:
+    /// [`Env::bench_variants`], and for hyperv every Hyper-V flag off in
+    /// turn ([`HYPERV_FEATURES_OFF`]).
+    pub fn matrix_variants(self) -> Vec<crate::bench::Variant> {
+        match self {
+            Env::HyperV => hyperv_variants(|_| true),
+            e => e.bench_variants(),
         }
     }
 
@@ -1033,7 +1054,9 @@ mod tests {
                 "xen-pvh-domu",
                 "xen-pv-domu",
                 "xen-hvm-domu",
-                "microvm"
+                "microvm",
+                "hyperv",
+                "hyperv-kvm"
             ]
         );
     }
@@ -1104,7 +1127,9 @@ mod tests {
                 ("xen-pvh", "xen"),
                 ("xen-pv", "xen"),
                 ("xen-pvh", "xen"),
-                ("kvm", "kvm")
+                ("kvm", "kvm"),
+                ("hyperv", "hyperv"),
+                ("hyperv", "hyperv")
             ]
         );
         assert_eq!(Env::Tcg.expectation().min_ok, MIN_OK_TESTS);
@@ -1184,6 +1209,51 @@ mod tests {
         let ipi = variants.iter().find(|v| v.name == "-kvm-pv-ipi").unwrap();
         assert_eq!(ipi.cpu.as_deref(), Some("host,-kvm-pv-ipi"));
         assert!(!ipi.native);
+    }
+
+    #[test]
+    fn hyperv_matrix() {
+        // The inner CPU: every flag, kvm=off only where asked.
+        let all = hyperv_cpu(true, &[]);
+        assert!(all.starts_with("host,hv-relaxed,hv-vpindex,"), "{all}");
+        assert!(all.ends_with(",hv-spinlocks=0x1fff,kvm=off"), "{all}");
+        assert!(!hyperv_cpu(false, &[]).contains("kvm=off"));
+        let args = args_of(Env::HyperVKvm, None);
+        assert!(has_pair(&args, "-cpu", &hyperv_cpu(false, &[])));
+        // Each flag is taken off by some entry, with what depends on it.
+        for f in HYPERV_FLAGS {
+            let name = f.split('=').next().unwrap();
+            assert!(
+                HYPERV_FEATURES_OFF.iter().any(|o| o.flags[0] == name),
+                "{name} is never switched off"
+            );
+        }
+        let tests = Env::HyperV.matrix_variants();
+        assert_eq!(tests.len(), HYPERV_FEATURES_OFF.len());
+        let vp = tests.iter().find(|v| v.name == "-hv-vpindex").unwrap();
+        let cpu = vp.cpu.as_deref().unwrap();
+        for gone in [
+            "hv-vpindex",
+            "hv-synic",
+            "hv-stimer",
+            "hv-ipi",
+            "hv-tlbflush",
+        ] {
+            assert!(!cpu.split(',').any(|c| c == gone), "{cpu}");
+        }
+        assert!(cpu.contains("hv-time") && cpu.ends_with("kvm=off"), "{cpu}");
+        assert!(vp.absent.contains(&"hv-ipi".to_owned()));
+        let spin = tests.iter().find(|v| v.name == "-hv-spinlocks").unwrap();
+        assert!(!spin.cpu.as_deref().unwrap().contains("spinlocks"));
+        // Bench measures a subset; the test boot runs all.
+        let bench = Env::HyperV.bench_variants();
+        assert_eq!(bench.len(), HYPERV_BENCHED_OFF.len());
+        assert!(Env::HyperVKvm.matrix_variants().is_empty());
+        // Expectations: hyperv-kvm forbids KVM's hypercall features.
+        let e = Env::HyperVKvm.expectation();
+        assert!(e.features_absent.contains(&"pv-ipi".to_owned()));
+        assert!(e.features_present.contains(&"hv-ipi".to_owned()));
+        assert!(Env::HyperV.is_nested() && Env::HyperVKvm.is_nested());
     }
 
     #[test]

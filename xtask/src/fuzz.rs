@@ -12,9 +12,11 @@ use anyhow::{bail, Context, Result};
 /// (PVH and PV), ACPI, the command line, clock scaling, CPUID detection,
 /// the pvclock version protocol under a racing writer, the Xen console
 /// ring indices, event-channel bitmap walking, KVM feature/hint parsing
-/// and planning, the ELF-note layout of a PVH image, and the xenstore
-/// client against a scripted daemon. Twelve targets of [`SHORT_RUN_SECS`]
-/// each keep the short run around two minutes.
+/// and planning, the ELF-note layout of a PVH image, the xenstore
+/// client against a scripted daemon, Hyper-V's CPUID leaves with the
+/// per-op plan beside KVM, and Hyper-V's reference TSC page. Fourteen
+/// targets of [`SHORT_RUN_SECS`] each keep the short run under two and a
+/// half minutes.
 pub const TARGETS: &[&str] = &[
     "start_info",
     "pv_start_info",
@@ -28,6 +30,8 @@ pub const TARGETS: &[&str] = &[
     "kvm_features",
     "elfnote",
     "xenstore",
+    "hyperv_features",
+    "hyperv_ref_tsc",
 ];
 
 /// Seconds each target runs in `cargo xtask test`.

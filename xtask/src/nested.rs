@@ -734,14 +734,14 @@ pub fn plans(
 
 /// Every inner configuration kvm-nested's test boot runs, in order: for
 /// each of [`Env::NESTED`], its default configuration, then its
-/// feature-off matrix ([`Env::bench_variants`]: each KVM feature off and
+/// feature-off matrix ([`Env::matrix_variants`]: each KVM feature off and
 /// `kvm=off` for kvm-nested, each Hyper-V flag off for hyperv).
 pub fn matrix_plans(kernel: &Path, options: &BootOptions) -> Result<Vec<Plan>> {
     let mut out = Vec::new();
     for env in Env::NESTED {
         let variants: Vec<crate::bench::Variant> =
             std::iter::once(crate::bench::Variant::default_variant())
-                .chain(env.bench_variants())
+                .chain(env.matrix_variants())
                 .collect();
         out.extend(plans(env, kernel, options, &variants)?);
     }
