@@ -248,7 +248,7 @@ fn nested_env_passes(env: Env, matrix: &str) {
     let boots: Vec<_> = run.boots.iter().filter(|b| b.plan.env == env).collect();
     assert_eq!(
         boots.len(),
-        1 + env.bench_variants().len(),
+        1 + env.matrix_variants().len(),
         "{env}: inner runs missing"
     );
     let mut failures = Vec::new();
