@@ -123,6 +123,9 @@ pub extern "C" fn kernel_main(boot: BootHandoff) -> ! {
     pvops::irq::enable();
     let online = smp::start_all(aspace.pml4);
     kprintln!("pvops: info: cpus online={online}");
+    if pvops::cmdline::option(si.cmdline(), "mode") == Some("panic") {
+        panic_on_purpose(si.cmdline());
+    }
 
     let mut ctx = selftest::Context {
         frames: &mut frames,
@@ -150,6 +153,22 @@ pub extern "C" fn kernel_main(boot: BootHandoff) -> ! {
     })
 }
 
+/// `pvops.mode=panic`: announces the panic, waits
+/// `pvops.panic_delay_ms=` (so a harness can listen for the host's report
+/// first), then panics; the panic handler reports it to the host where
+/// the platform can (`pvops::platform::report_panic`).
+fn panic_on_purpose(cmdline: &str) -> ! {
+    let ms = pvops::cmdline::option(cmdline, "panic_delay_ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    kprintln!("pvops: info: panicking on purpose in {ms} ms");
+    let start = pvops::time::sched_clock();
+    while pvops::time::sched_clock().saturating_sub(start) < ms.saturating_mul(1_000_000) {
+        core::hint::spin_loop();
+    }
+    panic!("pvops.mode=panic: a panic on purpose")
+}
+
 fn halt_forever() -> ! {
     loop {
         x86_64::instructions::interrupts::disable();
@@ -160,12 +179,13 @@ fn halt_forever() -> ! {
 #[cfg(target_os = "none")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    // Tell the host first (Hyper-V's crash MSRs: GUEST_PANICKED on QMP),
-    // where the platform can; a no-op elsewhere and before install.
+    kprintln!("pvops: error: panic: {info}");
+    // Then tell the host (Hyper-V's crash MSRs: GUEST_PANICKED on QMP),
+    // where the platform can; a no-op elsewhere and before install. Last,
+    // as QEMU's default panic action powers the machine off at once.
     let mut m = console::Message::new();
     let _ = core::fmt::Write::write_fmt(&mut m, format_args!("{}", info.message()));
     pvops::platform::report_panic(m.as_str().as_bytes());
-    kprintln!("pvops: error: panic: {info}");
     if pvops::is_installed() {
         finish_with(EXIT_PANIC)
     }

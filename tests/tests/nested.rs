@@ -152,3 +152,74 @@ fn bench_mode_counts_exits_and_hypercalls() {
         );
     }
 }
+
+/// A kernel panic under Hyper-V's enlightenments reaches the host: the
+/// hyperv backend's `report_panic` writes the crash MSRs, and the inner
+/// QEMU (`hv-crash`) reports `GUEST_PANICKED` on its QMP (through the
+/// outer machine's second serial port) with pvops' marker ("pvops" in
+/// ASCII) as the first parameter and the message's first bytes after it.
+/// The kernel announces the panic and waits 3 s, so the harness
+/// negotiates QMP (events flow only after that) before it comes.
+#[test]
+fn hyperv_panic_reaches_qmp_as_guest_panicked() {
+    if !available() {
+        return;
+    }
+    let kernel = pvops_tests::kernel_image().expect("kernel image");
+    let options = BootOptions {
+        smp: 2,
+        extra_cmdline: vec![
+            "pvops.mode=panic".into(),
+            "pvops.panic_delay_ms=3000".into(),
+        ],
+        timeout: Some(Duration::from_secs(60)),
+        ..BootOptions::default()
+    };
+    let plan = Plan::new(Env::HyperV, kernel, &options).expect("plan");
+    let mut event = None;
+    let mut observer = |line: nested::Line<'_>| {
+        if line.run.is_some()
+            && event.is_none()
+            && line.text.starts_with("pvops: info: panicking on purpose")
+        {
+            let got = xtask::qmp::SerialQmp::connect(line.socket, Duration::from_secs(5)).and_then(
+                |mut q| {
+                    q.negotiate()?;
+                    q.wait_event("GUEST_PANICKED", Duration::from_secs(30))
+                },
+            );
+            event = Some(got.map_err(|e| format!("{e:#}")));
+        }
+    };
+    let options = Options {
+        qmp: true,
+        ..Options::default()
+    };
+    let run = nested::run(&[plan], &options, &mut observer).unwrap_or_else(|e| panic!("{e:#}"));
+    let console = run.boots[0].run.console.join("\n");
+    let event = event
+        .unwrap_or_else(|| panic!("the kernel never announced its panic:\n{console}"))
+        .unwrap_or_else(|e| panic!("{e}\n{console}"));
+    eprintln!("{event}");
+    assert!(
+        console.contains("pvops: error: panic: ")
+            && console.contains("pvops.mode=panic: a panic on purpose"),
+        "{console}"
+    );
+    assert!(
+        console.contains("hv-crash"),
+        "the backend did not use the crash MSRs: {console}"
+    );
+    let info = &event["data"]["info"];
+    assert_eq!(info["type"].as_str(), Some("hyper-v"), "{event}");
+    let marker = u64::from_le_bytes(*b"pvops\0\0\0");
+    assert_eq!(info["arg1"].as_u64(), Some(marker), "{event}");
+    assert_eq!(
+        info["arg2"].as_u64().map(u64::to_le_bytes),
+        Some(*b"pvops.mo"),
+        "{event}"
+    );
+    // QEMU's default panic action powered the machine off: the inner QEMU
+    // ended by itself (status 0), not through isa-debug-exit.
+    assert!(!console.contains("pvops: exit code="), "{console}");
+}

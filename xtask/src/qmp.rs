@@ -233,6 +233,33 @@ impl SerialQmp {
         bail!("QMP qmp_capabilities over the serial line failed: {answer}")
     }
 
+    /// Negotiates now (so that events are sent from here on).
+    pub fn negotiate(&mut self) -> Result<()> {
+        if !self.negotiated {
+            self.handshake()?;
+        }
+        Ok(())
+    }
+
+    /// Waits up to `patience` for asynchronous event `name` (after
+    /// [`SerialQmp::negotiate`]); the whole message.
+    pub fn wait_event(&mut self, name: &str, patience: Duration) -> Result<Value> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.messages.recv_timeout(left) {
+                Ok(v) if v.get("event").and_then(Value::as_str) == Some(name) => return Ok(v),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("no QMP event {name} over the serial line within {patience:?}")
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    bail!("the serial QMP connection closed before event {name}")
+                }
+            }
+        }
+    }
+
     /// KVM's vCPU counters, summed over all vCPUs. A query that gets no
     /// answer (seen once in 374 reads, load average 12) is asked again
     /// after a lexer reset and a new handshake.
