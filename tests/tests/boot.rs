@@ -42,12 +42,22 @@ fn boot_xen_pv_domu() {
     assert_boots(Env::XenPvDomu);
 }
 
-/// The kernel in an HVM domU, loaded by libxl as `firmware_override` (same
-/// dom0 boot as above): it enters through its PVH entry with no command
-/// line, so it reports `platform=xen-pvh` and skips `start_info_parsed`.
+/// An HVM domU booted as people's are (same dom0 boot as above):
+/// hvmloader and SeaBIOS boot a GRUB CD, GRUB enters the higher-half
+/// multiboot2 example kernel, and the xen backend's HVM mode runs it
+/// (`platform=xen-hvm`, console ring, 2 vCPUs started through the APIC).
 #[test]
 fn boot_xen_hvm_domu() {
     assert_boots(Env::XenHvmDomu);
+}
+
+/// The example kernel in an HVM domU, loaded by libxl as
+/// `firmware_override` (same dom0 boot as above): it enters through its
+/// PVH entry with no command line, so it reports `platform=xen-pvh` and
+/// skips `start_info_parsed`.
+#[test]
+fn boot_xen_hvm_fw_domu() {
+    assert_boots(Env::XenHvmFwDomu);
 }
 
 /// Every environment boots the very same ELF: same path, same bytes.

@@ -57,8 +57,8 @@ struct BenchArgs {
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Environment: tcg, kvm, kvm-hidden, xen-pvh, xen-pv, kvm-nested,
-    /// xen-pvh-domu, xen-pv-domu or xen-hvm-domu [default: kvm where the
-    /// host's KVM completes hypercalls (its CPU offers VMX/SVM), else
+    /// xen-pvh-domu, xen-pv-domu, xen-hvm-domu, xen-hvm-fw-domu or microvm
+    /// [default: kvm where the host's KVM completes hypercalls (its CPU offers VMX/SVM), else
     /// kvm-nested (Linux's real KVM inside QEMU TCG, provisioned into
     /// target/kvm-nested by apt-get download), else tcg; the harness says
     /// which and why]
