@@ -289,6 +289,8 @@ pub fn build_table(on: FeatureSet, native: &PvOps, identity: Identity) -> PvOps 
     t.identity = identity;
     // Whatever is on: a count of 0 says no hypercall was made.
     t.platform.hypercalls = hypercalls;
+    // Whatever is on: only what was registered is checked.
+    t.platform.check_registrations = crate::registrations::check_this_cpu;
     if on.has(Feature::Kvmclock) {
         // SAFETY: sched_clock_c is sched_clock behind the C ABI.
         t = unsafe {
