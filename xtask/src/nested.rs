@@ -856,7 +856,7 @@ pub fn run(
                 let mut dest =
                     crate::migrate::nested_destination_args(&inner_args(plan, qmp)?).join("\n");
                 dest.push('\n');
-                w.file(&format!("{stem}.dest.args"), 0o644, dest.as_bytes())?;
+                w.file(&format!("{stem}.destination"), 0o644, dest.as_bytes())?;
             }
             w.file(&format!("{stem}.name"), 0o644, name_of(plan).as_bytes())?;
             let limit = format!("{}\n", plan.timeout.as_secs().max(1));

@@ -21,7 +21,7 @@
 # run-<i>.name: the configuration's name; run-<i>.limit: seconds after which
 # the inner QEMU is killed (killed=yes; the harness fails that run).
 #
-# Live migration (xtask/src/migrate.rs): with run-<i>.dest.args, a second
+# Live migration (xtask/src/migrate.rs): with run-<i>.destination, a second
 # inner QEMU (the destination, -incoming, its console in a file, its QMP on
 # /dev/ttyS2) starts before the source; the harness migrates over the two
 # QMP ports. After the source ends (QMP quit), the section goes on with
@@ -81,9 +81,9 @@ for args in /etc/nested/run-*.args; do
     rm -f /tmp/killed
     say "begin run=$i name=$name uptime=$(uptime_s)"
     dest=
-    if [ -f "$base.dest.args" ]; then
+    if [ -f "$base.destination" ]; then
         set --
-        while IFS= read -r a || [ -n "$a" ]; do set -- "$@" "$a"; done <"$base.dest.args"
+        while IFS= read -r a || [ -n "$a" ]; do set -- "$@" "$a"; done <"$base.destination"
         rm -f /tmp/migrate-dest.console /tmp/migrate.sock
         qemu-system-x86_64 "$@" </dev/null &
         dest=$!
