@@ -62,7 +62,7 @@ pub const CMOS_MARKER_VALUE: u8 = 0x4d;
 /// platform line names the feature.
 pub const REGISTERED_FEATURES: &[&str] = &["kvmclock", "steal-time", "pv-eoi"];
 /// How long QMP `migrate` may take to complete.
-const MIGRATE_LIMIT: Duration = Duration::from_secs(60);
+pub const MIGRATE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Prefix of the lines the nested `/init` adds to a migration section
 /// (`migrate| source status=..`, `migrate| dest| <console line>`, ...).
