@@ -242,6 +242,12 @@ fn run_dir() -> PathBuf {
 /// bounded by the plan's time bound. Errors only when a QEMU cannot run
 /// at all; everything else is in the judged result.
 pub fn run_host(plan: &Plan, echo: bool) -> Result<Migrated> {
+    run_host_with(plan, echo, &[])
+}
+
+/// [`run_host`], the destination QEMU given `destination_extra` arguments
+/// too (the tests make it incompatible on purpose: the run must fail).
+pub fn run_host_with(plan: &Plan, echo: bool, destination_extra: &[OsString]) -> Result<Migrated> {
     if plan.env.is_nested() {
         bail!("a kvm-nested migration runs inside the outer machine: see nested::boot_matrix");
     }
@@ -258,6 +264,7 @@ pub fn run_host(plan: &Plan, echo: bool) -> Result<Migrated> {
     let mut dst_args = plan.args.clone();
     dst_args.extend([OsString::from("-qmp"), qmp_arg(socket("dst.qmp"))]);
     dst_args.extend([OsString::from("-incoming"), OsString::from(&incoming)]);
+    dst_args.extend(destination_extra.iter().cloned());
 
     let start = Instant::now();
     let (qemu, bound) = (plan.qemu.clone(), plan.timeout);
