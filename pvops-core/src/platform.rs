@@ -229,6 +229,15 @@ pub trait CounterOps {
     fn check_registrations() -> Result<Features, RegistrationLost> {
         Ok(Features::new())
     }
+
+    /// Whether the hypervisor stopped the calling CPU's vCPU (the whole
+    /// machine paused: a live migration, a debugger, `stop`/`cont`) since
+    /// the last call, and clears the sign; `None` where the platform does
+    /// not say (default). A kernel uses it to forgive a long gap in its own
+    /// lockup watchdogs. KVM: kvmclock's `PVCLOCK_GUEST_STOPPED` flag.
+    fn take_paused() -> Option<bool> {
+        None
+    }
 }
 
 /// A registration the hypervisor no longer holds as the backend made it
@@ -264,6 +273,7 @@ pub struct PlatformOpsTable {
     pub memory_map: fn(&mut [HvmMemmapEntry]) -> usize,
     pub hypercalls: fn() -> Option<u64>,
     pub check_registrations: fn() -> Result<Features, RegistrationLost>,
+    pub take_paused: fn() -> Option<bool>,
 }
 
 impl PlatformOpsTable {
@@ -276,6 +286,7 @@ impl PlatformOpsTable {
             memory_map: <T as MemoryMapOps>::memory_map,
             hypercalls: <T as CounterOps>::hypercalls,
             check_registrations: <T as CounterOps>::check_registrations,
+            take_paused: <T as CounterOps>::take_paused,
         }
     }
 }
@@ -342,6 +353,13 @@ pub fn hypercalls() -> Option<u64> {
 /// ([`CounterOps::check_registrations`]).
 pub fn check_registrations() -> Result<Features, RegistrationLost> {
     (ops().platform.check_registrations)()
+}
+
+/// Whether the hypervisor paused this CPU since the last call, clearing
+/// the sign ([`CounterOps::take_paused`]); `None`: the platform does not
+/// say.
+pub fn take_paused() -> Option<bool> {
+    (ops().platform.take_paused)()
 }
 
 #[cfg(test)]

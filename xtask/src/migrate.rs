@@ -53,6 +53,9 @@ pub const WAIT_SECS: u64 = 60;
 pub const READY: &str = "pvops: info: live migration: ready";
 /// What the kernel prints on the destination about its registrations.
 pub const HELD: &str = "pvops: info: live migration: registrations held on";
+/// What the kernel prints on the destination about the pause sign
+/// (`pvops::platform::take_paused`); with kvmclock on it must be set.
+pub const PAUSED: &str = "pvops: info: live migration: paused sign";
 /// The CMOS byte the marker goes in and its value (the kernel's
 /// `selftest::migration::MARKER_INDEX`/`MARKER_VALUE`).
 pub const CMOS_MARKER_INDEX: u8 = 0x6f;
@@ -430,6 +433,16 @@ pub fn judge(
                 .collect()
         })
         .unwrap_or_default();
+    // KVM tells a resumed vCPU it was stopped (kvmclock's guest-stopped flag).
+    if named.contains(&"kvmclock") {
+        match destination.console.iter().find(|l| l.contains(PAUSED)) {
+            Some(l) if l.contains(&format!("{PAUSED} set")) => {}
+            Some(l) => wrong(format!(
+                "kvmclock is on but its guest-stopped flag was not set: {l:?}"
+            )),
+            None => wrong(format!("the destination printed no {PAUSED:?} line")),
+        }
+    }
     if !named.is_empty() {
         match destination.console.iter().find(|l| l.contains(HELD)) {
             None => wrong(format!("the destination printed no {HELD:?} line")),
@@ -733,6 +746,9 @@ mod tests {
         src.push(format!("{READY}, waiting up to 60 s"));
         let mut dst = lines(&[
             "pvops: info: live migration: on the destination after 90 ms",
+            &format!(
+                "{PAUSED} set (taken) on cpu index 0 (before the move: clear), on 1 other cpu(s)"
+            ),
             &format!("{HELD} 2 cpu(s): kvmclock,steal-time,pv-eoi"),
             "test live_migration ... ok",
         ]);
@@ -803,6 +819,17 @@ mod tests {
         let m = judge_with(src.clone(), lost, stats(), Termination::Exited(0));
         assert!(
             report(&m).contains("pv-eoi is on but not held"),
+            "{}",
+            report(&m)
+        );
+        // kvmclock on, but no guest-stopped flag seen.
+        let unpaused: Vec<String> = dst
+            .iter()
+            .map(|l| l.replace("set (taken) on cpu index 0", "clear on cpu index 0"))
+            .collect();
+        let m = judge_with(src.clone(), unpaused, stats(), Termination::Exited(0));
+        assert!(
+            report(&m).contains("guest-stopped flag was not set"),
             "{}",
             report(&m)
         );

@@ -297,6 +297,7 @@ pub fn build_table(on: FeatureSet, native: &PvOps, identity: Identity) -> PvOps 
             t.with_sched_clock(crate::kvmclock::sched_clock, crate::kvmclock::sched_clock_c)
         };
         t.time.wall_clock = crate::kvmclock::wall_clock;
+        t.platform.take_paused = crate::kvmclock::take_paused;
     }
     if on.has(Feature::StealTime) {
         t.time.steal_clock = crate::steal_time::steal_clock;

@@ -57,6 +57,8 @@ pub(super) fn live_migration(ctx: &mut Context<'_>) -> TestResult {
         "CMOS byte {MARKER_INDEX:#x} does not hold a value: no CMOS to carry the marker"
     );
     let steal_before = time::steal_clock(me);
+    // A pause sign left from before (there should be none) is not the move's.
+    let paused_before = pvops::platform::take_paused();
     let start = time::sched_clock();
     crate::kprintln!(
         "pvops: info: live migration: ready, waiting up to {secs} s for CMOS byte \
@@ -86,6 +88,7 @@ pub(super) fn live_migration(ctx: &mut Context<'_>) -> TestResult {
         );
     }
     let steal_after = time::steal_clock(me);
+    let paused = pvops::platform::take_paused();
     crate::kprintln!(
         "pvops: info: live migration: on the destination after {} ms; clock {start} -> {last} ns \
          monotonic over {reads} reads, longest gap {} us (the pause seen); steal {steal_before} -> \
@@ -96,6 +99,28 @@ pub(super) fn live_migration(ctx: &mut Context<'_>) -> TestResult {
     ensure!(
         steal_after >= steal_before,
         "steal clock went back across the move: {steal_before} -> {steal_after}"
+    );
+    // The machine was stopped for the move's last step: where the platform
+    // can say so, every CPU must have been told (and the sign is taken).
+    let mut told = 0;
+    for i in 1..smp::online() {
+        let r = smp::run_on(i, paused_on_this_cpu, 0, REMOTE_LIMIT_NS);
+        ensure!(r.is_some(), "cpu index {i}: no answer to the pause check");
+        let r = decode_paused(r.unwrap_or_default());
+        ensure!(
+            r != Some(false),
+            "cpu index {i}: the platform says this CPU was not paused by the move"
+        );
+        told += u32::from(r == Some(true));
+    }
+    crate::kprintln!(
+        "pvops: info: live migration: paused sign {} on cpu index 0 (before the move: {}), on {told} other cpu(s)",
+        describe_paused(paused),
+        describe_paused(paused_before)
+    );
+    ensure!(
+        paused != Some(false),
+        "the platform says this CPU was not paused by the move"
     );
     // What the backend registered per CPU must still be held by the
     // destination's hypervisor, on every CPU.
@@ -140,6 +165,31 @@ pub(super) fn live_migration(ctx: &mut Context<'_>) -> TestResult {
         smp_ipi_every_cpu(ctx)?;
     }
     Ok(())
+}
+
+fn describe_paused(p: Option<bool>) -> &'static str {
+    match p {
+        Some(true) => "set (taken)",
+        Some(false) => "clear",
+        None => "not offered",
+    }
+}
+
+/// Runs on another CPU: [`pvops::platform::take_paused`], encoded.
+fn paused_on_this_cpu(_: u64) -> u64 {
+    match pvops::platform::take_paused() {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    }
+}
+
+fn decode_paused(v: u64) -> Option<bool> {
+    match v {
+        1 => Some(false),
+        2 => Some(true),
+        _ => None,
+    }
 }
 
 /// Set in [`check_on_this_cpu`]'s answer when a registration was lost;
