@@ -104,6 +104,9 @@ for args in /etc/nested/run-*.args; do
     rc=$?
     if [ -n "$dest" ]; then
         echo "migrate| source status=$rc"
+        # Not ended by QMP quit (status 0): the guest ended on the source,
+        # or QEMU failed; the destination would wait for it until its bound.
+        [ "$rc" = 0 ] || kill -9 "$dest" 2>/dev/null
         wait "$dest"
         rc=$?
         while IFS= read -r l || [ -n "$l" ]; do
