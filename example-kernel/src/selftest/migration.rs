@@ -91,7 +91,7 @@ pub(super) fn live_migration(ctx: &mut Context<'_>) -> TestResult {
     let paused = pvops::platform::take_paused();
     crate::kprintln!(
         "pvops: info: live migration: on the destination after {} ms; clock {start} -> {last} ns \
-         monotonic over {reads} reads, longest gap {} us (the pause seen); steal {steal_before} -> \
+         monotonic over {reads} reads, longest gap {} us (the stop-and-copy pause, or host preemption); steal {steal_before} -> \
          {steal_after} ns",
         (last - start) / 1_000_000,
         gap / 1000
