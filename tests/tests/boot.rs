@@ -42,12 +42,22 @@ fn boot_xen_pv_domu() {
     assert_boots(Env::XenPvDomu);
 }
 
-/// The kernel in an HVM domU, loaded by libxl as `firmware_override` (same
-/// dom0 boot as above): it enters through its PVH entry with no command
-/// line, so it reports `platform=xen-pvh` and skips `start_info_parsed`.
+/// An HVM domU booted as people's are (same dom0 boot as above):
+/// hvmloader and SeaBIOS boot a GRUB CD, GRUB enters the higher-half
+/// multiboot2 example kernel, and the xen backend's HVM mode runs it
+/// (`platform=xen-hvm`, console ring, 2 vCPUs started through the APIC).
 #[test]
 fn boot_xen_hvm_domu() {
     assert_boots(Env::XenHvmDomu);
+}
+
+/// The example kernel in an HVM domU, loaded by libxl as
+/// `firmware_override` (same dom0 boot as above): it enters through its
+/// PVH entry with no command line, so it reports `platform=xen-pvh` and
+/// skips `start_info_parsed`.
+#[test]
+fn boot_xen_hvm_fw_domu() {
+    assert_boots(Env::XenHvmFwDomu);
 }
 
 /// Every environment boots the very same ELF: same path, same bytes.
@@ -200,11 +210,13 @@ fn boot_microvm() {
 /// kvm-nested in one outer boot: the default configuration (every KVM
 /// feature on, hypercalls completing), then each feature switched off in
 /// the inner QEMU (`-cpu host,-<flag>`), then the KVM signature hidden
-/// (`kvm=off`, the native backend); each inner run judged on its own.
-/// The same outer boot runs hyperv and hyperv-kvm (their tests below).
+/// (`kvm=off`, the native backend), then a live migration of the default
+/// configuration to a second inner QEMU (`xtask::migrate`); each inner
+/// run judged on its own. The same outer boot runs hyperv and hyperv-kvm
+/// (their tests below).
 #[test]
 fn boot_kvm_nested() {
-    nested_env_passes(Env::KvmNested, "features off, kvm=off");
+    nested_env_passes(Env::KvmNested, "features off, kvm=off, live migration");
 }
 
 /// hyperv, in kvm-nested's outer boot: the inner QEMU with every Hyper-V
@@ -224,7 +236,8 @@ fn boot_hyperv_kvm() {
 }
 
 /// The inner runs of `env` in kvm-nested's one outer boot (its default
-/// configuration first, then its matrix) all pass; records the result.
+/// configuration first, then its matrix; for kvm-nested, the live
+/// migration last) all pass; records the result.
 fn nested_env_passes(env: Env, matrix: &str) {
     use pvops_tests::{nested_matrix_once, NestedBooted};
     use xtask::record::{self, Record};
@@ -240,15 +253,23 @@ fn nested_env_passes(env: Env, matrix: &str) {
         }
         NestedBooted::Ran(run) => run,
     };
+    // Every environment's default and matrix, and the migration.
     let total: usize = Env::NESTED
         .iter()
         .map(|e| 1 + e.matrix_variants().len())
-        .sum();
+        .sum::<usize>()
+        + 1;
     assert_eq!(run.boots.len(), total, "inner runs missing");
+    let migrates = env == Env::KvmNested;
+    let migration = run.migration.as_ref();
+    if migrates {
+        let m = migration.expect("the outer boot ran no live migration");
+        eprintln!("kvm-nested live migration: {}", m.verdict());
+    }
     let boots: Vec<_> = run.boots.iter().filter(|b| b.plan.env == env).collect();
     assert_eq!(
         boots.len(),
-        1 + env.matrix_variants().len(),
+        1 + env.matrix_variants().len() + usize::from(migrates),
         "{env}: inner runs missing"
     );
     let mut failures = Vec::new();
@@ -262,7 +283,11 @@ fn nested_env_passes(env: Env, matrix: &str) {
             .unwrap_or_default();
         eprintln!("{env} -cpu {name}: {}", b.verdict());
         if !b.passed() {
-            failures.push(format!("{env} -cpu {name}:\n{}", b.report()));
+            let report = match migration {
+                Some(m) if xtask::migrate::is_migration(&b.plan) => xtask::migrate::report(m),
+                _ => b.report(),
+            };
+            failures.push(format!("{env} -cpu {name}:\n{report}"));
         }
     }
     eprintln!("kvm-nested: {}", run.timings.summary());
