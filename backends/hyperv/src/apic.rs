@@ -24,7 +24,8 @@ pub(crate) struct AssistPage(UnsafeCell<[u8; 4096]>);
 unsafe impl Sync for AssistPage {}
 
 /// CPUs (by APIC ID) that get an assist page: a page each is 4 KiB of
-/// `.bss`, so not all [`MAX_CPUS`]; CPUs beyond write the EOI MSR.
+/// `.bss`, so not all [`pvops_core::irq::MAX_CPUS`]; CPUs beyond write the
+/// EOI MSR.
 pub const ASSIST_CPUS: usize = 64;
 
 static PAGES: [AssistPage; ASSIST_CPUS] =
