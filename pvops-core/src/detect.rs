@@ -18,7 +18,8 @@ pub enum HypervisorKind {
     Xen,
     /// `TCGTCGTCGTCG` (QEMU software emulation).
     Tcg,
-    /// `Microsoft Hv` (Hyper-V, or another hypervisor's Viridian interface).
+    /// `Microsoft Hv` (Hyper-V, or another hypervisor's Viridian interface),
+    /// or `Linux KVM Hv` (KVM's Hyper-V interface under its own vendor id).
     HyperV,
     /// `VMwareVMware`.
     VMware,
@@ -46,6 +47,9 @@ const SIGNATURES: &[(&[u8; 12], HypervisorKind)] = &[
     (b"XenVMMXenVMM", HypervisorKind::Xen),
     (b"TCGTCGTCGTCG", HypervisorKind::Tcg),
     (b"Microsoft Hv", HypervisorKind::HyperV),
+    // KVM's own vendor id for its Hyper-V interface (what QEMU's
+    // `hv-passthrough` passes on from KVM_GET_SUPPORTED_HV_CPUID).
+    (b"Linux KVM Hv", HypervisorKind::HyperV),
     (b"VMwareVMware", HypervisorKind::VMware),
     (b"bhyve bhyve ", HypervisorKind::Bhyve),
     (b"BHyVE BHyVE ", HypervisorKind::Bhyve),

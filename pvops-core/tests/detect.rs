@@ -202,6 +202,7 @@ fn known_signatures() {
         (XEN, HypervisorKind::Xen, "xen"),
         (TCG, HypervisorKind::Tcg, "tcg"),
         (HYPERV, HypervisorKind::HyperV, "hyperv"),
+        (b"Linux KVM Hv", HypervisorKind::HyperV, "hyperv"),
         (b"VMwareVMware", HypervisorKind::VMware, "vmware"),
         (b"bhyve bhyve ", HypervisorKind::Bhyve, "bhyve"),
         (b"BHyVE BHyVE ", HypervisorKind::Bhyve, "bhyve"),
