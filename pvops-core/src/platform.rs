@@ -18,6 +18,9 @@ pub enum Platform {
     XenPvh,
     /// Xen, as a classic PV guest (ring 3, everything through hypercalls).
     XenPv,
+    /// VMware (or an emulation of its interface): native ops, frequencies
+    /// from the hypervisor.
+    Vmware,
 }
 
 impl Platform {
@@ -28,6 +31,7 @@ impl Platform {
             Platform::Kvm => "kvm",
             Platform::XenPvh => "xen-pvh",
             Platform::XenPv => "xen-pv",
+            Platform::Vmware => "vmware",
         }
     }
 }
