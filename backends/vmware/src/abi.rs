@@ -52,7 +52,7 @@ pub struct Regs {
 ///
 /// # Safety
 /// Ring 0 (or IOPL 3). Only where something claims to be VMware (see
-/// [`crate::detect`]): on other machines port 0x5658 may belong to a
+/// [`crate::detect`](mod@crate::detect)): on other machines port 0x5658 may belong to a
 /// device, and reading it could have effects.
 pub unsafe fn port_call(command: u16, arg: u32) -> Regs {
     let (eax, ecx, edx): (u32, u32, u32);

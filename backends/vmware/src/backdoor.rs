@@ -30,7 +30,7 @@ impl Port {
     ///
     /// # Safety
     /// Only in ring 0, and only where CPUID's signature or the firmware's
-    /// SMBIOS already says VMware ([`crate::detect`]): elsewhere port
+    /// SMBIOS already says VMware ([`crate::detect`](mod@crate::detect)): elsewhere port
     /// 0x5658 may be a device's.
     pub unsafe fn new() -> Self {
         Port {

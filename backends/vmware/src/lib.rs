@@ -16,7 +16,7 @@
 //! place of `cpuid-freq`).
 //!
 //! ## Detection
-//! See [`detect`]: VMware's CPUID signature, or SMBIOS naming VMware *and*
+//! See [`detect`](mod@detect): VMware's CPUID signature, or SMBIOS naming VMware *and*
 //! the backdoor answering. The backdoor port is never touched without one
 //! of those: not on bare metal, not on a hypervisor bit alone.
 //! [`Priority::VMWARE`] is below KVM's, so QEMU/KVM with `vmport` and
@@ -253,7 +253,7 @@ fn evidence(ctx: &BootContext<'_>) -> Option<Evidence> {
 }
 
 /// Bids [`PRIORITY`] on VMware's CPUID signature, or on SMBIOS naming
-/// VMware with the backdoor answering (see [`detect`]).
+/// VMware with the backdoor answering (see [`detect`](mod@detect)).
 pub fn detect(ctx: &BootContext<'_>) -> Option<Priority> {
     detect::bid(evidence(ctx), || {
         // SAFETY: `bid` makes the port only on evidence (see `detect`),
