@@ -156,6 +156,8 @@ fn run_fallbacks(env: Env, cases: &[Fallback]) {
             .retain(|f| !case.absent.contains(&f.as_str()));
         e.features_absent
             .extend(case.absent.iter().map(|f| f.to_string()));
+        e.features_absent
+            .retain(|f| !case.present.contains(&f.as_str()));
         e.features_present
             .extend(case.present.iter().map(|f| f.to_string()));
         let b = match run_plan(p, false) {
@@ -257,6 +259,40 @@ fn kvm_refused_msr_writes_fall_back_per_feature() {
                 ],
             },
         ],
+    );
+}
+
+/// VMware's frequency sources refused one at a time: the timing leaf
+/// gives way to GETHZ, GETHZ to native's own (the PIT), each with a
+/// warning. (GETVERSION refused where only SMBIOS speaks makes the backend
+/// fail for native: host-tested in pvops-vmware, as the platform changes.)
+#[test]
+fn vmware_refused_sources_fall_back_in_order() {
+    run_fallbacks(
+        Env::VmwareQemuLeaf,
+        &[Fallback {
+            fail: "vmware.cpuid-freq",
+            extra: &[],
+            absent: &["cpuid-freq"],
+            present: &["gethz"],
+            warnings: &[
+                "pvops.fail: injecting faults at vmware.cpuid-freq (every use)",
+                "vmware: vmware.cpuid-freq refused (pvops.fail)",
+            ],
+        }],
+    );
+    run_fallbacks(
+        Env::VmwareQemu,
+        &[Fallback {
+            fail: "vmware.gethz",
+            extra: &[],
+            absent: &["gethz", "apic-freq"],
+            present: &[],
+            warnings: &[
+                "vmware: vmware.gethz refused (pvops.fail)",
+                "vmware: no TSC frequency from the hypervisor: native's own",
+            ],
+        }],
     );
 }
 

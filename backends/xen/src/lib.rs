@@ -432,7 +432,13 @@ fn bring_up(ctx: &BootContext<'_>, platform: Platform) -> Result<PvOps, BackendE
         detail: None,
     })?;
     let hvm = platform == Platform::XenHvm;
-    if ctx.entry != if hvm { BootEntry::Other } else { BootEntry::Pvh } {
+    if ctx.entry
+        != if hvm {
+            BootEntry::Other
+        } else {
+            BootEntry::Pvh
+        }
+    {
         return Err(BackendError {
             backend: NAME,
             reason: "entered neither through the PVH entry nor by firmware (HVM)",

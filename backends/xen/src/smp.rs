@@ -124,13 +124,17 @@ pub fn start(cpu: CpuId, how: &SecondaryStart) -> Result<(), StartCpuError> {
         if apic == NO_APIC {
             return Err(StartCpuError::NoSuchCpu(cpu));
         }
-        return pvops_native::smp::start_at(CpuId(apic), how, <crate::XenPvh as TimeOps>::sched_clock)
-            .map_err(|e| match e {
-                // Name the vCPU the kernel asked for, not its APIC ID.
-                StartCpuError::Timeout(_) => StartCpuError::Timeout(cpu),
-                StartCpuError::NoSuchCpu(_) => StartCpuError::NoSuchCpu(cpu),
-                other => other,
-            });
+        return pvops_native::smp::start_at(
+            CpuId(apic),
+            how,
+            <crate::XenPvh as TimeOps>::sched_clock,
+        )
+        .map_err(|e| match e {
+            // Name the vCPU the kernel asked for, not its APIC ID.
+            StartCpuError::Timeout(_) => StartCpuError::Timeout(cpu),
+            StartCpuError::NoSuchCpu(_) => StartCpuError::NoSuchCpu(cpu),
+            other => other,
+        });
     }
     // SAFETY: EFER exists on every x86-64 CPU; reading it has no effect.
     let efer = unsafe { x86_64::registers::model_specific::Msr::new(0xc000_0080).read() };
