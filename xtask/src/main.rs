@@ -381,7 +381,7 @@ fn run_migration(env: Env, kernel: &std::path::Path, options: &BootOptions) -> R
 /// Crates whose host tests also run under Miri (undefined behaviour,
 /// leaks, aliasing): the table, parsers, pvclock math, event-channel and
 /// console-ring handling.
-const MIRI_CRATES: &[&str] = &["pvops-core", "pvops-kvm", "pvops-xen"];
+const MIRI_CRATES: &[&str] = &["pvops-core", "pvops-kvm", "pvops-xen", "pvops-vmware"];
 
 /// What Miri and the fuzzers found.
 struct Hardening {

@@ -192,6 +192,19 @@ mod tests {
     }
 
     #[test]
+    fn given_frequency_keeps_its_source_name() {
+        assert_eq!(
+            frequency(Some(2_300_000_000), Some("vmware-gethz"), None),
+            Some((2_300_000_000, TscSource::Backend("vmware-gethz")))
+        );
+        assert_eq!(TscSource::Backend("vmware-cpuid").as_str(), "vmware-cpuid");
+        assert_eq!(
+            frequency(Some(2_300_000_000), None, None),
+            Some((2_300_000_000, TscSource::Given))
+        );
+    }
+
+    #[test]
     fn lying_or_missing_leaves_give_none() {
         assert_eq!(hz_from_cpuid(&Fake(&[(0, r(0xd, 0, 0))])), None);
         // Leaf 0x15 claims 1 kHz: implausible, and leaf 0x16 is absent.

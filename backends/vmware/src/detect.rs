@@ -139,6 +139,43 @@ mod tests {
     #[test]
     fn kvm_outbids_vmware_where_both_are_offered() {
         assert!(Priority::KVM > Priority::VMWARE);
+        assert!(Priority::XEN > Priority::VMWARE);
         assert!(Priority::VMWARE > Priority::FALLBACK);
+    }
+
+    /// VMware's signature first and Xen's at the next base (what a Xen
+    /// with a VMware emulation would show, as Xen does behind Viridian):
+    /// VMware bids on its signature without touching the port, and Xen's
+    /// higher bid wins.
+    #[test]
+    fn vmware_signature_before_xen() {
+        struct Both;
+        impl CpuidSource for Both {
+            fn cpuid(&self, leaf: u32, _: u32) -> CpuidResult {
+                let sig = |s: &[u8; 12], eax| {
+                    let w = |i: usize| u32::from_le_bytes(s[i..i + 4].try_into().unwrap());
+                    CpuidResult {
+                        eax,
+                        ebx: w(0),
+                        ecx: w(4),
+                        edx: w(8),
+                    }
+                };
+                match leaf {
+                    1 => CpuidResult {
+                        ecx: 1 << 31,
+                        ..Default::default()
+                    },
+                    0x4000_0000 => sig(b"VMwareVMware", 0x4000_0010),
+                    0x4000_0100 => sig(b"XenVMMXenVMM", 0x4000_0105),
+                    _ => CpuidResult::default(),
+                }
+            }
+        }
+        let c = BootContext::new(BootEntry::Other, "", scan(&Both));
+        let ev = Evidence::find(&c, || panic!("SMBIOS read despite the signature"));
+        assert!(matches!(ev, Some(Evidence::Signature(l)) if l.base == 0x4000_0000));
+        assert_eq!(bid(ev, FakeBackdoor::forbidden), Some(Priority::VMWARE));
+        assert!(c.cpuid.find(HypervisorKind::Xen).is_some());
     }
 }

@@ -57,6 +57,13 @@
 //!   devices, not ops.
 //! - **SMBIOS under UEFI**: only the legacy BIOS area is searched
 //!   ([`smbios`]); a UEFI guest with VMware's leaves hidden is not found.
+//! - **Xen's `vmware_hwver=`**: not in Xen 4.17 (the Xen booted here):
+//!   neither its hypervisor nor libxl/xl contains a VMware emulation (the
+//!   series that proposed `vmware_hwver`/`vmware_port` was never merged;
+//!   only Viridian is). Were it there, VMware's signature would stand at
+//!   0x40000000 and Xen's at the next free base, as behind Viridian: this
+//!   backend bids on the signature, Xen's higher bid wins
+//!   (`detect::tests::vmware_signature_before_xen`).
 #![no_std]
 #![warn(missing_docs)]
 
