@@ -64,6 +64,26 @@
 //!   0x40000000 and Xen's at the next free base, as behind Viridian: this
 //!   backend bids on the signature, Xen's higher bid wins
 //!   (`detect::tests::vmware_signature_before_xen`).
+//!
+//! ## Example
+//! A kernel that wants just this backend (falling back to bare hardware)
+//! lists the candidates itself instead of using the `pvops` facade:
+//! ```no_run
+//! use pvops_core::backend::{select_and_install, BootContext, BootEntry};
+//! use pvops_core::detect::{scan, HardwareCpuid};
+//!
+//! fn early_boot(cmdline: &str) {
+//!     let ctx = BootContext::new(BootEntry::Other, cmdline, scan(&HardwareCpuid));
+//!     let ops = select_and_install(
+//!         &ctx,
+//!         &[pvops_vmware::CANDIDATE, pvops_native::CANDIDATE],
+//!         |_| {},
+//!     )
+//!     .expect("no backend could start");
+//!     // `cpuid-freq` or `gethz` when VMware gave the TSC frequency.
+//!     let _ = ops.identity.features;
+//! }
+//! ```
 #![no_std]
 #![warn(missing_docs)]
 
@@ -139,8 +159,8 @@ pub struct Off {
     pub gethz: bool,
     /// `apic-freq`.
     pub apic_freq: bool,
-    /// The first name that is none of these.
-    pub unknown: Option<&'static str>,
+    /// Whether a name was none of these (it is ignored, with a warning).
+    pub unknown: bool,
 }
 
 impl Off {
@@ -157,7 +177,7 @@ impl Off {
                     off.gethz = true;
                     off.apic_freq = true;
                 }
-                _ => off.unknown = off.unknown.or(Some("(see pvops-vmware docs)")),
+                _ => off.unknown = true,
             }
         }
         off
@@ -307,7 +327,7 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
             table.armed()
         ));
     }
-    if off.unknown.is_some() {
+    if off.unknown {
         warn(format_args!(
             "vmware: pvops.vmware.off names no source (cpuid-freq, gethz, apic-freq, all)"
         ));
@@ -499,7 +519,7 @@ mod tests {
     #[test]
     fn command_line_switches_sources_off() {
         let off = Off::parse("cpuid-freq,apic-freq,bogus");
-        assert!(off.cpuid_freq && off.apic_freq && !off.gethz && off.unknown.is_some());
+        assert!(off.cpuid_freq && off.apic_freq && !off.gethz && off.unknown);
         let b = FakeBackdoor::qemu();
         let p = plan(
             vmware(0x4000_0010),
