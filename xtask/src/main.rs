@@ -199,7 +199,12 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             if !env.is_implemented() {
                 bail!("environment {env} is not implemented yet");
             }
-
+            if env.guest() != xtask::env::Guest::ExampleKernel {
+                bail!(
+                    "{env} boots the multiboot2 example kernel, which has no benchmarks; \
+                     `--env xen-hvm-fw-domu` benches the example kernel in an HVM domU"
+                );
+            }
             provision::ensure(env)?;
             if env.is_nested() {
                 // Every configuration in one outer boot.
