@@ -28,6 +28,9 @@ pub enum Platform {
     /// Xen, as an HVM guest entered by firmware or a loader (emulated
     /// legacy devices beside Xen's PV interfaces).
     XenHvm,
+    /// VMware (or an emulation of its interface): native ops, frequencies
+    /// from the hypervisor.
+    Vmware,
 }
 
 impl Platform {
@@ -40,6 +43,7 @@ impl Platform {
             Platform::XenPv => "xen-pv",
             Platform::HyperV => "hyperv",
             Platform::XenHvm => "xen-hvm",
+            Platform::Vmware => "vmware",
         }
     }
 }

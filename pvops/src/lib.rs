@@ -71,6 +71,10 @@ pub use pvops_xen as xen;
 #[cfg_attr(docsrs, doc(cfg(feature = "hyperv")))]
 pub use pvops_hyperv as hyperv;
 
+#[cfg(feature = "vmware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vmware")))]
+pub use pvops_vmware as vmware;
+
 use pvops_core::backend::Candidate;
 
 /// Every backend compiled into this build, best first in source order
@@ -82,6 +86,8 @@ pub const CANDIDATES: &[Candidate] = &[
     pvops_hyperv::CANDIDATE,
     #[cfg(feature = "kvm")]
     pvops_kvm::CANDIDATE,
+    #[cfg(feature = "vmware")]
+    pvops_vmware::CANDIDATE,
     #[cfg(feature = "native")]
     pvops_native::CANDIDATE,
 ];

@@ -13,10 +13,11 @@ use anyhow::{bail, Context, Result};
 /// the pvclock version protocol under a racing writer, the Xen console
 /// ring indices, event-channel bitmap walking, KVM feature/hint parsing
 /// and planning, the ELF-note layout of a PVH image, the xenstore
-/// client against a scripted daemon, Hyper-V's CPUID leaves with the
-/// per-op plan beside KVM, and Hyper-V's reference TSC page. Fourteen
-/// targets of [`SHORT_RUN_SECS`] each keep the short run under two and a
-/// half minutes.
+/// client against a scripted daemon, VMware's SMBIOS evidence, backdoor
+/// replies and timing leaf, Hyper-V's CPUID leaves with the per-op plan
+/// beside KVM, and Hyper-V's reference TSC page. Fifteen targets of
+/// [`SHORT_RUN_SECS`] each keep the short run around two and a half
+/// minutes.
 pub const TARGETS: &[&str] = &[
     "start_info",
     "pv_start_info",
@@ -30,6 +31,7 @@ pub const TARGETS: &[&str] = &[
     "kvm_features",
     "elfnote",
     "xenstore",
+    "vmware",
     "hyperv_features",
     "hyperv_ref_tsc",
 ];

@@ -11,6 +11,8 @@ pub const PUBLISHED: &[&str] = &[
     "pvops-native",
     "pvops-kvm",
     "pvops-xen",
+    "pvops-vmware",
+    "pvops-hyperv",
     "pvops",
 ];
 

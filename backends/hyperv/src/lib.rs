@@ -489,7 +489,7 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
         .then(|| read_frequencies(&Real));
     let mut hints = NativeHints::NONE;
     if let Some(Ok((tsc, apic))) = freqs {
-        hints = hints.tsc_hz(tsc).apic_hz(apic);
+        hints = hints.tsc(tsc, "hv-frequencies").apic_bus(apic);
     }
     let kvm_leaf = ctx.cpuid.find(HypervisorKind::Kvm).copied();
     let kvm_here = kvm_leaf.is_some();

@@ -321,7 +321,7 @@ pub fn init_with(
         None
     };
     let hints = match tsc_hz {
-        Some(hz) => hints.tsc_hz(hz),
+        Some(hz) => hints.tsc(hz, "kvmclock"),
         None => hints,
     };
     let native =

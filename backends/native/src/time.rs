@@ -71,12 +71,20 @@ pub(crate) fn calibrate_apic_timer() -> Option<u64> {
     ticks_per_ms(u64::from(u32::MAX - left), t1 - t0)
 }
 
-/// Ticks per millisecond (divide by 16) of an APIC timer whose input runs
-/// at `hz`, as a hypervisor states it; `None` below 16 kHz (no tick per
-/// millisecond). Records it as calibration would.
-pub(crate) fn apic_per_ms_from_hz(hz: u64) -> Option<u64> {
-    apic::write(reg::TIMER_DIVIDE, DIVIDE_BY_16);
-    ticks_per_ms(hz / 16, 1_000_000_000)
+/// APIC bus frequencies outside this range are treated as wrong answers.
+const PLAUSIBLE_BUS_HZ: core::ops::RangeInclusive<u64> = 1_000_000..=10_000_000_000;
+
+/// Sets the APIC timer's rate from its input clock, `bus_hz` (as a
+/// hypervisor reports it), instead of measuring it. Returns ticks per
+/// millisecond at divide-by-16, or `None` (nothing set) when `bus_hz` is
+/// implausible.
+pub(crate) fn apic_ticks_per_ms_of_bus(bus_hz: u64) -> Option<u64> {
+    if !PLAUSIBLE_BUS_HZ.contains(&bus_hz) {
+        return None;
+    }
+    let per_ms = bus_hz / 16 / 1000;
+    APIC_TICKS_PER_MS.store(per_ms, Ordering::Relaxed);
+    Some(per_ms)
 }
 
 /// Ticks per millisecond from `ticks` counted over at least `ns`
@@ -149,10 +157,13 @@ mod tests {
         assert_eq!(ticks_per_ms(0, 10_000_000), None);
         assert_eq!(ticks_per_ms(5, 0), None);
         assert_eq!(ticks_per_ms(u64::MAX, 1), None);
-        // A stated 1 GHz APIC input, divided by 16: 62 500 ticks per ms.
-        assert_eq!(
-            ticks_per_ms(1_000_000_000 / 16, 1_000_000_000),
-            Some(62_500)
-        );
+    }
+
+    #[test]
+    fn rate_from_a_given_bus_frequency() {
+        // QEMU's APIC bus: 1 GHz, divided by 16.
+        assert_eq!(apic_ticks_per_ms_of_bus(1_000_000_000), Some(62_500));
+        assert_eq!(apic_ticks_per_ms_of_bus(0), None);
+        assert_eq!(apic_ticks_per_ms_of_bus(u64::from(u32::MAX) * 1000), None);
     }
 }
