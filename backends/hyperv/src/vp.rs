@@ -133,13 +133,16 @@ unsafe impl Sync for Input {}
 static INPUTS: [Input; MAX_CPUS] =
     [const { Input(UnsafeCell::new([0; INPUT_BYTES / 8])) }; MAX_CPUS];
 
-/// Runs `f` with `cpu`'s input buffer and its physical address
-/// (interrupts masked meanwhile, so a handler on this CPU cannot reuse
-/// it); `None` when the buffer was never registered.
-pub fn with_input<R>(
+/// Fills `cpu`'s input buffer with `fill`, then runs `call` with what
+/// `fill` returned and the buffer's physical address (interrupts masked
+/// throughout, so a handler on this CPU cannot reuse the buffer); `None`
+/// when the buffer was never registered. No Rust reference to the buffer
+/// lives while `call` runs: the host reads it then.
+pub fn with_input<T, R>(
     cpu: CpuId,
     mask_irqs: bool,
-    f: impl FnOnce(&mut [u64; INPUT_BYTES / 8], u64) -> R,
+    fill: impl FnOnce(&mut [u64; INPUT_BYTES / 8]) -> T,
+    call: impl FnOnce(T, u64) -> R,
 ) -> Option<R> {
     let input = INPUTS.get(cpu.0 as usize)?;
     let pa = input_pa(cpu)?;
@@ -147,9 +150,9 @@ pub fn with_input<R>(
         let ptr = input.0.get();
         // SAFETY: only this CPU uses its buffer, and interrupts are off (or,
         // in host tests, nothing runs beside), so nothing else holds a
-        // reference to it now.
-        let buf = unsafe { &mut *ptr };
-        f(buf, pa)
+        // reference to it now; this one ends before `call`.
+        let t = fill(unsafe { &mut *ptr });
+        call(t, pa)
     };
     Some(if mask_irqs {
         pvops_core::irq::without_interrupts(run)
