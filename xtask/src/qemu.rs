@@ -70,6 +70,10 @@ pub enum KillReason {
     TimedOut(Duration),
     /// The machine stopped for good, as this output line said.
     GuestStopped(String),
+    /// It printed nothing for this long (a machine that stopped without
+    /// saying so: kvm-nested's outer Linux, seen frozen during an inner
+    /// run, its own watchdog never firing).
+    Silent(Duration),
 }
 
 /// QEMU did not end by itself and was killed.
@@ -98,6 +102,11 @@ impl fmt::Display for Killed {
                  killed. Under KVM: the guest did something KVM could not run or emulate (here \
                  KVM emulates guest instructions, and e.g. int3 fails). Under Xen: dom0 halted \
                  or powered off instead of asking for a reboot"
+            )?,
+            KillReason::Silent(after) => writeln!(
+                f,
+                "QEMU printed nothing for {} s and was killed (the machine stopped without                  saying so; every inner run prints, or is killed by the outer /init, sooner)",
+                after.as_secs_f64()
             )?,
         }
         writeln!(f, "last {} console line(s):", self.last_lines.len())?;
@@ -178,6 +187,40 @@ pub fn run_watched(
     observer: &mut dyn FnMut(&str),
     stop_on: &[&str],
 ) -> Result<QemuRun> {
+    run_bounded(program, args, timeout, echo, observer, stop_on, None)
+}
+
+/// [`run_watched`], also killing QEMU (a [`KillReason::Silent`]) when no
+/// line came for `silence`.
+pub fn run_watched_silent(
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+    echo: bool,
+    observer: &mut dyn FnMut(&str),
+    stop_on: &[&str],
+    silence: Duration,
+) -> Result<QemuRun> {
+    run_bounded(
+        program,
+        args,
+        timeout,
+        echo,
+        observer,
+        stop_on,
+        Some(silence),
+    )
+}
+
+fn run_bounded(
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+    echo: bool,
+    observer: &mut dyn FnMut(&str),
+    stop_on: &[&str],
+    silence: Option<Duration>,
+) -> Result<QemuRun> {
     let mut command = Command::new(program);
     command
         .args(args)
@@ -218,6 +261,9 @@ pub fn run_watched(
         stderr: Vec::new(),
         stopped: None,
         dropped: 0,
+        last_line: start,
+        silence,
+        silent: false,
     };
     let status = match wait(&mut child.0, &rx, deadline, &mut recorder)? {
         Some(status) => status,
@@ -228,9 +274,10 @@ pub fn run_watched(
             while let Ok(Event::Line(stream, line)) = rx.try_recv() {
                 recorder.record(stream, line);
             }
-            let reason = match recorder.stopped.take() {
-                Some((line, _)) => KillReason::GuestStopped(line),
-                None => KillReason::TimedOut(timeout),
+            let reason = match (recorder.stopped.take(), recorder.silence) {
+                (Some((line, _)), _) => KillReason::GuestStopped(line),
+                (None, Some(quiet)) if recorder.silent => KillReason::Silent(quiet),
+                _ => KillReason::TimedOut(timeout),
             };
             return Err(Killed {
                 reason,
@@ -291,10 +338,17 @@ struct Recorder<'a> {
     stopped: Option<(String, Instant)>,
     /// Lines past [`MAX_LINES`].
     dropped: usize,
+    /// When the last line came (or QEMU started).
+    last_line: Instant,
+    /// The longest silence allowed, if bounded.
+    silence: Option<Duration>,
+    /// Whether the silence bound ended the run.
+    silent: bool,
 }
 
 impl Recorder<'_> {
     fn record(&mut self, stream: Stream, line: String) {
+        self.last_line = Instant::now();
         if self.stopped.is_none()
             && (STOPPED_FOR_GOOD
                 .iter()
@@ -359,6 +413,13 @@ fn wait(
                 .as_ref()
                 .is_some_and(|(_, at)| now >= *at + STOPPED_GRACE);
             if stopped || now >= deadline {
+                return Ok(None);
+            }
+            if recorder
+                .silence
+                .is_some_and(|quiet| now >= recorder.last_line + quiet)
+            {
+                recorder.silent = true;
                 return Ok(None);
             }
         }
@@ -539,6 +600,41 @@ mod tests {
             Duration::from_secs(20),
         );
         assert!(r.is_ok());
+    }
+
+    #[test]
+    fn a_silent_machine_is_killed_at_the_silence_bound() {
+        let start = Instant::now();
+        let err = run_watched_silent(
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo booting; exec sleep 30".into()],
+            Duration::from_secs(20),
+            false,
+            &mut |_| {},
+            &[],
+            Duration::from_millis(700),
+        )
+        .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(10));
+        let k = err.downcast_ref::<Killed>().expect("a Killed error");
+        assert_eq!(k.reason, KillReason::Silent(Duration::from_millis(700)));
+        assert_eq!(k.last_lines, ["booting"]);
+        assert!(k.to_string().contains("printed nothing"), "{k}");
+        // Lines keep it alive: one every 200 ms for 1.2 s, then exit 0.
+        let r = run_watched_silent(
+            Path::new("/bin/sh"),
+            &[
+                "-c".into(),
+                "for i in 1 2 3 4 5 6; do echo $i; sleep 0.2; done".into(),
+            ],
+            Duration::from_secs(20),
+            false,
+            &mut |_| {},
+            &[],
+            Duration::from_millis(700),
+        )
+        .expect("a talking machine is not silent");
+        assert_eq!(r.console.len(), 6);
     }
 
     #[test]
