@@ -69,14 +69,19 @@ pub enum NestedBooted {
     Ran(Box<NestedRun>),
 }
 
-/// Boots kvm-nested once per test process: one outer machine runs the
-/// default configuration, then each KVM feature off, then `kvm=off`, then
-/// hyperv and its matrix, then hyperv-kvm ([`xtask::nested::boot_matrix`]).
-/// [`boot_once`] of each of [`Env::NESTED`] is its first inner run.
-pub fn nested_matrix_once() -> &'static NestedBooted {
-    static RUN: OnceLock<NestedBooted> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let env = Env::KvmNested;
+/// Boots the outer machine of `env`'s group
+/// ([`xtask::nested::OUTER_BOOTS`]) once per test process: kvm-nested's
+/// default configuration, each KVM feature off, `kvm=off` and a live
+/// migration in one; hyperv, its matrix and hyperv-kvm in the other
+/// ([`xtask::nested::boot_matrix`]). [`boot_once`] of each of
+/// [`Env::NESTED`] is its first inner run.
+pub fn nested_matrix_once(env: Env) -> &'static NestedBooted {
+    static RUNS: [OnceLock<NestedBooted>; xtask::nested::OUTER_BOOTS.len()] =
+        [const { OnceLock::new() }; xtask::nested::OUTER_BOOTS.len()];
+    let Some(group) = xtask::nested::outer_boot_of(env) else {
+        panic!("{env} does not run in kvm-nested's outer machine");
+    };
+    RUNS[group].get_or_init(|| {
         if let Some(why) = provision::unavailable(env) {
             return NestedBooted::Skipped(format!("environment {env}: {why}"));
         }
@@ -88,7 +93,8 @@ pub fn nested_matrix_once() -> &'static NestedBooted {
             smp: env.test_smp(),
             ..BootOptions::default()
         };
-        match xtask::nested::boot_matrix(kernel, &options) {
+        let envs = xtask::nested::OUTER_BOOTS[group];
+        match xtask::nested::boot_matrix(envs, kernel, &options) {
             Ok(run) => NestedBooted::Ran(Box::new(run)),
             Err(e) => NestedBooted::Error(format!("{e:#}")),
         }
@@ -132,7 +138,7 @@ pub fn boot_once(env: Env) -> &'static Booted {
     let index = Env::ALL.iter().position(|&e| e == env).unwrap_or_default();
     BOOTS[index].get_or_init(|| {
         if env.is_nested() {
-            return match nested_matrix_once() {
+            return match nested_matrix_once(env) {
                 NestedBooted::Skipped(why) => Booted::Skipped(why.clone()),
                 NestedBooted::Error(e) => Booted::Error(e.clone()),
                 NestedBooted::Ran(run) => match run.boots.iter().find(|b| b.plan.env == env) {

@@ -212,14 +212,14 @@ fn boot_microvm() {
 /// the inner QEMU (`-cpu host,-<flag>`), then the KVM signature hidden
 /// (`kvm=off`, the native backend), then a live migration of the default
 /// configuration to a second inner QEMU (`xtask::migrate`); each inner
-/// run judged on its own. The same outer boot runs hyperv and hyperv-kvm
-/// (their tests below).
+/// run judged on its own. hyperv and hyperv-kvm share an outer boot of
+/// their own ([`xtask::nested::OUTER_BOOTS`], tests below).
 #[test]
 fn boot_kvm_nested() {
     nested_env_passes(Env::KvmNested, "features off, kvm=off, live migration");
 }
 
-/// hyperv, in kvm-nested's outer boot: the inner QEMU with every Hyper-V
+/// hyperv, in the Hyper-V outer boot: the inner QEMU with every Hyper-V
 /// enlightenment and `kvm=off` (the hyperv backend alone), then each
 /// `hv-*` flag off with what QEMU makes depend on it; each inner run
 /// judged on its own (features present and absent, only ok tests, exit 0).
@@ -228,20 +228,20 @@ fn boot_hyperv() {
     nested_env_passes(Env::HyperV, "hv-* flags off");
 }
 
-/// hyperv-kvm, in kvm-nested's outer boot: Hyper-V's leaves beside KVM's;
+/// hyperv-kvm, in the same outer boot as hyperv: Hyper-V's leaves beside KVM's;
 /// the hyperv backend on the kvm backend's table, choosing per op.
 #[test]
 fn boot_hyperv_kvm() {
     nested_env_passes(Env::HyperVKvm, "variants");
 }
 
-/// The inner runs of `env` in kvm-nested's one outer boot (its default
+/// The inner runs of `env` in its group's one outer boot (its default
 /// configuration first, then its matrix; for kvm-nested, the live
 /// migration last) all pass; records the result.
 fn nested_env_passes(env: Env, matrix: &str) {
     use pvops_tests::{nested_matrix_once, NestedBooted};
     use xtask::record::{self, Record};
-    let run = match nested_matrix_once() {
+    let run = match nested_matrix_once(env) {
         NestedBooted::Skipped(why) => {
             record::write(env, &Record::Skipped(why.clone()));
             skip(why);
@@ -249,16 +249,17 @@ fn nested_env_passes(env: Env, matrix: &str) {
         }
         NestedBooted::Error(e) => {
             record::write(env, &Record::Failed(e.clone()));
-            panic!("kvm-nested's outer boot failed: {e}");
+            panic!("the outer boot of {env} failed: {e}");
         }
         NestedBooted::Ran(run) => run,
     };
-    // Every environment's default and matrix, and the migration.
-    let total: usize = Env::NESTED
+    // Every environment of this outer boot: its default and matrix, and
+    // kvm-nested's migration.
+    let group = xtask::nested::OUTER_BOOTS[xtask::nested::outer_boot_of(env).expect("nested")];
+    let total: usize = group
         .iter()
-        .map(|e| 1 + e.matrix_variants().len())
-        .sum::<usize>()
-        + 1;
+        .map(|e| 1 + e.matrix_variants().len() + usize::from(*e == Env::KvmNested))
+        .sum::<usize>();
     assert_eq!(run.boots.len(), total, "inner runs missing");
     let migrates = env == Env::KvmNested;
     let migration = run.migration.as_ref();
@@ -300,7 +301,7 @@ fn nested_env_passes(env: Env, matrix: &str) {
         .map(|((_, d), _)| d.as_secs_f64())
         .sum();
     let summary = format!(
-        "{}; {}/{} inner runs passed (default, {} {matrix}) in {spent:.1} s of kvm-nested's one outer boot of {:.1} s",
+        "{}; {}/{} inner runs passed (default, {} {matrix}) in {spent:.1} s of one outer boot of {:.1} s",
         boots[0].verdict(),
         boots.len() - failures.len(),
         boots.len(),

@@ -58,7 +58,8 @@ pub enum Env {
     Microvm,
     /// kvm-nested's inner QEMU with Hyper-V's enlightenments
     /// ([`HYPERV_FLAGS`]) and KVM's leaves hidden (`kvm=off`): the hyperv
-    /// backend alone. Runs in kvm-nested's outer boot.
+    /// backend alone. An inner run of kvm-nested's outer machine
+    /// ([`crate::nested::OUTER_BOOTS`]).
     HyperV,
     /// As [`Env::HyperV`] without `kvm=off`: Hyper-V's leaves at
     /// 0x40000000, KVM's at 0x40000100; the hyperv backend on the kvm

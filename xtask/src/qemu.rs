@@ -105,7 +105,8 @@ impl fmt::Display for Killed {
             )?,
             KillReason::Silent(after) => writeln!(
                 f,
-                "QEMU printed nothing for {} s and was killed (the machine stopped without                  saying so; every inner run prints, or is killed by the outer /init, sooner)",
+                "QEMU printed nothing for {} s and was killed (the machine stopped without \
+                 saying so; every inner run prints, or is killed by the outer /init, sooner)",
                 after.as_secs_f64()
             )?,
         }
