@@ -98,13 +98,13 @@
 
 pub mod budget;
 mod encode;
+mod ops;
 pub(crate) mod site;
-mod thunk;
 
-use crate::irq::{IrqOps, IrqOpsTable};
-use crate::mmu::{MmuOps, MmuOpsTable};
+use crate::irq::IrqOps;
+use crate::mmu::MmuOps;
 use crate::table::{self, PvOps};
-use crate::time::{TimeOps, TimeOpsTable};
+use crate::time::TimeOps;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -112,85 +112,11 @@ pub use budget::{
     prefix_budget, prefix_budget_of, CpuSignature, Vendor, FULL_SITE_PREFIXES, SAFE_PREFIXES,
 };
 use encode::Action;
+pub use ops::Op;
 
 /// Length in bytes of every call site (`ff 15 rel32`): the room inline
 /// bytes have.
 pub const SITE_LEN: usize = 6;
-
-/// The ops whose wrappers are patchable call sites.
-#[repr(u8)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Op {
-    /// [`crate::irq::save_flags`]: returns the flags in `rax`.
-    SaveFlags = 0,
-    /// [`crate::irq::restore_flags`]: flags in `rdi` (DF, TF, NT and IOPL
-    /// cleared by the wrapper).
-    RestoreFlags = 1,
-    /// [`crate::irq::disable`].
-    Disable = 2,
-    /// [`crate::irq::enable`].
-    Enable = 3,
-    /// [`crate::mmu::read_cr2`]: returns CR2 in `rax`.
-    ReadCr2 = 4,
-    /// [`crate::mmu::read_cr3`]: returns CR3 in `rax`.
-    ReadCr3 = 5,
-    /// [`crate::mmu::set_entry`] (and `set_pte`, ...): level in `dil`,
-    /// entry pointer in `rsi`, value in `rdx`.
-    SetEntry = 6,
-    /// [`crate::mmu::flush_tlb_single`]: the address in `rdi`.
-    FlushTlbSingle = 7,
-    /// [`crate::time::sched_clock`]: returns nanoseconds in `rax`. Direct
-    /// call only: no backend's clock fits in a site.
-    SchedClock = 8,
-}
-
-impl Op {
-    /// How many patchable ops there are.
-    pub const COUNT: usize = 9;
-
-    /// Every op, in id order.
-    pub const ALL: [Op; Op::COUNT] = [
-        Op::SaveFlags,
-        Op::RestoreFlags,
-        Op::Disable,
-        Op::Enable,
-        Op::ReadCr2,
-        Op::ReadCr3,
-        Op::SetEntry,
-        Op::FlushTlbSingle,
-        Op::SchedClock,
-    ];
-
-    /// The op with id `id`, if any.
-    pub const fn from_id(id: u8) -> Option<Op> {
-        if (id as usize) < Op::COUNT {
-            Some(Op::ALL[id as usize])
-        } else {
-            None
-        }
-    }
-
-    /// The op's name as the not-installed panic spells it (`irq.disable`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Op::SaveFlags => "irq.save_flags",
-            Op::RestoreFlags => "irq.restore_flags",
-            Op::Disable => "irq.disable",
-            Op::Enable => "irq.enable",
-            Op::ReadCr2 => "mmu.read_cr2",
-            Op::ReadCr3 => "mmu.read_cr3",
-            Op::SetEntry => "mmu.set_entry",
-            Op::FlushTlbSingle => "mmu.flush_tlb_single",
-            Op::SchedClock => "time.sched_clock",
-        }
-    }
-
-    /// Whether a backend may give inline bytes for this op (else its sites
-    /// become direct calls).
-    pub const fn inline_allowed(self) -> bool {
-        !matches!(self, Op::SchedClock)
-    }
-}
 
 /// Up to [`SITE_LEN`] bytes of machine code a backend offers in place of a
 /// call to one op. Built in a `const` by [`InlineSet::with`] (written as
@@ -370,6 +296,17 @@ struct Entry {
     inline: Option<InlineBytes>,
 }
 
+impl Entry {
+    /// The entry of a table function `witness` whose sites call `call`.
+    const fn bound(witness: *const (), call: *const ()) -> Self {
+        Entry {
+            witness: Code(witness),
+            call: Code(call),
+            inline: None,
+        }
+    }
+}
+
 /// The patching companion of a [`PvOps`] table (its `patch` field): per
 /// patchable op, the function that was put in the table, a C-ABI entry for
 /// it and its inline bytes. Made only by [`PvOps::of`] and
@@ -388,61 +325,11 @@ impl fmt::Debug for PatchTable {
 }
 
 impl PatchTable {
-    /// The companion of the group tables `irq`, `mmu`, `time` just made for
-    /// `B` (the witnesses are copied from them, so they compare equal).
-    pub(crate) const fn of<B: IrqOps + MmuOps + TimeOps>(
-        irq: &IrqOpsTable,
-        mmu: &MmuOpsTable,
-        time: &TimeOpsTable,
-    ) -> Self {
-        const fn e(witness: *const (), call: *const ()) -> Entry {
-            Entry {
-                witness: Code(witness),
-                call: Code(call),
-                inline: None,
-            }
-        }
-        Self {
-            entries: [
-                e(
-                    irq.save_flags as *const (),
-                    thunk::saved_save_flags::<B> as *const (),
-                ),
-                e(
-                    irq.restore_flags as *const (),
-                    thunk::saved_restore_flags::<B> as *const (),
-                ),
-                e(
-                    irq.disable as *const (),
-                    thunk::saved_disable::<B> as *const (),
-                ),
-                e(
-                    irq.enable as *const (),
-                    thunk::saved_enable::<B> as *const (),
-                ),
-                e(
-                    mmu.read_cr2 as *const (),
-                    thunk::saved_read_cr2::<B> as *const (),
-                ),
-                e(
-                    mmu.read_cr3 as *const (),
-                    thunk::saved_read_cr3::<B> as *const (),
-                ),
-                e(
-                    mmu.set_entry as *const (),
-                    thunk::saved_set_entry::<B> as *const (),
-                ),
-                e(
-                    mmu.flush_tlb_single as *const (),
-                    thunk::saved_flush_tlb_single::<B> as *const (),
-                ),
-                e(
-                    time.sched_clock as *const (),
-                    thunk::sched_clock::<B> as *const (),
-                ),
-            ],
-        }
-    }
+    /// A companion with no entries bound, which [`PvOps::of`] replaces at
+    /// once (`PatchTable::of` needs the finished groups).
+    pub(crate) const UNBOUND: PatchTable = PatchTable {
+        entries: [Entry::bound(core::ptr::null(), core::ptr::null()); Op::COUNT],
+    };
 
     /// Makes `entry` the function `op`'s sites call (see
     /// [`PvOps::with_direct_call`]).
@@ -454,11 +341,7 @@ impl PatchTable {
     /// Makes `witness` the entry `op`'s sites are bound to and `call` what
     /// they call, with no inline bytes (see [`PvOps::with_sched_clock`]).
     pub(crate) const fn rebind(mut self, op: Op, witness: *const (), call: *const ()) -> Self {
-        self.entries[op as usize] = Entry {
-            witness: Code(witness),
-            call: Code(call),
-            inline: None,
-        };
+        self.entries[op as usize] = Entry::bound(witness, call);
         self
     }
 
@@ -472,21 +355,6 @@ impl PatchTable {
         }
         self
     }
-}
-
-/// The table's current function pointer for `op`.
-fn current(table: &PvOps, op: Op) -> Code {
-    Code(match op {
-        Op::SaveFlags => table.irq.save_flags as *const (),
-        Op::RestoreFlags => table.irq.restore_flags as *const (),
-        Op::Disable => table.irq.disable as *const (),
-        Op::Enable => table.irq.enable as *const (),
-        Op::ReadCr2 => table.mmu.read_cr2 as *const (),
-        Op::ReadCr3 => table.mmu.read_cr3 as *const (),
-        Op::SetEntry => table.mmu.set_entry as *const (),
-        Op::FlushTlbSingle => table.mmu.flush_tlb_single as *const (),
-        Op::SchedClock => table.time.sched_clock as *const (),
-    })
 }
 
 /// How the installed table runs `op` at a site.
@@ -525,14 +393,14 @@ pub fn binding(table: &PvOps, op: Op) -> Binding {
     // the very value it stored, so an untouched entry is equal. A replaced
     // entry could only compare equal if the linker folded two identical
     // functions into one address, and then either's bytes do the same.
-    if current(table, op) == e.witness {
+    if Code(ops::current(table, op)) == e.witness {
         Binding::Backend {
             call: e.call.addr(),
             inline: e.inline,
         }
     } else {
         Binding::Table {
-            call: thunk::via_table(op) as u64,
+            call: ops::via_table(op) as u64,
         }
     }
 }
@@ -910,6 +778,93 @@ mod tests {
     }
 
     #[test]
+    fn names_are_the_table_fields() {
+        assert_eq!(
+            Op::ALL.map(Op::name),
+            [
+                "irq.save_flags",
+                "irq.restore_flags",
+                "irq.disable",
+                "irq.enable",
+                "mmu.read_cr2",
+                "mmu.read_cr3",
+                "mmu.set_entry",
+                "mmu.flush_tlb_single",
+                "time.sched_clock",
+            ]
+        );
+        let saved = Op::ALL.map(Op::inline_allowed);
+        assert_eq!(saved.iter().filter(|s| !**s).count(), 1);
+        assert!(!Op::SchedClock.inline_allowed());
+    }
+
+    /// An interrupt group of its own, for `with_irq`.
+    enum OtherIrq {}
+
+    impl IrqOps for OtherIrq {
+        fn save_flags() -> crate::irq::IrqFlags {
+            crate::irq::IrqFlags(0x202)
+        }
+        fn restore_flags(_: crate::irq::IrqFlags) {}
+        fn disable() {}
+        fn enable() {}
+        fn safe_halt() {}
+        fn halt() {}
+        fn eoi() {}
+        fn send_ipi(_: crate::irq::IpiTarget, _: u8) {}
+    }
+
+    /// A group taken whole from another backend binds that backend's
+    /// functions (direct calls, no table thunk, no inline bytes of the
+    /// table it replaced), and leaves the other groups as they were.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "compares function addresses, which Miri makes different per use"
+    )]
+    fn a_group_taken_whole_binds_its_backend() {
+        const SET: InlineSet = InlineSet::NONE
+            .with(Op::Disable, &[0xfa])
+            .with(Op::ReadCr2, &[0x0f, 0x20, 0xd0]);
+        let base = PvOps::of::<crate::table::NotInstalled>(ID);
+        let base = PvOps {
+            patch: base.patch.with_inline(&SET),
+            ..base
+        };
+        let t = base.with_irq::<OtherIrq>();
+        assert_eq!((t.irq.save_flags)().0, 0x202);
+        for op in [Op::SaveFlags, Op::RestoreFlags, Op::Disable, Op::Enable] {
+            let Binding::Backend { call, inline } = binding(&t, op) else {
+                panic!("{} goes through the table", op.name());
+            };
+            assert_eq!(inline, None);
+            assert_ne!(call, binding(&base, op).call());
+        }
+        assert_eq!(
+            binding(&t, Op::Disable).call(),
+            ops::disable::call::<OtherIrq>() as u64
+        );
+        for op in [Op::ReadCr2, Op::ReadCr3, Op::SetEntry, Op::SchedClock] {
+            assert_eq!(binding(&t, op), binding(&base, op));
+        }
+        assert!(matches!(
+            binding(&t, Op::ReadCr2),
+            Binding::Backend {
+                inline: Some(_),
+                ..
+            }
+        ));
+        // Replacing one of its entries afterwards still routes it through
+        // the table.
+        let mut replaced = t;
+        replaced.irq.enable = replacement;
+        assert!(matches!(
+            binding(&replaced, Op::Enable),
+            Binding::Table { .. }
+        ));
+    }
+
+    #[test]
     fn untouched_table_binds_its_backend() {
         let t = PvOps::NOT_INSTALLED;
         for op in Op::ALL {
@@ -929,7 +884,7 @@ mod tests {
         assert_eq!(
             binding(&t, Op::Disable),
             Binding::Table {
-                call: thunk::via_table(Op::Disable) as u64
+                call: ops::via_table(Op::Disable) as u64
             }
         );
         assert!(matches!(binding(&t, Op::Enable), Binding::Backend { .. }));

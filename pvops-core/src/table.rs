@@ -79,20 +79,19 @@ impl PvOps {
     /// Call sites of patchable ops are later patched into direct calls to
     /// `B`'s functions (as long as their entries are not replaced).
     pub const fn of<B: Backend>(identity: Identity) -> Self {
-        let irq = IrqOpsTable::of::<B>();
-        let mmu = MmuOpsTable::of::<B>();
-        let time = TimeOpsTable::of::<B>();
-        Self {
+        let mut t = Self {
             identity,
             cpu: CpuOpsTable::of::<B>(),
-            irq,
-            mmu,
-            time,
+            irq: IrqOpsTable::of::<B>(),
+            mmu: MmuOpsTable::of::<B>(),
+            time: TimeOpsTable::of::<B>(),
             lock: LockOpsTable::of::<B>(),
             platform: PlatformOpsTable::of::<B>(),
-            // Copies the pointers just stored, so untouched entries match.
-            patch: PatchTable::of::<B>(&irq, &mmu, &time),
-        }
+            patch: PatchTable::UNBOUND,
+        };
+        // Copies the pointers just stored, so untouched entries match.
+        t.patch = PatchTable::of::<B>(&t);
+        t
     }
 
     /// [`PvOps::of`], plus `B`'s inline bytes for call sites

@@ -20,7 +20,8 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 /// Local labels 771/772 are numeric so that the compiler may duplicate the
 /// asm (each copy gets its own record).
 macro_rules! site {
-    (saved $op:expr $(, $($operands:tt)*)?) => {
+    (saved $op:expr $(, $($operands:tt)*)?) => {{
+        const { assert!($op.callee_saved(), "a `c` op used with `site!(saved ..)`") };
         ::core::arch::asm!(
             "771:",
             "call qword ptr [rip + {slots} + {offset}]",
@@ -51,8 +52,9 @@ macro_rules! site {
             out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
             out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _,
         )
-    };
-    (c $op:expr $(, $($operands:tt)*)?) => {
+    }};
+    (c $op:expr $(, $($operands:tt)*)?) => {{
+        const { assert!(!$op.callee_saved(), "a `saved` op used with `site!(c ..)`") };
         ::core::arch::asm!(
             "771:",
             "call qword ptr [rip + {slots} + {offset}]",
@@ -70,7 +72,7 @@ macro_rules! site {
             $($($operands)*,)?
             clobber_abi("C"),
         )
-    };
+    }};
 }
 pub(crate) use site;
 
@@ -87,17 +89,15 @@ const fn initial(op: Op) -> AtomicPtr<()> {
 /// Read by every unpatched site; written by `install` (one CPU, before any
 /// other starts).
 #[doc(hidden)]
-pub static SLOTS: Slots = Slots([
-    initial(Op::SaveFlags),
-    initial(Op::RestoreFlags),
-    initial(Op::Disable),
-    initial(Op::Enable),
-    initial(Op::ReadCr2),
-    initial(Op::ReadCr3),
-    initial(Op::SetEntry),
-    initial(Op::FlushTlbSingle),
-    initial(Op::SchedClock),
-]);
+pub static SLOTS: Slots = {
+    let mut slots = [const { AtomicPtr::new(core::ptr::null_mut()) }; Op::COUNT];
+    let mut i = 0;
+    while i < Op::COUNT {
+        slots[i] = initial(Op::ALL[i]);
+        i += 1;
+    }
+    Slots(slots)
+};
 
 pub(crate) fn set_slot(op: Op, target: *mut ()) {
     // Sites read the slot with a plain load; x86 stores are seen in order.
