@@ -29,7 +29,7 @@
 //! bytes. `c`: the plain C ABI (`sched_clock`, which no backend's clock
 //! fits in a site).
 
-use super::{Entry, PatchTable};
+use super::binding::{Entry, PatchTable};
 use crate::irq::{IrqOps, IrqOpsTable};
 use crate::mmu::{MmuOps, MmuOpsTable};
 use crate::table::PvOps;

@@ -1,7 +1,7 @@
 //! The call sites: the asm every patchable wrapper expands to, the slots it
 //! calls through, and the records the linker gathers in `pvops_sites`.
 
-use super::{Op, Site};
+use super::Op;
 use crate::table::PvOps;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
@@ -173,4 +173,21 @@ pub(crate) fn records() -> &'static [Record] {
     // `pvops_sites`, each a 4-aligned `Record`, read-only for the life of
     // the image.
     unsafe { core::slice::from_raw_parts(start, len) }
+}
+
+/// One recorded call site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Site {
+    /// Address of its first byte.
+    pub addr: u64,
+    /// Its length (always [`SITE_LEN`] for sites this crate emits).
+    pub len: u8,
+    /// Which op (`None` for an id this crate does not know).
+    pub op: Option<Op>,
+}
+
+/// Every call site recorded in this image (the linker's
+/// `__start_pvops_sites..__stop_pvops_sites`).
+pub fn sites() -> impl Iterator<Item = Site> {
+    records().iter().filter_map(Record::site)
 }
