@@ -7,7 +7,11 @@ use crate::table::ops;
 use core::fmt;
 
 /// What the kernel runs on, as far as its privileged operations go.
+///
+/// Non-exhaustive: each new backend adds a platform, so a kernel that
+/// matches on it keeps a catch-all arm.
 #[repr(u8)]
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
     /// Bare hardware, or a hypervisor whose paravirtual interface is not used.
@@ -18,6 +22,9 @@ pub enum Platform {
     XenPvh,
     /// Xen, as a classic PV guest (ring 3, everything through hypercalls).
     XenPv,
+    /// Xen, as an HVM guest entered by firmware or a loader (emulated
+    /// legacy devices beside Xen's PV interfaces).
+    XenHvm,
 }
 
 impl Platform {
@@ -28,6 +35,7 @@ impl Platform {
             Platform::Kvm => "kvm",
             Platform::XenPvh => "xen-pvh",
             Platform::XenPv => "xen-pv",
+            Platform::XenHvm => "xen-hvm",
         }
     }
 }

@@ -189,21 +189,36 @@ pub fn possible() -> CpuMask {
     m
 }
 
-fn delay_ns(ns: u64) {
-    let t = crate::Native::sched_clock();
-    while crate::Native::sched_clock() - t < ns {
+fn delay_ns(clock: fn() -> u64, ns: u64) {
+    let t = clock();
+    while clock().wrapping_sub(t) < ns {
         core::hint::spin_loop();
     }
 }
 
 /// Starts `cpu` through the trampoline; see [`pvops_core::cpu::CpuOps::start_cpu`].
 pub fn start(cpu: CpuId, how: &SecondaryStart) -> Result<(), StartCpuError> {
+    if !possible().contains(cpu) {
+        return Err(StartCpuError::NoSuchCpu(cpu));
+    }
+    start_at(cpu, how, crate::Native::sched_clock)
+}
+
+/// Starts the CPU whose local APIC ID is `apic` through the trampoline
+/// (INIT, then two STARTUPs), timing the waits with `clock` (nanoseconds).
+///
+/// For backends that number CPUs their own way but start them as hardware
+/// does (Xen's HVM mode: vCPU `n` has APIC ID `2n`, and `VCPUOP_initialise`
+/// refuses a vCPU the firmware already ran); `start` is this with the
+/// native numbering and clock. Errors name `apic`.
+pub fn start_at(
+    apic: CpuId,
+    how: &SecondaryStart,
+    clock: fn() -> u64,
+) -> Result<(), StartCpuError> {
     let page = how.trampoline;
     if !page.is_multiple_of(4096) || page == 0 || page + TRAMPOLINE_SIZE as u64 > 0x10_0000 {
         return Err(StartCpuError::BadTrampoline(page));
-    }
-    if !possible().contains(cpu) {
-        return Err(StartCpuError::NoSuchCpu(cpu));
     }
     while STARTING
         .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -211,7 +226,7 @@ pub fn start(cpu: CpuId, how: &SecondaryStart) -> Result<(), StartCpuError> {
     {
         core::hint::spin_loop();
     }
-    let result = start_locked(cpu, how, page);
+    let result = start_locked(apic, how, page, clock);
     STARTING.store(false, Ordering::Release);
     result
 }
@@ -297,7 +312,12 @@ unsafe fn build_temporary_root(
     Ok(root)
 }
 
-fn start_locked(cpu: CpuId, how: &SecondaryStart, page: u64) -> Result<(), StartCpuError> {
+fn start_locked(
+    cpu: CpuId,
+    how: &SecondaryStart,
+    page: u64,
+    clock: fn() -> u64,
+) -> Result<(), StartCpuError> {
     let phys_offset = crate::phys_offset();
     // SAFETY: reading CR0, CR4 and EFER is always allowed in ring 0.
     let (cr0, cr4, efer) = unsafe {
@@ -373,17 +393,17 @@ fn start_locked(cpu: CpuId, how: &SecondaryStart, page: u64) -> Result<(), Start
     patch32(core::ptr::addr_of!(pvops_tramp_started), 0);
     let vector = (page >> 12) as u32;
     apic::write_icr(cpu.0, ICR_INIT | ICR_LEVEL_ASSERT);
-    delay_ns(10_000_000);
+    delay_ns(clock, 10_000_000);
     for _ in 0..2 {
         apic::write_icr(cpu.0, ICR_STARTUP | ICR_LEVEL_ASSERT | vector);
-        delay_ns(200_000);
+        delay_ns(clock, 200_000);
     }
-    let t = crate::Native::sched_clock();
+    let t = clock();
     // SAFETY: `started` points at the aligned u32 flag inside the copied
     // trampoline page, which the new CPU increments atomically.
     let flag = unsafe { &*(started as *const AtomicU32) };
     while flag.load(Ordering::Acquire) == 0 {
-        if crate::Native::sched_clock() - t > START_TIMEOUT_NS {
+        if clock().wrapping_sub(t) > START_TIMEOUT_NS {
             return Err(StartCpuError::Timeout(cpu));
         }
         core::hint::spin_loop();

@@ -92,9 +92,7 @@ fn detect_with(ctx: &BootContext<'_>, src: &impl CpuidSource) -> Option<Priority
         BootEntry::Pvh => xen_leaf(ctx, src).is_some().then_some(PRIORITY),
         // `src` is Xen's forced-emulation CPUID here (see `detect`).
         BootEntry::XenPv => probe_hidden(src).map(|_| PRIORITY),
-        // A Xen HVM guest booted by firmware or a loader: bid, so that
-        // `init` can say why it declines (no HVM mode yet) and the kernel
-        // hears it, instead of native running there without a word.
+        // A Xen HVM guest booted by firmware or a loader: the HVM mode.
         BootEntry::Other => ctx.cpuid.find(HypervisorKind::Xen).map(|_| PRIORITY),
     }
 }
@@ -207,13 +205,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn firmware_entry_is_declined_by_name_and_no_bid_without_xen() {
+    fn firmware_entry_bids_for_hvm_mode_and_no_bid_without_xen() {
         let s = scan(&ViridianThenXen);
-        // Entered by firmware under Xen: the backend bids so that its
-        // `init` can say why it declines (no HVM mode).
+        // Entered by firmware under Xen (behind Viridian too): HVM mode.
         assert_eq!(detect(&ctx(s, BootEntry::Other)), Some(PRIORITY));
-        let e = crate::declined(&ctx(s, BootEntry::Other)).unwrap();
-        assert!(e.reason.contains("no HVM mode"), "{e}");
         // The PV entry: Xen's own CPUID view (a fake here) decides.
         assert_eq!(
             detect_with(&ctx(s, BootEntry::XenPv), &ViridianThenXen),

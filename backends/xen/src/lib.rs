@@ -1,9 +1,10 @@
 //! # pvops-xen
 //!
-//! The Xen backend of pvops, for PVH guests (dom0 or domU) and, in `pv`,
-//! for classic 64-bit PV guests (the kernel in ring 3, page tables and
-//! traps through hypercalls; see that module). What follows is the PVH
-//! side: hardware virtualisation for the CPU and MMU, Xen's paravirtual
+//! The Xen backend of pvops, for PVH guests (dom0 or domU), HVM guests
+//! started by firmware and a loader (`hvm`: the PVH side plus what the
+//! firmware left behind) and, in `pv`, classic 64-bit PV guests (the
+//! kernel in ring 3, page tables and traps through hypercalls; see that
+//! module). What follows is the PVH side: hardware virtualisation for the CPU and MMU, Xen's paravirtual
 //! interfaces for everything a PVH guest has no hardware for. A PVH guest has no PIT, PIC,
 //! IO-APIC, UART or RTC (only an emulated local APIC), and nothing here
 //! leans on them.
@@ -29,7 +30,9 @@
 //! ## Detection and requirements
 //! The backend bids `detect::PRIORITY` (above KVM's) when CPUID shows
 //! `XenVMMXenVMM` at 0x40000000 or 0x40000100 and the kernel came in
-//! through the PVH entry. It needs Xen 4.10 or later,
+//! through the PVH entry, or was entered by firmware or a loader
+//! (`BootEntry::Other`: HVM mode, `platform=xen-hvm`; if that fails, the
+//! native backend runs instead, the HVM domain having its legacy devices). It needs Xen 4.10 or later,
 //! `XENFEAT_hvm_safe_pvclock`, and either `XENFEAT_hvm_callback_vector` or
 //! the per-vCPU upcall vector (CPUID `XEN_HVM_CPUID_UPCALL_VECTOR`). What it
 //! lacks is reported as `pvops: error: xen: ...` on Xen's console and
@@ -101,6 +104,7 @@ pub(crate) mod console;
 pub(crate) mod detect;
 pub mod error;
 pub mod evtchn;
+pub(crate) mod hvm;
 pub(crate) mod hypercall;
 pub(crate) mod ipi;
 pub(crate) mod lock;
@@ -310,18 +314,6 @@ fn install_failsafe(ctx: &BootContext<'_>, platform: Platform) {
     }
 }
 
-/// Why this backend declines `ctx` before touching anything, if it does:
-/// a kernel entered by firmware or a loader under Xen (an HVM guest) gets
-/// native, and its fallback report says so.
-pub(crate) fn declined(ctx: &BootContext<'_>) -> Option<BackendError> {
-    (ctx.entry == BootEntry::Other).then_some(BackendError {
-        backend: NAME,
-        reason: "Xen HVM guest entered by firmware or a loader (BootEntry::Other): \
-                 no HVM mode yet, so native runs with every EOI, IPI and timer trapping",
-        detail: None,
-    })
-}
-
 /// Prints `pvops: error: xen: <reason>[: <error>]` and builds the error.
 pub(crate) fn fail(reason: &'static str, e: Option<XenError>) -> BackendError {
     match e {
@@ -416,9 +408,6 @@ fn preferred_via(ctx: &BootContext<'_>) -> Option<UpcallVia> {
 /// that `pvops::is_installed()` is true and the kernel can print the error
 /// and shut down.
 pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
-    if let Some(e) = declined(ctx) {
-        return Err(e);
-    }
     let (r, platform) = match (ctx.entry, ctx.xen_pv) {
         (BootEntry::XenPv, Some(si)) => (pv::bring_up(ctx, si), Platform::XenPv),
         (BootEntry::XenPv, None) => {
@@ -437,24 +426,37 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
                 Platform::XenPv,
             )
         }
-        _ => (bring_up(ctx), Platform::XenPvh),
+        (BootEntry::Other, _) => (bring_up(ctx, Platform::XenHvm), Platform::XenHvm),
+        _ => (bring_up(ctx, Platform::XenPvh), Platform::XenPvh),
     };
-    if r.is_err() && console::kind() != console::Kind::None {
+    // An HVM guest has the legacy devices native needs: native is tried
+    // next instead (the failsafe would take the table it installs).
+    if r.is_err() && platform != Platform::XenHvm && console::kind() != console::Kind::None {
         install_failsafe(ctx, platform);
     }
     r
 }
 
-fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
+/// PVH and HVM alike: the HVM guest (`platform` [`Platform::XenHvm`],
+/// entered by firmware or a loader) also masks the legacy PIC the firmware
+/// programmed and starts vCPUs through the local APIC (see `smp`).
+fn bring_up(ctx: &BootContext<'_>, platform: Platform) -> Result<PvOps, BackendError> {
     let leaf = detect::xen_leaf(ctx, &HardwareCpuid).ok_or(BackendError {
         backend: NAME,
         reason: "no Xen signature in CPUID",
         detail: None,
     })?;
-    if ctx.entry != BootEntry::Pvh {
+    let hvm = platform == Platform::XenHvm;
+    if ctx.entry
+        != if hvm {
+            BootEntry::Other
+        } else {
+            BootEntry::Pvh
+        }
+    {
         return Err(BackendError {
             backend: NAME,
-            reason: "not entered through the PVH entry",
+            reason: "entered neither through the PVH entry nor by firmware (HVM)",
             detail: None,
         });
     }
@@ -522,6 +524,9 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     // phys_offset (used in xAPIC mode only); this runs once, on the boot
     // vCPU, before anything else uses the APIC.
     unsafe { pvops_native::apic::init(ctx.option("apic") != Some("xapic"), ctx.phys_offset) };
+    if hvm {
+        hvm::take_over_firmware_devices(ctx)?;
+    }
     let me = percpu::current_slow();
     set_up_boot_vcpu(me)?;
     if via == UpcallVia::CallbackVector {
@@ -543,6 +548,9 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     }
 
     let mut names = Features::new();
+    if hvm {
+        names.push("hvm");
+    }
     names.push(insn.name());
     names.push(via.feature());
     names.push("evtchn-2l");
@@ -560,7 +568,7 @@ fn bring_up(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
         names.push(c);
     }
     Ok(pvh::table(Identity {
-        platform: Platform::XenPvh,
+        platform,
         backend: NAME,
         features: names,
         hypervisor: ctx.cpuid.primary().map(|l| l.kind),

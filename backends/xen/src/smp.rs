@@ -3,6 +3,13 @@
 //! context in 64-bit mode: the kernel's entry, stack, CR3, and the boot
 //! vCPU's CR0/CR4/EFER) and `VCPUOP_up`. No real-mode trampoline is
 //! involved: [`pvops_core::cpu::SecondaryStart::trampoline`] is not used.
+//!
+//! An HVM guest is different: its firmware (hvmloader) already ran each
+//! secondary vCPU once to set it up, so Xen refuses `VCPUOP_initialise`
+//! for it (`EEXIST`). There, as on hardware, INIT and STARTUP through the
+//! emulated local APIC restart the vCPU at the kernel's trampoline
+//! ([`pvops_native::smp::start_at`]); the vCPU's APIC ID comes from the
+//! MADT the firmware wrote ([`use_firmware_start`]).
 
 use crate::abi::errno::ENOENT;
 use crate::abi::vcpu::{VcpuHvmContext, VcpuHvmX86_64, VCPU_HVM_MODE_64B};
@@ -11,13 +18,43 @@ use crate::hypercall::Hypercall;
 use crate::percpu::{current, slot, MAX_VCPUS};
 use crate::warn::warn;
 use crate::xen::{Xen, XEN};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use pvops_core::cpu::{CpuId, SecondaryStart, StartCpuError};
 use pvops_core::irq::CpuMask;
+use pvops_core::time::TimeOps;
 use x86_64::registers::control::{Cr0, Cr4};
 
 /// The vCPUs found by [`probe`] (bit = vCPU id).
 static POSSIBLE: AtomicU64 = AtomicU64::new(0);
+
+/// No APIC ID known for that vCPU.
+const NO_APIC: u32 = u32::MAX;
+
+/// HVM mode: each vCPU's local APIC ID (by vCPU id), or [`NO_APIC`]; all
+/// [`NO_APIC`] outside HVM mode, where `VCPUOP_initialise` starts vCPUs.
+static FIRMWARE_APIC_IDS: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(NO_APIC) }; MAX_VCPUS];
+static FIRMWARE_START: AtomicBool = AtomicBool::new(false);
+
+/// The APIC IDs of `madt_cpus`, in the order of the vCPUs they belong to:
+/// ascending, as Xen numbers them (vCPU `n` has APIC ID `2n`, and
+/// hvmloader lists them in vCPU order).
+pub fn apic_ids_by_vcpu(madt_cpus: &CpuMask) -> impl Iterator<Item = u32> + '_ {
+    madt_cpus.iter().map(|c| c.0)
+}
+
+/// Switches `cpu.start_cpu` to INIT/STARTUP through the local APIC (HVM
+/// mode), with the APIC IDs the firmware's MADT lists.
+pub fn use_firmware_start(madt_cpus: &CpuMask) {
+    for (slot, apic) in FIRMWARE_APIC_IDS.iter().zip(apic_ids_by_vcpu(madt_cpus)) {
+        slot.store(apic, Ordering::Relaxed);
+    }
+    FIRMWARE_START.store(true, Ordering::Release);
+}
+
+/// Whether vCPUs are started as hardware CPUs are (HVM mode).
+pub fn firmware_start() -> bool {
+    FIRMWARE_START.load(Ordering::Acquire)
+}
 
 /// Asks Xen which vCPUs the domain has: ids from 0 up until `ENOENT`
 /// (at most [`MAX_VCPUS`]). Any other error ends the probe; what was found
@@ -82,6 +119,23 @@ pub fn start(cpu: CpuId, how: &SecondaryStart) -> Result<(), StartCpuError> {
     if slot(v).is_none() || !possible().contains(cpu) || v == current() {
         return Err(StartCpuError::NoSuchCpu(cpu));
     }
+    if firmware_start() {
+        let apic = FIRMWARE_APIC_IDS[v as usize].load(Ordering::Relaxed);
+        if apic == NO_APIC {
+            return Err(StartCpuError::NoSuchCpu(cpu));
+        }
+        return pvops_native::smp::start_at(
+            CpuId(apic),
+            how,
+            <crate::XenCommon as TimeOps>::sched_clock,
+        )
+        .map_err(|e| match e {
+            // Name the vCPU the kernel asked for, not its APIC ID.
+            StartCpuError::Timeout(_) => StartCpuError::Timeout(cpu),
+            StartCpuError::NoSuchCpu(_) => StartCpuError::NoSuchCpu(cpu),
+            other => other,
+        });
+    }
     // SAFETY: EFER exists on every x86-64 CPU; reading it has no effect.
     let efer = unsafe { x86_64::registers::model_specific::Msr::new(0xc000_0080).read() };
     let ctx = context(how, Cr0::read_raw(), Cr4::read_raw(), efer);
@@ -131,6 +185,17 @@ mod tests {
             }
         }));
         assert_eq!(probe(&x, 0), (0b111, None));
+    }
+
+    #[test]
+    fn hvm_vcpus_take_the_madt_apic_ids_in_order() {
+        // Xen's HVM numbering: vCPU n has APIC ID 2n.
+        let mut madt = CpuMask::new();
+        for apic in [4, 0, 2] {
+            madt.insert(CpuId(apic));
+        }
+        let ids: std::vec::Vec<u32> = apic_ids_by_vcpu(&madt).collect();
+        assert_eq!(ids, [0, 2, 4]);
     }
 
     #[test]
