@@ -52,6 +52,7 @@ pub mod shutdown;
 pub mod smp;
 mod time;
 pub mod tsc;
+pub mod tsc_aux;
 
 use pvops_core::backend::{BackendError, BootContext, Candidate, Priority};
 use pvops_core::phys::DirectMap;
