@@ -45,9 +45,16 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use pvops_core::detect::{CpuidSource, HardwareCpuid};
 use pvops_native::tsc_aux;
 
-/// vCPUs this backend can drive (ids `0..MAX_VCPUS`); the per-vCPU
-/// `vcpu_info` array fills exactly one page at this size.
+/// vCPUs this backend can drive (ids `0..MAX_VCPUS`). Below pvops' own
+/// bound ([`pvops_core::irq::MAX_CPUS`], what a `CpuMask` can name) for
+/// Xen's reasons: the per-vCPU `vcpu_info` array fills exactly one page
+/// at this size, and the sets of vCPUs found and started are one `u64`.
+/// Classic PV is bounded lower still by the ABI
+/// (`abi::shared::LEGACY_MAX_VCPUS`, vCPUs with a slot in shared info).
 pub const MAX_VCPUS: usize = 64;
+static_assertions::const_assert!(MAX_VCPUS <= pvops_core::irq::MAX_CPUS);
+static_assertions::const_assert!(MAX_VCPUS <= u64::BITS as usize);
+static_assertions::const_assert!(crate::abi::shared::LEGACY_MAX_VCPUS <= MAX_VCPUS);
 
 /// The CPUID leaf with the vCPU id in EBX, or 0 to use the APIC ID.
 static ID_LEAF: AtomicU32 = AtomicU32::new(0);
