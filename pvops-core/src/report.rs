@@ -44,8 +44,8 @@ pub fn line(prefix: &str, args: fmt::Arguments<'_>, emit: impl FnOnce(&[u8])) {
 /// whole through `emit`, its console that works before the table is
 /// installed (native's UART, Xen's console hypercall or ring, ...). Each
 /// backend keeps one in a `static`; in its host tests it passes
-/// [`capture::emit`] instead, and reads the lines with
-/// [`capture::take`].
+/// `capture::emit` instead, and reads the lines with
+/// `capture::take` (feature `test-support`).
 #[derive(Debug, Clone, Copy)]
 pub struct Reporter {
     emit: fn(&[u8]),

@@ -152,7 +152,7 @@ pub const NAME: &str = "xen";
 /// the single-shot timer, runstate steal time), locks (poll and kick),
 /// console, shutdown, the memory map (PVH's; classic PV replaces it) and
 /// the hypercall count. Each mode's table starts from these
-/// ([`common_table`]): PVH on top of native's table (`pvh`), classic PV
+/// (`common_table`): PVH on top of native's table (`pvh`), classic PV
 /// with its own CPU, interrupt-flag and MMU groups (`pv`). Use it directly
 /// (`XenCommon::sched_clock()`) for static dispatch once [`init`] ran.
 #[derive(Debug)]

@@ -80,8 +80,8 @@ impl InlineBytes {
         &self.bytes[..self.len as usize]
     }
 
-    /// The [`SITE_LEN`] bytes [`apply`] writes to a site for this code on a
-    /// CPU whose prefix budget is `prefix_budget` ([`PatchStats`] says
+    /// The [`SITE_LEN`] bytes [`apply`](super::apply) writes to a site for this code on a
+    /// CPU whose prefix budget is `prefix_budget` ([`PatchStats`](super::PatchStats) says
     /// which one it used): its full-site form where it has one within that
     /// many prefixes per instruction, else the code and one NOP.
     pub fn site_bytes(&self, prefix_budget: u8) -> [u8; SITE_LEN] {

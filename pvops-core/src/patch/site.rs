@@ -180,7 +180,7 @@ pub(crate) fn records() -> &'static [Record] {
 pub struct Site {
     /// Address of its first byte.
     pub addr: u64,
-    /// Its length (always [`SITE_LEN`] for sites this crate emits).
+    /// Its length (always [`SITE_LEN`](super::SITE_LEN) for sites this crate emits).
     pub len: u8,
     /// Which op (`None` for an id this crate does not know).
     pub op: Option<Op>,
