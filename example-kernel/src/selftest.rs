@@ -61,6 +61,15 @@ macro_rules! skip {
     }};
 }
 
+mod migration;
+
+/// The live-migration test (run with `pvops.migrate_wait=<s>`), placed
+/// before the first test of [`MIGRATE_BEFORE`] so that the clock, timer,
+/// IPI and SMP tests run on the destination.
+const MIGRATE_TEST: Test = ("live_migration", migration::live_migration);
+/// The test the live migration comes before.
+const MIGRATE_BEFORE: &str = "sched_clock_monotonic";
+
 /// Runs every test; returns (passed, failed, skipped).
 pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32, u32) {
     let tests: &[Test] = &[
@@ -139,8 +148,19 @@ pub fn run_all(ctx: &mut Context<'_>) -> (u32, u32, u32) {
     } else {
         &[]
     };
-    for (name, test) in tests
+    let migrate: &[Test] = if pvops::cmdline::option(cmdline, "migrate_wait").is_some() {
+        &[MIGRATE_TEST]
+    } else {
+        &[]
+    };
+    let split = tests
         .iter()
+        .position(|(n, _)| *n == MIGRATE_BEFORE)
+        .unwrap_or(tests.len());
+    for (name, test) in tests[..split]
+        .iter()
+        .chain(migrate)
+        .chain(&tests[split..])
         .chain(smp)
         .chain(stress)
         .chain(save)

@@ -211,12 +211,54 @@ pub trait MemoryMapOps {
 }
 
 /// What a backend counts about its use of the hypervisor, for benchmarks
-/// and reports (every method has a default: nothing counted).
+/// and reports, and what it can check of its registrations (every method
+/// has a default: nothing counted, nothing registered).
 pub trait CounterOps {
     /// Hypercalls issued by the backend since boot (all CPUs; a batch such
     /// as a Xen multicall counts once), or `None` if it does not count.
     fn hypercalls() -> Option<u64> {
         None
+    }
+
+    /// Reads back, on the calling CPU, every shared area this backend
+    /// registered with the hypervisor for it (KVM: kvmclock, steal time,
+    /// PV EOI) and compares it with what it wrote. A kernel calls it after
+    /// something that could make the hypervisor forget (a live migration,
+    /// a restore). `Ok` lists what was checked (empty: nothing
+    /// registered); the first registration found different is the error.
+    fn check_registrations() -> Result<Features, RegistrationLost> {
+        Ok(Features::new())
+    }
+
+    /// Whether the hypervisor stopped the calling CPU's vCPU (the whole
+    /// machine paused: a live migration, a debugger, `stop`/`cont`) since
+    /// the last call, and clears the sign; `None` where the platform does
+    /// not say (default). A kernel uses it to forgive a long gap in its own
+    /// lockup watchdogs. KVM: kvmclock's `PVCLOCK_GUEST_STOPPED` flag.
+    fn take_paused() -> Option<bool> {
+        None
+    }
+}
+
+/// A registration the hypervisor no longer holds as the backend made it
+/// ([`CounterOps::check_registrations`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrationLost {
+    /// The feature it belongs to (its name on the platform line).
+    pub feature: &'static str,
+    /// What the backend wrote (e.g. an MSR value: address and enable bit).
+    pub written: u64,
+    /// What the hypervisor reports now.
+    pub found: u64,
+}
+
+impl fmt::Display for RegistrationLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} registration lost: wrote {:#x}, the hypervisor now holds {:#x}",
+            self.feature, self.written, self.found
+        )
     }
 }
 
@@ -230,6 +272,8 @@ pub struct PlatformOpsTable {
     pub shutdown_requested: fn() -> Option<ShutdownRequest>,
     pub memory_map: fn(&mut [HvmMemmapEntry]) -> usize,
     pub hypercalls: fn() -> Option<u64>,
+    pub check_registrations: fn() -> Result<Features, RegistrationLost>,
+    pub take_paused: fn() -> Option<bool>,
 }
 
 impl PlatformOpsTable {
@@ -241,6 +285,8 @@ impl PlatformOpsTable {
             shutdown_requested: <T as ShutdownOps>::requested,
             memory_map: <T as MemoryMapOps>::memory_map,
             hypercalls: <T as CounterOps>::hypercalls,
+            check_registrations: <T as CounterOps>::check_registrations,
+            take_paused: <T as CounterOps>::take_paused,
         }
     }
 }
@@ -300,6 +346,20 @@ impl fmt::Write for Console {
 /// ([`CounterOps::hypercalls`]).
 pub fn hypercalls() -> Option<u64> {
     (ops().platform.hypercalls)()
+}
+
+/// Checks, on the calling CPU, that the hypervisor still holds what the
+/// installed backend registered for it
+/// ([`CounterOps::check_registrations`]).
+pub fn check_registrations() -> Result<Features, RegistrationLost> {
+    (ops().platform.check_registrations)()
+}
+
+/// Whether the hypervisor paused this CPU since the last call, clearing
+/// the sign ([`CounterOps::take_paused`]); `None`: the platform does not
+/// say.
+pub fn take_paused() -> Option<bool> {
+    (ops().platform.take_paused)()
 }
 
 #[cfg(test)]

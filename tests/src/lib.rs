@@ -201,12 +201,13 @@ pub fn assert_boots(env: Env) {
     }
 }
 
-/// The image every environment that booted used, checked to be one and
-/// the same file and bytes (and the same as the image on disk now).
+/// The image every environment that booted the example kernel used,
+/// checked to be one and the same file and bytes (and the same as the
+/// image on disk now). (`xen-hvm-domu` boots a GRUB CD instead.)
 pub fn images_booted() -> Vec<(Env, BootImage)> {
     Env::ALL
         .into_iter()
-        .filter(|e| e.is_implemented())
+        .filter(|e| e.is_implemented() && e.guest() == xtask::env::Guest::ExampleKernel)
         .filter_map(|env| match boot_once(env) {
             Booted::Ran(b) => Some((env, b.image().clone())),
             Booted::Skipped(_) | Booted::Error(_) => None,

@@ -42,12 +42,22 @@ fn boot_xen_pv_domu() {
     assert_boots(Env::XenPvDomu);
 }
 
-/// The kernel in an HVM domU, loaded by libxl as `firmware_override` (same
-/// dom0 boot as above): it enters through its PVH entry with no command
-/// line, so it reports `platform=xen-pvh` and skips `start_info_parsed`.
+/// An HVM domU booted as people's are (same dom0 boot as above):
+/// hvmloader and SeaBIOS boot a GRUB CD, GRUB enters the higher-half
+/// multiboot2 example kernel, and the xen backend's HVM mode runs it
+/// (`platform=xen-hvm`, console ring, 2 vCPUs started through the APIC).
 #[test]
 fn boot_xen_hvm_domu() {
     assert_boots(Env::XenHvmDomu);
+}
+
+/// The example kernel in an HVM domU, loaded by libxl as
+/// `firmware_override` (same dom0 boot as above): it enters through its
+/// PVH entry with no command line, so it reports `platform=xen-pvh` and
+/// skips `start_info_parsed`.
+#[test]
+fn boot_xen_hvm_fw_domu() {
+    assert_boots(Env::XenHvmFwDomu);
 }
 
 /// Every environment boots the very same ELF: same path, same bytes.
@@ -200,7 +210,9 @@ fn boot_microvm() {
 /// kvm-nested in one outer boot: the default configuration (every KVM
 /// feature on, hypercalls completing), then each feature switched off in
 /// the inner QEMU (`-cpu host,-<flag>`), then the KVM signature hidden
-/// (`kvm=off`, the native backend); each inner run judged on its own.
+/// (`kvm=off`, the native backend), then a live migration of the default
+/// configuration to a second inner QEMU (`xtask::migrate`); each inner
+/// run judged on its own.
 #[test]
 fn boot_kvm_nested() {
     use pvops_tests::{nested_matrix_once, NestedBooted};
@@ -218,8 +230,14 @@ fn boot_kvm_nested() {
         }
         NestedBooted::Ran(run) => run,
     };
-    let expected = 1 + Env::KvmNested.bench_variants().len();
+    // The default, the matrix, the migration.
+    let expected = 1 + Env::KvmNested.bench_variants().len() + 1;
     assert_eq!(run.boots.len(), expected, "inner runs missing");
+    let migration = run
+        .migration
+        .as_ref()
+        .expect("the outer boot ran no live migration");
+    eprintln!("kvm-nested live migration: {}", migration.verdict());
     let mut failures = Vec::new();
     for b in &run.boots {
         let name = b
@@ -231,17 +249,22 @@ fn boot_kvm_nested() {
             .unwrap_or_default();
         eprintln!("-cpu {name}: {}", b.verdict());
         if !b.passed() {
-            failures.push(format!("-cpu {name}:\n{}", b.report()));
+            let report = if xtask::migrate::is_migration(&b.plan) {
+                xtask::migrate::report(migration)
+            } else {
+                b.report()
+            };
+            failures.push(format!("-cpu {name}:\n{report}"));
         }
     }
     eprintln!("kvm-nested: {}", run.timings.summary());
     let default = &run.boots[0];
     let summary = format!(
-        "{}; {}/{} inner runs passed (default, {} features off, kvm=off) in one outer boot of {:.1} s",
+        "{}; {}/{} inner runs passed (default, {} features off, kvm=off, live migration) in one outer boot of {:.1} s",
         default.verdict(),
         run.boots.len() - failures.len(),
         run.boots.len(),
-        run.boots.len() - 2,
+        run.boots.len() - 3,
         run.timings.total.as_secs_f64()
     );
     if failures.is_empty() {

@@ -4,7 +4,8 @@
 #
 # Brings up Xen's toolstack (xenfs, xenstored, xen-init-dom0, xenconsoled),
 # then makes one domU per word of /guest/guests ("<kind>:<name>:<action>",
-# kind pvh, pv or hvm; the kernel is /guest/kernel, its command line
+# kind pvh, pv, hvm, or hvmiso: an HVM guest booting the CD
+# /guest/<name>.iso; the kernel is /guest/kernel, its command line
 # /guest/<name>.cmdline), one after another: `xl create -p`, `xl unpause`,
 # (action "[save+]shutdown" or "[save+]reboot": once the guest's console
 # says it waits for a save and restore, `xl save` it to /tmp and `xl
@@ -93,6 +94,20 @@ write_config() { # kind name cmdline-file cfgfile
                 echo "type = \"$kind\""
                 echo "kernel = \"/guest/kernel\""
                 [ -s "$cmdf" ] && echo "cmdline = \"$(cat "$cmdf")\""
+                ;;
+            hvmiso)
+                # As people's HVM guests boot: hvmloader and SeaBIOS boot
+                # the guest's CD (GRUB, its grub.cfg holding the command line).
+                echo 'type = "hvm"'
+                echo "disk = [ \"format=raw, vdev=hdc, access=ro, devtype=cdrom, target=/guest/$name.iso\" ]"
+                echo 'boot = "d"'
+                echo 'device_model_version = "qemu-xen"'
+                echo 'device_model_override = "/usr/libexec/xen-qemu-system-i386"'
+                echo "serial = \"file:/var/log/xen/console/$name-serial.log\""
+                echo 'vga = "none"'
+                echo 'vnc = 0'
+                echo 'sdl = 0'
+                echo 'nographic = 1'
                 ;;
             hvm)
                 # libxl loads the kernel in place of hvmloader and enters
@@ -187,7 +202,7 @@ run_guest() { # kind name action
     echo "XENDOMU-CONSOLE-BEGIN name=$name"
     [ -f "$log" ] && cat "$log"
     echo "XENDOMU-CONSOLE-END name=$name"
-    if [ "$kind" = hvm ]; then
+    if [ "$kind" = hvm ] || [ "$kind" = hvmiso ]; then
         echo "---- emulated COM1 of $name ----"
         cat /var/log/xen/console/$name-serial.log 2>/dev/null
     fi

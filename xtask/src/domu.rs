@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::boot::{Boot, BootImage, BootOptions, Plan};
 use crate::cpio;
-use crate::env::{multiboot_module, Env};
+use crate::env::{multiboot_module, Env, Guest};
 use crate::kernel::workspace_root;
 use crate::protocol::{self, Outcome, Problem};
 use crate::provision::{self, download_debian_package};
@@ -484,6 +484,13 @@ fn guest_archive(kernel: &[u8], guests: &[(Env, String)]) -> Result<Vec<u8>> {
         if cmdline.contains(['"', '\n', '\\']) {
             bail!("a domU command line cannot hold quotes, backslashes or newlines: {cmdline:?}");
         }
+        if env.guest() == Guest::Multiboot2Cd {
+            // The firmware boots a CD: GRUB and the multiboot2 kernel, the
+            // command line in grub.cfg.
+            let iso = crate::loaders::multiboot2_iso(cmdline)?;
+            let bytes = fs::read(&iso).with_context(|| format!("reading {}", iso.display()))?;
+            w.file(&format!("guest/{name}.iso"), 0o644, &bytes)?;
+        }
         let control = env.domu_control().map_or("none", |c| c.xl());
         let action = if env.domu_save_restore() {
             format!("save+{control}")
@@ -655,6 +662,11 @@ pub fn boot(kernel: &Path, guests: &[(Env, BootOptions)], echo: bool) -> Result<
     }
     if let Some(why) = unavailable() {
         bail!("{why}");
+    }
+    if guests.iter().any(|(e, _)| e.guest() == Guest::Multiboot2Cd) {
+        if let Some(why) = crate::loaders::unavailable(crate::loaders::Loader::Grub) {
+            bail!("{why}");
+        }
     }
     // Rebuilt here when an input changed since (cheap otherwise).
     let dom0 = ensure_dom0()?;

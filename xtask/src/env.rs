@@ -37,12 +37,17 @@ pub enum Env {
     XenPvhDomu,
     /// As [`Env::XenPvhDomu`], the kernel as a classic PV domU.
     XenPvDomu,
-    /// As [`Env::XenPvhDomu`], the kernel in an HVM container, loaded by
-    /// libxl as the firmware (`firmware_override`): it enters through its
-    /// PVH entry, with no command line, and reports `platform=xen-pvh`.
-    /// Not the HVM boot people use (hvmloader, SeaBIOS, GRUB), which is
-    /// still to do (issue #16).
+    /// As [`Env::XenPvhDomu`], an HVM domU booted the way people's are:
+    /// hvmloader and SeaBIOS boot a CD made by `grub-mkrescue`, GRUB enters
+    /// the higher-half multiboot2 example kernel (`examples/multiboot2-kernel`,
+    /// built with the command line in `grub.cfg`) with `BootEntry::Other`;
+    /// the xen backend's HVM mode (`platform=xen-hvm`).
     XenHvmDomu,
+    /// As [`Env::XenPvhDomu`], the example kernel in an HVM container,
+    /// loaded by libxl as the firmware (`firmware_override`): a quick extra
+    /// variant, a PVH entry in an HVM container, with no command line; it
+    /// reports `platform=xen-pvh`.
+    XenHvmFwDomu,
     /// QEMU's `microvm` machine with KVM, no PIT, PIC or RTC (a VMM without
     /// legacy devices, as Firecracker-like VMMs are); the kvm backend,
     /// which takes the TSC frequency from kvmclock.
@@ -156,6 +161,28 @@ pub const XEN_PV_REQUIRED_FEATURES: &[&str] = &[
     "evtchn-2l",
     "pvclock",
 ];
+
+/// What the xen backend must report in HVM mode (`xen-hvm-domu`): the
+/// mode, event channels on the callback vector, pvclock, Xen's one-shot
+/// timer and the PV console ring.
+pub const XEN_HVM_REQUIRED_FEATURES: &[&str] = &[
+    "hvm",
+    "callback-vector",
+    "evtchn-2l",
+    "pvclock",
+    "singleshot-timer",
+    "console-ring",
+];
+
+/// The kernel a domU environment boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guest {
+    /// The example kernel's ELF (the image every other environment boots).
+    ExampleKernel,
+    /// A GRUB CD with the multiboot2 example kernel
+    /// (`examples/multiboot2-kernel`), its command line in `grub.cfg`.
+    Multiboot2Cd,
+}
 
 /// A request the harness sends a waiting domU through the toolstack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,7 +313,7 @@ pub const NESTED_MATRIX_LEAVES_OUT: &[&str] = &["kvm-poll-control"];
 
 impl Env {
     /// Every environment, in the order reports list them.
-    pub const ALL: [Env; 10] = [
+    pub const ALL: [Env; 11] = [
         Env::Tcg,
         Env::Kvm,
         Env::KvmHidden,
@@ -296,11 +323,17 @@ impl Env {
         Env::XenPvhDomu,
         Env::XenPvDomu,
         Env::XenHvmDomu,
+        Env::XenHvmFwDomu,
         Env::Microvm,
     ];
 
     /// The domU environments, in the order one dom0 boot runs them.
-    pub const DOMU: [Env; 3] = [Env::XenPvhDomu, Env::XenPvDomu, Env::XenHvmDomu];
+    pub const DOMU: [Env; 4] = [
+        Env::XenPvhDomu,
+        Env::XenPvDomu,
+        Env::XenHvmDomu,
+        Env::XenHvmFwDomu,
+    ];
 
     /// The name `--env` takes.
     pub const fn name(self) -> &'static str {
@@ -314,6 +347,7 @@ impl Env {
             Env::XenPvhDomu => "xen-pvh-domu",
             Env::XenPvDomu => "xen-pv-domu",
             Env::XenHvmDomu => "xen-hvm-domu",
+            Env::XenHvmFwDomu => "xen-hvm-fw-domu",
             Env::Microvm => "microvm",
         }
     }
@@ -336,9 +370,12 @@ impl Env {
                 "Xen 4.17 inside QEMU, kernel as a classic PV domU made by xl in a Linux dom0"
             }
             Env::XenHvmDomu => {
+                "Xen 4.17 inside QEMU, the multiboot2 example kernel in an HVM domU made by \
+                 xl, booted by hvmloader, SeaBIOS and GRUB from a CD"
+            }
+            Env::XenHvmFwDomu => {
                 "Xen 4.17 inside QEMU, kernel in an HVM domU loaded as libxl's \
-                 firmware_override (a PVH entry in an HVM container, no command line; \
-                 not hvmloader/SeaBIOS/GRUB)"
+                 firmware_override (a PVH entry in an HVM container, no command line)"
             }
             Env::Microvm => "QEMU microvm with KVM, no PIT, PIC or RTC (pit=off,pic=off,rtc=off)",
         }
@@ -355,9 +392,8 @@ impl Env {
             Env::KvmNested => Status::Implemented,
             Env::XenPvhDomu => Status::Implemented,
             Env::XenPvDomu => Status::Implemented,
-            // The firmware_override variant, labelled as such; the GRUB
-            // boot of issue #16 would be another variant.
             Env::XenHvmDomu => Status::Implemented,
+            Env::XenHvmFwDomu => Status::Implemented,
             Env::Microvm => Status::Implemented,
         }
     }
@@ -373,7 +409,8 @@ impl Env {
             Env::Tcg | Env::KvmHidden => "native",
             Env::Kvm | Env::KvmNested | Env::Microvm => "kvm",
             // The HVM container is entered through the PVH entry.
-            Env::XenPvh | Env::XenPvhDomu | Env::XenHvmDomu => "xen-pvh",
+            Env::XenPvh | Env::XenPvhDomu | Env::XenHvmFwDomu => "xen-pvh",
+            Env::XenHvmDomu => "xen-hvm",
             Env::XenPv | Env::XenPvDomu => "xen-pv",
         }
     }
@@ -383,7 +420,12 @@ impl Env {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
             Env::Kvm | Env::KvmNested | Env::Microvm => "kvm",
-            Env::XenPvh | Env::XenPv | Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => "xen",
+            Env::XenPvh
+            | Env::XenPv
+            | Env::XenPvhDomu
+            | Env::XenPvDomu
+            | Env::XenHvmDomu
+            | Env::XenHvmFwDomu => "xen",
         }
     }
 
@@ -400,7 +442,9 @@ impl Env {
             Env::XenPvh | Env::XenPv => Ending::GuestReboot,
             // A domU asks Xen for a reboot too (the harness checks the
             // domain's end in dom0); dom0 then reboots the machine.
-            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => Ending::GuestReboot,
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu | Env::XenHvmFwDomu => {
+                Ending::GuestReboot
+            }
         }
     }
 
@@ -412,7 +456,7 @@ impl Env {
     pub const fn expected_skips(self) -> &'static [&'static str] {
         match self {
             Env::XenPvhDomu | Env::XenPvDomu => &["io_port_roundtrip"],
-            Env::XenHvmDomu => &["start_info_parsed"],
+            Env::XenHvmFwDomu => &["start_info_parsed"],
             // rtc=off: no CMOS either.
             Env::Microvm => &["io_port_roundtrip"],
             _ => &[],
@@ -445,7 +489,12 @@ impl Env {
                     .chain(&["console-ring"])
                     .map(|f| f.to_string())
                     .collect(),
-                Env::XenPvhDomu | Env::XenHvmDomu => vec!["console-ring".to_owned()],
+                Env::XenPvhDomu | Env::XenHvmFwDomu => vec!["console-ring".to_owned()],
+                // HVM mode, the console ring from pvops' first line on.
+                Env::XenHvmDomu => XEN_HVM_REQUIRED_FEATURES
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect(),
                 _ => Vec::new(),
             },
             features_absent: Vec::new(),
@@ -479,7 +528,9 @@ impl Env {
             Env::KvmNested => Duration::from_secs(90),
             // One domU's own run, once dom0 is up (the whole boot's bound
             // is [`crate::domu::run_timeout`]).
-            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => Duration::from_secs(180),
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmFwDomu => Duration::from_secs(180),
+            // Firmware and GRUB under TCG: about 25 s more on a quiet machine.
+            Env::XenHvmDomu => Duration::from_secs(240),
         }
     }
 
@@ -539,7 +590,8 @@ impl Env {
             | Env::KvmNested
             | Env::XenPvhDomu
             | Env::XenPvDomu
-            | Env::XenHvmDomu => Accel::Tcg,
+            | Env::XenHvmDomu
+            | Env::XenHvmFwDomu => Accel::Tcg,
         }
     }
 
@@ -553,7 +605,12 @@ impl Env {
     pub const fn is_xen(self) -> bool {
         matches!(
             self,
-            Env::XenPvh | Env::XenPv | Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu
+            Env::XenPvh
+                | Env::XenPv
+                | Env::XenPvhDomu
+                | Env::XenPvDomu
+                | Env::XenHvmDomu
+                | Env::XenHvmFwDomu
         )
     }
 
@@ -589,13 +646,24 @@ impl Env {
         matches!(self, Env::XenPvhDomu)
     }
 
-    /// The domU's kind as the dom0 `/init` takes it (`pvh`, `pv`, `hvm`).
+    /// The domU's kind as the dom0 `/init` takes it (`pvh`, `pv`,
+    /// `hvmiso`: an HVM domU booting a CD, `hvm`: `firmware_override`).
     pub const fn domu_kind(self) -> Option<&'static str> {
         match self {
             Env::XenPvhDomu => Some("pvh"),
             Env::XenPvDomu => Some("pv"),
-            Env::XenHvmDomu => Some("hvm"),
+            Env::XenHvmDomu => Some("hvmiso"),
+            Env::XenHvmFwDomu => Some("hvm"),
             _ => None,
+        }
+    }
+
+    /// The kernel this environment boots: the example kernel, but in
+    /// [`Env::XenHvmDomu`], whose firmware needs a bootable disk.
+    pub const fn guest(self) -> Guest {
+        match self {
+            Env::XenHvmDomu => Guest::Multiboot2Cd,
+            _ => Guest::ExampleKernel,
         }
     }
 
@@ -605,7 +673,7 @@ impl Env {
             Env::XenPvh => Some("console=com1 loglvl=all dom0=pvh dom0-iommu=none"),
             Env::XenPv => Some("console=com1 loglvl=all dom0_mem=64M,max:64M"),
             Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => None,
-            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => None,
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu | Env::XenHvmFwDomu => None,
         }
     }
 
@@ -646,7 +714,9 @@ impl Env {
         push(&["-device", "isa-debug-exit,iobase=0x501,iosize=2"]);
         match self {
             Env::Tcg | Env::XenPvh | Env::XenPv => push(&["-accel", "tcg", "-cpu", "max"]),
-            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu => unreachable!("refused above"),
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu | Env::XenHvmFwDomu => {
+                unreachable!("refused above")
+            }
             Env::KvmHidden => push(&["-accel", "kvm", "-cpu", "qemu64,kvm=off"]),
             Env::Kvm | Env::Microvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
             Env::KvmNested => push(&["-accel", "kvm", "-cpu", KVM_NESTED_CPU]),
@@ -820,6 +890,7 @@ mod tests {
                 "xen-pvh-domu",
                 "xen-pv-domu",
                 "xen-hvm-domu",
+                "xen-hvm-fw-domu",
                 "microvm"
             ]
         );
@@ -858,6 +929,15 @@ mod tests {
         assert!(pv.features_present.contains(&"mmu-update".to_owned()));
         assert_eq!(pv.skipped, ["io_port_roundtrip"]);
         assert_eq!(Env::XenPvhDomu.expected_platform(), "xen-pvh");
+        // The HVM domU people run: a GRUB CD, the xen backend's HVM mode.
+        assert_eq!(Env::XenHvmDomu.guest(), Guest::Multiboot2Cd);
+        assert_eq!(Env::XenHvmDomu.domu_kind(), Some("hvmiso"));
+        let hvm = Env::XenHvmDomu.expectation();
+        assert_eq!(hvm.platform, "xen-hvm");
+        assert!(hvm.features_present.contains(&"hvm".to_owned()));
+        assert!(hvm.skipped.is_empty());
+        assert_eq!(Env::XenHvmFwDomu.guest(), Guest::ExampleKernel);
+        assert_eq!(Env::XenHvmFwDomu.expected_platform(), "xen-pvh");
         for env in [Env::Tcg, Env::Kvm, Env::XenPv, Env::XenPvh] {
             assert!(env.expectation().skipped.is_empty(), "{env}");
         }
@@ -890,6 +970,7 @@ mod tests {
                 ("kvm", "kvm"),
                 ("xen-pvh", "xen"),
                 ("xen-pv", "xen"),
+                ("xen-hvm", "xen"),
                 ("xen-pvh", "xen"),
                 ("kvm", "kvm")
             ]

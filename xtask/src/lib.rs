@@ -11,7 +11,8 @@
 //! and the verdict), [`boot`](mod@boot) (the three together), [`record`] (what the
 //! boot tests report to `cargo xtask test`), [`nested`] (kvm-nested: the
 //! outer machine with a real KVM, and its inner runs), [`qmp`] (KVM
-//! counters), [`bench`](mod@bench) and [`report`] (benchmarks).
+//! counters), [`bench`](mod@bench) and [`report`] (benchmarks),
+//! [`migrate`] (live migration from one QEMU to another).
 
 pub mod bench;
 pub mod boot;
@@ -21,6 +22,7 @@ pub mod env;
 pub mod fuzz;
 pub mod kernel;
 pub mod loaders;
+pub mod migrate;
 pub mod nested;
 pub mod protocol;
 pub mod provision;

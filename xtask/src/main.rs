@@ -57,8 +57,8 @@ struct BenchArgs {
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Environment: tcg, kvm, kvm-hidden, xen-pvh, xen-pv, kvm-nested,
-    /// xen-pvh-domu, xen-pv-domu or xen-hvm-domu [default: kvm where the
-    /// host's KVM completes hypercalls (its CPU offers VMX/SVM), else
+    /// xen-pvh-domu, xen-pv-domu, xen-hvm-domu, xen-hvm-fw-domu or microvm
+    /// [default: kvm where the host's KVM completes hypercalls (its CPU offers VMX/SVM), else
     /// kvm-nested (Linux's real KVM inside QEMU TCG, provisioned into
     /// target/kvm-nested by apt-get download), else tcg; the harness says
     /// which and why]
@@ -77,6 +77,11 @@ struct RunArgs {
     /// Boot an environment that is not implemented yet (to work on it).
     #[arg(long)]
     force: bool,
+    /// Live-migrate the kernel in the middle of its self-tests from one
+    /// QEMU to another (QMP migrate to a second QEMU started with
+    /// -incoming) and judge both halves: tcg, kvm, kvm-hidden, kvm-nested.
+    #[arg(long)]
+    migrate: bool,
     /// Extra words for the kernel command line.
     #[arg(last = true, value_name = "KERNEL ARGS")]
     extra: Vec<String>,
@@ -283,6 +288,9 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         min_ok: None,
         medium: xtask::env::Medium::Kernel,
     };
+    if args.migrate {
+        return run_migration(env, &kernel, &options);
+    }
     let booted = if env.is_domu() {
         let image = boot::BootImage::read(&kernel)?;
         eprintln!(
@@ -333,6 +341,41 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `cargo xtask run --migrate`: one live migration in `env`, both halves
+/// judged.
+fn run_migration(env: Env, kernel: &std::path::Path, options: &BootOptions) -> Result<ExitCode> {
+    let plan = xtask::migrate::plan(env, kernel, options)?;
+    eprintln!(
+        "xtask: live migration in {env}: cmdline `{}`; source and destination (-incoming) QEMU: {}",
+        plan.cmdline,
+        plan.command_line()
+    );
+    let migrated = if env.is_nested() {
+        let mut controller = xtask::migrate::NestedController::default();
+        let outer = xtask::nested::Options {
+            echo: true,
+            ..xtask::nested::Options::default()
+        };
+        let mut nested = xtask::nested::run(std::slice::from_ref(&plan), &outer, &mut |l| {
+            controller.line(&l)
+        })?;
+        xtask::nested::judge_migrations(&mut nested, controller);
+        eprintln!("xtask: kvm-nested: {}", nested.timings.summary());
+        nested
+            .migration
+            .context("the outer machine ran no migration")?
+    } else {
+        xtask::migrate::run_host(&plan, true)?
+    };
+    if migrated.boot.passed() {
+        println!("{}", migrated.verdict());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{}", xtask::migrate::report(&migrated));
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 /// Crates whose host tests also run under Miri (undefined behaviour,

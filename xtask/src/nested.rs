@@ -694,6 +694,9 @@ pub struct NestedRun {
     pub console: Vec<String>,
     /// Where the time went.
     pub timings: Timings,
+    /// The live migration's own result, when the boot ran one (its boot
+    /// is also in [`NestedRun::boots`]).
+    pub migration: Option<crate::migrate::Migrated>,
 }
 
 /// A console line as the observer of [`run`] sees it.
@@ -708,6 +711,9 @@ pub struct Line<'a> {
     /// The unix socket of the outer second serial port (the inner QMP
     /// with [`Options::qmp`]).
     pub socket: &'a Path,
+    /// The unix socket of the outer third serial port (a migration's
+    /// destination QMP, [`crate::migrate`]).
+    pub dest_socket: &'a Path,
 }
 
 /// Plans for one inner run each (test or bench), as [`Plan::new`] makes
@@ -729,18 +735,44 @@ pub fn plans(
 }
 
 /// The default configuration and the whole feature-off matrix (each KVM
-/// feature off, then `kvm=off`), test mode, in one outer boot.
+/// feature off, then `kvm=off`), test mode, then a live migration of the
+/// default configuration ([`crate::migrate`]), in one outer boot.
 pub fn boot_matrix(kernel: &Path, options: &BootOptions) -> Result<NestedRun> {
     let variants: Vec<crate::bench::Variant> =
         std::iter::once(crate::bench::Variant::default_variant())
             .chain(Env::KvmNested.bench_variants())
             .collect();
-    let plans = plans(kernel, options, &variants)?;
+    let mut plans = plans(kernel, options, &variants)?;
+    plans.push(crate::migrate::plan(Env::KvmNested, kernel, options)?);
     let outer = Options {
         echo: options.echo,
         ..Options::default()
     };
-    run(&plans, &outer, &mut |_| {})
+    let mut migrations = crate::migrate::NestedController::default();
+    let mut nested = run(&plans, &outer, &mut |l| migrations.line(&l))?;
+    judge_migrations(&mut nested, migrations);
+    Ok(nested)
+}
+
+/// Judges the live-migration runs of `nested` again, with what their
+/// migrations gave (a migration run nobody migrated fails).
+pub fn judge_migrations(nested: &mut NestedRun, controller: crate::migrate::NestedController) {
+    let mut results = controller.finish();
+    for (i, boot) in nested.boots.iter_mut().enumerate() {
+        if !crate::migrate::is_migration(&boot.plan) {
+            continue;
+        }
+        let stats = match results.iter().position(|(r, _)| *r == i) {
+            Some(at) => results.swap_remove(at).1,
+            None => Err(format!(
+                "the kernel never said it was ready ({:?}), so the harness never migrated it",
+                crate::migrate::READY
+            )),
+        };
+        let migrated = crate::migrate::judge_nested(boot, stats);
+        *boot = migrated.boot.clone();
+        nested.migration = Some(migrated);
+    }
 }
 
 /// How [`run`] runs the outer machine.
@@ -819,6 +851,13 @@ pub fn run(
             let mut args = inner_args(plan, qmp)?.join("\n");
             args.push('\n');
             w.file(&format!("{stem}.args"), 0o644, args.as_bytes())?;
+            // A live migration: the destination QEMU beside it.
+            if crate::migrate::is_migration(plan) {
+                let mut dest =
+                    crate::migrate::nested_destination_args(&inner_args(plan, qmp)?).join("\n");
+                dest.push('\n');
+                w.file(&format!("{stem}.destination"), 0o644, dest.as_bytes())?;
+            }
             w.file(&format!("{stem}.name"), 0o644, name_of(plan).as_bytes())?;
             let limit = format!("{}\n", plan.timeout.as_secs().max(1));
             w.file(&format!("{stem}.limit"), 0o644, limit.as_bytes())?;
@@ -827,7 +866,13 @@ pub fn run(
     }
     let socket = qmp_socket(&run_dir);
     let _ = fs::remove_file(&socket);
-    let args = outer_args(&assets, &initrd, &socket, outer_cpu);
+    let dest_socket = {
+        let mut s = socket.clone().into_os_string();
+        s.push(".dest");
+        PathBuf::from(s)
+    };
+    let _ = fs::remove_file(&dest_socket);
+    let args = outer_args(&assets, &initrd, &socket, &dest_socket, outer_cpu);
     let bound = OUTER_BOOT_BOUND + plans.iter().map(|p| p.timeout).sum::<Duration>();
     if echo {
         eprintln!(
@@ -865,6 +910,7 @@ pub fn run(
                     begins: false,
                     text: before,
                     socket: &socket,
+                    dest_socket: &dest_socket,
                 });
             }
         } else {
@@ -873,6 +919,7 @@ pub fn run(
                 begins: false,
                 text: line,
                 socket: &socket,
+                dest_socket: &dest_socket,
             });
         }
         let Some(marker) = marker else { return };
@@ -905,6 +952,7 @@ pub fn run(
                     begins: true,
                     text: line,
                     socket: &socket,
+                    dest_socket: &dest_socket,
                 });
             }
             "end" => {
@@ -933,6 +981,7 @@ pub fn run(
     drop(log);
     timings.total = start.elapsed();
     let _ = fs::remove_file(&socket);
+    let _ = fs::remove_file(&dest_socket);
     let outer = match result {
         Ok(r) => r,
         Err(e) => {
@@ -1001,6 +1050,7 @@ pub fn run(
         boots,
         console: outer.console,
         timings,
+        migration: None,
     })
 }
 
@@ -1059,6 +1109,8 @@ fn name_of(plan: &Plan) -> String {
     let extra = extra.trim_start_matches(',');
     let mode = if plan.cmdline.contains("pvops.mode=bench") {
         "bench"
+    } else if crate::migrate::is_migration(plan) {
+        "migrate"
     } else {
         "test"
     };
@@ -1110,7 +1162,10 @@ fn inner_args(plan: &Plan, qmp: bool) -> Result<Vec<String>> {
     for d in FIRMWARE_DIRS {
         out.extend(["-L".to_owned(), d.to_owned()]);
     }
-    if qmp {
+    // A live migration's source always has its QMP (the harness migrates
+    // through it).
+    let has_qmp = out.iter().any(|a| a == "-qmp");
+    if (qmp || crate::migrate::is_migration(plan)) && !has_qmp {
         out.extend(["-qmp".to_owned(), "/dev/ttyS1".to_owned()]);
     }
     if let Some(bad) = out.iter().find(|a| a.contains('\n')) {
@@ -1120,7 +1175,13 @@ fn inner_args(plan: &Plan, qmp: bool) -> Result<Vec<String>> {
 }
 
 /// The outer QEMU's arguments.
-fn outer_args(assets: &Assets, initrd: &Path, socket: &Path, cpu: &str) -> Vec<OsString> {
+fn outer_args(
+    assets: &Assets,
+    initrd: &Path,
+    socket: &Path,
+    dest_socket: &Path,
+    cpu: &str,
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
     push(&["-accel", "tcg", "-cpu", cpu, "-smp", OUTER_SMP]);
@@ -1128,6 +1189,9 @@ fn outer_args(assets: &Assets, initrd: &Path, socket: &Path, cpu: &str) -> Vec<O
     push(&["-no-reboot", "-serial", "stdio"]);
     a.push("-serial".into());
     a.push(format!("unix:{},server=on,wait=off", socket.display()).into());
+    // The third (/dev/ttyS2): a live migration's destination QMP.
+    a.push("-serial".into());
+    a.push(format!("unix:{},server=on,wait=off", dest_socket.display()).into());
     a.push("-kernel".into());
     a.push(assets.kernel.clone().into());
     a.push("-initrd".into());

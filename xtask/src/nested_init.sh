@@ -20,6 +20,15 @@
 # /etc/nested/run-<i>.args: the inner QEMU's arguments, one a line;
 # run-<i>.name: the configuration's name; run-<i>.limit: seconds after which
 # the inner QEMU is killed (killed=yes; the harness fails that run).
+#
+# Live migration (xtask/src/migrate.rs): with run-<i>.destination, a second
+# inner QEMU (the destination, -incoming, its console in a file, its QMP on
+# /dev/ttyS2) starts before the source; the harness migrates over the two
+# QMP ports. After the source ends (QMP quit), the section goes on with
+#   migrate| source status=<rc>
+#   migrate| dest| <each line of the destination's console>
+#   migrate| dest status=<rc>
+# and the end line carries the destination's status.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib64
 
@@ -69,20 +78,42 @@ for args in /etc/nested/run-*.args; do
     name=$(cat "$base.name")
     limit=$(cat "$base.limit")
     i=$((i + 1))
-    set --
-    while IFS= read -r a || [ -n "$a" ]; do set -- "$@" "$a"; done <"$args"
     rm -f /tmp/killed
     say "begin run=$i name=$name uptime=$(uptime_s)"
+    dest=
+    if [ -f "$base.destination" ]; then
+        set --
+        while IFS= read -r a || [ -n "$a" ]; do set -- "$@" "$a"; done <"$base.destination"
+        rm -f /tmp/migrate-dest.console /tmp/migrate.sock
+        qemu-system-x86_64 "$@" </dev/null &
+        dest=$!
+    fi
+    set --
+    while IFS= read -r a || [ -n "$a" ]; do set -- "$@" "$a"; done <"$args"
     qemu-system-x86_64 "$@" </dev/null &
     pid=$!
-    # The watchdog: kills an inner QEMU that outlives its bound, and says so.
+    # The watchdog: kills inner QEMUs that outlive their bound, and says so.
     (
         sleep "$limit"
-        kill -0 "$pid" 2>/dev/null && : >/tmp/killed && kill -9 "$pid"
+        for p in $pid $dest; do
+            kill -0 "$p" 2>/dev/null && : >/tmp/killed && kill -9 "$p"
+        done
     ) &
     dog=$!
     wait "$pid"
     rc=$?
+    if [ -n "$dest" ]; then
+        echo "migrate| source status=$rc"
+        # Not ended by QMP quit (status 0): the guest ended on the source,
+        # or QEMU failed; the destination would wait for it until its bound.
+        [ "$rc" = 0 ] || kill -9 "$dest" 2>/dev/null
+        wait "$dest"
+        rc=$?
+        while IFS= read -r l || [ -n "$l" ]; do
+            echo "migrate| dest| $l"
+        done </tmp/migrate-dest.console
+        echo "migrate| dest status=$rc"
+    fi
     kill "$dog" 2>/dev/null
     killed=no
     [ -f /tmp/killed ] && killed=yes

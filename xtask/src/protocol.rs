@@ -289,6 +289,9 @@ pub enum Problem {
     /// The domU did not end the way a finished kernel ends it (a
     /// shutdown with reason reboot), as dom0's toolstack saw it.
     DomainEnd(String),
+    /// A live migration run did not show the guest moving and going on
+    /// ([`crate::migrate`]).
+    Migration(String),
     /// QEMU did not end the way the environment ends.
     WrongTermination {
         /// What happened.
@@ -341,6 +344,7 @@ impl fmt::Display for Problem {
                 )
             }
             Problem::DomainEnd(why) => write!(f, "the domU did not end cleanly: {why}"),
+            Problem::Migration(why) => write!(f, "live migration: {why}"),
             Problem::MissingSummary => f.write_str("no `test result:` summary line"),
             Problem::DuplicateSummary(n) => write!(f, "{n} `test result:` lines (expected one)"),
             Problem::SummaryMismatch {

@@ -233,6 +233,24 @@ impl SerialQmp {
         bail!("QMP qmp_capabilities over the serial line failed: {answer}")
     }
 
+    /// Runs `command` with `arguments` (negotiating first if needed) and
+    /// returns its `return` value; waits up to `patience` for the answer.
+    pub fn execute(
+        &mut self,
+        command: &str,
+        arguments: Value,
+        patience: Duration,
+    ) -> Result<Value> {
+        if !self.negotiated {
+            self.handshake()?;
+        }
+        let answer = self.call(command, arguments, patience)?;
+        if let Some(err) = answer.get("error") {
+            bail!("QMP {command} failed: {err}");
+        }
+        Ok(answer["return"].clone())
+    }
+
     /// KVM's vCPU counters, summed over all vCPUs. A query that gets no
     /// answer (seen once in 374 reads, load average 12) is asked again
     /// after a lexer reset and a new handshake.

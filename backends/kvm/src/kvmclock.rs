@@ -140,6 +140,11 @@ pub(crate) fn register<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) -> Result<(), 
             if let Some(r) = REGISTERED.get(cpu) {
                 r.store(true, Ordering::Release);
             }
+            crate::registrations::record(
+                cpu,
+                crate::registrations::Area::Kvmclock,
+                paddr | KVM_MSR_ENABLED,
+            );
             Ok(())
         }
         other => {
@@ -213,6 +218,24 @@ pub(crate) fn setup_secondary<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) {
 fn local_area(cpu: CpuId) -> Option<&'static Shared<VcpuTimeInfo>> {
     let registered = REGISTERED.get(cpu)?.load(Ordering::Acquire);
     registered.then(|| AREAS.get(cpu)).flatten()
+}
+
+/// Takes `PVCLOCK_GUEST_STOPPED` out of `rec`'s flags; whether it was
+/// set. KVM keeps the guest's copy of that bit when it updates the record
+/// (it only ever sets it, on a request from the VMM after a pause), so
+/// clearing it here is how the guest acknowledges it.
+pub fn take_guest_stopped(rec: &'static Shared<VcpuTimeInfo>) -> bool {
+    let flags = rec
+        .ptr()
+        .field::<u8>(core::mem::offset_of!(VcpuTimeInfo, flags));
+    let stopped = PvclockFlags::GUEST_STOPPED.bits();
+    flags.fetch_and(!stopped, Ordering::SeqCst) & stopped != 0
+}
+
+/// The `platform.take_paused` op: this CPU's own record's
+/// `PVCLOCK_GUEST_STOPPED`, taken; `None` when this CPU has no record.
+pub fn take_paused() -> Option<bool> {
+    local_area(this_cpu()).map(take_guest_stopped)
 }
 
 /// Raw kvmclock nanoseconds (host time), from the records.
@@ -380,6 +403,29 @@ mod tests {
         assert_eq!(t, 1050);
         assert_eq!(local.reads.get(), 0);
         assert_eq!(g.load(Ordering::Relaxed), 1_000_000);
+    }
+
+    #[test]
+    fn guest_stopped_is_taken_once_and_other_flags_kept() {
+        static REC: Shared<VcpuTimeInfo> = Shared::new(VcpuTimeInfo {
+            version: 2,
+            pad0: 0,
+            tsc_timestamp: 0,
+            system_time: 0,
+            tsc_to_system_mul: 1,
+            tsc_shift: 0,
+            flags: 0b11, // TSC_STABLE | GUEST_STOPPED, as KVM leaves it after a pause
+            pad: [0; 2],
+        });
+        let flags = || {
+            REC.ptr()
+                .field::<u8>(core::mem::offset_of!(VcpuTimeInfo, flags))
+                .read()
+        };
+        assert!(take_guest_stopped(&REC));
+        assert_eq!(flags(), PvclockFlags::TSC_STABLE.bits());
+        assert!(!take_guest_stopped(&REC), "taken once");
+        assert_eq!(flags(), PvclockFlags::TSC_STABLE.bits());
     }
 
     #[test]

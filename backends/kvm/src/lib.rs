@@ -100,6 +100,7 @@ pub mod pv_ipi;
 pub mod pv_sched_yield;
 pub mod pv_tlb;
 pub mod pv_unhalt;
+pub mod registrations;
 pub mod steal_time;
 mod warn;
 
@@ -417,6 +418,38 @@ mod tests {
             (ok | FeatureSet::PV_TLB_FLUSH).with_dependencies(),
             FeatureSet::PV_EOI | FeatureSet::POLL_CONTROL
         );
+    }
+
+    #[test]
+    fn registrations_read_back_as_written() {
+        // What setup_cpu gave the host is what check_registrations later
+        // compares with: the last value of each MSR; a withdrawn area
+        // (steal time, never filled by this fake) is not checked.
+        let h = FakeHv::default();
+        warn::take_log();
+        let cpu = CpuId(11);
+        let ok = setup_cpu(
+            &h,
+            cpu,
+            FeatureSet::STEAL_TIME | FeatureSet::PV_EOI,
+            false,
+            false,
+        );
+        assert_eq!(ok, FeatureSet::PV_EOI);
+        let last = |msr: u32| {
+            h.msrs
+                .borrow()
+                .iter()
+                .rev()
+                .find(|(m, _)| *m == msr)
+                .map_or(0, |(_, v)| *v)
+        };
+        let held = registrations::check(cpu, last).unwrap();
+        assert_eq!(held.iter().collect::<std::vec::Vec<_>>(), ["pv-eoi"]);
+        // A host that forgot PV EOI (as a destination without the MSR would).
+        let lost = registrations::check(cpu, |_| 0).unwrap_err();
+        assert_eq!(lost.feature, "pv-eoi");
+        assert_eq!(lost.written, last(abi::MSR_KVM_PV_EOI_EN));
     }
 
     #[test]

@@ -289,12 +289,15 @@ pub fn build_table(on: FeatureSet, native: &PvOps, identity: Identity) -> PvOps 
     t.identity = identity;
     // Whatever is on: a count of 0 says no hypercall was made.
     t.platform.hypercalls = hypercalls;
+    // Whatever is on: only what was registered is checked.
+    t.platform.check_registrations = crate::registrations::check_this_cpu;
     if on.has(Feature::Kvmclock) {
         // SAFETY: sched_clock_c is sched_clock behind the C ABI.
         t = unsafe {
             t.with_sched_clock(crate::kvmclock::sched_clock, crate::kvmclock::sched_clock_c)
         };
         t.time.wall_clock = crate::kvmclock::wall_clock;
+        t.platform.take_paused = crate::kvmclock::take_paused;
     }
     if on.has(Feature::StealTime) {
         t.time.steal_clock = crate::steal_time::steal_clock;

@@ -59,6 +59,11 @@ pub(crate) fn register<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) -> Result<(), 
     // SAFETY: a zeroed, 4-aligned word in a static of this crate, in RAM;
     // Rust only touches it atomically.
     unsafe { h.write_msr(MSR_KVM_PV_EOI_EN, paddr | KVM_PV_EOI_ENABLED) };
+    crate::registrations::record(
+        cpu,
+        crate::registrations::Area::PvEoi,
+        paddr | KVM_PV_EOI_ENABLED,
+    );
     Ok(())
 }
 

@@ -183,6 +183,11 @@ pub(crate) fn register<H: Hypervisor + ?Sized>(h: &H, cpu: CpuId) -> Result<(), 
     if let Some(r) = REGISTERED.get(cpu) {
         r.store(true, Ordering::Release);
     }
+    crate::registrations::record(
+        cpu,
+        crate::registrations::Area::StealTime,
+        paddr | KVM_MSR_ENABLED,
+    );
     Ok(())
 }
 

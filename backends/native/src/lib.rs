@@ -100,6 +100,10 @@ pub(crate) fn phys_offset() -> u64 {
     PHYS_OFFSET.load(core::sync::atomic::Ordering::Relaxed)
 }
 
+pub(crate) fn set_phys_offset(offset: u64) {
+    PHYS_OFFSET.store(offset, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// The backend's name, as `pvops.backend=` names it.
 pub const NAME: &str = "native";
 
@@ -224,7 +228,7 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
 
 /// [`init`], with what the backend running native underneath knows.
 pub fn init_with(ctx: &BootContext<'_>, hints: NativeHints) -> Result<PvOps, BackendError> {
-    PHYS_OFFSET.store(ctx.phys_offset, core::sync::atomic::Ordering::Relaxed);
+    set_phys_offset(ctx.phys_offset);
     let serial = serial::init(serial::COM1);
     pic::disable();
     let want_x2 = ctx.option("apic") != Some("xapic");

@@ -18,6 +18,9 @@ use x86_64::VirtAddr;
 pub fn record_boot_context(ctx: &pvops_core::backend::BootContext<'_>) {
     pvops_core::translate::configure(ctx.kernel_map, ctx.phys_offset, paging_root);
     pvops_core::cpu::record_cpu_number(ctx.cpu_number);
+    // Native code another backend calls (the trampoline of
+    // `smp::start_at`, the local APIC) reaches memory through it.
+    crate::set_phys_offset(ctx.phys_offset);
 }
 
 /// The live page-table root, for [`pvops_core::translate`]'s walk of the
