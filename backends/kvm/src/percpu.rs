@@ -160,48 +160,44 @@ mod tests {
     use super::*;
     use pvops_core::cpu::CpuidResult;
 
-    struct Leaves {
-        max: u32,
-        l7_ecx: u32,
-        ext_max: u32,
-        ext_edx: u32,
+    /// A CPU with `rdpid` and/or `rdtscp` (the leaves are
+    /// `pvops_native::tsc_aux`'s to read, and tested there).
+    struct Cpu {
+        rdpid: bool,
+        rdtscp: bool,
     }
-    impl CpuidSource for Leaves {
+
+    impl CpuidSource for Cpu {
         fn cpuid(&self, leaf: u32, _: u32) -> CpuidResult {
-            let mut r = CpuidResult::default();
             match leaf {
-                0 => r.eax = self.max,
-                7 => r.ecx = self.l7_ecx,
-                0x8000_0000 => r.eax = self.ext_max,
-                0x8000_0001 => r.edx = self.ext_edx,
-                _ => {}
+                0 => CpuidResult {
+                    eax: 7,
+                    ..Default::default()
+                },
+                7 => CpuidResult {
+                    ecx: u32::from(self.rdpid) << 22,
+                    ..Default::default()
+                },
+                0x8000_0000 => CpuidResult {
+                    eax: 0x8000_0001,
+                    ..Default::default()
+                },
+                0x8000_0001 => CpuidResult {
+                    edx: u32::from(self.rdtscp) << 27,
+                    ..Default::default()
+                },
+                _ => CpuidResult::default(),
             }
-            r
         }
     }
 
     #[test]
     fn probe_prefers_rdpid_then_rdtscp() {
-        let l = |max, l7_ecx, ext_max, ext_edx| Leaves {
-            max,
-            l7_ecx,
-            ext_max,
-            ext_edx,
-        };
-        assert_eq!(
-            IdSource::probe(&l(0xd, 1 << 22, 0x8000_0008, 1 << 27)),
-            IdSource::Rdpid
-        );
-        assert_eq!(
-            IdSource::probe(&l(0xd, 0, 0x8000_0008, 1 << 27)),
-            IdSource::Rdtscp
-        );
-        // Leaf 7 reported but beyond max: ignored.
-        assert_eq!(
-            IdSource::probe(&l(6, 1 << 22, 0x8000_0000, 1 << 27)),
-            IdSource::Apic
-        );
-        assert_eq!(IdSource::probe(&l(0xd, 0, 0x8000_0008, 0)), IdSource::Apic);
+        let probe = |rdpid, rdtscp| IdSource::probe(&Cpu { rdpid, rdtscp });
+        assert_eq!(probe(true, true), IdSource::Rdpid);
+        assert_eq!(probe(true, false), IdSource::Rdpid);
+        assert_eq!(probe(false, true), IdSource::Rdtscp);
+        assert_eq!(probe(false, false), IdSource::Apic);
     }
 
     #[test]

@@ -122,6 +122,26 @@ macro_rules! if_group {
     ($a:ident $b:ident $($t:tt)*) => {};
 }
 
+/// One group builder of [`PvOps`]: the group `$g` taken whole from `T`,
+/// its patchable ops (those of the list whose group is `$g`) bound to
+/// `T`'s functions.
+macro_rules! group_builder {
+    ($(#[$doc:meta])* $name:ident, $g:ident: $bound:ident, $table:ident;
+     $($variant:ident $group:ident $field:ident),*) => {
+        $(#[$doc])*
+        pub const fn $name<T: $bound>(mut self) -> Self {
+            let $g = $table::of::<T>();
+            let mut patch = self.patch;
+            $(if_group!($g $group
+                patch = patch.rebind(Op::$variant, $g.$field as *const (), $field::call::<T>());
+            );)*
+            self.$g = $g;
+            self.patch = patch;
+            self
+        }
+    };
+}
+
 /// Generates every list of patchable ops from one line per op (see the
 /// module docs).
 macro_rules! patchable_ops {
@@ -222,46 +242,23 @@ macro_rules! patchable_ops {
         }
 
         impl PvOps {
-            /// This table with its interrupt group replaced by `T`'s ops.
-            /// The patchable ones among them are bound as [`PvOps::of`]
-            /// binds its backend's: each site becomes a direct call to
-            /// `T`'s function (no inline bytes). For a backend that takes
-            /// a whole group from elsewhere; single entries are replaced
-            /// by assigning them.
-            pub const fn with_irq<T: IrqOps>(mut self) -> Self {
-                let irq = IrqOpsTable::of::<T>();
-                let mut patch = self.patch;
-                $(if_group!(irq $group
-                    patch = patch.rebind(Op::$variant, irq.$field as *const (), $field::call::<T>());
-                );)*
-                self.irq = irq;
-                self.patch = patch;
-                self
-            }
-
-            /// [`PvOps::with_irq`] for the MMU group.
-            pub const fn with_mmu<T: MmuOps>(mut self) -> Self {
-                let mmu = MmuOpsTable::of::<T>();
-                let mut patch = self.patch;
-                $(if_group!(mmu $group
-                    patch = patch.rebind(Op::$variant, mmu.$field as *const (), $field::call::<T>());
-                );)*
-                self.mmu = mmu;
-                self.patch = patch;
-                self
-            }
-
-            /// [`PvOps::with_irq`] for the time group.
-            pub const fn with_time<T: TimeOps>(mut self) -> Self {
-                let time = TimeOpsTable::of::<T>();
-                let mut patch = self.patch;
-                $(if_group!(time $group
-                    patch = patch.rebind(Op::$variant, time.$field as *const (), $field::call::<T>());
-                );)*
-                self.time = time;
-                self.patch = patch;
-                self
-            }
+            group_builder!(
+                /// This table with its interrupt group replaced by `T`'s
+                /// ops. The patchable ones among them are bound as
+                /// [`PvOps::of`] binds its backend's: each site becomes a
+                /// direct call to `T`'s function (no inline bytes). For a
+                /// backend that takes a whole group from elsewhere; single
+                /// entries are replaced by assigning them.
+                with_irq, irq: IrqOps, IrqOpsTable; $($variant $group $field),*
+            );
+            group_builder!(
+                /// [`PvOps::with_irq`] for the MMU group.
+                with_mmu, mmu: MmuOps, MmuOpsTable; $($variant $group $field),*
+            );
+            group_builder!(
+                /// [`PvOps::with_irq`] for the time group.
+                with_time, time: TimeOps, TimeOpsTable; $($variant $group $field),*
+            );
         }
     };
 }

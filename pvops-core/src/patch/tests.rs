@@ -579,67 +579,41 @@ fn rewrite_fake_text_with(budget: u8, cli: [u8; SITE_LEN]) {
 fn rewrite_refuses_bad_records_and_writes_nothing() {
     let f = Fake::new();
     let bindings = Op::ALL.map(|_| Binding::Table { call: f.base() });
-    let slot = |op| f.slot(op);
     let before = f.all();
+    let attempt = |sites: std::vec::Vec<Site>, log: &mut Log| {
+        // SAFETY: as in `rewrite_fake_text`.
+        unsafe {
+            rewrite(
+                || sites.iter().copied(),
+                |op| f.slot(op),
+                &bindings,
+                SAFE_PREFIXES,
+                log,
+            )
+        }
+    };
+    let mut log = Log::default();
     // A record whose site is not the indirect call of its op's slot.
     let mut sites = f.sites();
     sites[2].op = Some(Op::Enable);
-    let mut log = Log::default();
-    // SAFETY: as in `rewrite_fake_text`.
-    let r = unsafe {
-        rewrite(
-            || sites.iter().copied(),
-            slot,
-            &bindings,
-            SAFE_PREFIXES,
-            &mut log,
-        )
-    };
+    let r = attempt(sites, &mut log);
     assert_eq!(r, Err(PatchError::BadSite { addr: f.site(2) }));
     // A record with an unknown op or a wrong length.
     let mut sites = f.sites();
     sites[1].op = None;
-    // SAFETY: as above.
-    let r = unsafe {
-        rewrite(
-            || sites.iter().copied(),
-            slot,
-            &bindings,
-            SAFE_PREFIXES,
-            &mut log,
-        )
-    };
+    let r = attempt(sites, &mut log);
     assert_eq!(r, Err(PatchError::BadSite { addr: f.site(1) }));
     let mut sites = f.sites();
     sites[4].len = 5;
-    // SAFETY: as above.
-    let r = unsafe {
-        rewrite(
-            || sites.iter().copied(),
-            slot,
-            &bindings,
-            SAFE_PREFIXES,
-            &mut log,
-        )
-    };
+    let r = attempt(sites, &mut log);
     assert_eq!(r, Err(PatchError::BadSite { addr: f.site(4) }));
     assert!(log.calls.is_empty());
     // Text that cannot be made writable.
-    let sites = f.sites();
     let mut log = Log {
         refuse: true,
         ..Log::default()
     };
-    // SAFETY: as above.
-    let r = unsafe {
-        rewrite(
-            || sites.iter().copied(),
-            slot,
-            &bindings,
-            SAFE_PREFIXES,
-            &mut log,
-        )
-    };
+    let r = attempt(f.sites(), &mut log);
     assert_eq!(r, Err(PatchError::Text("refused")));
     assert_eq!(log.calls.len(), 1);
     assert_eq!(f.all(), before);
