@@ -22,21 +22,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 macro_rules! site {
     (saved $op:expr $(, $($operands:tt)*)?) => {{
         const { assert!($op.callee_saved(), "a `c` op used with `site!(saved ..)`") };
-        ::core::arch::asm!(
-            "771:",
-            "call qword ptr [rip + {slots} + {offset}]",
-            "772:",
-            ".pushsection pvops_sites, \"aR\"",
-            ".balign 4",
-            ".long 771b - .",
-            ".byte 772b - 771b",
-            ".byte {op}",
-            ".2byte 0",
-            ".popsection",
-            slots = sym $crate::patch::site::SLOTS,
-            offset = const ($op as usize) * 8,
-            op = const ($op as u8),
-            $($($operands)*,)?
+        $crate::patch::site::site!(@emit $op, $($($operands)*,)?
             out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
             out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
             out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
@@ -55,6 +41,10 @@ macro_rules! site {
     }};
     (c $op:expr $(, $($operands:tt)*)?) => {{
         const { assert!(!$op.callee_saved(), "a `saved` op used with `site!(c ..)`") };
+        $crate::patch::site::site!(@emit $op, $($($operands)*,)? clobber_abi("C"))
+    }};
+    // The site and its record, then the operands and clobbers given.
+    (@emit $op:expr, $($operands:tt)*) => {
         ::core::arch::asm!(
             "771:",
             "call qword ptr [rip + {slots} + {offset}]",
@@ -69,10 +59,9 @@ macro_rules! site {
             slots = sym $crate::patch::site::SLOTS,
             offset = const ($op as usize) * 8,
             op = const ($op as u8),
-            $($($operands)*,)?
-            clobber_abi("C"),
+            $($operands)*
         )
-    }};
+    };
 }
 pub(crate) use site;
 
