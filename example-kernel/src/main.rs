@@ -81,16 +81,19 @@ pub extern "C" fn kernel_main(boot: BootHandoff) -> ! {
     }
     kprintln!("pvops: {}", ops.identity);
     if let Some(i) = pvops::native::info() {
+        // Wherever native runs (alone or under a backend that composes on
+        // it): where its TSC frequency and APIC timer rate came from.
+        kprintln!(
+            "pvops: info: tsc_hz={} tsc_source={} apic={:?} apic_timer_per_ms={} apic_timer={} cpus={} rtc={}",
+            i.tsc_hz,
+            i.tsc_source.as_str(),
+            i.apic,
+            i.apic_timer_per_ms,
+            if i.apic_timer_given { "given" } else { "measured" },
+            i.cpus,
+            i.rtc
+        );
         if ops.identity.backend == pvops::native::NAME {
-            kprintln!(
-                "pvops: info: tsc_hz={} tsc_source={} apic={:?} apic_timer_per_ms={} cpus={} rtc={}",
-                i.tsc_hz,
-                i.tsc_source.as_str(),
-                i.apic,
-                i.apic_timer_per_ms,
-                i.cpus,
-                i.rtc
-            );
             if let Err(e) = i.acpi_s5 {
                 kprintln!("pvops: warning: no ACPI S5 power-off: {e}");
             }

@@ -1,6 +1,7 @@
 //! # pvops-ffi: pvops for kernels written in C
 //!
-//! A static library exporting pvops' ops as `extern "C"` functions, with
+//! A static library exporting pvops' ops as `extern "C"` functions (every
+//! backend compiled in: native, kvm, xen, vmware; `pvops_init` picks one), with
 //! the header `include/pvops.h` (kept equal to what cbindgen generates from
 //! this file by a test, so the two cannot drift).
 //!

@@ -110,6 +110,9 @@ impl Priority {
     /// nowhere but its own range, and a Xen guest must never take KVM's
     /// path.
     pub const XEN: Priority = Priority(120);
+    /// VMware's interface (CPUID timing leaf, backdoor port): below KVM,
+    /// whose own leaves win where QEMU/KVM also emulates VMware's port.
+    pub const VMWARE: Priority = Priority(90);
 }
 
 /// Why a backend could not be brought up.

@@ -25,6 +25,9 @@ pub enum Platform {
     /// Xen, as an HVM guest entered by firmware or a loader (emulated
     /// legacy devices beside Xen's PV interfaces).
     XenHvm,
+    /// VMware (or an emulation of its interface): native ops, frequencies
+    /// from the hypervisor.
+    Vmware,
 }
 
 impl Platform {
@@ -36,6 +39,7 @@ impl Platform {
             Platform::XenPvh => "xen-pvh",
             Platform::XenPv => "xen-pv",
             Platform::XenHvm => "xen-hvm",
+            Platform::Vmware => "vmware",
         }
     }
 }

@@ -67,6 +67,10 @@ pub use pvops_kvm as kvm;
 #[cfg_attr(docsrs, doc(cfg(feature = "xen")))]
 pub use pvops_xen as xen;
 
+#[cfg(feature = "vmware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vmware")))]
+pub use pvops_vmware as vmware;
+
 use pvops_core::backend::Candidate;
 
 /// Every backend compiled into this build, best first in source order
@@ -76,6 +80,8 @@ pub const CANDIDATES: &[Candidate] = &[
     pvops_xen::CANDIDATE,
     #[cfg(feature = "kvm")]
     pvops_kvm::CANDIDATE,
+    #[cfg(feature = "vmware")]
+    pvops_vmware::CANDIDATE,
     #[cfg(feature = "native")]
     pvops_native::CANDIDATE,
 ];

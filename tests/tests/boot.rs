@@ -341,3 +341,47 @@ fn xen_pv_dom0_bigger_than_the_boot_padding_maps() {
     let b = xtask::boot::run_plan(plan, false).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(b.passed(), "{}", b.report());
 }
+
+/// The kernel's `tsc_source=` in `env`'s boot, asserted to be the one the
+/// environment decides ([`Env::expected_tsc_source`]): which of VMware's
+/// sources gave the TSC frequency (or, under TCG, that none could).
+fn assert_tsc_source(env: Env) {
+    assert_boots(env);
+    let pvops_tests::Booted::Ran(b) = pvops_tests::boot_once(env) else {
+        return; // skipped, loudly, by assert_boots
+    };
+    let expected = env.expected_tsc_source().expect("a VMware environment");
+    let line = b
+        .run
+        .console
+        .iter()
+        .find(|l| l.starts_with("pvops: info: tsc_hz="))
+        .unwrap_or_else(|| panic!("{env}: no `pvops: info: tsc_hz=` line\n{}", b.report()));
+    let source = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tsc_source="))
+        .unwrap_or_else(|| panic!("{env}: no tsc_source= in {line:?}"));
+    assert_eq!(source, expected, "{env}: {line}");
+}
+
+/// QEMU/KVM as VMware with KVM's leaves hidden: the vmware backend by
+/// SMBIOS and the backdoor, TSC and APIC bus frequencies from GETHZ.
+#[test]
+fn boot_vmware_qemu() {
+    assert_tsc_source(Env::VmwareQemu);
+}
+
+/// QEMU/KVM as VMware with `vmware-cpuid-freq`: the frequencies from
+/// CPUID 0x40000010 (the backend forced: KVM's leaves outbid it there).
+#[test]
+fn boot_vmware_qemu_leaf() {
+    assert_tsc_source(Env::VmwareQemuLeaf);
+}
+
+/// QEMU TCG as VMware: the backdoor answers, GETHZ has no frequency (QEMU
+/// sets the APIC bus frequency only under KVM) and there is no timing
+/// leaf, so native measures against the PIT, after warnings.
+#[test]
+fn boot_vmware_qemu_tcg() {
+    assert_tsc_source(Env::VmwareQemuTcg);
+}

@@ -156,6 +156,8 @@ fn run_fallbacks(env: Env, cases: &[Fallback]) {
             .retain(|f| !case.absent.contains(&f.as_str()));
         e.features_absent
             .extend(case.absent.iter().map(|f| f.to_string()));
+        e.features_absent
+            .retain(|f| !case.present.contains(&f.as_str()));
         e.features_present
             .extend(case.present.iter().map(|f| f.to_string()));
         let b = match run_plan(p, false) {
@@ -257,6 +259,40 @@ fn kvm_refused_msr_writes_fall_back_per_feature() {
                 ],
             },
         ],
+    );
+}
+
+/// VMware's frequency sources refused one at a time: the timing leaf
+/// gives way to GETHZ, GETHZ to native's own (the PIT), each with a
+/// warning. (GETVERSION refused where only SMBIOS speaks makes the backend
+/// fail for native: host-tested in pvops-vmware, as the platform changes.)
+#[test]
+fn vmware_refused_sources_fall_back_in_order() {
+    run_fallbacks(
+        Env::VmwareQemuLeaf,
+        &[Fallback {
+            fail: "vmware.cpuid-freq",
+            extra: &[],
+            absent: &["cpuid-freq"],
+            present: &["gethz"],
+            warnings: &[
+                "pvops.fail: injecting faults at vmware.cpuid-freq (every use)",
+                "vmware: vmware.cpuid-freq refused (pvops.fail)",
+            ],
+        }],
+    );
+    run_fallbacks(
+        Env::VmwareQemu,
+        &[Fallback {
+            fail: "vmware.gethz",
+            extra: &[],
+            absent: &["gethz", "apic-freq"],
+            present: &[],
+            warnings: &[
+                "vmware: vmware.gethz refused (pvops.fail)",
+                "vmware: no TSC frequency from the hypervisor: native's own",
+            ],
+        }],
     );
 }
 
@@ -648,6 +684,125 @@ fn lying_platforms_pick_the_right_fallback() {
     if ran == 0 {
         skip("no environment for the lying-platform boots");
     }
+}
+
+/// Claims of VMware that do not hold, and KVM beside VMware's emulation:
+/// the backend that can really run wins, and the backdoor is only asked
+/// where SMBIOS named VMware.
+#[test]
+fn vmware_claims_that_do_not_hold() {
+    struct Case {
+        name: &'static str,
+        env: Env,
+        /// QEMU `-machine` and `-cpu` instead of the environment's.
+        machine: Option<&'static str>,
+        cpu: Option<&'static str>,
+        /// Added to QEMU's arguments.
+        qemu: &'static [&'static str],
+        /// Added to the kernel's command line.
+        words: &'static [&'static str],
+        platform: &'static str,
+        backend: &'static str,
+        warnings: &'static [&'static str],
+    }
+    let cases = [
+        // SMBIOS says VMware, but nothing answers the port: no bid.
+        Case {
+            name: "SMBIOS VMware, vmport off",
+            env: Env::VmwareQemu,
+            machine: Some("pc,vmport=off"),
+            cpu: None,
+            qemu: &[],
+            words: &[],
+            platform: "native",
+            backend: "native",
+            warnings: &[],
+        },
+        // The port answered detection, then GETVERSION is refused at init:
+        // the backend fails by name and native takes over.
+        Case {
+            name: "GETVERSION refused at init",
+            env: Env::VmwareQemu,
+            machine: None,
+            cpu: None,
+            qemu: &[],
+            words: &["pvops.fail=vmware.backdoor"],
+            platform: "native",
+            backend: "native",
+            warnings: &[
+                "backend vmware: SMBIOS names VMware but the backdoor port does not answer; \
+                 falling back",
+            ],
+        },
+        // vmport, SMBIOS and the timing leaf beside KVM's own leaves: KVM
+        // outbids VMware's emulated interface.
+        Case {
+            name: "KVM beside VMware's emulation",
+            env: Env::Kvm,
+            machine: Some("pc,vmport=on"),
+            cpu: Some(xtask::env::VMWARE_LEAF_CPU),
+            qemu: &["-smbios", xtask::env::VMWARE_SMBIOS],
+            words: &[],
+            platform: "kvm",
+            backend: "kvm",
+            warnings: &[],
+        },
+    ];
+    let mut failures = Vec::new();
+    for case in &cases {
+        if let Some(why) = xtask::provision::unavailable(case.env) {
+            skip(&format!("{}: {why}", case.name));
+            continue;
+        }
+        let mut p = plan(case.env, Kernel::Example, case.words);
+        if let Some(machine) = case.machine {
+            let i = p
+                .args
+                .iter()
+                .position(|a| a == "-machine")
+                .expect("-machine");
+            p.args[i + 1] = machine.into();
+        }
+        if let Some(cpu) = case.cpu {
+            set_cpu(&mut p, cpu);
+        }
+        p.args.extend(case.qemu.iter().map(Into::into));
+        let e = &mut p.expectation;
+        e.platform = case.platform.into();
+        e.backend = case.backend.into();
+        // Which backend runs is the point here, not its features.
+        e.features_present.clear();
+        e.features_absent.clear();
+        let b = match run_plan(p, false) {
+            Ok(b) => b,
+            Err(e) => {
+                failures.push(format!("{}: {e:#}", case.name));
+                continue;
+            }
+        };
+        let mut wrong: Vec<String> = b.problems.iter().map(|p| p.to_string()).collect();
+        wrong.extend(missing_notes(&b, NoteKind::Warning, case.warnings));
+        if case.warnings.is_empty() {
+            // No bid, so no failed bring-up to report.
+            wrong.extend(
+                notes(&b, NoteKind::Warning)
+                    .into_iter()
+                    .filter(|w| w.contains("vmware"))
+                    .map(|w| format!("unexpected warning {w:?}")),
+            );
+        }
+        if wrong.is_empty() {
+            eprintln!("{}: {}", case.name, b.verdict());
+        } else {
+            failures.push(format!(
+                "{}: {}\n{}",
+                case.name,
+                wrong.join("; "),
+                b.report()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 /// Under Xen classic PV the same setup hypercalls fall back the same way

@@ -143,7 +143,11 @@ impl Plan {
             );
         }
         let image = BootImage::read(kernel)?;
-        let cmdline = options.cmdline();
+        let mut cmdline = options.cmdline();
+        for word in env.extra_cmdline() {
+            cmdline.push(' ');
+            cmdline.push_str(word);
+        }
         let xen = provision::xen_binary();
         if env.is_xen() && !xen.is_file() {
             anyhow::bail!(

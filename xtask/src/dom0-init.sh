@@ -99,6 +99,8 @@ write_config() { # kind name cmdline-file cfgfile
                 # As people's HVM guests boot: hvmloader and SeaBIOS boot
                 # the guest's CD (GRUB, its grub.cfg holding the command line).
                 echo 'type = "hvm"'
+                # Apart from dom0 (pinned to CPU 0): see XEN_CMDLINE in domu.rs.
+                echo 'cpus = "1"'
                 echo "disk = [ \"format=raw, vdev=hdc, access=ro, devtype=cdrom, target=/guest/$name.iso\" ]"
                 echo 'boot = "d"'
                 echo 'device_model_version = "qemu-xen"'

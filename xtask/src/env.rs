@@ -11,6 +11,10 @@ use anyhow::{bail, Result};
 
 use crate::protocol::{Ending, Expectation};
 
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
 /// Fewest `test ... ok` lines a passing run must show.
 pub const MIN_OK_TESTS: usize = 5;
 
@@ -52,6 +56,21 @@ pub enum Env {
     /// legacy devices, as Firecracker-like VMMs are); the kvm backend,
     /// which takes the TSC frequency from kvmclock.
     Microvm,
+    /// QEMU with KVM dressed as VMware: `vmport` (the backdoor port),
+    /// SMBIOS naming VMware, KVM's leaves hidden (`kvm=off`, so no timing
+    /// leaf either); the vmware backend, TSC and APIC frequencies from the
+    /// backdoor's GETHZ.
+    VmwareQemu,
+    /// As [`Env::VmwareQemu`] with KVM's leaves visible and QEMU's copy of
+    /// VMware's timing leaf (`vmware-cpuid-freq=on`, invariant TSC); KVM
+    /// outbids VMware there, so `pvops.backend=vmware` is on the command
+    /// line: the vmware backend, frequencies from CPUID 0x40000010.
+    VmwareQemuLeaf,
+    /// As [`Env::VmwareQemu`] under TCG: the backdoor answers, but TCG has
+    /// neither the timing leaf nor a frequency for GETHZ (QEMU sets the
+    /// APIC bus frequency GETHZ needs only under KVM); the vmware backend
+    /// with native's own TSC frequency (the PIT), and warnings saying why.
+    VmwareQemuTcg,
 }
 
 /// Whether the kernel side of an environment exists yet.
@@ -117,6 +136,16 @@ const MEMORY_DIRECT: &str = "256M";
 const MEMORY_XEN: &str = "512M";
 /// KVM paravirt features the kvm backend is expected to use.
 const KVM_PV_CPU: &str = "qemu64,+kvm-pv-ipi,+kvm-pv-tlb-flush,+kvm-pv-unhalt,+kvm-pv-sched-yield,+kvmclock-stable-bit,+kvm-poll-control";
+/// vmware-qemu's CPU: KVM's leaves hidden, so VMware's interface stands
+/// alone (QEMU then fills no timing leaf: `vmware-cpuid-freq` needs KVM's
+/// leaves); an invariant TSC as VMware's hosts offer.
+pub const VMWARE_GETHZ_CPU: &str = "qemu64,kvm=off,+invtsc";
+/// vmware-qemu-leaf's CPU: KVM's leaves with QEMU's copy of VMware's
+/// timing leaf at 0x40000010 (needs an invariant TSC).
+pub const VMWARE_LEAF_CPU: &str = "qemu64,+invtsc,vmware-cpuid-freq=on";
+/// The SMBIOS system information that names VMware (`,,` is QEMU's comma).
+pub const VMWARE_SMBIOS: &str = "type=1,manufacturer=VMware,, Inc.,product=VMware Virtual Platform";
+
 /// The inner QEMU's CPU model in kvm-nested: the nested KVM passes the
 /// (emulated) host CPU through and offers every KVM paravirt feature.
 pub const KVM_NESTED_CPU: &str = "host";
@@ -313,7 +342,7 @@ pub const NESTED_MATRIX_LEAVES_OUT: &[&str] = &["kvm-poll-control"];
 
 impl Env {
     /// Every environment, in the order reports list them.
-    pub const ALL: [Env; 11] = [
+    pub const ALL: [Env; 14] = [
         Env::Tcg,
         Env::Kvm,
         Env::KvmHidden,
@@ -325,6 +354,9 @@ impl Env {
         Env::XenHvmDomu,
         Env::XenHvmFwDomu,
         Env::Microvm,
+        Env::VmwareQemu,
+        Env::VmwareQemuLeaf,
+        Env::VmwareQemuTcg,
     ];
 
     /// The domU environments, in the order one dom0 boot runs them.
@@ -349,6 +381,9 @@ impl Env {
             Env::XenHvmDomu => "xen-hvm-domu",
             Env::XenHvmFwDomu => "xen-hvm-fw-domu",
             Env::Microvm => "microvm",
+            Env::VmwareQemu => "vmware-qemu",
+            Env::VmwareQemuLeaf => "vmware-qemu-leaf",
+            Env::VmwareQemuTcg => "vmware-qemu-tcg",
         }
     }
 
@@ -378,6 +413,14 @@ impl Env {
                  firmware_override (a PVH entry in an HVM container, no command line)"
             }
             Env::Microvm => "QEMU microvm with KVM, no PIT, PIC or RTC (pit=off,pic=off,rtc=off)",
+            Env::VmwareQemu => {
+                "QEMU with KVM as VMware: vmport, SMBIOS VMware, KVM leaves hidden (GETHZ)"
+            }
+            Env::VmwareQemuLeaf => {
+                "QEMU with KVM as VMware: vmport, SMBIOS VMware, vmware-cpuid-freq \
+                 (KVM leaves visible, pvops.backend=vmware)"
+            }
+            Env::VmwareQemuTcg => "QEMU TCG as VMware: vmport, SMBIOS VMware (no frequency)",
         }
     }
 
@@ -395,6 +438,9 @@ impl Env {
             Env::XenHvmDomu => Status::Implemented,
             Env::XenHvmFwDomu => Status::Implemented,
             Env::Microvm => Status::Implemented,
+            Env::VmwareQemu => Status::Implemented,
+            Env::VmwareQemuLeaf => Status::Implemented,
+            Env::VmwareQemuTcg => Status::Implemented,
         }
     }
 
@@ -412,6 +458,7 @@ impl Env {
             Env::XenPvh | Env::XenPvhDomu | Env::XenHvmFwDomu => "xen-pvh",
             Env::XenHvmDomu => "xen-hvm",
             Env::XenPv | Env::XenPvDomu => "xen-pv",
+            Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => "vmware",
         }
     }
 
@@ -426,6 +473,27 @@ impl Env {
             | Env::XenPvDomu
             | Env::XenHvmDomu
             | Env::XenHvmFwDomu => "xen",
+            Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => "vmware",
+        }
+    }
+
+    /// The kernel's `tsc_source=` (its `pvops: info: tsc_hz=` line) where
+    /// the environment decides it: the VMware ones.
+    pub const fn expected_tsc_source(self) -> Option<&'static str> {
+        match self {
+            Env::VmwareQemu => Some("vmware-gethz"),
+            Env::VmwareQemuLeaf => Some("vmware-cpuid"),
+            Env::VmwareQemuTcg => Some("pit"),
+            _ => None,
+        }
+    }
+
+    /// Command-line words the environment adds after the harness's.
+    pub const fn extra_cmdline(self) -> &'static [&'static str] {
+        match self {
+            // KVM's leaves outbid VMware's emulated interface.
+            Env::VmwareQemuLeaf => &["pvops.backend=vmware"],
+            _ => &[],
         }
     }
 
@@ -436,6 +504,7 @@ impl Env {
             Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => {
                 Ending::DebugExit
             }
+            Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => Ending::DebugExit,
             // Under Xen the kernel is dom0 and cannot reach QEMU's
             // isa-debug-exit; it asks Xen to reboot, and -no-reboot turns
             // that reset into QEMU's exit.
@@ -495,9 +564,17 @@ impl Env {
                     .iter()
                     .map(|f| f.to_string())
                     .collect(),
+                Env::VmwareQemu => strings(&["backdoor", "gethz", "apic-freq"]),
+                Env::VmwareQemuLeaf => strings(&["backdoor", "cpuid-freq", "apic-freq"]),
+                Env::VmwareQemuTcg => strings(&["backdoor"]),
                 _ => Vec::new(),
             },
-            features_absent: Vec::new(),
+            features_absent: match self {
+                Env::VmwareQemu => strings(&["cpuid-freq"]),
+                Env::VmwareQemuLeaf => strings(&["gethz"]),
+                Env::VmwareQemuTcg => strings(&["cpuid-freq", "gethz", "apic-freq"]),
+                _ => Vec::new(),
+            },
             skipped: self
                 .expected_skips()
                 .iter()
@@ -524,6 +601,8 @@ impl Env {
         match self {
             Env::Tcg => Duration::from_secs(120),
             Env::Kvm | Env::KvmHidden | Env::Microvm => Duration::from_secs(180),
+            Env::VmwareQemu | Env::VmwareQemuLeaf => Duration::from_secs(180),
+            Env::VmwareQemuTcg => Duration::from_secs(120),
             Env::XenPvh | Env::XenPv => Duration::from_secs(300),
             Env::KvmNested => Duration::from_secs(90),
             // One domU's own run, once dom0 is up (the whole boot's bound
@@ -581,6 +660,8 @@ impl Env {
     pub const fn accel(self) -> Accel {
         match self {
             Env::Kvm | Env::KvmHidden | Env::Microvm => Accel::Kvm,
+            Env::VmwareQemu | Env::VmwareQemuLeaf => Accel::Kvm,
+            Env::VmwareQemuTcg => Accel::Tcg,
             // Xen inside QEMU crashed during its own boot under KVM here.
             // kvm-nested's outer machine is TCG (its KVM is the outer
             // Linux's, which the host's /dev/kvm plays no part in).
@@ -673,6 +754,7 @@ impl Env {
             Env::XenPvh => Some("console=com1 loglvl=all dom0=pvh dom0-iommu=none"),
             Env::XenPv => Some("console=com1 loglvl=all dom0_mem=64M,max:64M"),
             Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => None,
+            Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => None,
             Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu | Env::XenHvmFwDomu => None,
         }
     }
@@ -699,6 +781,9 @@ impl Env {
         let machine = match self {
             // No legacy devices: what a Firecracker-like VMM offers.
             Env::Microvm => "microvm,pit=off,pic=off,rtc=off",
+            // `pc` has the vmport device on by default (auto); said
+            // explicitly where the environment depends on it.
+            Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => "pc,vmport=on",
             _ => "pc",
         };
         push(&["-machine", machine, "-m", memory]);
@@ -720,6 +805,13 @@ impl Env {
             Env::KvmHidden => push(&["-accel", "kvm", "-cpu", "qemu64,kvm=off"]),
             Env::Kvm | Env::Microvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
             Env::KvmNested => push(&["-accel", "kvm", "-cpu", KVM_NESTED_CPU]),
+            Env::VmwareQemu => push(&["-accel", "kvm", "-cpu", VMWARE_GETHZ_CPU]),
+            Env::VmwareQemuLeaf => push(&["-accel", "kvm", "-cpu", VMWARE_LEAF_CPU]),
+            // TCG refuses invtsc (a warning) and fills no timing leaf.
+            Env::VmwareQemuTcg => push(&["-accel", "tcg", "-cpu", "max"]),
+        }
+        if self.expected_platform() == "vmware" {
+            push(&["-smbios", VMWARE_SMBIOS]);
         }
         if launch.medium != Medium::Kernel {
             if self.is_xen() {
@@ -891,7 +983,10 @@ mod tests {
                 "xen-pv-domu",
                 "xen-hvm-domu",
                 "xen-hvm-fw-domu",
-                "microvm"
+                "microvm",
+                "vmware-qemu",
+                "vmware-qemu-leaf",
+                "vmware-qemu-tcg"
             ]
         );
     }
@@ -972,7 +1067,10 @@ mod tests {
                 ("xen-pv", "xen"),
                 ("xen-hvm", "xen"),
                 ("xen-pvh", "xen"),
-                ("kvm", "kvm")
+                ("kvm", "kvm"),
+                ("vmware", "vmware"),
+                ("vmware", "vmware"),
+                ("vmware", "vmware")
             ]
         );
         assert_eq!(Env::Tcg.expectation().min_ok, MIN_OK_TESTS);
@@ -984,10 +1082,10 @@ mod tests {
     fn common_arguments() {
         for env in Env::ALL.into_iter().filter(|e| !e.is_domu()) {
             let args = args_of(env, Some(Path::new("/x/xen")));
-            let machine = if env == Env::Microvm {
-                "microvm,pit=off,pic=off,rtc=off"
-            } else {
-                "pc"
+            let machine = match env {
+                Env::Microvm => "microvm,pit=off,pic=off,rtc=off",
+                Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => "pc,vmport=on",
+                _ => "pc",
             };
             assert!(has_pair(&args, "-machine", machine), "{env}: {args:?}");
             assert!(has_pair(&args, "-smp", "2"), "{env}");
@@ -1029,6 +1127,32 @@ mod tests {
             [&a[..i], &a[i + 2..]].concat()
         };
         assert_eq!(without_cpu(inner), without_cpu(args));
+    }
+
+    #[test]
+    fn vmware_arguments() {
+        let args = args_of(Env::VmwareQemu, None);
+        assert!(has_pair(&args, "-accel", "kvm"));
+        assert!(has_pair(&args, "-cpu", "qemu64,kvm=off,+invtsc"));
+        assert!(has_pair(
+            &args,
+            "-smbios",
+            "type=1,manufacturer=VMware,, Inc.,product=VMware Virtual Platform"
+        ));
+        let leaf = args_of(Env::VmwareQemuLeaf, None);
+        assert!(has_pair(&leaf, "-cpu", VMWARE_LEAF_CPU));
+        assert_eq!(
+            Env::VmwareQemuLeaf.extra_cmdline(),
+            ["pvops.backend=vmware"]
+        );
+        let tcg = args_of(Env::VmwareQemuTcg, None);
+        assert!(has_pair(&tcg, "-accel", "tcg"));
+        assert!(!args_of(Env::Kvm, None).contains(&"-smbios".to_owned()));
+        let e = Env::VmwareQemu.expectation();
+        assert_eq!(e.features_present, ["backdoor", "gethz", "apic-freq"]);
+        assert_eq!(e.features_absent, ["cpuid-freq"]);
+        assert_eq!(Env::VmwareQemuTcg.expected_tsc_source(), Some("pit"));
+        assert_eq!(Env::Kvm.expected_tsc_source(), None);
     }
 
     #[test]

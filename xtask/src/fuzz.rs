@@ -12,9 +12,10 @@ use anyhow::{bail, Context, Result};
 /// (PVH and PV), ACPI, the command line, clock scaling, CPUID detection,
 /// the pvclock version protocol under a racing writer, the Xen console
 /// ring indices, event-channel bitmap walking, KVM feature/hint parsing
-/// and planning, the ELF-note layout of a PVH image, and the xenstore
-/// client against a scripted daemon. Twelve targets of [`SHORT_RUN_SECS`]
-/// each keep the short run around two minutes.
+/// and planning, the ELF-note layout of a PVH image, the xenstore
+/// client against a scripted daemon, and VMware's SMBIOS evidence,
+/// backdoor replies and timing leaf. Thirteen targets of
+/// [`SHORT_RUN_SECS`] each keep the short run a little over two minutes.
 pub const TARGETS: &[&str] = &[
     "start_info",
     "pv_start_info",
@@ -28,6 +29,7 @@ pub const TARGETS: &[&str] = &[
     "kvm_features",
     "elfnote",
     "xenstore",
+    "vmware",
 ];
 
 /// Seconds each target runs in `cargo xtask test`.

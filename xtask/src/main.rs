@@ -199,7 +199,12 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             if !env.is_implemented() {
                 bail!("environment {env} is not implemented yet");
             }
-
+            if env.guest() != xtask::env::Guest::ExampleKernel {
+                bail!(
+                    "{env} boots the multiboot2 example kernel, which has no benchmarks; \
+                     `--env xen-hvm-fw-domu` benches the example kernel in an HVM domU"
+                );
+            }
             provision::ensure(env)?;
             if env.is_nested() {
                 // Every configuration in one outer boot.
@@ -381,7 +386,7 @@ fn run_migration(env: Env, kernel: &std::path::Path, options: &BootOptions) -> R
 /// Crates whose host tests also run under Miri (undefined behaviour,
 /// leaks, aliasing): the table, parsers, pvclock math, event-channel and
 /// console-ring handling.
-const MIRI_CRATES: &[&str] = &["pvops-core", "pvops-kvm", "pvops-xen"];
+const MIRI_CRATES: &[&str] = &["pvops-core", "pvops-kvm", "pvops-xen", "pvops-vmware"];
 
 /// What Miri and the fuzzers found.
 struct Hardening {

@@ -11,6 +11,7 @@ pub const PUBLISHED: &[&str] = &[
     "pvops-native",
     "pvops-kvm",
     "pvops-xen",
+    "pvops-vmware",
     "pvops",
 ];
 

@@ -118,6 +118,10 @@ pub struct NativeInfo {
     pub apic: apic::ApicMode,
     /// APIC timer ticks per millisecond (divide by 16).
     pub apic_timer_per_ms: u64,
+    /// Whether that rate came from the backend underneath
+    /// ([`NativeHints::apic_bus_hz`]) rather than from a measurement
+    /// against the TSC clock.
+    pub apic_timer_given: bool,
     /// Whether a UART console answered.
     pub serial: bool,
     /// ACPI S5 as a shutdown path, or why it is not available.
@@ -149,6 +153,7 @@ static INFO_SLOT: InfoSlot = InfoSlot(core::cell::UnsafeCell::new(NativeInfo {
     tsc_source: tsc::TscSource::Pit,
     apic: apic::ApicMode::XApic,
     apic_timer_per_ms: 0,
+    apic_timer_given: false,
     serial: false,
     acpi_s5: Ok(()),
     madt: Ok(()),
@@ -196,25 +201,58 @@ fn err(reason: &'static str) -> BackendError {
     }
 }
 
-/// What a backend that runs native underneath (kvm, xen) already knows
-/// better than native could measure.
+/// What a backend that runs native underneath (kvm, xen, vmware) already
+/// knows better than native could measure.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NativeHints {
     /// The TSC frequency in Hz, from a paravirtual clock (kvmclock's or
-    /// Xen's pvclock scale): used before CPUID or the PIT are asked, so a
-    /// machine without a PIT (QEMU `microvm`, Firecracker-like VMMs) needs
-    /// none.
+    /// Xen's pvclock scale) or the hypervisor's word for it (VMware's
+    /// timing leaf or backdoor): used before CPUID or the PIT are asked, so
+    /// a machine without a PIT (QEMU `microvm`, Firecracker-like VMMs)
+    /// needs none. Ignored when implausible (native then finds its own).
     pub tsc_hz: Option<u64>,
+    /// Where [`NativeHints::tsc_hz`] came from, for the info line
+    /// ([`tsc::TscSource::Backend`]); `None` reads as `pvclock`.
+    pub tsc_source: Option<&'static str>,
+    /// The local APIC timer's input clock in Hz (the APIC bus), when the
+    /// hypervisor says it: the timer is then not measured against the TSC
+    /// clock. Ignored when implausible.
+    pub apic_bus_hz: Option<u64>,
 }
 
 impl NativeHints {
     /// No hints: native finds everything itself.
-    pub const NONE: NativeHints = NativeHints { tsc_hz: None };
+    pub const NONE: NativeHints = NativeHints {
+        tsc_hz: None,
+        tsc_source: None,
+        apic_bus_hz: None,
+    };
 
-    /// Hints with the TSC frequency known.
+    /// Hints with the TSC frequency known from a paravirtual clock.
     pub const fn with_tsc_hz(hz: u64) -> Self {
-        NativeHints { tsc_hz: Some(hz) }
+        NativeHints {
+            tsc_hz: Some(hz),
+            ..Self::NONE
+        }
+    }
+
+    /// These hints with the TSC frequency `hz`, read from `source` (a short
+    /// name for the info line, e.g. `vmware-gethz`).
+    pub const fn tsc(self, hz: u64, source: &'static str) -> Self {
+        NativeHints {
+            tsc_hz: Some(hz),
+            tsc_source: Some(source),
+            ..self
+        }
+    }
+
+    /// These hints with the APIC bus (timer input) frequency `hz`.
+    pub const fn apic_bus(self, hz: u64) -> Self {
+        NativeHints {
+            apic_bus_hz: Some(hz),
+            ..self
+        }
     }
 }
 
@@ -235,14 +273,21 @@ pub fn init_with(ctx: &BootContext<'_>, hints: NativeHints) -> Result<PvOps, Bac
     // SAFETY: the BootContext contract says device memory in the low 4 GiB
     // is mapped at phys + phys_offset; init runs once, on the boot CPU.
     let apic_mode = unsafe { apic::init(want_x2, ctx.phys_offset) };
-    let (tsc_hz, tsc_source) = tsc::frequency(hints.tsc_hz, ctx.cpuid.primary().map(|l| l.base))
-        .ok_or(err(
-            "TSC frequency unknown: no paravirtual clock, no CPUID 0x15/0x16 or 0x40000010, \
+    let (tsc_hz, tsc_source) = tsc::frequency(
+        hints.tsc_hz,
+        hints.tsc_source,
+        ctx.cpuid.primary().map(|l| l.base),
+    )
+    .ok_or(err(
+        "TSC frequency unknown: no paravirtual clock, no CPUID 0x15/0x16 or 0x40000010, \
              and the PIT did not count",
-        ))?;
+    ))?;
     time::init_clock(ClockScale::from_hz(tsc_hz).ok_or(err("TSC frequency out of range"))?);
-    let apic_timer_per_ms =
-        time::calibrate_apic_timer().ok_or(err("local APIC timer does not count"))?;
+    let given_timer = hints.apic_bus_hz.and_then(time::apic_ticks_per_ms_of_bus);
+    let apic_timer_per_ms = match given_timer {
+        Some(per_ms) => per_ms,
+        None => time::calibrate_apic_timer().ok_or(err("local APIC timer does not count"))?,
+    };
     let rtc = match rtc::read() {
         Some(t) => {
             time::init_wall(rtc::unix_seconds(&t));
@@ -280,6 +325,7 @@ pub fn init_with(ctx: &BootContext<'_>, hints: NativeHints) -> Result<PvOps, Bac
             tsc_source,
             apic: apic_mode,
             apic_timer_per_ms,
+            apic_timer_given: given_timer.is_some(),
             serial,
             acpi_s5,
             madt,

@@ -71,6 +71,22 @@ pub(crate) fn calibrate_apic_timer() -> Option<u64> {
     ticks_per_ms(u64::from(u32::MAX - left), t1 - t0)
 }
 
+/// APIC bus frequencies outside this range are treated as wrong answers.
+const PLAUSIBLE_BUS_HZ: core::ops::RangeInclusive<u64> = 1_000_000..=10_000_000_000;
+
+/// Sets the APIC timer's rate from its input clock, `bus_hz` (as a
+/// hypervisor reports it), instead of measuring it. Returns ticks per
+/// millisecond at divide-by-16, or `None` (nothing set) when `bus_hz` is
+/// implausible.
+pub(crate) fn apic_ticks_per_ms_of_bus(bus_hz: u64) -> Option<u64> {
+    if !PLAUSIBLE_BUS_HZ.contains(&bus_hz) {
+        return None;
+    }
+    let per_ms = bus_hz / 16 / 1000;
+    APIC_TICKS_PER_MS.store(per_ms, Ordering::Relaxed);
+    Some(per_ms)
+}
+
 /// Ticks per millisecond from `ticks` counted over at least `ns`
 /// nanoseconds; `None` when either is 0 (the timer or the clock stands).
 fn ticks_per_ms(ticks: u64, ns: u64) -> Option<u64> {
@@ -141,5 +157,13 @@ mod tests {
         assert_eq!(ticks_per_ms(0, 10_000_000), None);
         assert_eq!(ticks_per_ms(5, 0), None);
         assert_eq!(ticks_per_ms(u64::MAX, 1), None);
+    }
+
+    #[test]
+    fn rate_from_a_given_bus_frequency() {
+        // QEMU's APIC bus: 1 GHz, divided by 16.
+        assert_eq!(apic_ticks_per_ms_of_bus(1_000_000_000), Some(62_500));
+        assert_eq!(apic_ticks_per_ms_of_bus(0), None);
+        assert_eq!(apic_ticks_per_ms_of_bus(u64::from(u32::MAX) * 1000), None);
     }
 }

@@ -29,6 +29,9 @@ pub enum TscSource {
     /// Given by the backend that runs native underneath (kvmclock's or
     /// Xen's pvclock scale).
     Given,
+    /// Given by the backend that runs native underneath, which named where
+    /// it read it (`NativeHints::tsc`), e.g. `vmware-gethz`.
+    Backend(&'static str),
 }
 
 impl TscSource {
@@ -41,12 +44,13 @@ impl TscSource {
             TscSource::PitCounter => "pit-counter",
             TscSource::HypervisorLeaf => "cpuid40000010",
             TscSource::Given => "pvclock",
+            TscSource::Backend(name) => name,
         }
     }
 }
 
 /// Frequencies outside this range are treated as wrong answers.
-const PLAUSIBLE_HZ: core::ops::RangeInclusive<u64> = 100_000_000..=20_000_000_000;
+pub const PLAUSIBLE_HZ: core::ops::RangeInclusive<u64> = 100_000_000..=20_000_000_000;
 
 /// The TSC frequency from CPUID leaves 0x15/0x16, if they give a plausible
 /// one.
@@ -107,13 +111,18 @@ pub fn hz_from_pit_counter() -> Option<u64> {
     hz_against_pit(pit::tsc_ticks_counting)
 }
 
-/// The TSC frequency: `given` (a paravirtual clock's, from the backend
-/// that runs native underneath), else CPUID leaves 0x15/0x16, else the
-/// hypervisor timing leaf of `hypervisor_base`, else measured against the
-/// PIT (channel 2, then channel 0's counter).
-pub fn frequency(given: Option<u64>, hypervisor_base: Option<u32>) -> Option<(u64, TscSource)> {
+/// The TSC frequency: `given` (from the backend that runs native
+/// underneath: a paravirtual clock's scale, or a frequency its hypervisor
+/// reports, with the name of where it came from if it gave one), else CPUID
+/// leaves 0x15/0x16, else the hypervisor timing leaf of `hypervisor_base`,
+/// else measured against the PIT (channel 2, then channel 0's counter).
+pub fn frequency(
+    given: Option<u64>,
+    given_by: Option<&'static str>,
+    hypervisor_base: Option<u32>,
+) -> Option<(u64, TscSource)> {
     if let Some(hz) = given.filter(|hz| PLAUSIBLE_HZ.contains(hz)) {
-        return Some((hz, TscSource::Given));
+        return Some((hz, given_by.map_or(TscSource::Given, TscSource::Backend)));
     }
     hz_from_cpuid(&HardwareCpuid)
         .or_else(|| {
@@ -180,6 +189,19 @@ mod tests {
         // A zero or absurd value is no answer.
         let f = Fake(&[(base, r(base + 0x10, 0, 0)), (base + 0x10, r(7, 0, 0))]);
         assert_eq!(hz_from_hypervisor_leaf(&f, base), None);
+    }
+
+    #[test]
+    fn given_frequency_keeps_its_source_name() {
+        assert_eq!(
+            frequency(Some(2_300_000_000), Some("vmware-gethz"), None),
+            Some((2_300_000_000, TscSource::Backend("vmware-gethz")))
+        );
+        assert_eq!(TscSource::Backend("vmware-cpuid").as_str(), "vmware-cpuid");
+        assert_eq!(
+            frequency(Some(2_300_000_000), None, None),
+            Some((2_300_000_000, TscSource::Given))
+        );
     }
 
     #[test]

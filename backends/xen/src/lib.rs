@@ -478,6 +478,11 @@ fn bring_up(ctx: &BootContext<'_>, platform: Platform) -> Result<PvOps, BackendE
         reason: "XENVER_get_features failed",
         detail: Some(e.detail()),
     })?;
+    if hvm {
+        // Before anything reads or writes shared info (see the method).
+        XEN.latch_64bit_shared_info()
+            .map_err(|e| fail("HVMOP_set_param(HVM_PARAM_CALLBACK_IRQ, 0) failed", Some(e)))?;
+    }
     choose_console(features, ctx.phys_offset);
     find_xenstore(features, ctx.phys_offset);
     arm_faults(ctx);

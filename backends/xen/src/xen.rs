@@ -160,6 +160,26 @@ impl<H: Hypercall> Xen<H> {
         .map(|_| ())
     }
 
+    /// Makes Xen read this domain's shared info and `vcpu_info` in the
+    /// 64-bit layout: `HVMOP_set_param(HVM_PARAM_CALLBACK_IRQ, 0)` (no
+    /// callback yet), one of the calls at which Xen samples the caller's
+    /// mode. An HVM domain's firmware runs in 32-bit mode and leaves the
+    /// 32-bit layout latched, where the event bitmaps sit elsewhere: the
+    /// mask bits this backend clears would not be the ones Xen reads.
+    pub fn latch_64bit_shared_info(&self) -> Result<(), XenError> {
+        let mut p = HvmParam {
+            domid: DOMID_SELF,
+            pad: 0,
+            index: hvm::HVM_PARAM_CALLBACK_IRQ,
+            value: 0,
+        };
+        self.call(
+            nr::HVM_OP,
+            [hvm::HVMOP_SET_PARAM, addr_mut(&mut p), 0, 0, 0],
+        )
+        .map(|_| ())
+    }
+
     /// `HVMOP_set_evtchn_upcall_vector`: `vcpu`'s upcalls arrive as local
     /// APIC `vector`.
     pub fn set_upcall_vector(&self, vcpu: u32, vector: u8) -> Result<(), XenError> {
@@ -385,6 +405,27 @@ mod tests {
             0x0004_0011
         }));
         assert_eq!(x.version(), Ok((4, 17)));
+    }
+
+    #[test]
+    fn latching_the_64bit_layout_sets_no_callback_and_ignores_the_callback_fault() {
+        let x = Xen(FakeXen::new(|op, a| {
+            assert_eq!((op, a[0]), (nr::HVM_OP, hvm::HVMOP_SET_PARAM));
+            // SAFETY: the typed layer passed a live HvmParam.
+            let p = unsafe { &*(a[1] as *const HvmParam) };
+            assert_eq!(
+                (p.domid, p.index, p.value),
+                (DOMID_SELF, hvm::HVM_PARAM_CALLBACK_IRQ, 0)
+            );
+            0
+        }));
+        // `xen.callback` is about setting the vector, not this.
+        let r =
+            x.0.faults
+                .configure(Some("xen.callback"), crate::fault_points::ALL);
+        assert!(r.is_clean());
+        assert_eq!(x.latch_64bit_shared_info(), Ok(()));
+        assert_eq!(x.0.calls.borrow().len(), 1);
     }
 
     #[test]
