@@ -45,6 +45,7 @@ pub mod fault;
 pub mod irq;
 pub mod lock;
 pub mod mmu;
+pub mod once;
 pub mod patch;
 pub mod phys;
 pub mod platform;

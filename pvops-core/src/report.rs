@@ -4,6 +4,7 @@
 //! lines from several CPUs do not interleave.
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// The longest line, newline included.
 pub const LINE_MAX: usize = 192;
@@ -39,6 +40,64 @@ pub fn line(prefix: &str, args: fmt::Arguments<'_>, emit: impl FnOnce(&[u8])) {
     emit(&line.buf[..line.len]);
 }
 
+/// A backend's `pvops: warning:` and `pvops: error:` lines, written
+/// whole through `emit`, its console that works before the table is
+/// installed (native's UART, Xen's console hypercall or ring, ...). Each
+/// backend keeps one in a `static`; in its host tests it passes
+/// `capture::emit` instead, and reads the lines with
+/// `capture::take` (feature `test-support`).
+#[derive(Debug, Clone, Copy)]
+pub struct Reporter {
+    emit: fn(&[u8]),
+}
+
+impl Reporter {
+    /// Lines written through `emit`.
+    pub const fn new(emit: fn(&[u8])) -> Self {
+        Self { emit }
+    }
+
+    /// Prints `pvops: warning: <args>`.
+    pub fn warn(&self, args: fmt::Arguments<'_>) {
+        line("pvops: warning: ", args, self.emit)
+    }
+
+    /// Prints `pvops: error: <args>`.
+    pub fn error(&self, args: fmt::Arguments<'_>) {
+        line("pvops: error: ", args, self.emit)
+    }
+
+    /// Prints the warning unless `once` says it was printed already.
+    pub fn warn_once(&self, once: &AtomicBool, args: fmt::Arguments<'_>) {
+        if !once.swap(true, Ordering::Relaxed) {
+            self.warn(args);
+        }
+    }
+}
+
+/// Lines kept per test thread instead of printed, for host tests of the
+/// crates that report (feature `test-support`).
+#[cfg(any(test, feature = "test-support"))]
+pub mod capture {
+    use std::string::String;
+    use std::vec::Vec;
+
+    std::thread_local! {
+        static LOG: core::cell::RefCell<Vec<String>> = const { core::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Keeps `bytes` as one line of this thread's log.
+    pub fn emit(bytes: &[u8]) {
+        let s = String::from_utf8_lossy(bytes).into_owned();
+        LOG.with(|l| l.borrow_mut().push(s));
+    }
+
+    /// The lines this thread's reporters printed, cleared.
+    pub fn take() -> Vec<String> {
+        LOG.with(|l| core::mem::take(&mut *l.borrow_mut()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +121,23 @@ mod tests {
         let cut = collect("pvops: error: ", format_args!("{long}"));
         assert_eq!(cut.len(), LINE_MAX);
         assert!(cut.starts_with("pvops: error: yyy") && cut.ends_with("y\n"));
+    }
+
+    #[test]
+    fn reporter_lines_are_whole_and_once() {
+        let r = Reporter::new(capture::emit);
+        capture::take();
+        r.warn(format_args!("x={}", 5));
+        r.error(format_args!("{}", "y".repeat(500)));
+        let once = AtomicBool::new(false);
+        r.warn_once(&once, format_args!("a"));
+        r.warn_once(&once, format_args!("b"));
+        let log = capture::take();
+        assert_eq!(log[0], "pvops: warning: x=5\n");
+        assert!(log[1].starts_with("pvops: error: yyy"));
+        assert_eq!(log[1].len(), LINE_MAX);
+        assert!(log[1].ends_with("y\n"));
+        assert_eq!(log[2], "pvops: warning: a\n");
+        assert_eq!(log.len(), 3);
     }
 }

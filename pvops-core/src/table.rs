@@ -15,16 +15,15 @@ use crate::cpu::{
 use crate::irq::{CpuMask, IpiTarget, IrqFlags, IrqOps, IrqOpsTable};
 use crate::lock::{LockOps, LockOpsTable};
 use crate::mmu::{MmuOps, MmuOpsTable, PtLevel, TlbRange};
+use crate::once::{WriteOnce, WriteOnceError};
 use crate::patch::{InlineOps, Op, PatchTable};
 use crate::platform::{
     ConsoleOps, CounterOps, Features, Identity, MemoryMapOps, Platform, PlatformOpsTable,
     ShutdownOps,
 };
 use crate::time::{TimeOps, TimeOpsTable, WallClock};
-use core::cell::UnsafeCell;
 use core::fmt;
-use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 use x86_64::VirtAddr;
 
 /// Every op group a backend implements, for code that is generic over one
@@ -79,20 +78,19 @@ impl PvOps {
     /// Call sites of patchable ops are later patched into direct calls to
     /// `B`'s functions (as long as their entries are not replaced).
     pub const fn of<B: Backend>(identity: Identity) -> Self {
-        let irq = IrqOpsTable::of::<B>();
-        let mmu = MmuOpsTable::of::<B>();
-        let time = TimeOpsTable::of::<B>();
-        Self {
+        let mut t = Self {
             identity,
             cpu: CpuOpsTable::of::<B>(),
-            irq,
-            mmu,
-            time,
+            irq: IrqOpsTable::of::<B>(),
+            mmu: MmuOpsTable::of::<B>(),
+            time: TimeOpsTable::of::<B>(),
             lock: LockOpsTable::of::<B>(),
             platform: PlatformOpsTable::of::<B>(),
-            // Copies the pointers just stored, so untouched entries match.
-            patch: PatchTable::of::<B>(&irq, &mmu, &time),
-        }
+            patch: PatchTable::UNBOUND,
+        };
+        // Copies the pointers just stored, so untouched entries match.
+        t.patch = PatchTable::of::<B>(&t);
+        t
     }
 
     /// [`PvOps::of`], plus `B`'s inline bytes for call sites
@@ -180,19 +178,10 @@ impl fmt::Display for InstallError {
 
 impl core::error::Error for InstallError {}
 
-const EMPTY: u8 = 0;
-const BUSY: u8 = 1;
-const READY: u8 = 2;
-
-struct Slot(UnsafeCell<MaybeUninit<PvOps>>);
-
-// SAFETY: the slot is written once, by the one caller that moved STATE from
-// EMPTY to BUSY, before ACTIVE is published with Release ordering; after that
-// it is only read.
-unsafe impl Sync for Slot {}
-
-static STATE: AtomicU8 = AtomicU8::new(EMPTY);
-static SLOT: Slot = Slot(UnsafeCell::new(MaybeUninit::uninit()));
+/// The installed table, written once by [`install`].
+static TABLE: WriteOnce<PvOps> = WriteOnce::new();
+/// Set once [`install`] has also bound the slots: the table is in force.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 static ACTIVE: AtomicPtr<PvOps> =
     AtomicPtr::new(&PvOps::NOT_INSTALLED as *const PvOps as *mut PvOps);
 
@@ -204,37 +193,33 @@ static ACTIVE: AtomicPtr<PvOps> =
 /// It also points the call-site slots at the new table's functions (no code
 /// is written: [`crate::patch::apply`] does that, when the kernel asks).
 pub fn install(table: PvOps) -> Result<&'static PvOps, InstallError> {
-    match STATE.compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Acquire) {
-        Ok(_) => {}
-        Err(BUSY) => return Err(InstallError::InstallInProgress),
-        Err(_) => {
-            return Err(InstallError::AlreadyInstalled {
+    let installed = TABLE.set(table).map_err(|e| match e {
+        WriteOnceError::Full if INSTALLED.load(Ordering::Acquire) => {
+            InstallError::AlreadyInstalled {
                 backend: ops().identity.backend,
-            })
+            }
         }
-    }
-    // SAFETY: winning the EMPTY->BUSY exchange makes this the only writer of
-    // SLOT, and nobody reads SLOT before ACTIVE points at it below.
-    let installed: &'static PvOps = unsafe { (*SLOT.0.get()).write(table) };
+        _ => InstallError::InstallInProgress,
+    })?;
     ACTIVE.store(installed as *const PvOps as *mut PvOps, Ordering::Release);
     // After ACTIVE: a slot may point at a thunk that reads the table.
     crate::patch::bind_slots(installed);
     crate::cpu::bind_interrupt_return(installed.cpu.interrupt_return);
-    STATE.store(READY, Ordering::Release);
+    INSTALLED.store(true, Ordering::Release);
     Ok(installed)
 }
 
 /// Whether a table has been installed.
 pub fn is_installed() -> bool {
-    STATE.load(Ordering::Acquire) == READY
+    INSTALLED.load(Ordering::Acquire)
 }
 
 /// The table in force: the installed one, or [`PvOps::NOT_INSTALLED`].
 #[inline(always)]
 pub fn ops() -> &'static PvOps {
     // SAFETY: ACTIVE only ever points at NOT_INSTALLED (a constant promoted
-    // to a static) or at SLOT after it was fully written, and neither is
-    // written again.
+    // to a static) or at TABLE's value after it was fully written, and
+    // neither is written again.
     unsafe { &*ACTIVE.load(Ordering::Acquire) }
 }
 

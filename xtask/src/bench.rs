@@ -272,6 +272,13 @@ fn finish(
             }
         })
         .unwrap_or_default();
+    if booted.outcome.console.benches.is_empty() {
+        bail!(
+            "{env} ({}): the kernel passed but printed no bench line (did it get \
+             pvops.mode=bench on its command line?)",
+            variant.name
+        );
+    }
     let rows = rows_from(&booted.outcome.console.benches, snaps, kvm)?;
     Ok((
         GuestRun {

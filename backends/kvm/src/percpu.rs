@@ -23,6 +23,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use pvops_core::cpu::CpuId;
 use pvops_core::detect::CpuidSource;
 use pvops_core::irq::MAX_CPUS;
+use pvops_native::tsc_aux;
 
 use crate::hypercall::Hypervisor;
 use crate::warn::warn;
@@ -49,10 +50,9 @@ pub fn in_range(cpu: CpuId) -> bool {
     (cpu.0 as usize) < MAX_CPUS
 }
 
-/// `IA32_TSC_AUX`.
-pub const MSR_TSC_AUX: u32 = 0xc000_0103;
-/// Marks a TSC_AUX value written by this backend.
-const AUX_MARK: u32 = 1 << 31;
+/// `IA32_TSC_AUX` (the encoding is [`pvops_native::tsc_aux`]'s, shared
+/// with Xen).
+pub const MSR_TSC_AUX: u32 = tsc_aux::MSR;
 
 /// How [`this_cpu`] learns the CPU number.
 #[repr(u8)]
@@ -74,15 +74,13 @@ static SOURCE: AtomicU8 = AtomicU8::new(IdSource::Apic as u8);
 impl IdSource {
     /// The cheapest source the CPU `src` describes offers.
     pub fn probe(src: &impl CpuidSource) -> Self {
-        if src.cpuid(0, 0).eax >= 7 && src.cpuid(7, 0).ecx & (1 << 22) != 0 {
-            return IdSource::Rdpid;
+        if tsc_aux::has_rdpid(src) {
+            IdSource::Rdpid
+        } else if tsc_aux::has_rdtscp(src) {
+            IdSource::Rdtscp
+        } else {
+            IdSource::Apic
         }
-        if src.cpuid(0x8000_0000, 0).eax >= 0x8000_0001
-            && src.cpuid(0x8000_0001, 0).edx & (1 << 27) != 0
-        {
-            return IdSource::Rdtscp;
-        }
-        IdSource::Apic
     }
 
     /// The source in use.
@@ -107,40 +105,21 @@ pub(crate) fn use_source(s: IdSource) {
 
 /// The TSC_AUX value that names `cpu`.
 pub fn aux_value(cpu: CpuId) -> u32 {
-    AUX_MARK | (cpu.0 & !AUX_MARK)
+    tsc_aux::encode(cpu.0)
 }
 
 /// The CPU a TSC_AUX value names, if this backend wrote it.
 pub fn decode_aux(aux: u32) -> Option<CpuId> {
-    (aux & AUX_MARK != 0).then_some(CpuId(aux & !AUX_MARK))
+    tsc_aux::decode(aux).map(CpuId)
 }
 
 fn read_aux(s: IdSource) -> Option<u32> {
     match s {
         IdSource::Apic | IdSource::Kernel => None,
-        IdSource::Rdpid => {
-            let v: u64;
-            // SAFETY: CPUID said the CPU has rdpid; it only reads TSC_AUX.
-            unsafe {
-                core::arch::asm!("rdpid {}", out(reg) v, options(nomem, nostack, preserves_flags))
-            };
-            Some(v as u32)
-        }
-        IdSource::Rdtscp => {
-            let aux: u32;
-            // SAFETY: CPUID said the CPU has rdtscp; it reads the TSC and
-            // TSC_AUX and changes nothing else.
-            unsafe {
-                core::arch::asm!(
-                    "rdtscp",
-                    out("eax") _,
-                    out("edx") _,
-                    out("ecx") aux,
-                    options(nomem, nostack, preserves_flags)
-                )
-            };
-            Some(aux)
-        }
+        // SAFETY: `probe` saw rdpid in CPUID.
+        IdSource::Rdpid => Some(unsafe { tsc_aux::rdpid() }),
+        // SAFETY: `probe` saw rdtscp in CPUID.
+        IdSource::Rdtscp => Some(unsafe { tsc_aux::rdtscp() }.1),
     }
 }
 
@@ -200,48 +179,44 @@ mod tests {
     use super::*;
     use pvops_core::cpu::CpuidResult;
 
-    struct Leaves {
-        max: u32,
-        l7_ecx: u32,
-        ext_max: u32,
-        ext_edx: u32,
+    /// A CPU with `rdpid` and/or `rdtscp` (the leaves are
+    /// `pvops_native::tsc_aux`'s to read, and tested there).
+    struct Cpu {
+        rdpid: bool,
+        rdtscp: bool,
     }
-    impl CpuidSource for Leaves {
+
+    impl CpuidSource for Cpu {
         fn cpuid(&self, leaf: u32, _: u32) -> CpuidResult {
-            let mut r = CpuidResult::default();
             match leaf {
-                0 => r.eax = self.max,
-                7 => r.ecx = self.l7_ecx,
-                0x8000_0000 => r.eax = self.ext_max,
-                0x8000_0001 => r.edx = self.ext_edx,
-                _ => {}
+                0 => CpuidResult {
+                    eax: 7,
+                    ..Default::default()
+                },
+                7 => CpuidResult {
+                    ecx: u32::from(self.rdpid) << 22,
+                    ..Default::default()
+                },
+                0x8000_0000 => CpuidResult {
+                    eax: 0x8000_0001,
+                    ..Default::default()
+                },
+                0x8000_0001 => CpuidResult {
+                    edx: u32::from(self.rdtscp) << 27,
+                    ..Default::default()
+                },
+                _ => CpuidResult::default(),
             }
-            r
         }
     }
 
     #[test]
     fn probe_prefers_rdpid_then_rdtscp() {
-        let l = |max, l7_ecx, ext_max, ext_edx| Leaves {
-            max,
-            l7_ecx,
-            ext_max,
-            ext_edx,
-        };
-        assert_eq!(
-            IdSource::probe(&l(0xd, 1 << 22, 0x8000_0008, 1 << 27)),
-            IdSource::Rdpid
-        );
-        assert_eq!(
-            IdSource::probe(&l(0xd, 0, 0x8000_0008, 1 << 27)),
-            IdSource::Rdtscp
-        );
-        // Leaf 7 reported but beyond max: ignored.
-        assert_eq!(
-            IdSource::probe(&l(6, 1 << 22, 0x8000_0000, 1 << 27)),
-            IdSource::Apic
-        );
-        assert_eq!(IdSource::probe(&l(0xd, 0, 0x8000_0008, 0)), IdSource::Apic);
+        let probe = |rdpid, rdtscp| IdSource::probe(&Cpu { rdpid, rdtscp });
+        assert_eq!(probe(true, true), IdSource::Rdpid);
+        assert_eq!(probe(true, false), IdSource::Rdpid);
+        assert_eq!(probe(false, true), IdSource::Rdtscp);
+        assert_eq!(probe(false, false), IdSource::Apic);
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub mod shutdown;
 pub mod smp;
 mod time;
 pub mod tsc;
+pub mod tsc_aux;
 
 use pvops_core::backend::{BackendError, BootContext, Candidate, Priority};
 use pvops_core::phys::DirectMap;
@@ -333,12 +334,23 @@ pub fn init_with(ctx: &BootContext<'_>, hints: NativeHints) -> Result<PvOps, Bac
         };
     }
     INFO.store(INFO_SLOT.0.get(), core::sync::atomic::Ordering::Release);
-    Ok(PvOps::of_inline::<Native>(Identity {
+    Ok(table(Identity {
         platform: Platform::Native,
         backend: NAME,
         features: Features::new(),
         hypervisor: ctx.cpuid.primary().map(|l| l.kind),
     }))
+}
+
+/// Native's table, inline bytes included, without bringing up native's
+/// devices: for a backend that runs native's instructions but has its own
+/// time, console and CPU bring-up (Xen PVH: no PIT, UART or RTC there) to
+/// start from and replace entries, as ADDING.md describes. [`init_with`]
+/// returns the same table once the devices are up; the entries that use
+/// them (clock, timer, console, shutdown, CPU start) must be replaced by
+/// a backend that does not call it.
+pub const fn table(identity: Identity) -> PvOps {
+    PvOps::of_inline::<Native>(identity)
 }
 
 /// When no backend could start in ring 0, installs a table with just this

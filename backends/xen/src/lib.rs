@@ -11,12 +11,12 @@
 //!
 //! | op group | how |
 //! |---|---|
-//! | CPU, MMU, interrupt flag | the instructions ([`pvops_native`]); `io_delay` is nothing |
+//! | CPU, MMU, interrupt flag | native's table, inline patching included, with single entries replaced (`pvh`); `io_delay` is nothing |
 //! | console | `CONSOLEIO_write` (dom0) or the PV console ring (domU) — `console`, [`ring`] |
 //! | events | 2-level event channels ([`evtchn`]); upcalls on [`pvops_core::smp::SERVICE_VECTOR`] through `HVM_PARAM_CALLBACK_IRQ` (`upcall`) |
 //! | IPIs | one IPI port per vCPU, vectors re-raised by local-APIC self-IPI (`ipi`) |
 //! | time | pvclock in `vcpu_info` (shared math: [`pvops_core::abi::pvclock`]), wall clock in shared info, `VCPUOP_set_singleshot_timer` + `VIRQ_TIMER`, runstate steal time (`time`, `runstate`) |
-//! | halt | `sti; hlt` (see `irq` for why not `SCHEDOP_block`) |
+//! | halt | `sti; hlt` (see `pvh` for why not `SCHEDOP_block`) |
 //! | locks | `SCHEDOP_poll` on a masked per-vCPU port, kicked with `EVTCHNOP_send` (`lock`) |
 //! | SMP | `VCPUOP_is_up` to count vCPUs, `VCPUOP_initialise` (64-bit HVM context) + `VCPUOP_up` (`smp`) |
 //! | shutdown | `SCHEDOP_shutdown(SHUTDOWN_reboot)`, or `SHUTDOWN_poweroff` when the toolstack asked for it; the exit code is in the kernel's `pvops: exit code=<n>` line (`shutdown`) |
@@ -101,20 +101,18 @@ extern crate std;
 
 pub mod abi;
 pub(crate) mod console;
-mod cpu;
 pub(crate) mod detect;
 pub mod error;
 pub mod evtchn;
 pub(crate) mod hvm;
 pub(crate) mod hypercall;
 pub(crate) mod ipi;
-pub(crate) mod irq;
 pub(crate) mod lock;
 pub(crate) mod memmap;
-mod mmu;
 pub(crate) mod percpu;
 pub(crate) mod ports;
 pub(crate) mod pv;
+pub(crate) mod pvh;
 pub(crate) mod require;
 pub mod ring;
 pub(crate) mod runstate;
@@ -140,38 +138,55 @@ use crate::xen::XEN;
 use core::sync::atomic::{AtomicU64, Ordering};
 use pvops_core::backend::{BackendError, BootContext, BootEntry, Candidate};
 use pvops_core::detect::HardwareCpuid;
-use pvops_core::platform::{ConsoleOps, Features, Identity, Platform, ShutdownOps};
+use pvops_core::lock::LockOpsTable;
+use pvops_core::platform::{
+    ConsoleOps, Features, Identity, Platform, PlatformOpsTable, ShutdownOps,
+};
 use pvops_core::smp::SERVICE_VECTOR;
 use pvops_core::table::PvOps;
 
 /// The backend's name, as `pvops.backend=` names it.
 pub const NAME: &str = "xen";
 
-/// The Xen PVH backend. Its op-group trait impls are the ops; use it
-/// directly (`XenPvh::sched_clock()`) for static dispatch once [`init`]
-/// ran.
+/// The ops Xen gives both of its modes, over the same ABI: time (pvclock,
+/// the single-shot timer, runstate steal time), locks (poll and kick),
+/// console, shutdown, the memory map (PVH's; classic PV replaces it) and
+/// the hypercall count. Each mode's table starts from these
+/// (`common_table`): PVH on top of native's table (`pvh`), classic PV
+/// with its own CPU, interrupt-flag and MMU groups (`pv`). Use it directly
+/// (`XenCommon::sched_clock()`) for static dispatch once [`init`] ran.
 #[derive(Debug)]
-pub enum XenPvh {}
+pub enum XenCommon {}
 
-impl pvops_core::platform::CounterOps for XenPvh {
+/// `base` with the groups [`XenCommon`] provides (time, locks, platform)
+/// taken whole from it, and `identity`.
+pub(crate) fn common_table(base: PvOps, identity: Identity) -> PvOps {
+    let mut t = base.with_time::<XenCommon>();
+    t.identity = identity;
+    t.lock = LockOpsTable::of::<XenCommon>();
+    t.platform = PlatformOpsTable::of::<XenCommon>();
+    t
+}
+
+impl pvops_core::platform::CounterOps for XenCommon {
     fn hypercalls() -> Option<u64> {
         Some(crate::hypercall::issued())
     }
 }
 
-impl ConsoleOps for XenPvh {
+impl ConsoleOps for XenCommon {
     fn write(bytes: &[u8]) {
         console::write(bytes)
     }
 }
 
-impl pvops_core::platform::MemoryMapOps for XenPvh {
+impl pvops_core::platform::MemoryMapOps for XenCommon {
     fn memory_map(out: &mut [pvops_core::abi::start_info::HvmMemmapEntry]) -> usize {
         memmap::platform_map(out)
     }
 }
 
-impl ShutdownOps for XenPvh {
+impl ShutdownOps for XenCommon {
     fn shutdown(code: u8) -> ! {
         shutdown::shutdown(code)
     }
@@ -289,8 +304,8 @@ fn install_failsafe(ctx: &BootContext<'_>, platform: Platform) {
             _ => ctx.cpuid.primary().map(|l| l.kind),
         },
     };
-    t.platform.console_write = <XenPvh as ConsoleOps>::write;
-    t.platform.shutdown = <XenPvh as ShutdownOps>::shutdown;
+    t.platform.console_write = <XenCommon as ConsoleOps>::write;
+    t.platform.shutdown = <XenCommon as ShutdownOps>::shutdown;
     match pvops_core::table::install(t) {
         Ok(_) => warn::error(format_args!(
             "xen: backend not usable; only the console and shutdown ops are installed"
@@ -557,7 +572,7 @@ fn bring_up(ctx: &BootContext<'_>, platform: Platform) -> Result<PvOps, BackendE
     if let Some(c) = console::kind().feature() {
         names.push(c);
     }
-    Ok(PvOps::of::<XenPvh>(Identity {
+    Ok(pvh::table(Identity {
         platform,
         backend: NAME,
         features: names,

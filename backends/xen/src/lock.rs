@@ -9,7 +9,7 @@
 use crate::ports::{port_of, PortKind};
 use crate::shared::shared_info;
 use crate::xen::XEN;
-use crate::XenPvh;
+use crate::XenCommon;
 use core::sync::atomic::{AtomicU8, Ordering};
 use pvops_core::cpu::CpuId;
 use pvops_core::lock::LockOps;
@@ -17,7 +17,7 @@ use pvops_core::lock::LockOps;
 /// The longest one `wait` sleeps.
 pub const POLL_TIMEOUT_NS: u64 = 10_000_000;
 
-impl LockOps for XenPvh {
+impl LockOps for XenCommon {
     fn wait(byte: &AtomicU8, expected: u8) {
         let me = crate::percpu::current();
         let (Some(port), Some(si)) = (port_of(me, PortKind::Kick), shared_info()) else {

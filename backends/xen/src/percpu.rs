@@ -43,15 +43,18 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use pvops_core::detect::{CpuidSource, HardwareCpuid};
+use pvops_native::tsc_aux;
 
-/// vCPUs this backend can drive (ids `0..MAX_VCPUS`); the per-vCPU
-/// `vcpu_info` array fills exactly one page at this size.
+/// vCPUs this backend can drive (ids `0..MAX_VCPUS`). Below pvops' own
+/// bound ([`pvops_core::irq::MAX_CPUS`], what a `CpuMask` can name) for
+/// Xen's reasons: the per-vCPU `vcpu_info` array fills exactly one page
+/// at this size, and the sets of vCPUs found and started are one `u64`.
+/// Classic PV is bounded lower still by the ABI
+/// (`abi::shared::LEGACY_MAX_VCPUS`, vCPUs with a slot in shared info).
 pub const MAX_VCPUS: usize = 64;
-
-/// `IA32_TSC_AUX`.
-pub const MSR_TSC_AUX: u32 = 0xc000_0103;
-/// Set in `IA32_TSC_AUX` next to the vCPU id by this backend.
-pub const TSC_AUX_TAG: u32 = 1 << 31;
+static_assertions::const_assert!(MAX_VCPUS <= pvops_core::irq::MAX_CPUS);
+static_assertions::const_assert!(MAX_VCPUS <= u64::BITS as usize);
+static_assertions::const_assert!(crate::abi::shared::LEGACY_MAX_VCPUS <= MAX_VCPUS);
 
 /// The CPUID leaf with the vCPU id in EBX, or 0 to use the APIC ID.
 static ID_LEAF: AtomicU32 = AtomicU32::new(0);
@@ -63,8 +66,7 @@ static RDTSCP: AtomicBool = AtomicBool::new(false);
 /// CPU has it and `tsc_native` (Xen does not emulate the TSC).
 pub fn configure(leaf: Option<u32>, tsc_native: bool) {
     ID_LEAF.store(leaf.unwrap_or(0), Ordering::Relaxed);
-    let ext = HardwareCpuid.cpuid(0x8000_0000, 0).eax;
-    let rdtscp = ext >= 0x8000_0001 && HardwareCpuid.cpuid(0x8000_0001, 0).edx & (1 << 27) != 0;
+    let rdtscp = tsc_aux::has_rdtscp(&HardwareCpuid);
     // A kernel that owns TSC_AUX (CpuNumber::Kernel) keeps it untouched.
     let owned = pvops_core::cpu::kernel_owns_cpu_number();
     RDTSCP.store(rdtscp && tsc_native && !owned, Ordering::Relaxed);
@@ -179,8 +181,8 @@ pub fn tag_this_vcpu(vcpu: u32) {
         // SAFETY: the CPU has rdtscp, hence IA32_TSC_AUX; bits 63:32 are
         // reserved and written as 0. Nothing else in pvops uses the MSR.
         unsafe {
-            x86_64::registers::model_specific::Msr::new(MSR_TSC_AUX)
-                .write(u64::from(TSC_AUX_TAG | vcpu))
+            x86_64::registers::model_specific::Msr::new(tsc_aux::MSR)
+                .write(u64::from(tsc_aux::encode(vcpu)))
         };
     }
 }
@@ -188,17 +190,15 @@ pub fn tag_this_vcpu(vcpu: u32) {
 /// `rdtscp`: the TSC and `IA32_TSC_AUX`.
 #[inline]
 fn rdtscp() -> (u64, u32) {
-    let mut aux = 0u32;
-    // SAFETY: only called when CPUID reports rdtscp; it reads the TSC and
-    // TSC_AUX and has no other effect.
-    let tsc = unsafe { core::arch::x86_64::__rdtscp(&mut aux) };
-    (tsc, aux)
+    // SAFETY: only called when `uses_rdtscp`, which `configure` set only
+    // when CPUID reports rdtscp.
+    unsafe { tsc_aux::rdtscp() }
 }
 
 /// The id in a `TSC_AUX` value, if this backend tagged it.
 #[inline]
 pub fn id_from_aux(aux: u32) -> Option<u32> {
-    (aux & TSC_AUX_TAG != 0).then_some(aux & !TSC_AUX_TAG)
+    tsc_aux::decode(aux)
 }
 
 /// The TSC now and the vCPU it was read on.
@@ -238,10 +238,8 @@ mod tests {
 
     #[test]
     fn only_tagged_aux_values_name_a_vcpu() {
-        assert_eq!(id_from_aux(TSC_AUX_TAG | 5), Some(5));
-        assert_eq!(id_from_aux(TSC_AUX_TAG), Some(0));
+        assert_eq!(id_from_aux(tsc_aux::TAG | 5), Some(5));
         assert_eq!(id_from_aux(0), None);
-        assert_eq!(id_from_aux(7), None);
         assert_eq!(slot(63), Some(63));
         assert_eq!(slot(64), None);
     }

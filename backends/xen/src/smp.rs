@@ -127,7 +127,7 @@ pub fn start(cpu: CpuId, how: &SecondaryStart) -> Result<(), StartCpuError> {
         return pvops_native::smp::start_at(
             CpuId(apic),
             how,
-            <crate::XenPvh as TimeOps>::sched_clock,
+            <crate::XenCommon as TimeOps>::sched_clock,
         )
         .map_err(|e| match e {
             // Name the vCPU the kernel asked for, not its APIC ID.

@@ -16,7 +16,7 @@ use crate::ports::{port_of, PortKind};
 use crate::shared::{shared_info, shared_info_ptr, vcpu_info_ptr};
 use crate::warn::warn_once;
 use crate::xen::XEN;
-use crate::XenPvh;
+use crate::XenCommon;
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use pvops_core::abi::pvclock::{
@@ -93,7 +93,7 @@ pub(crate) fn stop_periodic(vcpu: u32) {
     }
 }
 
-impl TimeOps for XenPvh {
+impl TimeOps for XenCommon {
     fn sched_clock() -> u64 {
         let (tsc, me) = crate::percpu::tsc_and_current();
         let Some(rec) = record(me) else {

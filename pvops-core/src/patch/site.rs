@@ -1,7 +1,7 @@
 //! The call sites: the asm every patchable wrapper expands to, the slots it
 //! calls through, and the records the linker gathers in `pvops_sites`.
 
-use super::{Op, Site};
+use super::Op;
 use crate::table::PvOps;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
@@ -20,22 +20,9 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 /// Local labels 771/772 are numeric so that the compiler may duplicate the
 /// asm (each copy gets its own record).
 macro_rules! site {
-    (saved $op:expr $(, $($operands:tt)*)?) => {
-        ::core::arch::asm!(
-            "771:",
-            "call qword ptr [rip + {slots} + {offset}]",
-            "772:",
-            ".pushsection pvops_sites, \"aR\"",
-            ".balign 4",
-            ".long 771b - .",
-            ".byte 772b - 771b",
-            ".byte {op}",
-            ".2byte 0",
-            ".popsection",
-            slots = sym $crate::patch::site::SLOTS,
-            offset = const ($op as usize) * 8,
-            op = const ($op as u8),
-            $($($operands)*,)?
+    (saved $op:expr $(, $($operands:tt)*)?) => {{
+        const { assert!($op.callee_saved(), "a `c` op used with `site!(saved ..)`") };
+        $crate::patch::site::site!(@emit $op, $($($operands)*,)?
             out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
             out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
             out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
@@ -51,8 +38,13 @@ macro_rules! site {
             out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
             out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _,
         )
-    };
-    (c $op:expr $(, $($operands:tt)*)?) => {
+    }};
+    (c $op:expr $(, $($operands:tt)*)?) => {{
+        const { assert!(!$op.callee_saved(), "a `saved` op used with `site!(c ..)`") };
+        $crate::patch::site::site!(@emit $op, $($($operands)*,)? clobber_abi("C"))
+    }};
+    // The site and its record, then the operands and clobbers given.
+    (@emit $op:expr, $($operands:tt)*) => {
         ::core::arch::asm!(
             "771:",
             "call qword ptr [rip + {slots} + {offset}]",
@@ -67,8 +59,7 @@ macro_rules! site {
             slots = sym $crate::patch::site::SLOTS,
             offset = const ($op as usize) * 8,
             op = const ($op as u8),
-            $($($operands)*,)?
-            clobber_abi("C"),
+            $($operands)*
         )
     };
 }
@@ -87,17 +78,15 @@ const fn initial(op: Op) -> AtomicPtr<()> {
 /// Read by every unpatched site; written by `install` (one CPU, before any
 /// other starts).
 #[doc(hidden)]
-pub static SLOTS: Slots = Slots([
-    initial(Op::SaveFlags),
-    initial(Op::RestoreFlags),
-    initial(Op::Disable),
-    initial(Op::Enable),
-    initial(Op::ReadCr2),
-    initial(Op::ReadCr3),
-    initial(Op::SetEntry),
-    initial(Op::FlushTlbSingle),
-    initial(Op::SchedClock),
-]);
+pub static SLOTS: Slots = {
+    let mut slots = [const { AtomicPtr::new(core::ptr::null_mut()) }; Op::COUNT];
+    let mut i = 0;
+    while i < Op::COUNT {
+        slots[i] = initial(Op::ALL[i]);
+        i += 1;
+    }
+    Slots(slots)
+};
 
 pub(crate) fn set_slot(op: Op, target: *mut ()) {
     // Sites read the slot with a plain load; x86 stores are seen in order.
@@ -173,4 +162,21 @@ pub(crate) fn records() -> &'static [Record] {
     // `pvops_sites`, each a 4-aligned `Record`, read-only for the life of
     // the image.
     unsafe { core::slice::from_raw_parts(start, len) }
+}
+
+/// One recorded call site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Site {
+    /// Address of its first byte.
+    pub addr: u64,
+    /// Its length (always [`SITE_LEN`](super::SITE_LEN) for sites this crate emits).
+    pub len: u8,
+    /// Which op (`None` for an id this crate does not know).
+    pub op: Option<Op>,
+}
+
+/// Every call site recorded in this image (the linker's
+/// `__start_pvops_sites..__stop_pvops_sites`).
+pub fn sites() -> impl Iterator<Item = Site> {
+    records().iter().filter_map(Record::site)
 }

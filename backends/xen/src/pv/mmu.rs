@@ -48,8 +48,12 @@ use x86_64::VirtAddr;
 
 /// Requests one lazy batch holds; a full queue is sent at once.
 pub const QUEUE_LEN: usize = 128;
-/// vCPUs with a lazy queue of their own (the others write unbatched).
+/// vCPUs with a lazy queue of their own (the others write unbatched, which
+/// is slower but correct): a queue is over 2 KiB of `.bss` (`QUEUE_LEN`
+/// 16-byte updates and the TLB ops), so not one per
+/// possible vCPU ([`crate::percpu::MAX_VCPUS`]).
 const QUEUES: usize = 4;
+static_assertions::const_assert!(QUEUES <= crate::percpu::MAX_VCPUS);
 /// Pseudo-physical frames the page-table record covers (1 GiB).
 pub const MAX_PFNS: u64 = 1 << 18;
 /// Top tables this module can keep pinned at once.

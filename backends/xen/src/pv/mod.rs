@@ -56,24 +56,23 @@ pub mod traps;
 use crate::abi::pv::{pte, CALLBACKTYPE_EVENT, CALLBACKTYPE_FAILSAFE, UVMF_INVLPG};
 use crate::hypercall::{self, Instruction};
 use crate::xen::XEN;
-use crate::{fail, warn, XenPvh, NAME};
+use crate::{fail, warn, NAME};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use pvops_core::abi::pv_start_info::{pv_memmap, PvStartInfo};
 use pvops_core::abi::start_info::HvmMemmapEntry;
 use pvops_core::backend::{BackendError, BootContext};
-use pvops_core::cpu::CpuId;
-use pvops_core::lock::LockOps;
+use pvops_core::cpu::CpuOpsTable;
 use pvops_core::patch::Op;
-use pvops_core::platform::{ConsoleOps, Features, Identity, MemoryMapOps, Platform, ShutdownOps};
+use pvops_core::platform::{Features, Identity, Platform};
 use pvops_core::table::PvOps;
-use pvops_core::time::{TimeOps, WallClock};
 use pvops_core::translate::KernelMap;
 
 /// The exit code a failsafe callback ends the domain with.
 pub const EXIT_FAILSAFE: u8 = 3;
 
-/// The Xen classic-PV backend. CPU, interrupt-flag and MMU ops are its
-/// own; time, locks, console and shutdown are [`XenPvh`]'s (the same ABI).
+/// The Xen classic-PV backend's own ops: CPU, interrupt flag and MMU
+/// (its table takes them whole, on top of [`crate::XenCommon`]'s time,
+/// locks, console and shutdown: see [`bring_up`]).
 #[derive(Debug)]
 pub enum XenPv {}
 
@@ -109,65 +108,14 @@ pub(crate) fn mmu_pfn_of(va: u64) -> u64 {
     va.wrapping_sub(IMAGE_OFFSET.load(Ordering::Relaxed)) >> 12
 }
 
-impl pvops_core::platform::CounterOps for XenPv {
-    fn hypercalls() -> Option<u64> {
-        Some(crate::hypercall::issued())
-    }
-}
-
-impl ConsoleOps for XenPv {
-    fn write(bytes: &[u8]) {
-        <XenPvh as ConsoleOps>::write(bytes)
-    }
-}
-
-impl ShutdownOps for XenPv {
-    fn shutdown(code: u8) -> ! {
-        <XenPvh as ShutdownOps>::shutdown(code)
-    }
-    fn requested() -> Option<pvops_core::platform::ShutdownRequest> {
-        <XenPvh as ShutdownOps>::requested()
-    }
-}
-
-impl MemoryMapOps for XenPv {
-    fn memory_map(out: &mut [HvmMemmapEntry]) -> usize {
-        pv_memmap(
-            NR_PAGES.load(Ordering::Relaxed),
-            RESERVED_START.load(Ordering::Relaxed)..RESERVED_END.load(Ordering::Relaxed),
-            out,
-        )
-    }
-}
-
-impl TimeOps for XenPv {
-    fn sched_clock() -> u64 {
-        <XenPvh as TimeOps>::sched_clock()
-    }
-    fn wall_clock() -> WallClock {
-        <XenPvh as TimeOps>::wall_clock()
-    }
-    fn steal_clock(cpu: CpuId) -> u64 {
-        <XenPvh as TimeOps>::steal_clock(cpu)
-    }
-    fn timer_setup(vector: u8) {
-        <XenPvh as TimeOps>::timer_setup(vector)
-    }
-    fn timer_arm(delta_ns: u64) {
-        <XenPvh as TimeOps>::timer_arm(delta_ns)
-    }
-    fn timer_cancel() {
-        <XenPvh as TimeOps>::timer_cancel()
-    }
-}
-
-impl LockOps for XenPv {
-    fn wait(byte: &core::sync::atomic::AtomicU8, expected: u8) {
-        <XenPvh as LockOps>::wait(byte, expected)
-    }
-    fn kick(cpu: CpuId) {
-        <XenPvh as LockOps>::kick(cpu)
-    }
+/// `platform.memory_map`: the domain's pages, less what Xen reserved
+/// below the kernel.
+fn memory_map(out: &mut [HvmMemmapEntry]) -> usize {
+    pv_memmap(
+        NR_PAGES.load(Ordering::Relaxed),
+        RESERVED_START.load(Ordering::Relaxed)..RESERVED_END.load(Ordering::Relaxed),
+        out,
+    )
 }
 
 /// Chooses the console of a classic PV guest: `CONSOLEIO_write` for dom0
@@ -384,7 +332,7 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
     if let Some(c) = crate::console::kind().feature() {
         names.push(c);
     }
-    let table = PvOps::of::<XenPv>(Identity {
+    let table = table(Identity {
         platform: Platform::XenPv,
         backend: NAME,
         features: names,
@@ -405,4 +353,16 @@ pub(crate) fn bring_up(ctx: &BootContext<'_>, si: &PvStartInfo) -> Result<PvOps,
             .with_direct_call(Op::RestoreFlags, direct::restore_flags)
             .with_direct_call(Op::ReadCr2, direct::read_cr2)
     })
+}
+
+/// The classic-PV table: [`crate::common_table`] with [`XenPv`]'s CPU,
+/// interrupt-flag and MMU groups and the PV memory map. Nothing of
+/// native's: in ring 3 its instructions trap or do nothing.
+fn table(identity: Identity) -> PvOps {
+    let mut t = crate::common_table(PvOps::NOT_INSTALLED, identity)
+        .with_irq::<XenPv>()
+        .with_mmu::<XenPv>();
+    t.cpu = CpuOpsTable::of::<XenPv>();
+    t.platform.memory_map = memory_map;
+    t
 }
