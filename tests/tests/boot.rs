@@ -51,6 +51,15 @@ fn boot_xen_hvm_domu() {
     assert_boots(Env::XenHvmDomu);
 }
 
+/// The same HVM domU with Xen's Hyper-V emulation on (`viridian = 1`,
+/// same dom0 boot): Hyper-V's leaves come first and the hyperv backend
+/// bids too, but Xen's HVM mode must be what runs, and the platform line
+/// must say it saw Hyper-V first (`hypervisor=hyperv`).
+#[test]
+fn boot_xen_hvm_viridian_domu() {
+    assert_boots(Env::XenHvmViridianDomu);
+}
+
 /// The example kernel in an HVM domU, loaded by libxl as
 /// `firmware_override` (same dom0 boot as above): it enters through its
 /// PVH entry with no command line, so it reports `platform=xen-pvh` and

@@ -95,10 +95,12 @@ write_config() { # kind name cmdline-file cfgfile
                 echo "kernel = \"/guest/kernel\""
                 [ -s "$cmdf" ] && echo "cmdline = \"$(cat "$cmdf")\""
                 ;;
-            hvmiso)
+            hvmiso|hvmiso-viridian)
                 # As people's HVM guests boot: hvmloader and SeaBIOS boot
                 # the guest's CD (GRUB, its grub.cfg holding the command line).
                 echo 'type = "hvm"'
+                # Xen's Hyper-V emulation: its leaves first, Xen's behind.
+                [ "$kind" = hvmiso-viridian ] && echo 'viridian = 1'
                 # Apart from dom0 (pinned to CPU 0): see XEN_CMDLINE in domu.rs.
                 echo 'cpus = "1"'
                 echo "disk = [ \"format=raw, vdev=hdc, access=ro, devtype=cdrom, target=/guest/$name.iso\" ]"
@@ -204,7 +206,7 @@ run_guest() { # kind name action
     echo "XENDOMU-CONSOLE-BEGIN name=$name"
     [ -f "$log" ] && cat "$log"
     echo "XENDOMU-CONSOLE-END name=$name"
-    if [ "$kind" = hvm ] || [ "$kind" = hvmiso ]; then
+    if [ "$kind" = hvm ] || [ "$kind" = hvmiso ] || [ "$kind" = hvmiso-viridian ]; then
         echo "---- emulated COM1 of $name ----"
         cat /var/log/xen/console/$name-serial.log 2>/dev/null
     fi

@@ -619,6 +619,32 @@ fn control_problems(env: Env, s: &Section) -> Vec<Problem> {
     }
 }
 
+/// Where Xen also offers Hyper-V's interface (`viridian`), the kernel must
+/// have seen it first in CPUID (`hypervisor=hyperv`) and still chosen Xen:
+/// without that the environment would prove nothing a plain HVM domU does
+/// not.
+fn viridian_problems(env: Env, outcome: &Outcome) -> Vec<Problem> {
+    if env != Env::XenHvmViridianDomu {
+        return Vec::new();
+    }
+    // No platform line at all is reported as such already.
+    let Some(platform) = outcome.console.platforms.first() else {
+        return Vec::new();
+    };
+    let seen = platform
+        .extra
+        .iter()
+        .find(|(k, _)| k == "hypervisor")
+        .map(|(_, v)| v.as_str());
+    if seen == Some("hyperv") {
+        return Vec::new();
+    }
+    vec![Problem::DomainEnd(format!(
+        "viridian=1 should put Hyper-V's leaves first, but the platform line says hypervisor={}",
+        seen.unwrap_or("(nothing)")
+    ))]
+}
+
 /// The command line a domU of `env` gets: `options`' plus, where the
 /// harness runs `xl shutdown`, how long to wait for it.
 pub fn guest_cmdline(env: Env, options: &BootOptions) -> String {
@@ -767,6 +793,7 @@ pub fn boot(kernel: &Path, guests: &[(Env, BootOptions)], echo: bool) -> Result<
         let mut problems = protocol::check(&outcome, &expectation);
         problems.extend(end_problems(&section, expected_end(*env)));
         problems.extend(control_problems(*env, &section));
+        problems.extend(viridian_problems(*env, &outcome));
         let plan = Plan {
             env: *env,
             image: image.clone(),

@@ -47,6 +47,12 @@ pub enum Env {
     /// built with the command line in `grub.cfg`) with `BootEntry::Other`;
     /// the xen backend's HVM mode (`platform=xen-hvm`).
     XenHvmDomu,
+    /// As [`Env::XenHvmDomu`], with Xen's Hyper-V emulation on
+    /// (`viridian = 1`): Hyper-V's leaves at 0x40000000, Xen's behind
+    /// them at 0x40000100. Both the hyperv and the xen backend bid; Xen's
+    /// HVM mode must win and run it (`platform=xen-hvm`,
+    /// `hypervisor=hyperv`).
+    XenHvmViridianDomu,
     /// As [`Env::XenPvhDomu`], the example kernel in an HVM container,
     /// loaded by libxl as the firmware (`firmware_override`): a quick extra
     /// variant, a PVH entry in an HVM container, with no command line; it
@@ -524,7 +530,7 @@ pub const NESTED_MATRIX_LEAVES_OUT: &[&str] = &["kvm-poll-control"];
 
 impl Env {
     /// Every environment, in the order reports list them.
-    pub const ALL: [Env; 16] = [
+    pub const ALL: [Env; 17] = [
         Env::Tcg,
         Env::Kvm,
         Env::KvmHidden,
@@ -534,6 +540,7 @@ impl Env {
         Env::XenPvhDomu,
         Env::XenPvDomu,
         Env::XenHvmDomu,
+        Env::XenHvmViridianDomu,
         Env::XenHvmFwDomu,
         Env::Microvm,
         Env::HyperV,
@@ -548,10 +555,11 @@ impl Env {
     pub const NESTED: [Env; 3] = [Env::KvmNested, Env::HyperV, Env::HyperVKvm];
 
     /// The domU environments, in the order one dom0 boot runs them.
-    pub const DOMU: [Env; 4] = [
+    pub const DOMU: [Env; 5] = [
         Env::XenPvhDomu,
         Env::XenPvDomu,
         Env::XenHvmDomu,
+        Env::XenHvmViridianDomu,
         Env::XenHvmFwDomu,
     ];
 
@@ -567,6 +575,7 @@ impl Env {
             Env::XenPvhDomu => "xen-pvh-domu",
             Env::XenPvDomu => "xen-pv-domu",
             Env::XenHvmDomu => "xen-hvm-domu",
+            Env::XenHvmViridianDomu => "xen-hvm-viridian-domu",
             Env::XenHvmFwDomu => "xen-hvm-fw-domu",
             Env::Microvm => "microvm",
             Env::HyperV => "hyperv",
@@ -597,6 +606,10 @@ impl Env {
             Env::XenHvmDomu => {
                 "Xen 4.17 inside QEMU, the multiboot2 example kernel in an HVM domU made by \
                  xl, booted by hvmloader, SeaBIOS and GRUB from a CD"
+            }
+            Env::XenHvmViridianDomu => {
+                "as xen-hvm-domu, with Xen's Hyper-V emulation (viridian=1): Hyper-V's leaves \
+                 first, Xen's behind them"
             }
             Env::XenHvmFwDomu => {
                 "Xen 4.17 inside QEMU, kernel in an HVM domU loaded as libxl's \
@@ -632,6 +645,7 @@ impl Env {
             Env::XenPvhDomu => Status::Implemented,
             Env::XenPvDomu => Status::Implemented,
             Env::XenHvmDomu => Status::Implemented,
+            Env::XenHvmViridianDomu => Status::Implemented,
             Env::XenHvmFwDomu => Status::Implemented,
             Env::Microvm => Status::Implemented,
             Env::HyperV | Env::HyperVKvm => Status::Implemented,
@@ -653,7 +667,7 @@ impl Env {
             Env::Kvm | Env::KvmNested | Env::Microvm => "kvm",
             // The HVM container is entered through the PVH entry.
             Env::XenPvh | Env::XenPvhDomu | Env::XenHvmFwDomu => "xen-pvh",
-            Env::XenHvmDomu => "xen-hvm",
+            Env::XenHvmDomu | Env::XenHvmViridianDomu => "xen-hvm",
             Env::XenPv | Env::XenPvDomu => "xen-pv",
             Env::HyperV | Env::HyperVKvm => "hyperv",
             Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => "vmware",
@@ -670,6 +684,7 @@ impl Env {
             | Env::XenPvhDomu
             | Env::XenPvDomu
             | Env::XenHvmDomu
+            | Env::XenHvmViridianDomu
             | Env::XenHvmFwDomu => "xen",
             Env::HyperV | Env::HyperVKvm => "hyperv",
             Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => "vmware",
@@ -711,9 +726,11 @@ impl Env {
             Env::XenPvh | Env::XenPv => Ending::GuestReboot,
             // A domU asks Xen for a reboot too (the harness checks the
             // domain's end in dom0); dom0 then reboots the machine.
-            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu | Env::XenHvmFwDomu => {
-                Ending::GuestReboot
-            }
+            Env::XenPvhDomu
+            | Env::XenPvDomu
+            | Env::XenHvmDomu
+            | Env::XenHvmViridianDomu
+            | Env::XenHvmFwDomu => Ending::GuestReboot,
         }
     }
 
@@ -760,7 +777,7 @@ impl Env {
                     .collect(),
                 Env::XenPvhDomu | Env::XenHvmFwDomu => vec!["console-ring".to_owned()],
                 // HVM mode, the console ring from pvops' first line on.
-                Env::XenHvmDomu => XEN_HVM_REQUIRED_FEATURES
+                Env::XenHvmDomu | Env::XenHvmViridianDomu => XEN_HVM_REQUIRED_FEATURES
                     .iter()
                     .map(|f| f.to_string())
                     .collect(),
@@ -823,7 +840,7 @@ impl Env {
             // is [`crate::domu::run_timeout`]).
             Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmFwDomu => Duration::from_secs(180),
             // Firmware and GRUB under TCG: about 25 s more on a quiet machine.
-            Env::XenHvmDomu => Duration::from_secs(240),
+            Env::XenHvmDomu | Env::XenHvmViridianDomu => Duration::from_secs(240),
         }
     }
 
@@ -899,6 +916,7 @@ impl Env {
             | Env::XenPvhDomu
             | Env::XenPvDomu
             | Env::XenHvmDomu
+            | Env::XenHvmViridianDomu
             | Env::XenHvmFwDomu
             | Env::HyperV
             | Env::HyperVKvm => Accel::Tcg,
@@ -920,6 +938,7 @@ impl Env {
                 | Env::XenPvhDomu
                 | Env::XenPvDomu
                 | Env::XenHvmDomu
+                | Env::XenHvmViridianDomu
                 | Env::XenHvmFwDomu
         )
     }
@@ -963,6 +982,7 @@ impl Env {
             Env::XenPvhDomu => Some("pvh"),
             Env::XenPvDomu => Some("pv"),
             Env::XenHvmDomu => Some("hvmiso"),
+            Env::XenHvmViridianDomu => Some("hvmiso-viridian"),
             Env::XenHvmFwDomu => Some("hvm"),
             _ => None,
         }
@@ -972,7 +992,7 @@ impl Env {
     /// [`Env::XenHvmDomu`], whose firmware needs a bootable disk.
     pub const fn guest(self) -> Guest {
         match self {
-            Env::XenHvmDomu => Guest::Multiboot2Cd,
+            Env::XenHvmDomu | Env::XenHvmViridianDomu => Guest::Multiboot2Cd,
             _ => Guest::ExampleKernel,
         }
     }
@@ -985,7 +1005,11 @@ impl Env {
             Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => None,
             Env::HyperV | Env::HyperVKvm => None,
             Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => None,
-            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu | Env::XenHvmFwDomu => None,
+            Env::XenPvhDomu
+            | Env::XenPvDomu
+            | Env::XenHvmDomu
+            | Env::XenHvmViridianDomu
+            | Env::XenHvmFwDomu => None,
         }
     }
 
@@ -1029,7 +1053,11 @@ impl Env {
         push(&["-device", "isa-debug-exit,iobase=0x501,iosize=2"]);
         match self {
             Env::Tcg | Env::XenPvh | Env::XenPv => push(&["-accel", "tcg", "-cpu", "max"]),
-            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmDomu | Env::XenHvmFwDomu => {
+            Env::XenPvhDomu
+            | Env::XenPvDomu
+            | Env::XenHvmDomu
+            | Env::XenHvmViridianDomu
+            | Env::XenHvmFwDomu => {
                 unreachable!("refused above")
             }
             Env::KvmHidden => push(&["-accel", "kvm", "-cpu", "qemu64,kvm=off"]),
@@ -1214,6 +1242,7 @@ mod tests {
                 "xen-pvh-domu",
                 "xen-pv-domu",
                 "xen-hvm-domu",
+                "xen-hvm-viridian-domu",
                 "xen-hvm-fw-domu",
                 "microvm",
                 "hyperv",
@@ -1299,6 +1328,7 @@ mod tests {
                 ("kvm", "kvm"),
                 ("xen-pvh", "xen"),
                 ("xen-pv", "xen"),
+                ("xen-hvm", "xen"),
                 ("xen-hvm", "xen"),
                 ("xen-pvh", "xen"),
                 ("kvm", "kvm"),
