@@ -86,10 +86,24 @@ mod tests {
         for op in Op::ALL {
             let b = binding(&t, op);
             assert!(matches!(b, Binding::Backend { .. }), "{}", op.name());
+            // Miri gives a function a fresh address at each use, so two
+            // builds of one table differ there; the addresses are compared
+            // natively only.
+            let comparable = |b: Binding| match b {
+                Binding::Backend { call, inline } => (if cfg!(miri) { 0 } else { call }, inline),
+                _ => (u64::MAX, None),
+            };
             if op == Op::SchedClock {
-                assert_ne!(b, binding(&native, op));
+                if !cfg!(miri) {
+                    assert_ne!(b, binding(&native, op));
+                }
             } else {
-                assert_eq!(b, binding(&native, op), "{}", op.name());
+                assert_eq!(
+                    comparable(b),
+                    comparable(binding(&native, op)),
+                    "{}",
+                    op.name()
+                );
                 assert!(
                     matches!(
                         b,
@@ -104,9 +118,11 @@ mod tests {
             }
         }
         assert_eq!(t.identity.platform, Platform::XenPvh);
-        assert_eq!(
-            t.platform.console_write as *const () as usize,
-            <crate::XenCommon as pvops_core::platform::ConsoleOps>::write as *const () as usize
-        );
+        if !cfg!(miri) {
+            assert_eq!(
+                t.platform.console_write as *const () as usize,
+                <crate::XenCommon as pvops_core::platform::ConsoleOps>::write as *const () as usize
+            );
+        }
     }
 }
