@@ -112,11 +112,12 @@ const CPU: &str = "max,-smap";
 /// Xen's command line: dom0 gets 1 GiB, and one vCPU pinned to the first
 /// CPU, while the firmware-booted HVM domU is pinned to the second
 /// (`cpus="1"` in its config). With dom0 and that domU sharing the two
-/// CPUs of the emulated machine, dom0's processes (busybox, `xl`) died of
-/// segfaults in 6 of 9 runs here, loaded or not, soon after hvmloader and
-/// SeaBIOS started: memory seen wrongly across the emulated SVM's nested
-/// paging of a real-mode guest, as far as could be told (QEMU 7.2 TCG);
-/// never once apart.
+/// CPUs of the emulated machine, 7 of 9 runs here went wrong soon after
+/// hvmloader and SeaBIOS started, before the kernel ran: dom0's processes
+/// (busybox, `xl`) died of segfaults, or the domain vanished or never
+/// left GRUB (memory seen wrongly across the emulated SVM's nested paging
+/// of a real-mode guest, as far as could be told; QEMU 7.2 TCG). Apart,
+/// 7 of 7 runs were clean.
 const XEN_CMDLINE: &str = "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M \
      dom0_max_vcpus=1 dom0_vcpus_pin loglvl=all guest_loglvl=all";
 /// Time for Xen and dom0 to come up, on top of the guests' bounds.
