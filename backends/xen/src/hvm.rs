@@ -15,11 +15,12 @@
 //!   `smp`), at the APIC IDs the firmware's MADT lists.
 
 use crate::warn::warn;
-use pvops_core::backend::{BackendError, BootContext};
+use pvops_core::backend::BootContext;
 use pvops_core::phys::DirectMap;
 
-/// Masks the PICs and learns the vCPUs' APIC IDs from the MADT.
-pub fn take_over_firmware_devices(ctx: &BootContext<'_>) -> Result<(), BackendError> {
+/// Masks the PICs and learns the vCPUs' APIC IDs from the MADT (without
+/// one, the boot vCPU runs alone, with a warning).
+pub fn take_over_firmware_devices(ctx: &BootContext<'_>) {
     pvops_native::pic::disable();
     // SAFETY: the BootContext contract maps the low 4 GiB, where the
     // firmware put its ACPI tables, readable at phys + phys_offset.
@@ -39,5 +40,4 @@ pub fn take_over_firmware_devices(ctx: &BootContext<'_>) -> Result<(), BackendEr
             crate::smp::use_firmware_start(&pvops_core::irq::CpuMask::new());
         }
     }
-    Ok(())
 }

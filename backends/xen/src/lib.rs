@@ -530,7 +530,7 @@ fn bring_up(ctx: &BootContext<'_>, platform: Platform) -> Result<PvOps, BackendE
     // vCPU, before anything else uses the APIC.
     unsafe { pvops_native::apic::init(ctx.option("apic") != Some("xapic"), ctx.phys_offset) };
     if hvm {
-        hvm::take_over_firmware_devices(ctx)?;
+        hvm::take_over_firmware_devices(ctx);
     }
     let me = percpu::current_slow();
     set_up_boot_vcpu(me)?;
