@@ -757,38 +757,16 @@ impl Env {
             min_ok: MIN_OK_TESTS,
             features_present: match self {
                 // microvm: kvmclock above all (the only TSC frequency there).
-                Env::Kvm | Env::Microvm => KVM_REQUIRED_FEATURES
-                    .iter()
-                    .map(|f| f.to_string())
-                    .collect(),
-                Env::XenPv => XEN_PV_REQUIRED_FEATURES
-                    .iter()
-                    .map(|f| f.to_string())
-                    .collect(),
-                Env::KvmNested => KVM_NESTED_REQUIRED_FEATURES
-                    .iter()
-                    .map(|f| f.to_string())
-                    .collect(),
+                Env::Kvm | Env::Microvm => strings(KVM_REQUIRED_FEATURES),
+                Env::XenPv => strings(XEN_PV_REQUIRED_FEATURES),
+                Env::KvmNested => strings(KVM_NESTED_REQUIRED_FEATURES),
                 // A domU prints through its console ring, from the first line.
-                Env::XenPvDomu => XEN_PV_REQUIRED_FEATURES
-                    .iter()
-                    .chain(&["console-ring"])
-                    .map(|f| f.to_string())
-                    .collect(),
-                Env::XenPvhDomu | Env::XenHvmFwDomu => vec!["console-ring".to_owned()],
+                Env::XenPvDomu => strings(&[XEN_PV_REQUIRED_FEATURES, &["console-ring"]].concat()),
+                Env::XenPvhDomu | Env::XenHvmFwDomu => strings(&["console-ring"]),
                 // HVM mode, the console ring from pvops' first line on.
-                Env::XenHvmDomu | Env::XenHvmViridianDomu => XEN_HVM_REQUIRED_FEATURES
-                    .iter()
-                    .map(|f| f.to_string())
-                    .collect(),
-                Env::HyperV => HYPERV_REQUIRED_FEATURES
-                    .iter()
-                    .map(|f| f.to_string())
-                    .collect(),
-                Env::HyperVKvm => HYPERV_KVM_REQUIRED_FEATURES
-                    .iter()
-                    .map(|f| f.to_string())
-                    .collect(),
+                Env::XenHvmDomu | Env::XenHvmViridianDomu => strings(XEN_HVM_REQUIRED_FEATURES),
+                Env::HyperV => strings(HYPERV_REQUIRED_FEATURES),
+                Env::HyperVKvm => strings(HYPERV_KVM_REQUIRED_FEATURES),
                 Env::VmwareQemu => strings(&["backdoor", "gethz", "apic-freq"]),
                 Env::VmwareQemuLeaf => strings(&["backdoor", "cpuid-freq", "apic-freq"]),
                 Env::VmwareQemuTcg => strings(&["backdoor"]),
