@@ -42,6 +42,7 @@ pub mod cmdline;
 pub mod cpu;
 pub mod detect;
 pub mod fault;
+pub mod feature;
 pub mod irq;
 pub mod lock;
 pub mod mmu;

@@ -3,9 +3,7 @@
 //! features this backend has ([`Feature`], [`FeatureSet`]) and which
 //! CPUID bits each needs ([`offered`]).
 
-use bitflags::bitflags;
 use pvops_core::detect::{CpuidSource, HypervisorLeaf};
-use pvops_core::platform::Features;
 
 use crate::abi::{self, feature, leaf, privilege, recommend};
 
@@ -101,109 +99,35 @@ impl HvCpuid {
     }
 }
 
-/// One Hyper-V feature of this backend, in features-line order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Feature {
-    /// `hv-hypercall`: guest OS id and the hypercall page.
-    Hypercall,
-    /// `hv-vpindex`: each CPU's VP index (the targets of IPIs and flushes).
-    VpIndex,
-    /// `hv-ref-tsc`: sched_clock from the reference TSC page, no exit.
-    RefTsc,
-    /// `hv-frequencies`: TSC and APIC frequencies from MSRs (no PIT).
-    Frequencies,
-    /// `hv-stimer-direct`: synthetic timer 0 in direct mode as the one-shot timer.
-    StimerDirect,
-    /// `hv-apic-msrs`: EOI through the synthetic EOI MSR.
-    ApicMsrs,
-    /// `hv-apic-assist`: the VP assist page's "no EOI required" bit.
-    ApicAssist,
-    /// `hv-ipi`: IPIs to a set of CPUs in one hypercall.
-    Ipi,
-    /// `hv-tlbflush`: remote TLB flushes in one hypercall.
-    TlbFlush,
-    /// `hv-spin-wait`: long lock waits notify the hypervisor.
-    SpinWait,
-    /// `hv-runtime`: the steal clock from the VP runtime MSR.
-    Runtime,
-    /// `hv-crash`: a kernel panic reported through the crash MSRs.
-    Crash,
-}
-
-impl Feature {
-    /// Every feature, in features-line order.
-    pub const ALL: [Feature; 12] = [
-        Feature::Hypercall,
-        Feature::VpIndex,
-        Feature::RefTsc,
-        Feature::Frequencies,
-        Feature::StimerDirect,
-        Feature::ApicMsrs,
-        Feature::ApicAssist,
-        Feature::Ipi,
-        Feature::TlbFlush,
-        Feature::SpinWait,
-        Feature::Runtime,
-        Feature::Crash,
-    ];
-
-    /// The name on the features line and in `pvops.hyperv.off=`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Feature::Hypercall => "hv-hypercall",
-            Feature::VpIndex => "hv-vpindex",
-            Feature::RefTsc => "hv-ref-tsc",
-            Feature::Frequencies => "hv-frequencies",
-            Feature::StimerDirect => "hv-stimer-direct",
-            Feature::ApicMsrs => "hv-apic-msrs",
-            Feature::ApicAssist => "hv-apic-assist",
-            Feature::Ipi => "hv-ipi",
-            Feature::TlbFlush => "hv-tlbflush",
-            Feature::SpinWait => "hv-spin-wait",
-            Feature::Runtime => "hv-runtime",
-            Feature::Crash => "hv-crash",
-        }
-    }
-
-    /// The feature called `name`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.name() == name)
-    }
-
-    /// The feature as a one-member set.
-    pub const fn set(self) -> FeatureSet {
-        FeatureSet::from_bits_retain(1 << self as u16)
-    }
-}
-
-bitflags! {
+pvops_core::feature_set! {
+    /// One Hyper-V feature of this backend, in features-line order.
+    pub enum Feature;
     /// A set of [`Feature`]s (bit n is `Feature::ALL[n]`).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct FeatureSet: u16 {
-        /// [`Feature::Hypercall`].
-        const HYPERCALL = 1 << 0;
-        /// [`Feature::VpIndex`].
-        const VP_INDEX = 1 << 1;
-        /// [`Feature::RefTsc`].
-        const REF_TSC = 1 << 2;
-        /// [`Feature::Frequencies`].
-        const FREQUENCIES = 1 << 3;
-        /// [`Feature::StimerDirect`].
-        const STIMER_DIRECT = 1 << 4;
-        /// [`Feature::ApicMsrs`].
-        const APIC_MSRS = 1 << 5;
-        /// [`Feature::ApicAssist`].
-        const APIC_ASSIST = 1 << 6;
-        /// [`Feature::Ipi`].
-        const IPI = 1 << 7;
-        /// [`Feature::TlbFlush`].
-        const TLB_FLUSH = 1 << 8;
-        /// [`Feature::SpinWait`].
-        const SPIN_WAIT = 1 << 9;
-        /// [`Feature::Runtime`].
-        const RUNTIME = 1 << 10;
-        /// [`Feature::Crash`].
-        const CRASH = 1 << 11;
+        /// `hv-hypercall`: guest OS id and the hypercall page.
+        Hypercall = "hv-hypercall" => HYPERCALL,
+        /// `hv-vpindex`: each CPU's VP index (the targets of IPIs and flushes).
+        VpIndex = "hv-vpindex" => VP_INDEX,
+        /// `hv-ref-tsc`: sched_clock from the reference TSC page, no exit.
+        RefTsc = "hv-ref-tsc" => REF_TSC,
+        /// `hv-frequencies`: TSC and APIC frequencies from MSRs (no PIT).
+        Frequencies = "hv-frequencies" => FREQUENCIES,
+        /// `hv-stimer-direct`: synthetic timer 0 in direct mode as the one-shot timer.
+        StimerDirect = "hv-stimer-direct" => STIMER_DIRECT,
+        /// `hv-apic-msrs`: EOI through the synthetic EOI MSR.
+        ApicMsrs = "hv-apic-msrs" => APIC_MSRS,
+        /// `hv-apic-assist`: the VP assist page's "no EOI required" bit.
+        ApicAssist = "hv-apic-assist" => APIC_ASSIST,
+        /// `hv-ipi`: IPIs to a set of CPUs in one hypercall.
+        Ipi = "hv-ipi" => IPI,
+        /// `hv-tlbflush`: remote TLB flushes in one hypercall.
+        TlbFlush = "hv-tlbflush" => TLB_FLUSH,
+        /// `hv-spin-wait`: long lock waits notify the hypervisor.
+        SpinWait = "hv-spin-wait" => SPIN_WAIT,
+        /// `hv-runtime`: the steal clock from the VP runtime MSR.
+        Runtime = "hv-runtime" => RUNTIME,
+        /// `hv-crash`: a kernel panic reported through the crash MSRs.
+        Crash = "hv-crash" => CRASH,
     }
 }
 
@@ -214,23 +138,6 @@ impl FeatureSet {
         .union(FeatureSet::SPIN_WAIT);
     /// Features that name other CPUs by VP index (need `hv-vpindex`).
     pub const NEEDS_VP_INDEX: FeatureSet = FeatureSet::IPI.union(FeatureSet::TLB_FLUSH);
-
-    /// Whether `f` is in the set.
-    pub fn has(self, f: Feature) -> bool {
-        self.contains(f.set())
-    }
-
-    /// The members, in features-line order.
-    pub fn features(self) -> impl Iterator<Item = Feature> {
-        Feature::ALL.into_iter().filter(move |f| self.has(*f))
-    }
-
-    /// Appends the names to `out`.
-    pub fn push_names(self, out: &mut Features) {
-        for f in self.features() {
-            out.push(f.name());
-        }
-    }
 
     /// Drops features whose prerequisites are gone.
     pub fn with_dependencies(self) -> FeatureSet {
@@ -311,18 +218,7 @@ pub const fn ex_masks(c: &HvCpuid) -> bool {
 /// `pvops.hyperv.off=<names>` (comma-separated, `all` for every one):
 /// the set named, and the first word that named nothing.
 pub fn parse_off(list: &str) -> (FeatureSet, Option<&str>) {
-    let mut set = FeatureSet::empty();
-    let mut unknown = None;
-    for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-        if word == "all" {
-            set = FeatureSet::all();
-        } else if let Some(f) = Feature::from_name(word) {
-            set |= f.set();
-        } else if unknown.is_none() {
-            unknown = Some(word);
-        }
-    }
-    (set, unknown)
+    FeatureSet::parse_off(list)
 }
 
 #[cfg(test)]

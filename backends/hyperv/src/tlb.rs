@@ -161,6 +161,8 @@ mod tests {
         assert_eq!(ranges(0, 0, &mut out), Some(0));
     }
 
+    // Each test sends from a CPU of its own: the input pages are global,
+    // one per CPU, and the tests run in parallel.
     #[test]
     fn one_call_for_any_target_count() {
         let h = FakeHv::default();
@@ -202,17 +204,17 @@ mod tests {
     #[test]
     fn ex_form_beyond_vp_63() {
         let h = FakeHv::default();
-        vp::register_input(&h, CpuId(1)).unwrap();
+        vp::register_input(&h, CpuId(2)).unwrap();
         let mut set = VpSet::new();
         set.insert(1);
         set.insert(200);
         assert_eq!(
-            flush(&h, &set, TlbRange::All, false, CpuId(1), false),
+            flush(&h, &set, TlbRange::All, false, CpuId(2), false),
             Err(HvError::NoVpIndex(64))
         );
         assert!(h.calls.borrow().is_empty());
         assert_eq!(
-            flush(&h, &set, TlbRange::All, true, CpuId(1), false),
+            flush(&h, &set, TlbRange::All, true, CpuId(2), false),
             Ok(())
         );
         let calls = h.calls.borrow();
@@ -224,7 +226,7 @@ mod tests {
     #[test]
     fn partial_completion_is_an_error() {
         let h = FakeHv::default();
-        vp::register_input(&h, CpuId(1)).unwrap();
+        vp::register_input(&h, CpuId(3)).unwrap();
         h.ret.set(Some(0));
         let mut set = VpSet::new();
         set.insert(3);
@@ -233,7 +235,7 @@ mod tests {
             pages: 1,
         };
         assert!(matches!(
-            flush(&h, &set, range, false, CpuId(1), false),
+            flush(&h, &set, range, false, CpuId(3), false),
             Err(HvError::Partial { .. })
         ));
     }

@@ -3,98 +3,35 @@
 //! results ([`build_table`], also pure): the native table with single
 //! entries replaced per feature.
 
-use bitflags::bitflags;
-use pvops_core::platform::{Features, Identity};
+use pvops_core::platform::Identity;
 use pvops_core::table::PvOps;
 
 use crate::features::{KvmCpuid, KvmFeatures, KvmHints};
 
-/// One paravirtual feature this backend can turn on, in the order the
-/// features line lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Feature {
-    /// `kvmclock`: sched_clock and wall clock from the pvclock records.
-    Kvmclock,
-    /// `steal-time`: steal_clock, and the `preempted` flags.
-    StealTime,
-    /// `pv-eoi`: the EOI op skips the APIC write when the host allows.
-    PvEoi,
-    /// `pv-ipi`: IPIs to sets of CPUs in one hypercall.
-    PvIpi,
-    /// `pv-tlb-flush`: remote flushes skip preempted vCPUs.
-    PvTlbFlush,
-    /// `pv-unhalt`: lock wait halts, lock kick is a hypercall.
-    PvUnhalt,
-    /// `pv-sched-yield`: an IPI sender yields to a preempted target.
-    PvSchedYield,
-    /// `poll-control`: host-side halt polling set explicitly.
-    PollControl,
-    /// `nop-io-delay`: io_delay does nothing.
-    NopIoDelay,
-}
-
-impl Feature {
-    /// Every feature, in features-line order.
-    pub const ALL: [Feature; 9] = [
-        Feature::Kvmclock,
-        Feature::StealTime,
-        Feature::PvEoi,
-        Feature::PvIpi,
-        Feature::PvTlbFlush,
-        Feature::PvUnhalt,
-        Feature::PvSchedYield,
-        Feature::PollControl,
-        Feature::NopIoDelay,
-    ];
-
-    /// The name on the features line and in `pvops.kvm.off=`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Feature::Kvmclock => "kvmclock",
-            Feature::StealTime => "steal-time",
-            Feature::PvEoi => "pv-eoi",
-            Feature::PvIpi => "pv-ipi",
-            Feature::PvTlbFlush => "pv-tlb-flush",
-            Feature::PvUnhalt => "pv-unhalt",
-            Feature::PvSchedYield => "pv-sched-yield",
-            Feature::PollControl => "poll-control",
-            Feature::NopIoDelay => "nop-io-delay",
-        }
-    }
-
-    /// The feature called `name`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.name() == name)
-    }
-
-    /// The feature as a one-member set.
-    pub const fn set(self) -> FeatureSet {
-        FeatureSet::from_bits_retain(1 << self as u16)
-    }
-}
-
-bitflags! {
+pvops_core::feature_set! {
+    /// One paravirtual feature this backend can turn on, in the order the
+    /// features line lists them.
+    pub enum Feature;
     /// A set of [`Feature`]s (bit n is `Feature::ALL[n]`).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct FeatureSet: u16 {
-        /// [`Feature::Kvmclock`].
-        const KVMCLOCK = 1 << 0;
-        /// [`Feature::StealTime`].
-        const STEAL_TIME = 1 << 1;
-        /// [`Feature::PvEoi`].
-        const PV_EOI = 1 << 2;
-        /// [`Feature::PvIpi`].
-        const PV_IPI = 1 << 3;
-        /// [`Feature::PvTlbFlush`].
-        const PV_TLB_FLUSH = 1 << 4;
-        /// [`Feature::PvUnhalt`].
-        const PV_UNHALT = 1 << 5;
-        /// [`Feature::PvSchedYield`].
-        const PV_SCHED_YIELD = 1 << 6;
-        /// [`Feature::PollControl`].
-        const POLL_CONTROL = 1 << 7;
-        /// [`Feature::NopIoDelay`].
-        const NOP_IO_DELAY = 1 << 8;
+        /// `kvmclock`: sched_clock and wall clock from the pvclock records.
+        Kvmclock = "kvmclock" => KVMCLOCK,
+        /// `steal-time`: steal_clock, and the `preempted` flags.
+        StealTime = "steal-time" => STEAL_TIME,
+        /// `pv-eoi`: the EOI op skips the APIC write when the host allows.
+        PvEoi = "pv-eoi" => PV_EOI,
+        /// `pv-ipi`: IPIs to sets of CPUs in one hypercall.
+        PvIpi = "pv-ipi" => PV_IPI,
+        /// `pv-tlb-flush`: remote flushes skip preempted vCPUs.
+        PvTlbFlush = "pv-tlb-flush" => PV_TLB_FLUSH,
+        /// `pv-unhalt`: lock wait halts, lock kick is a hypercall.
+        PvUnhalt = "pv-unhalt" => PV_UNHALT,
+        /// `pv-sched-yield`: an IPI sender yields to a preempted target.
+        PvSchedYield = "pv-sched-yield" => PV_SCHED_YIELD,
+        /// `poll-control`: host-side halt polling set explicitly.
+        PollControl = "poll-control" => POLL_CONTROL,
+        /// `nop-io-delay`: io_delay does nothing.
+        NopIoDelay = "nop-io-delay" => NOP_IO_DELAY,
     }
 }
 
@@ -111,25 +48,6 @@ impl FeatureSet {
     /// Features that read other vCPUs' `preempted` flags (steal time).
     pub const NEEDS_STEAL_TIME: FeatureSet =
         FeatureSet::PV_TLB_FLUSH.union(FeatureSet::PV_SCHED_YIELD);
-
-    /// Whether `f` is in the set.
-    pub fn has(self, f: Feature) -> bool {
-        self.contains(f.set())
-    }
-
-    /// The members, in features-line order.
-    pub fn features(self) -> impl Iterator<Item = Feature> {
-        Feature::ALL.into_iter().filter(move |f| self.has(*f))
-    }
-
-    /// The names, as the identity's feature list.
-    pub fn names(self) -> Features {
-        let mut out = Features::new();
-        for f in self.features() {
-            out.push(f.name());
-        }
-        out
-    }
 
     /// Drops features whose prerequisites are gone (steal time for the
     /// preemption-aware ones).
@@ -180,17 +98,11 @@ impl OffList {
     /// Parses a comma-separated list of feature names; `all` names every
     /// feature, empty words are ignored.
     pub fn parse(list: &str) -> Self {
-        let mut out = Self::default();
-        for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-            if word == "all" {
-                out.set = FeatureSet::all();
-            } else if let Some(f) = Feature::from_name(word) {
-                out.set |= f.set();
-            } else if out.unknown.is_none() {
-                out.unknown = Some(UnknownName::new(word));
-            }
+        let (set, unknown) = FeatureSet::parse_off(list);
+        Self {
+            set,
+            unknown: unknown.map(UnknownName::new),
         }
-        out
     }
 }
 
