@@ -584,7 +584,12 @@ pub fn init_pvh_high(
     // DIRECT_MAPPED bytes (its constructor's contract; the higher-half
     // entry builds exactly that); the start info is loader-written RAM.
     let mem = unsafe { DirectMap::new(boot.phys_offset(), DIRECT_MAPPED) };
-    init_pvh_mapped(&mem, boot.start_info_paddr(), boot.phys_offset(), on_fallback)
+    init_pvh_mapped(
+        &mem,
+        boot.start_info_paddr(),
+        boot.phys_offset(),
+        on_fallback,
+    )
 }
 
 /// The PVH init of both entry forms: `mem` reaches physical memory the
@@ -745,12 +750,7 @@ mod tests {
         let mem = g.direct_map();
         let parsed = start_info::parse(&mem, INFO);
         assert!(
-            matches!(
-                parsed,
-                Err(StartInfoError::BadMagic {
-                    found: 0xdead_beef
-                })
-            ),
+            matches!(parsed, Err(StartInfoError::BadMagic { found: 0xdead_beef })),
             "{parsed:?}"
         );
         let ctx = pvh_context(&parsed, 0xffff_8000_0000_0000, CpuidScan::empty());

@@ -121,20 +121,17 @@ fn pvh_high_address_space(_: &Machine) -> Result<(), &'static str> {
 fn trampoline(booted: &Booted, start_info_paddr: u64) -> Option<u64> {
     let size = pvops::cpu::TRAMPOLINE_SIZE as u64;
     let info_page = start_info_paddr & !0xfff;
-    booted
-        .start_info
-        .ram_regions()
-        .find_map(|(addr, len)| {
-            let end = (addr + len).min(0x10_0000);
-            let mut page = addr.max(0x1000).next_multiple_of(0x1000);
-            while page + size <= end {
-                if page + size <= info_page || page >= info_page + 0x1000 {
-                    return Some(page);
-                }
-                page += 0x1000;
+    booted.start_info.ram_regions().find_map(|(addr, len)| {
+        let end = (addr + len).min(0x10_0000);
+        let mut page = addr.max(0x1000).next_multiple_of(0x1000);
+        while page + size <= end {
+            if page + size <= info_page || page >= info_page + 0x1000 {
+                return Some(page);
             }
-            None
-        })
+            page += 0x1000;
+        }
+        None
+    })
 }
 
 extern "C" fn kernel_main(boot: PvhHighHandoff) -> ! {

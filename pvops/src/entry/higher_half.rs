@@ -92,13 +92,13 @@ pub struct HigherHalf {
 impl HigherHalf {
     /// The layout, or why it cannot be built.
     pub const fn check(kernel_vma: u64, phys_offset: u64) -> Result<Self, LayoutError> {
-        if kernel_vma % GIB != 0 {
+        if !kernel_vma.is_multiple_of(GIB) {
             return Err(LayoutError::KernelVmaNotGibAligned);
         }
         if kernel_vma < UPPER_HALF {
             return Err(LayoutError::KernelVmaNotUpperHalf);
         }
-        if phys_offset % TOP_LEVEL_SPAN != 0 {
+        if !phys_offset.is_multiple_of(TOP_LEVEL_SPAN) {
             return Err(LayoutError::PhysOffsetNotAligned);
         }
         if phys_offset < UPPER_HALF {
@@ -115,6 +115,19 @@ impl HigherHalf {
 
     /// The layout; panics (at compile time, in a `const`) with the
     /// [`LayoutError`]'s message when [`check`](Self::check) refuses it.
+    ///
+    /// ```
+    /// const LAYOUT: pvops::entry::HigherHalf =
+    ///     pvops::entry::HigherHalf::new(0xffff_ffff_8000_0000, 0xffff_8000_0000_0000);
+    /// assert_eq!(LAYOUT.kernel_window_gib(), 2);
+    /// ```
+    ///
+    /// A kernel base 2 MiB past a GiB does not build:
+    ///
+    /// ```compile_fail
+    /// const LAYOUT: pvops::entry::HigherHalf =
+    ///     pvops::entry::HigherHalf::new(0xffff_ffff_8020_0000, 0xffff_8000_0000_0000);
+    /// ```
     pub const fn new(kernel_vma: u64, phys_offset: u64) -> Self {
         match Self::check(kernel_vma, phys_offset) {
             Ok(layout) => layout,
@@ -424,11 +437,7 @@ mod tests {
                 0x0000_7f80_0000_0000,
                 LayoutError::PhysOffsetNotUpperHalf,
             ),
-            (
-                ok_vma,
-                0xffff_ff80_0000_0000,
-                LayoutError::SameTopLevelSlot,
-            ),
+            (ok_vma, 0xffff_ff80_0000_0000, LayoutError::SameTopLevelSlot),
         ];
         for (vma, offset, want) in cases {
             assert_eq!(
