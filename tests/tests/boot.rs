@@ -213,7 +213,7 @@ fn boot_kvm() {
 /// CMOS round trip is skipped, as the harness expects.
 #[test]
 fn boot_microvm() {
-    assert_boots(Env::Microvm);
+    assert_tsc_source(Env::Microvm);
 }
 
 /// kvm-nested in one outer boot: the default configuration (every KVM
@@ -226,6 +226,16 @@ fn boot_microvm() {
 #[test]
 fn boot_kvm_nested() {
     nested_env_passes(Env::KvmNested, "features off, kvm=off, live migration");
+}
+
+/// microvm-nested, in kvm-nested's outer boot: the inner QEMU as a microvm
+/// machine (no PIT, PIC or RTC) on Linux's real KVM, where hypercalls
+/// complete: the kvm backend must take the TSC frequency from kvmclock and
+/// start the second CPU without the legacy devices.
+#[test]
+fn boot_microvm_nested() {
+    assert_tsc_source(Env::MicrovmNested);
+    nested_env_passes(Env::MicrovmNested, "variants");
 }
 
 /// hyperv, in the Hyper-V outer boot: the inner QEMU with every Hyper-V
@@ -394,13 +404,16 @@ fn xen_pv_dom0_bigger_than_the_boot_padding_maps() {
 
 /// The kernel's `tsc_source=` in `env`'s boot, asserted to be the one the
 /// environment decides ([`Env::expected_tsc_source`]): which of VMware's
-/// sources gave the TSC frequency (or, under TCG, that none could).
+/// sources gave the TSC frequency (or, under TCG, that none could), and
+/// kvmclock on the microvm machines (the only source they have).
 fn assert_tsc_source(env: Env) {
     assert_boots(env);
     let pvops_tests::Booted::Ran(b) = pvops_tests::boot_once(env) else {
         return; // skipped, loudly, by assert_boots
     };
-    let expected = env.expected_tsc_source().expect("a VMware environment");
+    let expected = env
+        .expected_tsc_source()
+        .expect("an environment that decides the TSC source");
     let line = b
         .run
         .console

@@ -14,10 +14,21 @@
 //! on Linux's real KVM.
 //!
 //! UEFI runs under tcg only. OVMF does not get through this host's
-//! emulating KVM; under kvm-nested the outer QEMU (7.2, TCG) aborts as soon
-//! as the inner QEMU starts OVMF (`tcg-accel-ops.c:81:tcg_handle_interrupt:
-//! assertion failed: (qemu_mutex_iothread_locked())`, signal 6, twice in two
-//! tries): a bug of the outer emulator, not of the kernel, so no test here.
+//! emulating KVM; under kvm-nested the outer QEMU aborts (signal 6) within
+//! 20 s of the inner QEMU starting OVMF: bookworm's 7.2 with
+//! `tcg-accel-ops.c:81:tcg_handle_interrupt: assertion failed:
+//! (qemu_mutex_iothread_locked())`, bookworm-backports' 10.0.2 likewise
+//! (`tcg-accel-ops.c:95: ... (bql_locked())`). A bug of the outer
+//! emulator's SVM, not of the kernel: a guest `mov cr8` while an interrupt
+//! window is open (`V_IRQ`) raises the interrupt without QEMU's lock.
+//! OVMF's interrupt exit restores CR8 with interrupts off, and the nested
+//! KVM leaves CR8 writes unintercepted (in-kernel local APIC), so an
+//! interrupt arriving during a handler is enough. (With the inner
+//! `kernel-irqchip=off`, where KVM intercepts CR8 writes, the outer QEMU
+//! did not abort, but OVMF had not reached the kernel after 120 s, and
+//! without the in-kernel APIC the platform is not kvm-nested's.) No test
+//! here until a Debian QEMU has the fix; see README, "Booted by the
+//! `bootloader` crate".
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

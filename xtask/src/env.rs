@@ -62,6 +62,9 @@ pub enum Env {
     /// legacy devices, as Firecracker-like VMMs are); the kvm backend,
     /// which takes the TSC frequency from kvmclock.
     Microvm,
+    /// [`Env::Microvm`]'s machine on kvm-nested's real KVM: the inner QEMU
+    /// with `-M microvm,pit=off,pic=off,rtc=off`, in kvm-nested's outer boot.
+    MicrovmNested,
     /// kvm-nested's inner QEMU with Hyper-V's enlightenments
     /// ([`HYPERV_FLAGS`]) and KVM's leaves hidden (`kvm=off`): the hyperv
     /// backend alone. An inner run of kvm-nested's outer machine
@@ -530,7 +533,7 @@ pub const NESTED_MATRIX_LEAVES_OUT: &[&str] = &["kvm-poll-control"];
 
 impl Env {
     /// Every environment, in the order reports list them.
-    pub const ALL: [Env; 17] = [
+    pub const ALL: [Env; 18] = [
         Env::Tcg,
         Env::Kvm,
         Env::KvmHidden,
@@ -543,6 +546,7 @@ impl Env {
         Env::XenHvmViridianDomu,
         Env::XenHvmFwDomu,
         Env::Microvm,
+        Env::MicrovmNested,
         Env::HyperV,
         Env::HyperVKvm,
         Env::VmwareQemu,
@@ -552,7 +556,12 @@ impl Env {
 
     /// The environments that run as inner configurations of kvm-nested's
     /// one outer boot (its test boot runs them all).
-    pub const NESTED: [Env; 3] = [Env::KvmNested, Env::HyperV, Env::HyperVKvm];
+    pub const NESTED: [Env; 4] = [
+        Env::KvmNested,
+        Env::MicrovmNested,
+        Env::HyperV,
+        Env::HyperVKvm,
+    ];
 
     /// The domU environments, in the order one dom0 boot runs them.
     pub const DOMU: [Env; 5] = [
@@ -578,6 +587,7 @@ impl Env {
             Env::XenHvmViridianDomu => "xen-hvm-viridian-domu",
             Env::XenHvmFwDomu => "xen-hvm-fw-domu",
             Env::Microvm => "microvm",
+            Env::MicrovmNested => "microvm-nested",
             Env::HyperV => "hyperv",
             Env::HyperVKvm => "hyperv-kvm",
             Env::VmwareQemu => "vmware-qemu",
@@ -616,6 +626,9 @@ impl Env {
                  firmware_override (a PVH entry in an HVM container, no command line)"
             }
             Env::Microvm => "QEMU microvm with KVM, no PIT, PIC or RTC (pit=off,pic=off,rtc=off)",
+            Env::MicrovmNested => {
+                "kvm-nested's inner QEMU as microvm: no PIT, PIC or RTC, on Linux's real KVM"
+            }
             Env::HyperV => {
                 "kvm-nested's inner QEMU with Hyper-V enlightenments (hv-*), KVM's leaves hidden (kvm=off)"
             }
@@ -647,7 +660,7 @@ impl Env {
             Env::XenHvmDomu => Status::Implemented,
             Env::XenHvmViridianDomu => Status::Implemented,
             Env::XenHvmFwDomu => Status::Implemented,
-            Env::Microvm => Status::Implemented,
+            Env::Microvm | Env::MicrovmNested => Status::Implemented,
             Env::HyperV | Env::HyperVKvm => Status::Implemented,
             Env::VmwareQemu => Status::Implemented,
             Env::VmwareQemuLeaf => Status::Implemented,
@@ -664,7 +677,7 @@ impl Env {
     pub const fn expected_platform(self) -> &'static str {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
-            Env::Kvm | Env::KvmNested | Env::Microvm => "kvm",
+            Env::Kvm | Env::KvmNested | Env::Microvm | Env::MicrovmNested => "kvm",
             // The HVM container is entered through the PVH entry.
             Env::XenPvh | Env::XenPvhDomu | Env::XenHvmFwDomu => "xen-pvh",
             Env::XenHvmDomu | Env::XenHvmViridianDomu => "xen-hvm",
@@ -678,7 +691,7 @@ impl Env {
     pub const fn expected_backend(self) -> &'static str {
         match self {
             Env::Tcg | Env::KvmHidden => "native",
-            Env::Kvm | Env::KvmNested | Env::Microvm => "kvm",
+            Env::Kvm | Env::KvmNested | Env::Microvm | Env::MicrovmNested => "kvm",
             Env::XenPvh
             | Env::XenPv
             | Env::XenPvhDomu
@@ -692,9 +705,12 @@ impl Env {
     }
 
     /// The kernel's `tsc_source=` (its `pvops: info: tsc_hz=` line) where
-    /// the environment decides it: the VMware ones.
+    /// the environment decides it: the VMware ones, and microvm's, where
+    /// kvmclock is the only source (no PIT to calibrate against, and the
+    /// CPU model offers no frequency leaf).
     pub const fn expected_tsc_source(self) -> Option<&'static str> {
         match self {
+            Env::Microvm | Env::MicrovmNested => Some("kvmclock"),
             Env::VmwareQemu => Some("vmware-gethz"),
             Env::VmwareQemuLeaf => Some("vmware-cpuid"),
             Env::VmwareQemuTcg => Some("pit"),
@@ -715,9 +731,12 @@ impl Env {
     pub const fn ending(self) -> Ending {
         match self {
             // kvm-nested: the inner QEMU's status, which the outer /init reports.
-            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => {
-                Ending::DebugExit
-            }
+            Env::Tcg
+            | Env::Kvm
+            | Env::KvmHidden
+            | Env::KvmNested
+            | Env::Microvm
+            | Env::MicrovmNested => Ending::DebugExit,
             Env::HyperV | Env::HyperVKvm => Ending::DebugExit,
             Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => Ending::DebugExit,
             // Under Xen the kernel is dom0 and cannot reach QEMU's
@@ -744,7 +763,7 @@ impl Env {
             Env::XenPvhDomu | Env::XenPvDomu => &["io_port_roundtrip"],
             Env::XenHvmFwDomu => &["start_info_parsed"],
             // rtc=off: no CMOS either.
-            Env::Microvm => &["io_port_roundtrip"],
+            Env::Microvm | Env::MicrovmNested => &["io_port_roundtrip"],
             _ => &[],
         }
     }
@@ -759,7 +778,7 @@ impl Env {
                 // microvm: kvmclock above all (the only TSC frequency there).
                 Env::Kvm | Env::Microvm => strings(KVM_REQUIRED_FEATURES),
                 Env::XenPv => strings(XEN_PV_REQUIRED_FEATURES),
-                Env::KvmNested => strings(KVM_NESTED_REQUIRED_FEATURES),
+                Env::KvmNested | Env::MicrovmNested => strings(KVM_NESTED_REQUIRED_FEATURES),
                 // A domU prints through its console ring, from the first line.
                 Env::XenPvDomu => strings(&[XEN_PV_REQUIRED_FEATURES, &["console-ring"]].concat()),
                 Env::XenPvhDomu | Env::XenHvmFwDomu => strings(&["console-ring"]),
@@ -813,7 +832,9 @@ impl Env {
             Env::VmwareQemu | Env::VmwareQemuLeaf => Duration::from_secs(180),
             Env::VmwareQemuTcg => Duration::from_secs(120),
             Env::XenPvh | Env::XenPv => Duration::from_secs(300),
-            Env::KvmNested | Env::HyperV | Env::HyperVKvm => Duration::from_secs(90),
+            Env::KvmNested | Env::MicrovmNested | Env::HyperV | Env::HyperVKvm => {
+                Duration::from_secs(90)
+            }
             // One domU's own run, once dom0 is up (the whole boot's bound
             // is [`crate::domu::run_timeout`]).
             Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmFwDomu => Duration::from_secs(180),
@@ -891,6 +912,7 @@ impl Env {
             | Env::XenPvh
             | Env::XenPv
             | Env::KvmNested
+            | Env::MicrovmNested
             | Env::XenPvhDomu
             | Env::XenPvDomu
             | Env::XenHvmDomu
@@ -904,7 +926,10 @@ impl Env {
     /// Whether the kernel runs in an inner QEMU inside an outer machine
     /// (kvm-nested), booted through [`crate::nested`].
     pub const fn is_nested(self) -> bool {
-        matches!(self, Env::KvmNested | Env::HyperV | Env::HyperVKvm)
+        matches!(
+            self,
+            Env::KvmNested | Env::MicrovmNested | Env::HyperV | Env::HyperVKvm
+        )
     }
 
     /// Whether QEMU boots Xen (with the kernel as dom0, or as a domU).
@@ -980,7 +1005,8 @@ impl Env {
         match self {
             Env::XenPvh => Some("console=com1 loglvl=all dom0=pvh dom0-iommu=none"),
             Env::XenPv => Some("console=com1 loglvl=all dom0_mem=64M,max:64M"),
-            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested | Env::Microvm => None,
+            Env::Tcg | Env::Kvm | Env::KvmHidden | Env::KvmNested => None,
+            Env::Microvm | Env::MicrovmNested => None,
             Env::HyperV | Env::HyperVKvm => None,
             Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => None,
             Env::XenPvhDomu
@@ -1012,7 +1038,7 @@ impl Env {
         // is needed; -serial stdio is then the only character device.
         let machine = match self {
             // No legacy devices: what a Firecracker-like VMM offers.
-            Env::Microvm => "microvm,pit=off,pic=off,rtc=off",
+            Env::Microvm | Env::MicrovmNested => "microvm,pit=off,pic=off,rtc=off",
             // `pc` has the vmport device on by default (auto); said
             // explicitly where the environment depends on it.
             Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => "pc,vmport=on",
@@ -1040,7 +1066,7 @@ impl Env {
             }
             Env::KvmHidden => push(&["-accel", "kvm", "-cpu", "qemu64,kvm=off"]),
             Env::Kvm | Env::Microvm => push(&["-accel", "kvm", "-cpu", KVM_PV_CPU]),
-            Env::KvmNested => push(&["-accel", "kvm", "-cpu", KVM_NESTED_CPU]),
+            Env::KvmNested | Env::MicrovmNested => push(&["-accel", "kvm", "-cpu", KVM_NESTED_CPU]),
             Env::HyperV => push(&["-accel", "kvm", "-cpu", &hyperv_cpu(true, &[])]),
             Env::HyperVKvm => push(&["-accel", "kvm", "-cpu", &hyperv_cpu(false, &[])]),
             Env::VmwareQemu => push(&["-accel", "kvm", "-cpu", VMWARE_GETHZ_CPU]),
@@ -1167,6 +1193,18 @@ impl FromStr for Env {
     }
 }
 
+/// `--env` takes exactly the names of [`Env::ALL`], and `--help` lists
+/// them with their descriptions (so the list never goes stale).
+impl clap::ValueEnum for Env {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Env::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()).help(self.description()))
+    }
+}
+
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -1223,6 +1261,7 @@ mod tests {
                 "xen-hvm-viridian-domu",
                 "xen-hvm-fw-domu",
                 "microvm",
+                "microvm-nested",
                 "hyperv",
                 "hyperv-kvm",
                 "vmware-qemu",
@@ -1310,6 +1349,7 @@ mod tests {
                 ("xen-hvm", "xen"),
                 ("xen-pvh", "xen"),
                 ("kvm", "kvm"),
+                ("kvm", "kvm"),
                 ("hyperv", "hyperv"),
                 ("hyperv", "hyperv"),
                 ("vmware", "vmware"),
@@ -1327,7 +1367,7 @@ mod tests {
         for env in Env::ALL.into_iter().filter(|e| !e.is_domu()) {
             let args = args_of(env, Some(Path::new("/x/xen")));
             let machine = match env {
-                Env::Microvm => "microvm,pit=off,pic=off,rtc=off",
+                Env::Microvm | Env::MicrovmNested => "microvm,pit=off,pic=off,rtc=off",
                 Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => "pc,vmport=on",
                 _ => "pc",
             };
@@ -1397,6 +1437,7 @@ mod tests {
         assert_eq!(e.features_absent, ["cpuid-freq"]);
         assert_eq!(Env::VmwareQemuTcg.expected_tsc_source(), Some("pit"));
         assert_eq!(Env::Kvm.expected_tsc_source(), None);
+        assert_eq!(Env::MicrovmNested.expected_tsc_source(), Some("kvmclock"));
     }
 
     #[test]

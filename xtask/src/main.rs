@@ -42,7 +42,7 @@ struct BenchArgs {
     /// kvm-nested runs its default configuration, each KVM feature off and
     /// kvm=off as inner runs of one outer boot (about 50 s each), with the
     /// inner KVM's counters read over its serial QMP.
-    #[arg(long = "env", value_name = "ENV")]
+    #[arg(long = "env", value_name = "ENV", value_enum)]
     envs: Vec<Env>,
     /// Also run the hardware-speed host benchmark (`cargo bench -p pvops-bench`).
     /// Alone (without --env), only the host benchmark runs.
@@ -56,13 +56,11 @@ struct BenchArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Environment: tcg, kvm, kvm-hidden, xen-pvh, xen-pv, kvm-nested,
-    /// xen-pvh-domu, xen-pv-domu, xen-hvm-domu, xen-hvm-fw-domu or microvm
-    /// [default: kvm where the host's KVM completes hypercalls (its CPU offers VMX/SVM), else
+    /// Environment [default: kvm where the host's KVM completes hypercalls (its CPU offers VMX/SVM), else
     /// kvm-nested (Linux's real KVM inside QEMU TCG, provisioned into
     /// target/kvm-nested by apt-get download), else tcg; the harness says
     /// which and why]
-    #[arg(long, value_name = "ENV")]
+    #[arg(long, value_name = "ENV", value_enum)]
     env: Option<Env>,
     /// Number of virtual CPUs [default: what the tests boot the environment
     /// with, 2, so the SMP self-tests run].

@@ -745,7 +745,10 @@ pub fn plans(
 /// one): in a boot of their own such a freeze fails the Hyper-V
 /// environments only. Each group still runs all its configurations in its
 /// one outer boot.
-pub const OUTER_BOOTS: [&[Env]; 2] = [&[Env::KvmNested], &[Env::HyperV, Env::HyperVKvm]];
+pub const OUTER_BOOTS: [&[Env]; 2] = [
+    &[Env::KvmNested, Env::MicrovmNested],
+    &[Env::HyperV, Env::HyperVKvm],
+];
 
 /// The group of [`OUTER_BOOTS`] that boots `env`.
 pub fn outer_boot_of(env: Env) -> Option<usize> {
