@@ -178,6 +178,13 @@ fn pvh_high_kernel_kvm_hidden() {
     boot_loader(Env::KvmHidden, Loader::PvhHigh);
 }
 
+/// Linux's real KVM inside QEMU TCG: the inner QEMU enters the ELF
+/// through its note, and every KVM feature is expected.
+#[test]
+fn pvh_high_kernel_kvm_nested() {
+    boot_loader(Env::KvmNested, Loader::PvhHigh);
+}
+
 /// Xen 4.17 (under QEMU) loads the ELF at its physical addresses and
 /// starts it as its PVH dom0 through the note: the xen backend then runs
 /// in the higher half, its shared info and vCPU records found by the
