@@ -281,7 +281,11 @@ pub trait CpuOps {
     fn start_cpu(cpu: CpuId, how: &SecondaryStart) -> Result<(), StartCpuError>;
     /// Sets up the backend's per-CPU state on a secondary CPU (local APIC,
     /// per-CPU shared pages, ...). The kernel calls it first thing on every
-    /// CPU but the boot CPU, before it enables interrupts there.
+    /// CPU but the boot CPU, before it enables interrupts there, whoever
+    /// started the CPU: [`CpuOps::start_cpu`], or a loader that started it
+    /// before the kernel ran (an MP protocol such as Limine's). It must
+    /// therefore rely on nothing `start_cpu` left behind: the CPU finds
+    /// out who it is by itself.
     fn init_secondary();
 }
 
@@ -666,7 +670,8 @@ pub fn start_cpu(cpu: CpuId, how: &SecondaryStart) -> Result<(), StartCpuError> 
 }
 
 /// Sets up the backend's per-CPU state; call first thing on each
-/// secondary CPU.
+/// secondary CPU, whether [`start_cpu`] or a loader started it (on the
+/// kernel's page tables, interrupts off; see [`CpuOps::init_secondary`]).
 #[inline]
 pub fn init_secondary() {
     (ops().cpu.init_secondary)()

@@ -13,6 +13,11 @@
 //! boot is an outer machine of its own, whose QEMU runs the loader's image
 //! on Linux's real KVM.
 //!
+//! The multiboot2 kernel also boots with `loader.ap_start=kernel`: its own
+//! INIT-SIPI code starts the second CPU, as a loader with an MP protocol
+//! (Limine's; not in Debian) would, and the CPU joins pvops with
+//! `init_secondary` alone (test `second_cpu_joins_without_start_cpu`).
+//!
 //! UEFI runs under tcg only. OVMF does not get through this host's
 //! emulating KVM; under kvm-nested the outer QEMU aborts (signal 6) within
 //! 20 s of the inner QEMU starting OVMF: bookworm's 7.2 with
@@ -38,6 +43,7 @@ use pvops_tests::skip;
 use xtask::boot::{self, BootOptions};
 use xtask::env::Env;
 use xtask::loaders::{self, Loader};
+use xtask::protocol::Verdict;
 
 /// Every self-test of the loader kernels: the six shared ones, the
 /// kernel's own check (its boot information; for the PVH kernel, its
@@ -69,6 +75,42 @@ fn pvh_high_elf() -> &'static Result<PathBuf, String> {
     ELF.get_or_init(|| loaders::pvh_high_kernel().map_err(|e| format!("{e:#}")))
 }
 
+/// The command-line word that makes the loader kernels start their second
+/// CPU themselves, and the test they then report instead of
+/// `second_cpu_starts`.
+const KERNEL_STARTS_AP: &str = "loader.ap_start=kernel";
+const KERNEL_STARTS_AP_TEST: &str = "second_cpu_joins_without_start_cpu";
+
+/// A GRUB ISO whose command line asks for [`KERNEL_STARTS_AP`], built once.
+fn grub_iso_kernel_starts_ap() -> &'static Result<PathBuf, String> {
+    static ISO: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    ISO.get_or_init(|| {
+        let options = BootOptions {
+            extra_cmdline: vec![KERNEL_STARTS_AP.into()],
+            ..BootOptions::default()
+        };
+        loaders::multiboot2_iso_named(&options.cmdline(), "multiboot2-ap")
+            .map_err(|e| format!("{e:#}"))
+    })
+}
+
+/// The multiboot2 kernel in `env` with its second CPU started by its own
+/// code: every test ok, among them [`KERNEL_STARTS_AP_TEST`].
+fn boot_grub_kernel_starts_ap(env: Env) {
+    let Some(b) = boot_image(env, Loader::Grub, || grub_iso_kernel_starts_ap().clone()) else {
+        return;
+    };
+    assert!(
+        b.outcome
+            .console
+            .tests
+            .iter()
+            .any(|t| t.name == KERNEL_STARTS_AP_TEST && t.verdict == Verdict::Ok),
+        "{KERNEL_STARTS_AP_TEST} did not pass\n{}",
+        b.report()
+    );
+}
+
 /// The bootloader crate's images, built once per test process.
 fn bootloader_images() -> &'static Result<loaders::BootloaderImages, String> {
     static IMAGES: OnceLock<Result<loaders::BootloaderImages, String>> = OnceLock::new();
@@ -76,17 +118,27 @@ fn bootloader_images() -> &'static Result<loaders::BootloaderImages, String> {
 }
 
 fn boot_loader(env: Env, loader: Loader) {
-    if let Some(why) = xtask::provision::unavailable(env).or_else(|| loaders::unavailable(loader)) {
-        skip(&format!("{loader:?} boot in {env}: {why}"));
-        return;
-    }
-    let image = match loader {
+    let built = || match loader {
         Loader::Grub => grub_iso().clone(),
         Loader::BootloaderBios => bootloader_images().clone().map(|i| i.bios),
         Loader::BootloaderUefi => bootloader_images().clone().map(|i| i.uefi),
         Loader::PvhHigh => pvh_high_elf().clone(),
+    };
+    boot_image(env, loader, built);
+}
+
+/// Boots the image `built` makes for `loader` in `env` and asserts that
+/// every loader test ran and passed; `None` if it was skipped (loudly).
+fn boot_image(
+    env: Env,
+    loader: Loader,
+    built: impl FnOnce() -> Result<PathBuf, String>,
+) -> Option<boot::Boot> {
+    if let Some(why) = xtask::provision::unavailable(env).or_else(|| loaders::unavailable(loader)) {
+        skip(&format!("{loader:?} boot in {env}: {why}"));
+        return None;
     }
-    .unwrap_or_else(|e| panic!("building the {loader:?} image: {e}"));
+    let image = built().unwrap_or_else(|e| panic!("building the {loader:?} image: {e}"));
     let options = BootOptions {
         smp: 2,
         min_ok: Some(LOADER_TESTS),
@@ -108,6 +160,7 @@ fn boot_loader(env: Env, loader: Loader) {
         b.report()
     );
     eprintln!("{loader:?}: {}", b.verdict());
+    Some(b)
 }
 
 #[test]
@@ -123,6 +176,19 @@ fn multiboot2_kernel_grub_kvm() {
 #[test]
 fn multiboot2_kernel_grub_kvm_hidden() {
     boot_loader(Env::KvmHidden, Loader::Grub);
+}
+
+/// A second CPU pvops did not start joins with `init_secondary` alone.
+#[test]
+fn multiboot2_kernel_grub_tcg_kernel_starts_ap() {
+    boot_grub_kernel_starts_ap(Env::Tcg);
+}
+
+/// The same on the nested real KVM, where the kvm backend registers the
+/// new CPU's kvmclock, steal time and PV EOI in `init_secondary`.
+#[test]
+fn multiboot2_kernel_grub_kvm_nested_kernel_starts_ap() {
+    boot_grub_kernel_starts_ap(Env::KvmNested);
 }
 
 #[test]

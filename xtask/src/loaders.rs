@@ -227,6 +227,12 @@ fn stripped(elf: &Path, out: &Path) -> Result<()> {
 /// Builds the multiboot2 kernel and a GRUB ISO that boots it with
 /// `cmdline` (GRUB passes it in the multiboot2 command-line tag).
 pub fn multiboot2_iso(cmdline: &str) -> Result<PathBuf> {
+    multiboot2_iso_named(cmdline, "multiboot2")
+}
+
+/// [`multiboot2_iso`] in a folder `name` of its own, so that ISOs with
+/// different command lines can be made side by side in one process.
+pub fn multiboot2_iso_named(cmdline: &str, name: &str) -> Result<PathBuf> {
     if let Some(c) = cmdline
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || " ._=,:+-/".contains(*c)))
@@ -234,7 +240,7 @@ pub fn multiboot2_iso(cmdline: &str) -> Result<PathBuf> {
         bail!("the kernel command line {cmdline:?} has {c:?}, which grub.cfg would need quoted");
     }
     let elf = kernel::build_package(MULTIBOOT2_PACKAGE)?;
-    let dir = work_dir()?.join("multiboot2");
+    let dir = work_dir()?.join(name);
     let root = dir.join("iso");
     let grub = root.join("boot").join("grub");
     fs::create_dir_all(&grub).with_context(|| format!("creating {}", grub.display()))?;

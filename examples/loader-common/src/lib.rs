@@ -4,7 +4,9 @@
 //! the vectors pvops asks for, and the self-tests that fit a kernel booted
 //! by someone else's loader (IRQ flags, the clock, a page-table update and
 //! flush through the kernel's own tables, the one-shot timer, a second CPU,
-//! memory the hypervisor must not have written).
+//! memory the hypervisor must not have written). With
+//! `loader.ap_start=kernel` the second CPU is started by the kernel's own
+//! code ([`loader_smp`]), as a loader's MP protocol would, not by pvops.
 //!
 //! Each kernel brings its entry and its memory facts ([`Machine`]); this
 //! crate does the rest and ends the run with the console protocol's lines.
@@ -13,6 +15,7 @@
 pub mod console;
 pub mod gdt;
 pub mod idt;
+pub mod loader_smp;
 pub mod paging;
 pub mod smp;
 pub mod tests;
@@ -79,6 +82,7 @@ pub struct Machine {
 /// with `ctx`, the platform line, the self-tests (plus the kernel's
 /// `extra` checks, run last), the result line, and shutdown.
 pub fn run(ctx: &pvops::BootContext<'_>, machine: Machine, extra: &[tests::Test]) -> ! {
+    smp::configure(ctx.cmdline);
     run_with(
         || {
             let ops = match pvops::init(ctx, warn_fallback) {
@@ -117,7 +121,8 @@ pub fn warn_fallback(e: &pvops::BackendError) {
 
 /// [`run`] for a kernel that installs pvops itself: `init` runs after the
 /// canaries are filled (it must install pvops, or print an error and
-/// [`finish`]), then the same GDT, IDT, lines and self-tests follow.
+/// [`finish`]; and call [`smp::configure`] with the command line), then
+/// the same GDT, IDT, lines and self-tests follow.
 pub fn run_with(init: impl FnOnce() -> Installed, extra: &[tests::Test]) -> ! {
     tests::fill_canaries();
     let Installed {

@@ -43,7 +43,8 @@ pub fn stack_damage() -> usize {
     }
 }
 
-extern "C" fn ap_entry(arg: u64) -> ! {
+/// Where a second CPU enters the kernel, however it was started.
+pub(crate) extern "C" fn ap_entry(arg: u64) -> ! {
     pvops::cpu::init_secondary();
     crate::gdt::load();
     crate::idt::load();
@@ -55,6 +56,66 @@ extern "C" fn ap_entry(arg: u64) -> ! {
         // flushes) reaches this CPU.
         pvops::irq::safe_halt();
     }
+}
+
+/// How the second CPU is started: by `pvops::cpu::start_cpu`, or by the
+/// kernel's own INIT-SIPI code ([`crate::loader_smp`], as a loader with an
+/// MP protocol would), set from `loader.ap_start=kernel` on the command line.
+static STARTED_BY_KERNEL: AtomicBool = AtomicBool::new(false);
+
+/// Reads `loader.ap_start=` from the command line.
+pub fn configure(cmdline: &str) {
+    let by_kernel = cmdline
+        .split_ascii_whitespace()
+        .any(|w| w == "loader.ap_start=kernel");
+    STARTED_BY_KERNEL.store(by_kernel, Ordering::Relaxed);
+}
+
+/// Whether the kernel starts the second CPU itself ([`configure`]).
+pub fn started_by_kernel() -> bool {
+    STARTED_BY_KERNEL.load(Ordering::Relaxed)
+}
+
+/// Starts the second CPU the way a loader would, without
+/// `pvops::cpu::start_cpu`, and checks that it joined through
+/// `pvops::cpu::init_secondary()` alone: it runs the kernel's code, and
+/// pvops names it as a possible CPU other than this one.
+pub fn start_second_without_pvops(machine: &crate::Machine) -> Result<CpuId, &'static str> {
+    let me = pvops::cpu::current_cpu();
+    let Some(region) = machine.trampoline else {
+        return Err("the loader's memory map has no free TRAMPOLINE_SIZE below 1 MiB");
+    };
+    let start = crate::loader_smp::Start {
+        region,
+        phys_offset: machine.phys_offset,
+        // The stack is handed to the first CPU that arrives, once.
+        stack_top: core::ptr::addr_of!(STACK) as u64 + AP_STACK as u64,
+        arg: MAGIC_ARG,
+    };
+    crate::kprintln!(
+        "pvops: info: the kernel starts the other CPUs itself (INIT, STARTUP at {region:#x}), not pvops"
+    );
+    crate::loader_smp::start_others(&start)?;
+    wait_online()?;
+    let cpu = CpuId(CPU.load(Ordering::Relaxed));
+    if cpu == me || !pvops::cpu::possible_cpus().contains(cpu) {
+        return Err("the new CPU's current_cpu() is not another possible CPU");
+    }
+    Ok(cpu)
+}
+
+fn wait_online() -> Result<(), &'static str> {
+    let t0 = pvops::time::sched_clock();
+    while !ONLINE.load(Ordering::Acquire) {
+        if pvops::time::sched_clock() - t0 > 5_000_000_000 {
+            return Err("the CPU started but never reached the kernel's entry");
+        }
+        core::hint::spin_loop();
+    }
+    if ARG.load(Ordering::Relaxed) != MAGIC_ARG {
+        return Err("the new CPU got the wrong argument");
+    }
+    Ok(())
 }
 
 /// Starts the first possible CPU other than this one (the kernel maps
@@ -86,16 +147,7 @@ pub fn start_second(machine: &crate::Machine) -> Result<CpuId, &'static str> {
         crate::kprintln!("pvops: info: start_cpu({}) failed: {e}", target.0);
         return Err("pvops::cpu::start_cpu failed");
     }
-    let t0 = pvops::time::sched_clock();
-    while !ONLINE.load(Ordering::Acquire) {
-        if pvops::time::sched_clock() - t0 > 5_000_000_000 {
-            return Err("the CPU started but never reached the kernel's entry");
-        }
-        core::hint::spin_loop();
-    }
-    if ARG.load(Ordering::Relaxed) != MAGIC_ARG {
-        return Err("the new CPU got the wrong argument");
-    }
+    wait_online()?;
     if CPU.load(Ordering::Relaxed) != target.0 {
         return Err("the new CPU's current_cpu() is not the CPU started");
     }

@@ -139,6 +139,14 @@ fn one_shot_timer_fires(_: &Machine) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A second CPU pvops never started (the kernel's own INIT-SIPI, as a
+/// loader's MP protocol) joins with `init_secondary` alone.
+fn second_cpu_joins_without_start_cpu(m: &Machine) -> Result<(), &'static str> {
+    let cpu = smp::start_second_without_pvops(m)?;
+    kprintln!("pvops: info: cpu {} online", cpu.0);
+    Ok(())
+}
+
 fn second_cpu_starts(m: &Machine) -> Result<(), &'static str> {
     let cpu = smp::start_second(m)?;
     kprintln!("pvops: info: cpu {} online", cpu.0);
@@ -187,7 +195,14 @@ pub fn run_all(m: Machine, extra: &[Test]) -> usize {
         ("sched_clock_monotonic", sched_clock_monotonic),
         ("page_table_update_flush", page_table_update_flush),
         ("one_shot_timer_fires", one_shot_timer_fires),
-        ("second_cpu_starts", second_cpu_starts),
+        if smp::started_by_kernel() {
+            (
+                "second_cpu_joins_without_start_cpu",
+                second_cpu_joins_without_start_cpu,
+            )
+        } else {
+            ("second_cpu_starts", second_cpu_starts)
+        },
         ("platform_features_consistent", platform_features_consistent),
     ];
     let last: Test = (

@@ -150,6 +150,7 @@ extern "C" fn kernel_main(boot: PvhHighHandoff) -> ! {
                 }
             };
             let si = &booted.start_info;
+            loader_common::smp::configure(si.cmdline());
             let facts = Facts {
                 start_info_paddr: boot.start_info_paddr(),
                 ram_bytes: si.ram_regions().map(|(_, len)| len).sum(),
