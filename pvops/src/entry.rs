@@ -21,6 +21,34 @@
 //! takes `start_info`); both call your `extern "C" fn(BootHandoff) -> !`,
 //! and [`init`] parses whichever start info came. One ELF then boots under
 //! QEMU, KVM, Xen PVH and Xen PV.
+//!
+//! # PVH entry in the higher half
+//!
+//! A kernel linked high (e.g. at `0xffffffff80000000 + paddr`, loaded at
+//! its physical addresses with `AT(ADDR - KERNEL_VMA)`) uses
+//! `pvh_entry!(main, higher_half(kernel_vma = K, phys_offset = P))`: the
+//! 32-bit code runs at `symbol - K`, maps the first 4 GiB at `P` (the
+//! direct map) and the first GiBs at `K` (the kernel window), removes the
+//! identity map it needed for the switch, and calls
+//! `main(`[`PvhHighHandoff`]`)`; [`init_pvh_high`] reads the start info
+//! through the direct map and tells pvops `phys_offset = P`. See
+//! [`HigherHalf`] for the layout's rules (checked at compile time) and
+//! `examples/pvh-high-kernel` for a whole kernel. The linker script must
+//! put `.note.Xen` in a `PT_NOTE` segment and define
+//! `__bss_start`/`__bss_end` (their linked, high addresses); set the ELF
+//! entry to the physical address of `pvops_pvh_start` (`ENTRY` of a symbol
+//! `pvops_pvh_start - KERNEL_VMA`): QEMU and Xen enter through the note,
+//! but Xen's ELF loader checks that the entry lies inside the image's
+//! physical range.
+//!
+//! [`boot_entry!`](crate::boot_entry) has no higher-half form: Xen's PV
+//! entry maps the image where its notes say and pvops' PV support reads
+//! the boot layout at virtual = pseudo-physical addresses, so a PV kernel
+//! of pvops is identity-linked.
+
+mod higher_half;
+
+pub use higher_half::{HigherHalf, LayoutError, PvhHighHandoff, DIRECT_MAPPED};
 
 use crate::abi::pv_start_info::{self, PvStartInfoError};
 use crate::abi::start_info::{
@@ -53,10 +81,37 @@ pub const IDENTITY_MAPPED: u64 = 4 << 30;
 /// #   loop {}
 /// }
 /// ```
+///
+/// For a kernel linked in the higher half, add
+/// `higher_half(kernel_vma = K, phys_offset = P)` (see the module docs and
+/// [`HigherHalf`](crate::entry::HigherHalf)); `$main` is then an
+/// `extern "C" fn(pvops::entry::PvhHighHandoff) -> !` for
+/// [`init_pvh_high`](crate::entry::init_pvh_high):
+///
+/// ```text
+/// pvops::pvh_entry!(
+///     kernel_main,
+///     higher_half(kernel_vma = 0xffff_ffff_8000_0000, phys_offset = 0xffff_8000_0000_0000),
+///     stack_size = 65536, // optional
+/// );
+///
+/// extern "C" fn kernel_main(boot: pvops::entry::PvhHighHandoff) -> ! {
+///     let booted = pvops::entry::init_pvh_high(boot, |_| {}).expect("pvops");
+///     // ...
+/// #   loop {}
+/// }
+/// ```
 #[macro_export]
 macro_rules! pvh_entry {
     ($main:path) => {
         $crate::pvh_entry!($main, stack_size = 65536);
+    };
+    ($main:path, higher_half(kernel_vma = $vma:expr, phys_offset = $offset:expr $(,)?) $(,)?) => {
+        $crate::__pvh_entry_higher_half!($main, $vma, $offset, 65536);
+    };
+    ($main:path, higher_half(kernel_vma = $vma:expr, phys_offset = $offset:expr $(,)?),
+     stack_size = $size:expr $(,)?) => {
+        $crate::__pvh_entry_higher_half!($main, $vma, $offset, $size);
     };
     ($main:path, stack_size = $size:expr) => {
         const _: extern "C" fn(u64) -> ! = $main;
@@ -503,21 +558,54 @@ pub fn init_pvh(
     // SAFETY: the PVH entry identity-maps the first 4 GiB; the start info
     // and what it points to are loader-written RAM there.
     let mem = unsafe { DirectMap::new(0, IDENTITY_MAPPED) };
-    let parsed = start_info::parse(&mem, start_info_paddr);
-    let (cmdline, rsdp) = match &parsed {
-        Ok(si) => (si.cmdline(), si.rsdp),
-        Err(_) => ("", None),
-    };
-    // Identity-mapped memory; the image found by walking the page tables:
-    // it is identity-mapped now, but a kernel may build its own tables
-    // before its other CPUs register their records, and the walk follows
-    // whatever CR3 holds then.
-    let mut ctx = BootContext::new(
-        BootEntry::Pvh,
-        cmdline,
+    init_pvh_mapped(&mem, start_info_paddr, 0, on_fallback)
+}
+
+/// For a kernel entered through the higher-half form of
+/// [`pvh_entry!`](crate::pvh_entry): as [`init_pvh`] (same checks, same
+/// errors, the memory map completed the same way), but the start info is
+/// read through the direct map the entry built, and pvops is told that
+/// physical memory is at `boot.phys_offset()` (`BootContext::phys_offset`:
+/// the native backend reaches the local APIC and ACPI tables there, the
+/// SMP trampoline is written there).
+///
+/// The image is found by walking the page tables
+/// (`KernelMap::PageTables`), as for the identity form: the entry maps it
+/// linearly at `kernel_vma` (`Linear { offset: kernel_vma }` would be
+/// right at first), but the walk stays right when the kernel rebuilds its
+/// tables or remaps its image before its other CPUs register their
+/// records, and it needs nothing the kernel does not keep anyway (the
+/// direct map).
+pub fn init_pvh_high(
+    boot: PvhHighHandoff,
+    on_fallback: impl FnMut(&BackendError),
+) -> Result<Booted, BootError> {
+    // SAFETY: a PvhHighHandoff names a direct map of the first
+    // DIRECT_MAPPED bytes (its constructor's contract; the higher-half
+    // entry builds exactly that); the start info is loader-written RAM.
+    let mem = unsafe { DirectMap::new(boot.phys_offset(), DIRECT_MAPPED) };
+    init_pvh_mapped(
+        &mem,
+        boot.start_info_paddr(),
+        boot.phys_offset(),
+        on_fallback,
+    )
+}
+
+/// The PVH init of both entry forms: `mem` reaches physical memory the
+/// way the entry mapped it, `phys_offset` is where the kernel keeps it.
+fn init_pvh_mapped(
+    mem: &impl crate::phys::PhysRead,
+    start_info_paddr: u64,
+    phys_offset: u64,
+    on_fallback: impl FnMut(&BackendError),
+) -> Result<Booted, BootError> {
+    let parsed = start_info::parse(mem, start_info_paddr);
+    let ctx = pvh_context(
+        &parsed,
+        phys_offset,
         crate::detect::scan(&crate::detect::HardwareCpuid),
     );
-    ctx.rsdp = rsdp;
     let installed = crate::init(&ctx, on_fallback);
     match (parsed, installed) {
         (Ok(mut start_info), Ok(ops)) => {
@@ -530,6 +618,26 @@ pub fn init_pvh(
         }),
         (Ok(_), Err(e)) => Err(BootError::NoBackend(e)),
     }
+}
+
+/// What a PVH entry tells `pvops::init`: the start info's command line and
+/// RSDP (none if it was refused: pvops still comes up, for the error line),
+/// memory at `phys_offset`, and the image found by walking the page tables
+/// (the default kernel map: see [`init_pvh_high`]).
+fn pvh_context(
+    parsed: &Result<StartInfo, StartInfoError>,
+    phys_offset: u64,
+    cpuid: crate::detect::CpuidScan,
+) -> BootContext<'_> {
+    let (cmdline, rsdp) = match parsed {
+        Ok(si) => (si.cmdline(), si.rsdp),
+        Err(_) => ("", None),
+    };
+    let mut ctx = BootContext::new(BootEntry::Pvh, cmdline, cpuid);
+    ctx.rsdp = rsdp;
+    ctx.phys_offset = phys_offset;
+    ctx.kernel_map = crate::KernelMap::PageTables;
+    ctx
 }
 
 /// Supplies the memory map when the loader passed none, from the platform
@@ -547,4 +655,117 @@ fn complete_memmap(start_info: &mut StartInfo, ops: &PvOps) {
     }; MAX_MEMMAP_ENTRIES];
     let n = (ops.platform.memory_map)(&mut map);
     start_info.set_memmap(&map[..n.min(MAX_MEMMAP_ENTRIES)]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::start_info::HvmStartInfo;
+    use crate::detect::CpuidScan;
+    use std::vec;
+    use zerocopy::IntoBytes;
+
+    /// Guest memory `[BASE, BASE + len)` as a host buffer, and the offset
+    /// at which a [`DirectMap`] finds physical address `p` in it: what the
+    /// higher-half entry's direct map is to the kernel.
+    struct Guest {
+        bytes: vec::Vec<u8>,
+    }
+
+    const BASE: u64 = 0x10_0000;
+    const INFO: u64 = BASE + 0x100;
+    const MEMMAP: u64 = BASE + 0x200;
+    const CMDLINE: u64 = BASE + 0x300;
+
+    impl Guest {
+        fn new() -> Self {
+            Guest {
+                bytes: vec![0; 0x1000],
+            }
+        }
+
+        fn write(&mut self, paddr: u64, data: &[u8]) {
+            let at = (paddr - BASE) as usize;
+            self.bytes[at..at + data.len()].copy_from_slice(data);
+        }
+
+        /// A direct map over the buffer: `p` at `offset + p`.
+        fn direct_map(&self) -> DirectMap {
+            let offset = (self.bytes.as_ptr() as u64).wrapping_sub(BASE);
+            // SAFETY: every physical address the parser may read below
+            // the limit is either inside the buffer, which lives as long
+            // as the map is used, or below BASE, which the start info
+            // below never names.
+            unsafe { DirectMap::new(offset, BASE + self.bytes.len() as u64) }
+        }
+    }
+
+    fn pvh_info(cmdline: &[u8], rsdp: u64) -> Guest {
+        let mut g = Guest::new();
+        let info = HvmStartInfo {
+            magic: start_info::HVM_START_MAGIC,
+            version: 1,
+            flags: 0,
+            nr_modules: 0,
+            modlist_paddr: 0,
+            cmdline_paddr: CMDLINE,
+            rsdp_paddr: rsdp,
+            memmap_paddr: MEMMAP,
+            memmap_entries: 1,
+            reserved: 0,
+        };
+        g.write(INFO, info.as_bytes());
+        let ram = HvmMemmapEntry {
+            addr: 0,
+            size: 256 << 20,
+            kind: MemmapType::RAM,
+            reserved: 0,
+        };
+        g.write(MEMMAP, ram.as_bytes());
+        g.write(CMDLINE, cmdline);
+        g
+    }
+
+    #[test]
+    fn the_start_info_is_read_through_the_direct_map() {
+        let g = pvh_info(b"pvops.mode=test x=1\0", 0xf_5a40);
+        let mem = g.direct_map();
+        let parsed = start_info::parse(&mem, INFO);
+        let high = 0xffff_8000_0000_0000;
+        let ctx = pvh_context(&parsed, high, CpuidScan::empty());
+        assert_eq!(ctx.cmdline, "pvops.mode=test x=1");
+        assert_eq!(ctx.option("mode"), Some("test"));
+        assert_eq!(ctx.rsdp, Some(0xf_5a40));
+        assert_eq!(ctx.phys_offset, high);
+        assert!(matches!(ctx.kernel_map, crate::KernelMap::PageTables));
+        assert_eq!(ctx.entry, BootEntry::Pvh);
+        let si = parsed.as_ref().unwrap();
+        assert_eq!(si.ram_regions().collect::<vec::Vec<_>>(), [(0, 256 << 20)]);
+    }
+
+    #[test]
+    fn a_refused_start_info_leaves_an_empty_context() {
+        let mut g = pvh_info(b"pvops.mode=test\0", 0);
+        g.write(INFO, &0xdead_beefu32.to_le_bytes());
+        let mem = g.direct_map();
+        let parsed = start_info::parse(&mem, INFO);
+        assert!(
+            matches!(parsed, Err(StartInfoError::BadMagic { found: 0xdead_beef })),
+            "{parsed:?}"
+        );
+        let ctx = pvh_context(&parsed, 0xffff_8000_0000_0000, CpuidScan::empty());
+        assert_eq!((ctx.cmdline, ctx.rsdp), ("", None));
+        assert_eq!(ctx.phys_offset, 0xffff_8000_0000_0000);
+    }
+
+    #[test]
+    fn a_start_info_beyond_the_direct_map_is_refused() {
+        let g = pvh_info(b"\0", 0);
+        let mem = g.direct_map();
+        let beyond = BASE + g.bytes.len() as u64;
+        assert!(matches!(
+            start_info::parse(&mem, beyond),
+            Err(StartInfoError::HeaderUnreadable { paddr, .. }) if paddr == beyond
+        ));
+    }
 }

@@ -2,7 +2,10 @@
 //! public API: `examples/multiboot2-kernel` (higher half, direct map, GRUB
 //! through multiboot2 from a `grub-mkrescue` ISO) and
 //! `examples/bootloader-kernel` (the `bootloader` crate 0.11, BIOS and
-//! UEFI). Each runs the loader-common self-tests (IRQ flags, clock, a
+//! UEFI), and `examples/pvh-high-kernel` (higher half too, entered by
+//! QEMU's `-kernel` or by Xen as its PVH dom0 through the higher-half form
+//! of `pvops::pvh_entry!`, set up by `pvops::entry::init_pvh_high`). Each
+//! runs the loader-common self-tests (IRQ flags, clock, a
 //! page-table update and flush through its own tables, the one-shot timer,
 //! a second CPU, features, its boot information, memory canaries) and must
 //! report all of them ok in the protocol, with the platform, backend and
@@ -43,7 +46,8 @@ use xtask::loaders::{self, Loader};
 use xtask::protocol::Verdict;
 
 /// Every self-test of the loader kernels: the six shared ones, the
-/// kernel's boot-information check and the memory check.
+/// kernel's own check (its boot information; for the PVH kernel, its
+/// address space) and the memory check.
 const LOADER_TESTS: usize = 8;
 
 /// Firmware and loader run before the kernel, and under this host's KVM,
@@ -63,6 +67,12 @@ fn grub_iso() -> &'static Result<PathBuf, String> {
     ISO.get_or_init(|| {
         loaders::multiboot2_iso(&BootOptions::default().cmdline()).map_err(|e| format!("{e:#}"))
     })
+}
+
+/// The higher-half PVH kernel's ELF, built once per test process.
+fn pvh_high_elf() -> &'static Result<PathBuf, String> {
+    static ELF: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    ELF.get_or_init(|| loaders::pvh_high_kernel().map_err(|e| format!("{e:#}")))
 }
 
 /// The command-line word that makes the loader kernels start their second
@@ -112,6 +122,7 @@ fn boot_loader(env: Env, loader: Loader) {
         Loader::Grub => grub_iso().clone(),
         Loader::BootloaderBios => bootloader_images().clone().map(|i| i.bios),
         Loader::BootloaderUefi => bootloader_images().clone().map(|i| i.uefi),
+        Loader::PvhHigh => pvh_high_elf().clone(),
     };
     boot_image(env, loader, built);
 }
@@ -131,7 +142,9 @@ fn boot_image(
     let options = BootOptions {
         smp: 2,
         min_ok: Some(LOADER_TESTS),
-        timeout: Some(timeout(env)),
+        // No firmware or loader of its own before the kernel: the
+        // environment's usual bound.
+        timeout: (loader != Loader::PvhHigh).then(|| timeout(env)),
         medium: loader.medium(),
         ..BootOptions::default()
     };
@@ -211,4 +224,38 @@ fn multiboot2_kernel_grub_kvm_nested() {
 #[test]
 fn bootloader_kernel_bios_kvm_nested() {
     boot_loader(Env::KvmNested, Loader::BootloaderBios);
+}
+
+#[test]
+fn pvh_high_kernel_tcg() {
+    boot_loader(Env::Tcg, Loader::PvhHigh);
+}
+
+/// The records KVM writes (kvmclock, steal time, PV EOI) are registered at
+/// physical addresses pvops finds by walking the higher-half tables: the
+/// platform line must name them and the canaries must be intact.
+#[test]
+fn pvh_high_kernel_kvm() {
+    boot_loader(Env::Kvm, Loader::PvhHigh);
+}
+
+#[test]
+fn pvh_high_kernel_kvm_hidden() {
+    boot_loader(Env::KvmHidden, Loader::PvhHigh);
+}
+
+/// Linux's real KVM inside QEMU TCG: the inner QEMU enters the ELF
+/// through its note, and every KVM feature is expected.
+#[test]
+fn pvh_high_kernel_kvm_nested() {
+    boot_loader(Env::KvmNested, Loader::PvhHigh);
+}
+
+/// Xen 4.17 (under QEMU) loads the ELF at its physical addresses and
+/// starts it as its PVH dom0 through the note: the xen backend then runs
+/// in the higher half, its shared info and vCPU records found by the
+/// page-table walk.
+#[test]
+fn pvh_high_kernel_xen_pvh() {
+    boot_loader(Env::XenPvh, Loader::PvhHigh);
 }

@@ -1,6 +1,8 @@
 //! Kernels booted by real loaders (issue 14): `examples/multiboot2-kernel`
-//! on a GRUB ISO made with `grub-mkrescue`, and `examples/bootloader-kernel`
-//! on the `bootloader` crate 0.11's BIOS and UEFI disk images. What each
+//! on a GRUB ISO made with `grub-mkrescue`, `examples/bootloader-kernel`
+//! on the `bootloader` crate 0.11's BIOS and UEFI disk images, and
+//! `examples/pvh-high-kernel`, a higher-half ELF QEMU (`-kernel`) and Xen
+//! load themselves through pvops' PVH entry. What each
 //! needs (GRUB's tools, OVMF, a nightly toolchain for the image builder) is
 //! installed by [`provision()`] where it can be, and named by [`unavailable`]
 //! where it is not.
@@ -18,6 +20,8 @@ use crate::provision::{self, find_on_path, is_root};
 pub const MULTIBOOT2_PACKAGE: &str = "multiboot2-kernel";
 /// The `bootloader` crate example kernel's package.
 pub const BOOTLOADER_PACKAGE: &str = "bootloader-kernel";
+/// The higher-half PVH example kernel's package.
+pub const PVH_HIGH_PACKAGE: &str = "pvh-high-kernel";
 /// Debian packages `grub-mkrescue` needs for a BIOS-bootable ISO.
 pub const GRUB_PACKAGES: &[&str] = &["grub-pc-bin", "grub-common", "xorriso", "mtools"];
 /// Debian's UEFI firmware for QEMU.
@@ -42,6 +46,9 @@ pub enum Loader {
     BootloaderBios,
     /// The `bootloader` crate, UEFI disk image (OVMF).
     BootloaderUefi,
+    /// No loader of the kernel's own: QEMU's `-kernel` (or Xen) enters the
+    /// higher-half ELF through its PVH note.
+    PvhHigh,
 }
 
 impl Loader {
@@ -51,6 +58,7 @@ impl Loader {
             Loader::Grub => crate::env::Medium::Cdrom,
             Loader::BootloaderBios => crate::env::Medium::BiosDisk,
             Loader::BootloaderUefi => crate::env::Medium::UefiDisk,
+            Loader::PvhHigh => crate::env::Medium::Kernel,
         }
     }
 }
@@ -58,6 +66,11 @@ impl Loader {
 /// Why `loader` cannot be used here as the machine is (nothing is
 /// installed to find out); `None` if it can.
 pub fn unavailable(loader: Loader) -> Option<String> {
+    // The ELF is booted as built: nothing but QEMU (checked per
+    // environment) is needed.
+    if loader == Loader::PvhHigh {
+        return None;
+    }
     if find_on_path("objcopy").is_none() {
         return Some("objcopy is not installed (apt-get install -y binutils)".into());
     }
@@ -68,6 +81,7 @@ pub fn unavailable(loader: Loader) -> Option<String> {
             (!Path::new(OVMF).is_file())
                 .then(|| format!("{OVMF} is missing (apt-get install -y {OVMF_PACKAGE})"))
         }),
+        Loader::PvhHigh => None,
     }
 }
 
@@ -261,6 +275,12 @@ pub fn multiboot2_iso_named(cmdline: &str, name: &str) -> Result<PathBuf> {
         );
     }
     Ok(iso)
+}
+
+/// Builds the higher-half PVH kernel; its ELF is what QEMU's `-kernel`
+/// takes (and what Xen takes as its dom0 module).
+pub fn pvh_high_kernel() -> Result<PathBuf> {
+    kernel::build_package(PVH_HIGH_PACKAGE)
 }
 
 /// The BIOS and UEFI disk images of the `bootloader` crate example.

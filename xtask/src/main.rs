@@ -517,6 +517,8 @@ const LINTS: &[&[&str]] = &[
         "-p",
         "bootloader-kernel",
         "-p",
+        "pvh-high-kernel",
+        "-p",
         "pvops-ffi",
         "--target",
         "x86_64-unknown-none",

@@ -1,6 +1,6 @@
-//! What the two loader example kernels (`examples/multiboot2-kernel`,
-//! `examples/bootloader-kernel`) share, written only against pvops' public
-//! API: a console that also works before `pvops::init`, a GDT, an IDT with
+//! What the loader example kernels (`examples/multiboot2-kernel`,
+//! `examples/bootloader-kernel`, `examples/pvh-high-kernel`) share, written
+//! only against pvops' public API: a console that also works before `pvops::init`, a GDT, an IDT with
 //! the vectors pvops asks for, and the self-tests that fit a kernel booted
 //! by someone else's loader (IRQ flags, the clock, a page-table update and
 //! flush through the kernel's own tables, the one-shot timer, a second CPU,
@@ -83,16 +83,53 @@ pub struct Machine {
 /// `extra` checks, run last), the result line, and shutdown.
 pub fn run(ctx: &pvops::BootContext<'_>, machine: Machine, extra: &[tests::Test]) -> ! {
     smp::configure(ctx.cmdline);
+    run_with(
+        || {
+            let ops = match pvops::init(ctx, warn_fallback) {
+                Ok(ops) => ops,
+                Err(e) => {
+                    kprintln!("pvops: error: pvops::init: {e}");
+                    finish(exit::NO_BACKEND)
+                }
+            };
+            Installed {
+                ops,
+                machine,
+                kernel_map: ctx.kernel_map,
+            }
+        },
+        extra,
+    )
+}
+
+/// What a kernel's own pvops init (e.g. `pvops::entry::init_pvh_high`)
+/// gives [`run_with`].
+#[derive(Debug)]
+pub struct Installed {
+    /// The installed ops table.
+    pub ops: &'static pvops::PvOps,
+    /// The kernel's memory facts, for the tests.
+    pub machine: Machine,
+    /// How the kernel told pvops its image is mapped (for the info line).
+    pub kernel_map: pvops::KernelMap,
+}
+
+/// The `on_fallback` the loader kernels give pvops: a warning line.
+pub fn warn_fallback(e: &pvops::BackendError) {
+    kprintln!("pvops: warning: {e}; falling back");
+}
+
+/// [`run`] for a kernel that installs pvops itself: `init` runs after the
+/// canaries are filled (it must install pvops, or print an error and
+/// [`finish`]; and call [`smp::configure`] with the command line), then
+/// the same GDT, IDT, lines and self-tests follow.
+pub fn run_with(init: impl FnOnce() -> Installed, extra: &[tests::Test]) -> ! {
     tests::fill_canaries();
-    let ops = match pvops::init(ctx, |e| {
-        kprintln!("pvops: warning: {e}; falling back");
-    }) {
-        Ok(ops) => ops,
-        Err(e) => {
-            kprintln!("pvops: error: pvops::init: {e}");
-            finish(exit::NO_BACKEND)
-        }
-    };
+    let Installed {
+        ops,
+        machine,
+        kernel_map,
+    } = init();
     // Now that pvops is in, load the tables through it (under Xen PV that
     // is the only way; natively it is the same instruction).
     gdt::load();
@@ -100,8 +137,8 @@ pub fn run(ctx: &pvops::BootContext<'_>, machine: Machine, extra: &[tests::Test]
     kprintln!("pvops: {}", ops.identity);
     kprintln!(
         "pvops: info: phys_offset={:#x} kernel_map={:?} cpus_possible={}",
-        ctx.phys_offset,
-        ctx.kernel_map,
+        machine.phys_offset,
+        kernel_map,
         pvops::cpu::possible_cpus().iter().count()
     );
     // SAFETY: right after init, on the boot CPU, interrupts off, no other
