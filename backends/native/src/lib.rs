@@ -146,7 +146,8 @@ pub fn info() -> Option<NativeInfo> {
 }
 
 struct InfoSlot(core::cell::UnsafeCell<NativeInfo>);
-// SAFETY: written once by `init` on the boot CPU before INFO publishes it.
+// SAFETY: written only by `init`, on the boot CPU before other CPUs run
+// (see there), and read by copy.
 unsafe impl Sync for InfoSlot {}
 static INFO_SLOT: InfoSlot = InfoSlot(core::cell::UnsafeCell::new(NativeInfo {
     tsc_hz: 0,
@@ -318,7 +319,10 @@ pub fn init_with(ctx: &BootContext<'_>, hints: NativeHints) -> Result<PvOps, Bac
         Err(e) => Err(e),
     };
     smp::set_possible(&cpus);
-    // SAFETY: init runs once on the boot CPU before INFO is published.
+    // SAFETY: init runs on the boot CPU before any other CPU starts, so no
+    // reader runs meanwhile. It may run twice (a backend composed on native
+    // failed after native's init, then native is installed alone): the
+    // second run rewrites the slot, which is why this is not a WriteOnce.
     unsafe {
         *INFO_SLOT.0.get() = NativeInfo {
             tsc_hz,
