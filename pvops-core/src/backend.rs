@@ -190,12 +190,35 @@ pub enum SelectError {
 pub enum ContextError {
     /// [`BootContext::kernel_map`] does not translate pvops' own statics.
     KernelMap(crate::translate::TranslateError),
+    /// [`BootContext::rsdp`] is not mapped where pvops reads it (at
+    /// `phys_offset + rsdp`, the direct map), or maps another frame there:
+    /// reading it would fault or read the wrong memory.
+    Rsdp {
+        /// The RSDP's physical address as given.
+        paddr: u64,
+        /// What the walk of the live page tables found.
+        error: crate::translate::TranslateError,
+    },
+    /// [`BootContext::cpu_number`]: the kernel's function named a CPU
+    /// number pvops cannot hold (at least [`crate::irq::MAX_CPUS`]).
+    CpuNumber(crate::cpu::CpuId),
 }
 
 impl fmt::Display for ContextError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ContextError::KernelMap(e) => write!(f, "BootContext::kernel_map: {e}"),
+            ContextError::Rsdp { paddr, error } => write!(
+                f,
+                "BootContext::rsdp {paddr:#x} is not readable through the direct map: {error}"
+            ),
+            ContextError::CpuNumber(cpu) => write!(
+                f,
+                "BootContext::cpu_number: the kernel's function says CPU {}, but pvops holds \
+                 CPUs 0..{}",
+                cpu.0,
+                crate::irq::MAX_CPUS
+            ),
         }
     }
 }
@@ -203,8 +226,53 @@ impl fmt::Display for ContextError {
 impl core::error::Error for ContextError {
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
-            ContextError::KernelMap(e) => Some(e),
+            ContextError::KernelMap(e) | ContextError::Rsdp { error: e, .. } => Some(e),
+            ContextError::CpuNumber(_) => None,
         }
+    }
+}
+
+/// How many bytes of the RSDP pvops reads (a revision 2 RSDP).
+pub const RSDP_BYTES: usize = 36;
+
+/// Checks that [`BootContext::rsdp`] (`paddr`) is mapped in the direct map
+/// at `phys_offset + paddr`, at that very frame, for all of
+/// [`RSDP_BYTES`]: `root` is the live page-table root and `mem` reads the
+/// page tables (through the direct map). A kernel whose direct map leaves
+/// the RSDP out gets this error at `init`, not a page fault later.
+pub fn check_rsdp_mapped(
+    paddr: u64,
+    phys_offset: u64,
+    root: crate::translate::PagingRoot,
+    mem: &impl crate::phys::PhysRead,
+) -> Result<(), ContextError> {
+    use crate::translate::{walk_range, TranslateError};
+    let bad = |error| ContextError::Rsdp { paddr, error };
+    let vaddr = phys_offset
+        .checked_add(paddr)
+        .ok_or(bad(TranslateError::NonCanonical { vaddr: paddr }))?;
+    match walk_range(root, vaddr, RSDP_BYTES, mem) {
+        Ok(found) if found == paddr => Ok(()),
+        Ok(found) => Err(bad(TranslateError::WrongFrame {
+            vaddr,
+            expected: paddr,
+            found,
+        })),
+        Err(e) => Err(bad(e)),
+    }
+}
+
+/// Checks [`BootContext::cpu_number`]: a kernel-owned number that is
+/// already recorded must be one pvops can hold.
+pub fn check_cpu_number(owner: CpuNumber) -> Result<(), ContextError> {
+    match owner {
+        CpuNumber::Kernel(f) => match f() {
+            Some(cpu) if cpu.0 as usize >= crate::irq::MAX_CPUS => {
+                Err(ContextError::CpuNumber(cpu))
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
     }
 }
 

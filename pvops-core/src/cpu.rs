@@ -73,7 +73,8 @@ pub fn kernel_owns_cpu_number() -> bool {
 }
 
 /// This CPU's number as the kernel keeps it, when it owns the registers
-/// and has recorded it.
+/// and has recorded it (and it is below [`crate::irq::MAX_CPUS`]; a larger
+/// one is reported once and not used).
 #[inline]
 pub fn kernel_cpu_number() -> Option<CpuId> {
     let raw = KERNEL_CPU_NUMBER.load(core::sync::atomic::Ordering::Acquire);
@@ -83,7 +84,33 @@ pub fn kernel_cpu_number() -> Option<CpuId> {
     // SAFETY: a non-zero value is only ever stored by `record_cpu_number`,
     // from a `fn() -> Option<CpuId>`.
     let f = unsafe { core::mem::transmute::<usize, fn() -> Option<CpuId>>(raw) };
-    f()
+    f().filter(|cpu| {
+        let holdable = (cpu.0 as usize) < crate::irq::MAX_CPUS;
+        if !holdable {
+            out_of_range(*cpu);
+        }
+        holdable
+    })
+}
+
+/// A kernel CPU number pvops cannot hold: said once, and the platform is
+/// asked instead (`pvops::init` refuses one it sees at boot; this catches
+/// one recorded later).
+#[cold]
+fn out_of_range(cpu: CpuId) {
+    static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, core::sync::atomic::Ordering::Relaxed) {
+        crate::report::line(
+            "pvops: warning: ",
+            format_args!(
+                "BootContext::cpu_number: the kernel's function says CPU {}, beyond the {} \
+                 pvops holds; asking the platform instead",
+                cpu.0,
+                crate::irq::MAX_CPUS
+            ),
+            crate::platform::console_write,
+        );
+    }
 }
 
 /// Width of one I/O port access.

@@ -93,6 +93,16 @@ pub enum TranslateError {
     /// [`KernelMap::PageTables`] needs ring 0 (CR3 and direct-map reads);
     /// a Xen PV kernel uses its entry's [`KernelMap::Linear`] mapping.
     NeedsRing0,
+    /// `vaddr` is mapped, but not to the frame it should be (a direct map
+    /// that is not at the `phys_offset` the kernel gave).
+    WrongFrame {
+        /// The virtual address.
+        vaddr: u64,
+        /// The physical address it should map.
+        expected: u64,
+        /// The one it maps.
+        found: u64,
+    },
 }
 
 impl fmt::Display for TranslateError {
@@ -119,6 +129,14 @@ impl fmt::Display for TranslateError {
             TranslateError::NeedsRing0 => {
                 f.write_str("KernelMap::PageTables needs ring 0 (under Xen PV use the entry's map)")
             }
+            TranslateError::WrongFrame {
+                vaddr,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{vaddr:#x} maps {found:#x}, not {expected:#x} (is phys_offset right?)"
+            ),
         }
     }
 }
@@ -347,6 +365,78 @@ mod tests {
     }
 
     const HIGH: u64 = 0xffff_ffff_8000_0000;
+
+    /// `BootContext::rsdp` is checked against the direct map the kernel
+    /// really has (issue 14: an RSDP outside it faulted in native's ACPI
+    /// reader).
+    #[test]
+    fn rsdp_outside_the_direct_map_is_refused_by_name() {
+        use crate::backend::{check_rsdp_mapped, ContextError};
+        const DIRECT: u64 = 0xffff_8000_0000_0000;
+        let mut t = Tables::new(false);
+        // The direct map covers 0..2 MiB with one large page, and maps the
+        // page at 4 MiB to a wrong frame.
+        t.map(DIRECT, 0, 2);
+        t.map(DIRECT + 0x40_0000, 0x80_0000, 1);
+        let r = t.root();
+        assert_eq!(check_rsdp_mapped(0xf_5a00, DIRECT, r, &t.mem), Ok(()));
+        let unmapped = check_rsdp_mapped(0x7fe_0000, DIRECT, r, &t.mem);
+        assert!(
+            matches!(
+                unmapped,
+                Err(ContextError::Rsdp {
+                    paddr: 0x7fe_0000,
+                    error: TranslateError::NotMapped { .. }
+                })
+            ),
+            "{unmapped:?}"
+        );
+        let text = std::string::ToString::to_string(&unmapped.unwrap_err());
+        assert!(text.contains("BootContext::rsdp 0x7fe0000"), "{text}");
+        assert_eq!(
+            check_rsdp_mapped(0x40_0010, DIRECT, r, &t.mem),
+            Err(ContextError::Rsdp {
+                paddr: 0x40_0010,
+                error: TranslateError::WrongFrame {
+                    vaddr: DIRECT + 0x40_0010,
+                    expected: 0x40_0010,
+                    found: 0x80_0010
+                }
+            })
+        );
+        // The last of its 36 bytes on an unmapped page.
+        assert!(check_rsdp_mapped(0x1f_fff0, DIRECT, r, &t.mem).is_err());
+        // phys_offset + rsdp past the end of the address space.
+        assert!(matches!(
+            check_rsdp_mapped(u64::MAX - 8, DIRECT, r, &t.mem),
+            Err(ContextError::Rsdp {
+                error: TranslateError::NonCanonical { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_kernel_cpu_number_beyond_max_cpus_is_refused() {
+        use crate::backend::{check_cpu_number, ContextError};
+        use crate::cpu::{CpuId, CpuNumber};
+        fn huge() -> Option<CpuId> {
+            Some(CpuId(crate::irq::MAX_CPUS as u32))
+        }
+        fn fine() -> Option<CpuId> {
+            Some(CpuId(3))
+        }
+        fn not_yet() -> Option<CpuId> {
+            None
+        }
+        assert_eq!(
+            check_cpu_number(CpuNumber::Kernel(huge)),
+            Err(ContextError::CpuNumber(CpuId(256)))
+        );
+        assert_eq!(check_cpu_number(CpuNumber::Kernel(fine)), Ok(()));
+        assert_eq!(check_cpu_number(CpuNumber::Kernel(not_yet)), Ok(()));
+        assert_eq!(check_cpu_number(CpuNumber::Pvops), Ok(()));
+    }
 
     #[test]
     fn four_kib_pages_of_a_scattered_image() {

@@ -102,13 +102,17 @@ pub const CANDIDATES: &[Candidate] = &[
 ///
 /// First it records how the kernel image is mapped
 /// ([`BootContext::kernel_map`], see [`translate`]) and checks that pvops'
-/// own statics translate: a map that cannot be right is refused here, as
-/// [`SelectError::BadContext`], before any hypervisor is handed an address.
+/// own statics translate, that [`BootContext::rsdp`] is mapped in the
+/// direct map where pvops will read it, and that a kernel-kept CPU number
+/// ([`BootContext::cpu_number`]) is one pvops can hold: a context that
+/// cannot be right is refused here, as [`SelectError::BadContext`] naming
+/// the field, before any hypervisor is handed an address or any read
+/// faults.
 pub fn init(
     ctx: &BootContext<'_>,
     on_fallback: impl FnMut(&BackendError),
 ) -> Result<&'static PvOps, SelectError> {
-    let installed = record_kernel_map(ctx)
+    let installed = check_context(ctx)
         .and_then(|()| pvops_core::backend::select_and_install(ctx, CANDIDATES, on_fallback));
     #[cfg(feature = "native")]
     if installed.is_err() {
@@ -117,6 +121,46 @@ pub fn init(
         pvops_native::install_failsafe(ctx);
     }
     installed
+}
+
+/// Records what the backends need of `ctx`, then checks the fields that
+/// can be checked before any backend runs.
+fn check_context(ctx: &BootContext<'_>) -> Result<(), SelectError> {
+    record_kernel_map(ctx)?;
+    pvops_core::backend::check_cpu_number(ctx.cpu_number).map_err(SelectError::BadContext)?;
+    check_rsdp(ctx)
+}
+
+/// [`pvops_core::backend::check_rsdp_mapped`] on the live page tables (a
+/// hint of 0 asks for the BIOS-area scan and is not checked). Reads CR3,
+/// so only in ring 0 on the target: not under Xen PV, whose CR3 names
+/// machine frames and whose RSDP is not used.
+fn check_rsdp(ctx: &BootContext<'_>) -> Result<(), SelectError> {
+    let Some(paddr) = ctx.rsdp.filter(|&p| p != 0) else {
+        return Ok(());
+    };
+    if ctx.entry == BootEntry::XenPv {
+        return Ok(());
+    }
+    cfg_if::cfg_if! {
+        if #[cfg(all(feature = "native", target_os = "none"))] {
+            // SAFETY: the BootContext contract maps all RAM (page tables
+            // included) readable at phys + phys_offset; the limit is the
+            // largest physical address paging can name.
+            let mem = unsafe { pvops_core::phys::DirectMap::new(ctx.phys_offset, 1 << 52) };
+            pvops_core::backend::check_rsdp_mapped(
+                paddr,
+                ctx.phys_offset,
+                pvops_native::paging_root(),
+                &mem,
+            )
+            .map_err(SelectError::BadContext)
+        } else {
+            // Without native's CR3 reader (or on a host) there is no walk.
+            let _ = paddr;
+            Ok(())
+        }
+    }
 }
 
 /// Records `ctx.kernel_map` for the backends and translates a static of
