@@ -69,6 +69,14 @@ fn boot_xen_hvm_fw_domu() {
     assert_boots(Env::XenHvmFwDomu);
 }
 
+/// The higher-half PVH example kernel as a PVH domU: `pvh_entry!`'s
+/// higher-half form loaded by xl (libxc's ELF loader wants the entry inside
+/// the image's physical range), every loader test ok on the console ring.
+#[test]
+fn boot_xen_pvh_high_domu() {
+    assert_boots(Env::XenPvhHighDomu);
+}
+
 /// Every environment boots the very same ELF: same path, same bytes.
 #[test]
 fn same_image_in_every_env() {

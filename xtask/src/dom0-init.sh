@@ -4,7 +4,8 @@
 #
 # Brings up Xen's toolstack (xenfs, xenstored, xen-init-dom0, xenconsoled),
 # then makes one domU per word of /guest/guests ("<kind>:<name>:<action>",
-# kind pvh, pv, hvm, or hvmiso: an HVM guest booting the CD
+# kind pvh, pv, pvh-high (the higher-half PVH example kernel,
+# /guest/<name>.elf), hvm, or hvmiso: an HVM guest booting the CD
 # /guest/<name>.iso; the kernel is /guest/kernel, its command line
 # /guest/<name>.cmdline), one after another: `xl create -p`, `xl unpause`,
 # (action "[save+]shutdown" or "[save+]reboot": once the guest's console
@@ -93,6 +94,12 @@ write_config() { # kind name cmdline-file cfgfile
             pvh|pv)
                 echo "type = \"$kind\""
                 echo "kernel = \"/guest/kernel\""
+                [ -s "$cmdf" ] && echo "cmdline = \"$(cat "$cmdf")\""
+                ;;
+            pvh-high)
+                # Another kernel: the higher-half PVH example.
+                echo 'type = "pvh"'
+                echo "kernel = \"/guest/$name.elf\""
                 [ -s "$cmdf" ] && echo "cmdline = \"$(cat "$cmdf")\""
                 ;;
             hvmiso|hvmiso-viridian)

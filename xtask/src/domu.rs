@@ -499,6 +499,12 @@ fn guest_archive(kernel: &[u8], guests: &[(Env, String)]) -> Result<Vec<u8>> {
             let bytes = fs::read(&iso).with_context(|| format!("reading {}", iso.display()))?;
             w.file(&format!("guest/{name}.iso"), 0o644, &bytes)?;
         }
+        if env.guest() == Guest::PvhHighKernel {
+            // xl loads it as a PVH kernel, as the example kernel.
+            let elf = crate::loaders::pvh_high_kernel()?;
+            let bytes = fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?;
+            w.file(&format!("guest/{name}.elf"), 0o644, &bytes)?;
+        }
         let control = env.domu_control().map_or("none", |c| c.xl());
         let action = if env.domu_save_restore() {
             format!("save+{control}")

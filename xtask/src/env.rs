@@ -18,6 +18,11 @@ fn strings(items: &[&str]) -> Vec<String> {
 /// Fewest `test ... ok` lines a passing run must show.
 pub const MIN_OK_TESTS: usize = 5;
 
+/// The self-tests every loader example kernel reports (the six of
+/// `examples/loader-common`, its boot-information check and the memory
+/// check).
+pub const LOADER_TESTS: usize = 8;
+
 /// One way of running the example kernel (the names are what `--env` takes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Env {
@@ -58,6 +63,10 @@ pub enum Env {
     /// variant, a PVH entry in an HVM container, with no command line; it
     /// reports `platform=xen-pvh`.
     XenHvmFwDomu,
+    /// The higher-half PVH example kernel (`examples/pvh-high-kernel`) as
+    /// a PVH domU made by `xl`: `pvops::pvh_entry!`'s higher-half form
+    /// under Xen's real toolstack and ELF loader.
+    XenPvhHighDomu,
     /// QEMU's `microvm` machine with KVM, no PIT, PIC or RTC (a VMM without
     /// legacy devices, as Firecracker-like VMMs are); the kvm backend,
     /// which takes the TSC frequency from kvmclock.
@@ -402,6 +411,20 @@ pub enum Guest {
     /// A GRUB CD with the multiboot2 example kernel
     /// (`examples/multiboot2-kernel`), its command line in `grub.cfg`.
     Multiboot2Cd,
+    /// The higher-half PVH example kernel's ELF (`examples/pvh-high-kernel`).
+    PvhHighKernel,
+}
+
+impl Guest {
+    /// How many self-tests the guest must report ok at least: the example
+    /// kernel's floor, or every one of the loader kernels' tests
+    /// (`examples/loader-common`).
+    pub const fn min_ok(self) -> usize {
+        match self {
+            Guest::ExampleKernel => MIN_OK_TESTS,
+            Guest::Multiboot2Cd | Guest::PvhHighKernel => LOADER_TESTS,
+        }
+    }
 }
 
 /// A request the harness sends a waiting domU through the toolstack.
@@ -533,7 +556,7 @@ pub const NESTED_MATRIX_LEAVES_OUT: &[&str] = &["kvm-poll-control"];
 
 impl Env {
     /// Every environment, in the order reports list them.
-    pub const ALL: [Env; 18] = [
+    pub const ALL: [Env; 19] = [
         Env::Tcg,
         Env::Kvm,
         Env::KvmHidden,
@@ -545,6 +568,7 @@ impl Env {
         Env::XenHvmDomu,
         Env::XenHvmViridianDomu,
         Env::XenHvmFwDomu,
+        Env::XenPvhHighDomu,
         Env::Microvm,
         Env::MicrovmNested,
         Env::HyperV,
@@ -564,12 +588,13 @@ impl Env {
     ];
 
     /// The domU environments, in the order one dom0 boot runs them.
-    pub const DOMU: [Env; 5] = [
+    pub const DOMU: [Env; 6] = [
         Env::XenPvhDomu,
         Env::XenPvDomu,
         Env::XenHvmDomu,
         Env::XenHvmViridianDomu,
         Env::XenHvmFwDomu,
+        Env::XenPvhHighDomu,
     ];
 
     /// The name `--env` takes.
@@ -586,6 +611,7 @@ impl Env {
             Env::XenHvmDomu => "xen-hvm-domu",
             Env::XenHvmViridianDomu => "xen-hvm-viridian-domu",
             Env::XenHvmFwDomu => "xen-hvm-fw-domu",
+            Env::XenPvhHighDomu => "xen-pvh-high-domu",
             Env::Microvm => "microvm",
             Env::MicrovmNested => "microvm-nested",
             Env::HyperV => "hyperv",
@@ -625,6 +651,10 @@ impl Env {
                 "Xen 4.17 inside QEMU, kernel in an HVM domU loaded as libxl's \
                  firmware_override (a PVH entry in an HVM container, no command line)"
             }
+            Env::XenPvhHighDomu => {
+                "Xen 4.17 inside QEMU, the higher-half PVH example kernel (pvh_entry!'s \
+                 higher-half form) as a PVH domU made by xl"
+            }
             Env::Microvm => "QEMU microvm with KVM, no PIT, PIC or RTC (pit=off,pic=off,rtc=off)",
             Env::MicrovmNested => {
                 "kvm-nested's inner QEMU as microvm: no PIT, PIC or RTC, on Linux's real KVM"
@@ -660,6 +690,7 @@ impl Env {
             Env::XenHvmDomu => Status::Implemented,
             Env::XenHvmViridianDomu => Status::Implemented,
             Env::XenHvmFwDomu => Status::Implemented,
+            Env::XenPvhHighDomu => Status::Implemented,
             Env::Microvm | Env::MicrovmNested => Status::Implemented,
             Env::HyperV | Env::HyperVKvm => Status::Implemented,
             Env::VmwareQemu => Status::Implemented,
@@ -679,7 +710,7 @@ impl Env {
             Env::Tcg | Env::KvmHidden => "native",
             Env::Kvm | Env::KvmNested | Env::Microvm | Env::MicrovmNested => "kvm",
             // The HVM container is entered through the PVH entry.
-            Env::XenPvh | Env::XenPvhDomu | Env::XenHvmFwDomu => "xen-pvh",
+            Env::XenPvh | Env::XenPvhDomu | Env::XenHvmFwDomu | Env::XenPvhHighDomu => "xen-pvh",
             Env::XenHvmDomu | Env::XenHvmViridianDomu => "xen-hvm",
             Env::XenPv | Env::XenPvDomu => "xen-pv",
             Env::HyperV | Env::HyperVKvm => "hyperv",
@@ -698,7 +729,8 @@ impl Env {
             | Env::XenPvDomu
             | Env::XenHvmDomu
             | Env::XenHvmViridianDomu
-            | Env::XenHvmFwDomu => "xen",
+            | Env::XenHvmFwDomu
+            | Env::XenPvhHighDomu => "xen",
             Env::HyperV | Env::HyperVKvm => "hyperv",
             Env::VmwareQemu | Env::VmwareQemuLeaf | Env::VmwareQemuTcg => "vmware",
         }
@@ -749,7 +781,8 @@ impl Env {
             | Env::XenPvDomu
             | Env::XenHvmDomu
             | Env::XenHvmViridianDomu
-            | Env::XenHvmFwDomu => Ending::GuestReboot,
+            | Env::XenHvmFwDomu
+            | Env::XenPvhHighDomu => Ending::GuestReboot,
         }
     }
 
@@ -773,7 +806,7 @@ impl Env {
         Expectation {
             platform: self.expected_platform().to_owned(),
             backend: self.expected_backend().to_owned(),
-            min_ok: MIN_OK_TESTS,
+            min_ok: self.guest().min_ok(),
             features_present: match self {
                 // microvm: kvmclock above all (the only TSC frequency there).
                 Env::Kvm | Env::Microvm => strings(KVM_REQUIRED_FEATURES),
@@ -781,7 +814,9 @@ impl Env {
                 Env::KvmNested | Env::MicrovmNested => strings(KVM_NESTED_REQUIRED_FEATURES),
                 // A domU prints through its console ring, from the first line.
                 Env::XenPvDomu => strings(&[XEN_PV_REQUIRED_FEATURES, &["console-ring"]].concat()),
-                Env::XenPvhDomu | Env::XenHvmFwDomu => strings(&["console-ring"]),
+                Env::XenPvhDomu | Env::XenHvmFwDomu | Env::XenPvhHighDomu => {
+                    strings(&["console-ring"])
+                }
                 // HVM mode, the console ring from pvops' first line on.
                 Env::XenHvmDomu | Env::XenHvmViridianDomu => strings(XEN_HVM_REQUIRED_FEATURES),
                 Env::HyperV => strings(HYPERV_REQUIRED_FEATURES),
@@ -837,7 +872,9 @@ impl Env {
             }
             // One domU's own run, once dom0 is up (the whole boot's bound
             // is [`crate::domu::run_timeout`]).
-            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmFwDomu => Duration::from_secs(180),
+            Env::XenPvhDomu | Env::XenPvDomu | Env::XenHvmFwDomu | Env::XenPvhHighDomu => {
+                Duration::from_secs(180)
+            }
             // Firmware and GRUB under TCG: about 25 s more on a quiet machine.
             Env::XenHvmDomu | Env::XenHvmViridianDomu => Duration::from_secs(240),
         }
@@ -918,6 +955,7 @@ impl Env {
             | Env::XenHvmDomu
             | Env::XenHvmViridianDomu
             | Env::XenHvmFwDomu
+            | Env::XenPvhHighDomu
             | Env::HyperV
             | Env::HyperVKvm => Accel::Tcg,
         }
@@ -943,6 +981,7 @@ impl Env {
                 | Env::XenHvmDomu
                 | Env::XenHvmViridianDomu
                 | Env::XenHvmFwDomu
+                | Env::XenPvhHighDomu
         )
     }
 
@@ -987,6 +1026,7 @@ impl Env {
             Env::XenHvmDomu => Some("hvmiso"),
             Env::XenHvmViridianDomu => Some("hvmiso-viridian"),
             Env::XenHvmFwDomu => Some("hvm"),
+            Env::XenPvhHighDomu => Some("pvh-high"),
             _ => None,
         }
     }
@@ -996,6 +1036,7 @@ impl Env {
     pub const fn guest(self) -> Guest {
         match self {
             Env::XenHvmDomu | Env::XenHvmViridianDomu => Guest::Multiboot2Cd,
+            Env::XenPvhHighDomu => Guest::PvhHighKernel,
             _ => Guest::ExampleKernel,
         }
     }
@@ -1013,7 +1054,8 @@ impl Env {
             | Env::XenPvDomu
             | Env::XenHvmDomu
             | Env::XenHvmViridianDomu
-            | Env::XenHvmFwDomu => None,
+            | Env::XenHvmFwDomu
+            | Env::XenPvhHighDomu => None,
         }
     }
 
@@ -1061,7 +1103,8 @@ impl Env {
             | Env::XenPvDomu
             | Env::XenHvmDomu
             | Env::XenHvmViridianDomu
-            | Env::XenHvmFwDomu => {
+            | Env::XenHvmFwDomu
+            | Env::XenPvhHighDomu => {
                 unreachable!("refused above")
             }
             Env::KvmHidden => push(&["-accel", "kvm", "-cpu", "qemu64,kvm=off"]),
@@ -1260,6 +1303,7 @@ mod tests {
                 "xen-hvm-domu",
                 "xen-hvm-viridian-domu",
                 "xen-hvm-fw-domu",
+                "xen-pvh-high-domu",
                 "microvm",
                 "microvm-nested",
                 "hyperv",
@@ -1312,6 +1356,10 @@ mod tests {
         assert!(hvm.features_present.contains(&"hvm".to_owned()));
         assert!(hvm.skipped.is_empty());
         assert_eq!(Env::XenHvmFwDomu.guest(), Guest::ExampleKernel);
+        assert_eq!(Env::XenPvhHighDomu.guest(), Guest::PvhHighKernel);
+        assert_eq!(Env::XenPvhHighDomu.domu_kind(), Some("pvh-high"));
+        assert_eq!(Env::XenPvhHighDomu.expectation().min_ok, LOADER_TESTS);
+        assert_eq!(hvm.min_ok, LOADER_TESTS);
         assert_eq!(Env::XenHvmFwDomu.expected_platform(), "xen-pvh");
         for env in [Env::Tcg, Env::Kvm, Env::XenPv, Env::XenPvh] {
             assert!(env.expectation().skipped.is_empty(), "{env}");
@@ -1347,6 +1395,7 @@ mod tests {
                 ("xen-pv", "xen"),
                 ("xen-hvm", "xen"),
                 ("xen-hvm", "xen"),
+                ("xen-pvh", "xen"),
                 ("xen-pvh", "xen"),
                 ("kvm", "kvm"),
                 ("kvm", "kvm"),

@@ -198,7 +198,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
                 bail!("environment {env} is not implemented yet");
             }
             if env.guest() != xtask::env::Guest::ExampleKernel {
-                bail!("{env} boots the multiboot2 example kernel, which has no benchmarks");
+                bail!("{env} boots a loader example kernel, which has no benchmarks");
             }
             if env == Env::XenHvmFwDomu {
                 bail!(
