@@ -94,10 +94,16 @@ fn grub_iso_kernel_starts_ap() -> &'static Result<PathBuf, String> {
     })
 }
 
-/// The multiboot2 kernel in `env` with its second CPU started by its own
-/// code: every test ok, among them [`KERNEL_STARTS_AP_TEST`].
-fn boot_grub_kernel_starts_ap(env: Env) {
-    let Some(b) = boot_image(env, Loader::Grub, || grub_iso_kernel_starts_ap().clone()) else {
+/// A loader kernel in `env` with its second CPU started by its own code
+/// (the GRUB ISO's command line says so; the PVH ELF gets it from QEMU):
+/// every test ok, among them [`KERNEL_STARTS_AP_TEST`].
+fn boot_kernel_starts_ap(env: Env, loader: Loader) {
+    let built = || match loader {
+        Loader::Grub => grub_iso_kernel_starts_ap().clone(),
+        Loader::PvhHigh => pvh_high_elf().clone(),
+        other => panic!("{other:?} kernels get no command line here"),
+    };
+    let Some(b) = boot_image(env, loader, built, &[KERNEL_STARTS_AP]) else {
         return;
     };
     assert!(
@@ -124,15 +130,18 @@ fn boot_loader(env: Env, loader: Loader) {
         Loader::BootloaderUefi => bootloader_images().clone().map(|i| i.uefi),
         Loader::PvhHigh => pvh_high_elf().clone(),
     };
-    boot_image(env, loader, built);
+    boot_image(env, loader, built, &[]);
 }
 
 /// Boots the image `built` makes for `loader` in `env` and asserts that
 /// every loader test ran and passed; `None` if it was skipped (loudly).
+/// `extra` goes on the kernel command line where QEMU passes one
+/// (`-kernel`); a loader image carries its own.
 fn boot_image(
     env: Env,
     loader: Loader,
     built: impl FnOnce() -> Result<PathBuf, String>,
+    extra: &[&str],
 ) -> Option<boot::Boot> {
     if let Some(why) = xtask::provision::unavailable(env).or_else(|| loaders::unavailable(loader)) {
         skip(&format!("{loader:?} boot in {env}: {why}"));
@@ -146,6 +155,7 @@ fn boot_image(
         // environment's usual bound.
         timeout: (loader != Loader::PvhHigh).then(|| timeout(env)),
         medium: loader.medium(),
+        extra_cmdline: extra.iter().map(|w| w.to_string()).collect(),
         ..BootOptions::default()
     };
     let b = boot::boot(env, &image, &options)
@@ -181,14 +191,14 @@ fn multiboot2_kernel_grub_kvm_hidden() {
 /// A second CPU pvops did not start joins with `init_secondary` alone.
 #[test]
 fn multiboot2_kernel_grub_tcg_kernel_starts_ap() {
-    boot_grub_kernel_starts_ap(Env::Tcg);
+    boot_kernel_starts_ap(Env::Tcg, Loader::Grub);
 }
 
 /// The same on the nested real KVM, where the kvm backend registers the
 /// new CPU's kvmclock, steal time and PV EOI in `init_secondary`.
 #[test]
 fn multiboot2_kernel_grub_kvm_nested_kernel_starts_ap() {
-    boot_grub_kernel_starts_ap(Env::KvmNested);
+    boot_kernel_starts_ap(Env::KvmNested, Loader::Grub);
 }
 
 #[test]
@@ -229,6 +239,12 @@ fn bootloader_kernel_bios_kvm_nested() {
 #[test]
 fn pvh_high_kernel_tcg() {
     boot_loader(Env::Tcg, Loader::PvhHigh);
+}
+
+/// The higher-half PVH kernel starting its second CPU itself.
+#[test]
+fn pvh_high_kernel_tcg_kernel_starts_ap() {
+    boot_kernel_starts_ap(Env::Tcg, Loader::PvhHigh);
 }
 
 /// The records KVM writes (kvmclock, steal time, PV EOI) are registered at
