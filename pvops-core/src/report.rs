@@ -75,6 +75,55 @@ impl Reporter {
     }
 }
 
+/// A backend's `warn` module in one line: a [`Reporter`] over `console`
+/// (the crate's own host tests capture the lines instead, through
+/// `capture`, feature `test-support`), and the crate-private functions
+/// the backend calls: `warn`, `error`, `warn_once`, and in tests
+/// `take_log` (this thread's lines, cleared).
+///
+/// ```text
+/// // backends/<name>/src/warn.rs
+/// pvops_core::reporter!(pvops_native::serial::write);
+/// ```
+#[macro_export]
+macro_rules! reporter {
+    ($console:path) => {
+        #[cfg(not(test))]
+        static REPORT: $crate::report::Reporter = $crate::report::Reporter::new($console);
+        #[cfg(test)]
+        static REPORT: $crate::report::Reporter =
+            $crate::report::Reporter::new($crate::report::capture::emit);
+
+        /// Prints `pvops: warning: <args>`.
+        #[allow(dead_code)]
+        pub(crate) fn warn(args: ::core::fmt::Arguments<'_>) {
+            REPORT.warn(args)
+        }
+
+        /// Prints `pvops: error: <args>`.
+        #[allow(dead_code)]
+        pub(crate) fn error(args: ::core::fmt::Arguments<'_>) {
+            REPORT.error(args)
+        }
+
+        /// Prints the warning unless `once` says it was printed already.
+        #[allow(dead_code)]
+        pub(crate) fn warn_once(
+            once: &::core::sync::atomic::AtomicBool,
+            args: ::core::fmt::Arguments<'_>,
+        ) {
+            REPORT.warn_once(once, args)
+        }
+
+        /// The lines this test thread printed, cleared.
+        #[cfg(test)]
+        #[allow(dead_code)]
+        pub(crate) fn take_log() -> ::std::vec::Vec<::std::string::String> {
+            $crate::report::capture::take()
+        }
+    };
+}
+
 /// Lines kept per test thread instead of printed, for host tests of the
 /// crates that report (feature `test-support`).
 #[cfg(any(test, feature = "test-support"))]
