@@ -426,6 +426,20 @@ pub fn configure<'a>(value: Option<&'a str>, points: &'static [&'static str]) ->
     ACTIVE.configure(value, points)
 }
 
+/// Prints, through `warn`, what [`configure`] made of the option (its
+/// `report`) and, when the kernel's table is armed, which points will
+/// fail: what every backend says once its console works.
+pub fn announce(report: &Report<'_>, mut warn: impl FnMut(&dyn fmt::Display)) {
+    report.each_warning(&mut warn);
+    let table = active();
+    if table.is_armed() {
+        warn(&format_args!(
+            "pvops.fail: injecting faults at {}",
+            table.armed()
+        ));
+    }
+}
+
 /// Counts one use of `point` in the kernel's table and says whether the
 /// caller must fail it (skip the real call and take the hypervisor's
 /// error). Costs one atomic load when nothing is armed.
@@ -651,6 +665,9 @@ mod tests {
         let r = configure(Some("g.one:2"), P);
         assert!(r.is_clean());
         assert!(active().is_armed());
+        let mut said = std::vec::Vec::new();
+        announce(&r, |w| said.push(std::format!("{w}")));
+        assert_eq!(said, ["pvops.fail: injecting faults at g.one (use 2)"]);
         assert!(!hit("g.one"));
         assert!(hit("g.one"));
         configure(None, P);

@@ -519,14 +519,7 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     };
     base::save(&base);
     // From here the console carries warnings.
-    faults.each_warning(|w| warn(format_args!("{w}")));
-    let table = pvops_core::fault::active();
-    if table.is_armed() {
-        warn(format_args!(
-            "pvops.fail: injecting faults at {}",
-            table.armed()
-        ));
-    }
+    pvops_core::fault::announce(&faults, |w| warn(format_args!("{w}")));
     if let Some(e) = kvm_err {
         warn(format_args!(
             "hyperv: the kvm base failed ({e}): native underneath"

@@ -158,14 +158,7 @@ pub mod fault_points {
 /// of the option.
 fn arm_faults(ctx: &BootContext<'_>) {
     let report = pvops_core::fault::configure(ctx.option("fail"), fault_points::ALL);
-    report.each_warning(|w| warn(format_args!("{w}")));
-    let table = pvops_core::fault::active();
-    if table.is_armed() {
-        warn(format_args!(
-            "pvops.fail: injecting faults at {}",
-            table.armed()
-        ));
-    }
+    pvops_core::fault::announce(&report, |w| warn(format_args!("{w}")));
 }
 
 /// The backend's name, as `pvops.backend=` names it.

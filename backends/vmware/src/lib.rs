@@ -319,14 +319,7 @@ pub fn init(ctx: &BootContext<'_>) -> Result<PvOps, BackendError> {
     let native =
         pvops_native::init_with(ctx, hints).map_err(|e| BackendError { backend: NAME, ..e })?;
     // After native's init: its serial console carries the warnings.
-    faults.each_warning(|w| warn(format_args!("{w}")));
-    let table = pvops_core::fault::active();
-    if table.is_armed() {
-        warn(format_args!(
-            "pvops.fail: injecting faults at {}",
-            table.armed()
-        ));
-    }
+    pvops_core::fault::announce(&faults, |w| warn(format_args!("{w}")));
     if off.unknown {
         warn(format_args!(
             "vmware: pvops.vmware.off names no source (cpuid-freq, gethz, apic-freq, all)"

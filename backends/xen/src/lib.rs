@@ -270,14 +270,7 @@ pub mod fault_points {
 /// of the option (once the console works).
 pub(crate) fn arm_faults(ctx: &BootContext<'_>) {
     let report = pvops_core::fault::configure(ctx.option("fail"), fault_points::ALL);
-    report.each_warning(|w| warn::warn(format_args!("{w}")));
-    let table = pvops_core::fault::active();
-    if table.is_armed() {
-        warn::warn(format_args!(
-            "pvops.fail: injecting faults at {}",
-            table.armed()
-        ));
-    }
+    pvops_core::fault::announce(&report, |w| warn::warn(format_args!("{w}")));
 }
 
 /// What is left when the backend cannot come up once Xen answered: the
