@@ -19,7 +19,10 @@
 //! `init_secondary` alone (test `second_cpu_joins_without_start_cpu`).
 //!
 //! UEFI runs under tcg only. OVMF does not get through this host's
-//! emulating KVM; under kvm-nested the outer QEMU aborts (signal 6) within
+//! emulating KVM: its SEC code runs `fwait; fninit` (bytes 9b db e3, at
+//! 0xfffd27d4 in Debian's OVMF.fd) and that KVM stops with `KVM internal
+//! error. Suberror: 1` (emulation failure) within a second; under
+//! kvm-nested the outer QEMU aborts (signal 6) within
 //! 20 s of the inner QEMU starting OVMF: bookworm's 7.2 with
 //! `tcg-accel-ops.c:81:tcg_handle_interrupt: assertion failed:
 //! (qemu_mutex_iothread_locked())`, bookworm-backports' 10.0.2 likewise
