@@ -255,8 +255,9 @@ fn ap_cr0(boot: u64) -> u64 {
 /// Lays out the temporary root at `region + 0x1000` (reached at
 /// `region + phys_offset`): the kernel's root entries, plus an identity map
 /// of the first 2 MiB through the region's spare pages when the kernel's
-/// tables do not map the trampoline at its physical address. Returns the
-/// root's physical address.
+/// tables do not map the trampoline at its physical address (refused when
+/// `stub`, the kernel-image code the trampoline jumps to, lies under that
+/// same root slot). Returns the root's physical address.
 ///
 /// # Safety
 /// `region..region + TRAMPOLINE_SIZE` is RAM the kernel gave for this and
@@ -267,6 +268,7 @@ unsafe fn build_temporary_root(
     phys_offset: u64,
     kernel_cr3: u64,
     five_level: bool,
+    stub: u64,
 ) -> Result<u64, StartCpuError> {
     let table = |pa: u64| (pa + phys_offset) as *mut u64;
     let (root, l4, l3, l2) = (
@@ -290,7 +292,7 @@ unsafe fn build_temporary_root(
     // The kernel has no identity map there: slot 0 of the temporary root
     // maps 0..2 MiB at itself. The stub must then not live under slot 0.
     let shift = if five_level { 48 } else { 39 };
-    if (pvops_ap_stub as *const () as u64 >> shift) & 0x1ff == 0 {
+    if (stub >> shift) & 0x1ff == 0 {
         return Err(StartCpuError::BadTrampoline(region));
     }
     // SAFETY: l4, l3 and l2 are pages of the region (caller's contract),
@@ -331,7 +333,8 @@ fn start_locked(
     // SAFETY: SecondaryStart's contract gives us the region below 1 MiB
     // (checked in `start`), and BootContext's maps all RAM at phys +
     // phys_offset.
-    let temp_root = unsafe { build_temporary_root(page, phys_offset, how.cr3, five_level)? };
+    let stub = pvops_ap_stub as *const () as u64;
+    let temp_root = unsafe { build_temporary_root(page, phys_offset, how.cr3, five_level, stub)? };
     // The trampoline symbols delimit a blob in .rodata.
     let (start, end) = (
         core::ptr::addr_of!(pvops_trampoline_start),
@@ -386,10 +389,7 @@ fn start_locked(
     patch64(core::ptr::addr_of!(pvops_tramp_kernel_cr3), how.cr3);
     let started = dst.wrapping_add(offset_of(core::ptr::addr_of!(pvops_tramp_started)));
     patch64(core::ptr::addr_of!(pvops_tramp_started_va), started as u64);
-    patch64(
-        core::ptr::addr_of!(pvops_tramp_stub),
-        pvops_ap_stub as *const () as u64,
-    );
+    patch64(core::ptr::addr_of!(pvops_tramp_stub), stub);
     patch32(core::ptr::addr_of!(pvops_tramp_started), 0);
     let vector = (page >> 12) as u32;
     apic::write_icr(cpu.0, ICR_INIT | ICR_LEVEL_ASSERT);
@@ -428,5 +428,95 @@ mod tests {
         // A typical boot CPU's CR0 (PG WP NE ET MP PE) passes through.
         assert_eq!(ap_cr0(0x8001_0033), 0x8001_0033);
         assert_eq!(ap_cr0(0x8001_003b) & CR0_TS, 0);
+    }
+
+    /// Physical memory 0..256 KiB as a host buffer: a kernel root at
+    /// 0x3_0000, the trampoline region at 0x1_0000.
+    struct Phys(std::vec::Vec<u64>);
+
+    const REGION: u64 = 0x1_0000;
+    const KERNEL_ROOT: u64 = 0x3_0000;
+    const HIGH_STUB: u64 = 0xffff_ffff_8010_0000;
+
+    impl Phys {
+        fn new() -> Self {
+            Phys(std::vec![0; 0x4_0000 / 8])
+        }
+        fn offset(&self) -> u64 {
+            self.0.as_ptr() as u64
+        }
+        fn entry(&self, table: u64, index: usize) -> u64 {
+            self.0[(table as usize + index * 8) / 8]
+        }
+        fn set(&mut self, table: u64, index: usize, value: u64) {
+            self.0[(table as usize + index * 8) / 8] = value;
+        }
+        fn build(&mut self, five_level: bool, stub: u64) -> Result<u64, StartCpuError> {
+            let offset = self.offset();
+            // SAFETY: every address the function reaches (the kernel's
+            // root, the region's four pages, page-table reads of the walk,
+            // which stop at the empty root) lies in the buffer at
+            // `offset + pa`, and nothing else uses the buffer meanwhile.
+            unsafe { build_temporary_root(REGION, offset, KERNEL_ROOT, five_level, stub) }
+        }
+    }
+
+    /// A higher-half kernel without an identity map: its root's upper
+    /// entries are kept, slot 0 maps the first 2 MiB at itself through
+    /// the region's spare pages, one more level with 5-level paging.
+    #[test]
+    fn the_temporary_root_maps_the_trampoline_at_itself_in_either_paging_mode() {
+        for five_level in [false, true] {
+            let mut m = Phys::new();
+            m.set(KERNEL_ROOT, 511, 0x2_0003);
+            m.set(KERNEL_ROOT, 256, 0x2_1003);
+            let root = m.build(five_level, HIGH_STUB).unwrap();
+            assert_eq!(root, REGION + 0x1000);
+            assert_eq!(m.entry(root, 511), 0x2_0003, "the kernel's entries copied");
+            assert_eq!(m.entry(root, 256), 0x2_1003);
+            let mut table = m.entry(root, 0) & ADDR;
+            if five_level {
+                assert_eq!(table, REGION + 0x2000, "level 4 under level 5");
+                table = m.entry(table, 0) & ADDR;
+            }
+            assert_eq!(table, REGION + 0x3000);
+            let l2 = m.entry(table, 0) & ADDR;
+            assert_eq!(l2, REGION + 0x4000);
+            assert_eq!(
+                m.entry(l2, 0),
+                HUGE | PRESENT_WRITABLE,
+                "0..2 MiB at itself"
+            );
+        }
+    }
+
+    /// Where the kernel's own tables already map the trampoline at its
+    /// physical address, its root is copied and nothing is added.
+    #[test]
+    fn an_identity_mapped_kernel_needs_no_extra_map() {
+        let mut m = Phys::new();
+        // Slot 0 -> level 3 at 0x2_0000 -> a 1 GiB page at 0.
+        m.set(KERNEL_ROOT, 0, 0x2_0003);
+        m.set(0x2_0000, 0, HUGE | PRESENT_WRITABLE);
+        let root = m.build(false, 0x20_0000).unwrap();
+        assert_eq!(m.entry(root, 0), 0x2_0003);
+        assert_eq!(m.entry(REGION + 0x3000, 0), 0, "no identity map written");
+    }
+
+    /// The stub under slot 0 would be shadowed by the identity map.
+    #[test]
+    fn a_stub_under_the_identity_slot_is_refused() {
+        let mut m = Phys::new();
+        assert_eq!(
+            m.build(false, 0x20_0000),
+            Err(StartCpuError::BadTrampoline(REGION))
+        );
+        // Under 5-level paging slot 0 spans 256 TiB: a 4-level high-half
+        // address in the low half is refused too.
+        assert_eq!(
+            m.build(true, 0x0000_7fff_8000_0000),
+            Err(StartCpuError::BadTrampoline(REGION))
+        );
+        assert!(m.build(true, HIGH_STUB).is_ok());
     }
 }
