@@ -330,10 +330,10 @@ fn start_locked(
         )
     };
     let five_level = cr4 & CR4_LA57 != 0;
+    let stub = pvops_ap_stub as *const () as u64;
     // SAFETY: SecondaryStart's contract gives us the region below 1 MiB
     // (checked in `start`), and BootContext's maps all RAM at phys +
     // phys_offset.
-    let stub = pvops_ap_stub as *const () as u64;
     let temp_root = unsafe { build_temporary_root(page, phys_offset, how.cr3, five_level, stub)? };
     // The trampoline symbols delimit a blob in .rodata.
     let (start, end) = (
