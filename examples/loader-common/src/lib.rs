@@ -1,7 +1,8 @@
 //! What the loader example kernels (`examples/multiboot2-kernel`,
-//! `examples/bootloader-kernel`, `examples/pvh-high-kernel`) share, written
-//! only against pvops' public API: a console that also works before `pvops::init`, a GDT, an IDT with
-//! the vectors pvops asks for, and the self-tests that fit a kernel booted
+//! `examples/bootloader-kernel`, `examples/pvh-high-kernel`) share,
+//! written only against pvops' public API: a console that also works
+//! before `pvops::init`, a GDT, an IDT with the vectors pvops asks for,
+//! and the self-tests that fit a kernel booted
 //! by someone else's loader (IRQ flags, the clock, a page-table update and
 //! flush through the kernel's own tables, the one-shot timer, a second CPU,
 //! memory the hypervisor must not have written). With
