@@ -970,19 +970,10 @@ impl Env {
         )
     }
 
-    /// Whether QEMU boots Xen (with the kernel as dom0, or as a domU).
+    /// Whether QEMU boots Xen (with the kernel as dom0, or as a domU: the
+    /// domUs are listed once, in [`Env::domu_kind`]).
     pub const fn is_xen(self) -> bool {
-        matches!(
-            self,
-            Env::XenPvh
-                | Env::XenPv
-                | Env::XenPvhDomu
-                | Env::XenPvDomu
-                | Env::XenHvmDomu
-                | Env::XenHvmViridianDomu
-                | Env::XenHvmFwDomu
-                | Env::XenPvhHighDomu
-        )
+        matches!(self, Env::XenPvh | Env::XenPv) || self.is_domu()
     }
 
     /// Whether the kernel runs as a domU made by `xl` in a Linux dom0
@@ -1342,6 +1333,24 @@ mod tests {
     fn domu_expectations() {
         assert_eq!(Env::XenPvDomu.domu_kind(), Some("pv"));
         assert!(Env::DOMU.iter().all(|e| e.is_domu() && e.is_xen()));
+        let xen: Vec<&str> = Env::ALL
+            .iter()
+            .filter(|e| e.is_xen())
+            .map(|e| e.name())
+            .collect();
+        assert_eq!(
+            xen,
+            [
+                "xen-pvh",
+                "xen-pv",
+                "xen-pvh-domu",
+                "xen-pv-domu",
+                "xen-hvm-domu",
+                "xen-hvm-viridian-domu",
+                "xen-hvm-fw-domu",
+                "xen-pvh-high-domu"
+            ]
+        );
         assert!(!Env::XenPv.is_domu());
         let pv = Env::XenPvDomu.expectation();
         assert!(pv.features_present.contains(&"console-ring".to_owned()));
